@@ -1,0 +1,209 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Persisted container configuration and the per-container lock.
+
+Layout under ``data_dir`` (default ``/var/lib/ovz``)::
+
+    conf/<name>.json    the container's configuration (written atomically)
+    private/<name>      its private area (an ext4 image or a directory)
+    root/<name>         the mount point of its root filesystem
+    dump/<name>         checkpoint images
+    templates/          OS templates
+    run/<name>/         runtime state (state.json, lock, console.log)
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Iterator, List, Optional
+
+from .errors import InvalidParameter
+
+DEFAULT_DATA_DIR = "/var/lib/ovz"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CONFIG_VERSION = 1
+
+
+def validate_name(name: Any, param: str = "name") -> str:
+    if not isinstance(name, (str, int)) or isinstance(name, bool) or not NAME_RE.match(str(name)):
+        raise InvalidParameter(
+            "%r is not a valid container name: use 1-64 characters from A-Z a-z 0-9 _ . -, "
+            "starting with a letter or digit" % (name,), param)
+    return str(name)
+
+
+def validate_data_dir(data_dir: Any) -> str:
+    if not isinstance(data_dir, str) or not data_dir.startswith("/") or "\0" in data_dir:
+        raise InvalidParameter("must be an absolute path, got %r" % (data_dir,), "data_dir")
+    return os.path.normpath(data_dir)
+
+
+class HostLayout:
+    """Paths of one node's data directory; computing them touches nothing."""
+
+    def __init__(self, data_dir: str = DEFAULT_DATA_DIR) -> None:
+        self.data_dir = validate_data_dir(data_dir)
+
+    def conf_dir(self) -> str:
+        return os.path.join(self.data_dir, "conf")
+
+    def conf(self, name: str) -> str:
+        return os.path.join(self.data_dir, "conf", name + ".json")
+
+    def private(self, name: str) -> str:
+        return os.path.join(self.data_dir, "private", name)
+
+    def root(self, name: str) -> str:
+        return os.path.join(self.data_dir, "root", name)
+
+    def dump(self, name: str) -> str:
+        return os.path.join(self.data_dir, "dump", name)
+
+    def run(self, name: str) -> str:
+        return os.path.join(self.data_dir, "run", name)
+
+    def templates(self) -> str:
+        return os.path.join(self.data_dir, "templates")
+
+    def names(self) -> List[str]:
+        try:
+            entries = os.listdir(self.conf_dir())
+        except FileNotFoundError:
+            return []
+        return sorted(e[:-5] for e in entries if e.endswith(".json") and NAME_RE.match(e[:-5]))
+
+
+@dataclass
+class ContainerConfig:
+    """What the operator asked for; survives restarts and host reboots."""
+
+    name: str
+    layout: str = "image"
+    hostname: str = ""
+    init: str = "/sbin/init"
+    onboot: bool = False
+    bootorder: int = 0
+    template: str = ""
+    diskspace: List[Optional[int]] = field(default_factory=lambda: [None, None])
+    diskinodes: List[Optional[int]] = field(default_factory=lambda: [None, None])
+    halt_signal: str = "auto"
+    stop_timeout: int = 60
+    limits: Dict[str, Any] = field(default_factory=dict)
+    network: Dict[str, Any] = field(default_factory=dict)
+    quota: Dict[str, Any] = field(default_factory=dict)
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ContainerConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def atomic_write_json(path: str, data: Any, mode: int = 0o600) -> None:
+    """Write ``data`` so that readers see the old file or the new one, never a torn one."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_json(path: str) -> Optional[Any]:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+
+
+class ConfigStore:
+    def __init__(self, layout: HostLayout) -> None:
+        self.layout = layout
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self.layout.conf(name))
+
+    def load(self, name: str) -> Optional[ContainerConfig]:
+        data = read_json(self.layout.conf(name))
+        return None if data is None else ContainerConfig.from_dict(data)
+
+    def save(self, config: ContainerConfig) -> None:
+        atomic_write_json(self.layout.conf(config.name), config.to_dict())
+
+    def remove(self, name: str) -> None:
+        try:
+            os.unlink(self.layout.conf(name))
+        except FileNotFoundError:
+            pass
+
+
+class ContainerLock:
+    """An exclusive ``flock`` on ``run/<name>/lock``, held by every mutating call.
+
+    The lock file may be removed by ``destroy`` while others wait on it, so after
+    taking the lock we check that the path still names the file we locked.
+    """
+
+    def __init__(self, layout: HostLayout, name: str, timeout: Optional[float] = None) -> None:
+        self.path = os.path.join(layout.run(name), "lock")
+        self.timeout = timeout
+        self.fd: Optional[int] = None
+
+    def __enter__(self) -> "ContainerLock":
+        while True:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return self
+            os.close(fd)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def iter_configs(layout: HostLayout) -> Iterator[ContainerConfig]:
+    store = ConfigStore(layout)
+    for name in layout.names():
+        try:
+            config = store.load(name)
+        except (ValueError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in (errno.EACCES, errno.EISDIR):
+                raise
+            continue
+        if config is not None:
+            yield config

@@ -1,0 +1,474 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The container lifecycle: create, start, stop, freeze, destroy, exec.
+
+``ContainerManager`` is the engine's front door. Each mutating method takes
+the container's lock, reads the kernel's state, changes only what differs,
+and undoes its own partial work if a step fails.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from . import namespaces as ns
+from .cgroups import CgroupBackend, ContainerCgroups, select_backend, validate_cgroup_parent
+from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
+                     validate_name)
+from .errors import InvalidParameter, OvzError, StateConflict
+from .process import ExecResult, InitSpec, exec_in, process_starttime, spawn_init
+from .rootfs import DEVICE_ALLOW, RootfsSpec
+from .storage import Storage, extract_template, validate_layout
+from .templates import resolve_template
+
+STATES = ("absent", "stopped", "running", "frozen")
+PAYLOAD = "payload"
+BOOT_MARKER = "booted"
+HALT_MARKER = "halted"
+HOSTNAME_MAX = 64
+
+
+def validate_hostname(hostname: str) -> str:
+    if not isinstance(hostname, str) or len(hostname) > HOSTNAME_MAX or not hostname or \
+            any(not (c.isalnum() or c in "-.") for c in hostname) or hostname[0] in "-.":
+        raise InvalidParameter("%r is not a valid hostname" % (hostname,), "hostname")
+    return hostname
+
+
+def validate_init(init: str) -> str:
+    if not isinstance(init, str) or not init.startswith("/") or "\0" in init:
+        raise InvalidParameter("must be an absolute path inside the container, got %r" % (init,), "init")
+    return init
+
+
+@dataclass
+class Runtime:
+    """What a running container left in ``run/<name>/state.json``."""
+
+    init_pid: int
+    init_starttime: int
+    cgroups: Dict[str, str]
+    cgroup_version: int
+    started_at: float
+
+    @classmethod
+    def load(cls, path: str) -> Optional["Runtime"]:
+        data = read_json(path)
+        if not data:
+            return None
+        try:
+            return cls(int(data["init_pid"]), int(data["init_starttime"]), dict(data["cgroups"]),
+                       int(data["cgroup_version"]), float(data["started_at"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def alive(self) -> bool:
+        return process_starttime(self.init_pid) == self.init_starttime
+
+
+class ContainerManager:
+    """All containers of one node (``data_dir``), with their cgroups under ``cgroup_parent``."""
+
+    def __init__(self, data_dir: str = "/var/lib/ovz", cgroup_parent: str = "auto",
+                 backend: Optional[CgroupBackend] = None) -> None:
+        self.layout = HostLayout(data_dir)
+        self.cgroup_parent = validate_cgroup_parent(cgroup_parent)
+        self.store = ConfigStore(self.layout)
+        self._backend = backend
+
+    # -- helpers ------------------------------------------------------------------
+    @property
+    def backend(self) -> CgroupBackend:
+        if self._backend is None:
+            self._backend = select_backend()
+        return self._backend
+
+    def lock(self, name: str) -> ContainerLock:
+        return ContainerLock(self.layout, name)
+
+    def storage(self, config: ContainerConfig) -> Storage:
+        return Storage(config.layout, self.layout.private(config.name), self.layout.root(config.name))
+
+    def state_path(self, name: str) -> str:
+        return os.path.join(self.layout.run(name), "state.json")
+
+    def runtime(self, name: str) -> Optional[Runtime]:
+        return Runtime.load(self.state_path(name))
+
+    def cgroups_for(self, runtime: Runtime) -> ContainerCgroups:
+        return ContainerCgroups(self.backend, runtime.cgroups)
+
+    def load(self, name: str) -> ContainerConfig:
+        config = self.store.load(validate_name(name))
+        if config is None:
+            raise StateConflict("container %s does not exist" % name, "name")
+        return config
+
+    def exists(self, name: str) -> bool:
+        return self.store.exists(validate_name(name))
+
+    # -- state --------------------------------------------------------------------
+    def status(self, name: str) -> str:
+        validate_name(name)
+        if not self.store.exists(name):
+            return "absent"
+        runtime = self.runtime(name)
+        if runtime is None or not runtime.alive():
+            return "stopped"
+        return "frozen" if self.cgroups_for(runtime).frozen() else "running"
+
+    def facts(self, name: str) -> Dict[str, Any]:
+        state = self.status(name)
+        if state == "absent":
+            return {"name": name, "state": "absent"}
+        config = self.load(name)
+        runtime = self.runtime(name) if state in ("running", "frozen") else None
+        storage = self.storage(config)
+        facts: Dict[str, Any] = {
+            "name": name,
+            "state": state,
+            "hostname": config.hostname,
+            "layout": config.layout,
+            "init": config.init,
+            "onboot": config.onboot,
+            "bootorder": config.bootorder,
+            "template": config.template,
+            "diskspace": config.diskspace,
+            "diskinodes": config.diskinodes,
+            "init_pid": runtime.init_pid if runtime else None,
+            "cgroups": runtime.cgroups if runtime else {},
+            "ip_address": list(config.network.get("ip_address", [])),
+            "paths": {
+                "config": self.layout.conf(name),
+                "private": self.layout.private(name),
+                "root": self.layout.root(name),
+                "run": self.layout.run(name),
+                "dump": self.layout.dump(name),
+            },
+        }
+        if runtime:
+            facts["started_at"] = runtime.started_at
+        if state in ("running", "frozen") and storage.mounted():
+            facts["disk_usage"] = storage.usage()
+        return facts
+
+    def list(self) -> List[Dict[str, Any]]:
+        return [self.facts(name) for name in self.layout.names()]
+
+    # -- create / destroy -------------------------------------------------------------
+    def plan_create(self, name: str, template: Optional[str], layout: str = "image",
+                    hostname: Optional[str] = None, init: str = "/sbin/init", onboot: bool = False,
+                    diskspace: Optional[Sequence[Optional[int]]] = None,
+                    diskinodes: Optional[Sequence[Optional[int]]] = None) -> ContainerConfig:
+        """Validate everything a create needs, touching nothing; returns the config it would write."""
+        validate_name(name)
+        validate_layout(layout)
+        validate_init(init)
+        if hostname is not None:
+            validate_hostname(hostname)
+        if not template:
+            raise InvalidParameter("a template is required to create container %s" % name, "template")
+        source = resolve_template(template, self.layout.templates())
+        space = list(diskspace) if diskspace else [None, None]
+        inodes = list(diskinodes) if diskinodes else [None, None]
+        if layout == "image" and space[1] is not None and space[1] < (16 << 20):
+            raise InvalidParameter("an image needs at least 16M, got %d bytes" % space[1], "diskspace")
+        if layout == "image" and inodes[1] is not None and inodes[1] < 64:
+            raise InvalidParameter("an image needs at least 64 inodes, got %d" % inodes[1], "diskinodes")
+        return ContainerConfig(name=name, layout=layout, hostname=hostname or name, init=init, onboot=onboot,
+                               template=source, diskspace=space, diskinodes=inodes)
+
+    def create(self, name: str, template: Optional[str], **options: Any) -> ContainerConfig:
+        config = self.plan_create(name, template, **options)
+        with self.lock(name):
+            if self.store.exists(name):
+                raise StateConflict("container %s already exists" % name, "name")
+            storage = self.storage(config)
+            if os.path.lexists(storage.private):
+                raise StateConflict("the private area %s already exists; remove it or choose another name"
+                                    % storage.private, "name")
+            try:
+                storage.create(config.diskspace[1], config.diskinodes[1])
+                storage.mount()
+                try:
+                    extract_template(config.template, storage.root)
+                finally:
+                    storage.umount()
+                self.store.save(config)
+            except BaseException:
+                storage.umount()
+                storage.destroy()
+                self._remove_run_dir(name)
+                raise
+        return config
+
+    def destroy(self, name: str) -> bool:
+        validate_name(name)
+        with self.lock(name):
+            if not self.store.exists(name):
+                self._remove_run_dir(name, keep_lock=False)
+                return False
+            config = self.load(name)
+            self._stop_locked(config, timeout=config.stop_timeout)
+            self.storage(config).destroy()
+            shutil.rmtree(self.layout.dump(name), ignore_errors=True)
+            self.store.remove(name)
+            self._remove_run_dir(name, keep_lock=False)
+        return True
+
+    def _remove_run_dir(self, name: str, keep_lock: bool = True) -> None:
+        run_dir = self.layout.run(name)
+        if not os.path.isdir(run_dir):
+            return
+        for entry in os.listdir(run_dir):
+            if keep_lock and entry == "lock":
+                continue
+            path = os.path.join(run_dir, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        if not keep_lock:
+            try:
+                os.rmdir(run_dir)
+            except OSError:
+                pass
+
+    def update(self, name: str, **changes: Any) -> Dict[str, Any]:
+        """Change stored settings (hostname, onboot, init, ...); returns {key: (old, new)}."""
+        with self.lock(name):
+            config = self.load(name)
+            diff = {}
+            for key, value in changes.items():
+                if value is None:
+                    continue
+                if key == "hostname":
+                    validate_hostname(value)
+                if key == "init":
+                    validate_init(value)
+                if getattr(config, key) != value:
+                    diff[key] = (getattr(config, key), value)
+                    setattr(config, key, value)
+            if diff:
+                self.store.save(config)
+                if "hostname" in diff and self.status(name) in ("running", "frozen"):
+                    self._set_live_hostname(name, config.hostname)
+        return diff
+
+    def _set_live_hostname(self, name: str, hostname: str) -> None:
+        result = self.exec(name, ["hostname", hostname])
+        if result.rc != 0:
+            raise OvzError("setting the hostname inside failed: %s" % result.stderr.decode(errors="replace").strip(),
+                           "hostname")
+        self.exec(name, ["sh", "-c", 'test -L /etc/hostname || echo "$0" > /etc/hostname', hostname])
+
+    # -- start / stop -------------------------------------------------------------------
+    def start(self, name: str, wait_boot: bool = False, timeout: float = 60.0,
+              before_go: Optional[Callable[[int], None]] = None) -> bool:
+        """Start the container; returns False if it was already running."""
+        with self.lock(name):
+            config = self.load(name)
+            state = self.status(name)
+            if state in ("running", "frozen"):
+                return False
+            self._cleanup_stale(config)
+            self._start_locked(config, before_go)
+        if wait_boot:
+            self.wait_booted(name, timeout)
+        return True
+
+    def _start_locked(self, config: ContainerConfig, before_go: Optional[Callable[[int], None]]) -> Runtime:
+        name = config.name
+        storage = self.storage(config)
+        if not storage.exists():
+            raise StateConflict("the private area of %s is missing (%s)" % (name, storage.private), "name")
+        run_dir = self.layout.run(name)
+        guest_dir = os.path.join(run_dir, "guest")
+        backend = self.backend
+        parent = backend.resolve_parent(self.cgroup_parent)
+        cgroups = ContainerCgroups(backend, backend.container_paths(parent, name))
+        undo: List[Callable[[], None]] = []
+        try:
+            storage.mount()
+            undo.append(storage.umount)
+            os.makedirs(guest_dir, mode=0o755, exist_ok=True)
+            marker = os.path.join(guest_dir, BOOT_MARKER)
+            if os.path.lexists(marker):
+                os.unlink(marker)
+            undo.append(cgroups.remove)
+            cgroups.create()
+            cgroups.apply_device_policy(DEVICE_ALLOW)
+            cgroups.create(PAYLOAD)
+            undo.append(cgroups.kill_all)
+            spec = InitSpec(
+                argv=[config.init],
+                rootfs=RootfsSpec(root=storage.root, console=os.path.join(run_dir, "console.log"),
+                                  guest_dir=guest_dir, hostname=config.hostname),
+                cgroup_procs=cgroups.payload_procs(PAYLOAD),
+                dropped_capabilities=ns.DEFAULT_DROPPED_CAPABILITIES,
+                stdout_path=os.path.join(run_dir, "console.log"),
+            )
+            init_pid = spawn_init(spec, before_go)
+            starttime = process_starttime(init_pid)
+            if starttime is None:
+                raise OvzError("the init of %s exited at once; see %s" % (name, spec.stdout_path))
+            runtime = Runtime(init_pid, starttime, cgroups.to_state(), backend.version, time.time())
+            atomic_write_json(self.state_path(name), runtime.__dict__)
+            return runtime
+        except BaseException:
+            for step in reversed(undo):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - keep undoing; the first error is what matters
+                    pass
+            raise
+
+    def wait_booted(self, name: str, timeout: float = 60.0) -> None:
+        """Wait until the container's startup scripts have run (they touch /run/ovz/booted)."""
+        marker = os.path.join(self.layout.run(name), "guest", BOOT_MARKER)
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while not os.path.exists(marker):
+            runtime = self.runtime(name)
+            if runtime is None or not runtime.alive():
+                raise OvzError("container %s stopped while booting; see %s"
+                               % (name, os.path.join(self.layout.run(name), "console.log")))
+            if time.monotonic() > deadline:
+                raise OvzError("container %s did not finish booting within %.0f s" % (name, timeout), "timeout")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def stop(self, name: str, timeout: Optional[float] = None) -> bool:
+        """Stop gracefully; returns False if the container was not running."""
+        with self.lock(name):
+            config = self.load(name)
+            return self._stop_locked(config, timeout if timeout is not None else config.stop_timeout)
+
+    def _stop_locked(self, config: ContainerConfig, timeout: float) -> bool:
+        runtime = self.runtime(config.name)
+        was_running = runtime is not None and runtime.alive()
+        if was_running and runtime is not None:
+            cgroups = self.cgroups_for(runtime)
+            if cgroups.frozen():
+                cgroups.thaw()
+            self._halt(runtime, config, timeout)
+        self._cleanup_stale(config)
+        return was_running
+
+    def _halt(self, runtime: Runtime, config: ContainerConfig, timeout: float) -> None:
+        """The init's own shutdown signal, then the timeout, then SIGKILL to the whole cgroup.
+
+        Inits that report the end of their shutdown scripts (``/run/ovz/halted``,
+        as the busybox template does) are not waited for beyond that point.
+        """
+        signum = halt_signal_for(runtime.init_pid, config.halt_signal)
+        halted = os.path.join(self.layout.run(config.name), "guest", HALT_MARKER)
+        try:
+            pidfd = os.pidfd_open(runtime.init_pid)
+        except ProcessLookupError:
+            return
+        try:
+            if not runtime.alive():
+                return
+            os.kill(runtime.init_pid, signum)
+            deadline = time.monotonic() + max(0.0, timeout)
+            step = 0.001
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or os.path.exists(halted):
+                    return
+                if select.select([pidfd], [], [], min(step, remaining))[0]:
+                    return
+                step = min(step * 2, 0.05)
+        finally:
+            os.close(pidfd)
+
+    def _cleanup_stale(self, config: ContainerConfig) -> None:
+        """Remove what a dead (or killed) container left: processes, cgroups, mounts."""
+        runtime = self.runtime(config.name)
+        if runtime is not None:
+            cgroups = self.cgroups_for(runtime)
+            if cgroups.exists():
+                cgroups.kill_all()
+                cgroups.remove()
+        self.storage(config).umount()
+        self._remove_run_dir(config.name)
+
+    def restart(self, name: str, wait_boot: bool = False, timeout: float = 60.0) -> None:
+        self.stop(name)
+        self.start(name, wait_boot=wait_boot, timeout=timeout)
+
+    # -- freeze ---------------------------------------------------------------------------
+    def freeze(self, name: str) -> bool:
+        with self.lock(name):
+            state = self.status(name)
+            if state == "frozen":
+                return False
+            if state != "running":
+                raise StateConflict("container %s is %s; only a running container can be frozen" % (name, state),
+                                    "state")
+            runtime = self.runtime(name)
+            assert runtime is not None
+            self.cgroups_for(runtime).freeze()
+            return True
+
+    def thaw(self, name: str) -> bool:
+        with self.lock(name):
+            if self.status(name) != "frozen":
+                return False
+            runtime = self.runtime(name)
+            assert runtime is not None
+            self.cgroups_for(runtime).thaw()
+            return True
+
+    # -- exec -----------------------------------------------------------------------------
+    def exec(self, name: str, argv: Sequence[str], stdin: Optional[bytes] = None, capture: bool = True,
+             env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None) -> ExecResult:
+        if not argv:
+            raise InvalidParameter("an empty command", "command")
+        runtime = self.runtime(validate_name(name))
+        if runtime is None or not runtime.alive():
+            raise StateConflict("container %s is not running" % name, "name")
+        cgroups = self.cgroups_for(runtime)
+        return exec_in(runtime.init_pid, argv, cgroups.payload_procs(PAYLOAD), ns.DEFAULT_DROPPED_CAPABILITIES,
+                       env=env, stdin=stdin, capture=capture, timeout=timeout)
+
+
+def halt_signal_for(pid: int, configured: str = "auto") -> int:
+    """The signal that makes this init shut down cleanly (like LXC's lxc.signal.halt)."""
+    if configured and configured != "auto":
+        return parse_signal(configured)
+    try:
+        with open("/proc/%d/comm" % pid) as handle:
+            comm = handle.read().strip()
+        exe = os.readlink("/proc/%d/exe" % pid)
+    except OSError:
+        return signal.SIGTERM
+    if comm == "systemd" or exe.endswith("/systemd"):
+        return signal.SIGRTMIN + 3          # systemd: halt
+    if exe.endswith("busybox"):
+        return signal.SIGUSR2               # busybox init: poweroff (runs ::shutdown: actions)
+    return signal.SIGPWR                    # sysvinit and others, as LXC does
+
+
+def parse_signal(value: str) -> int:
+    text = str(value).upper()
+    if text.startswith("SIGRTMIN+"):
+        return signal.SIGRTMIN + int(text[len("SIGRTMIN+"):])
+    if text.isdigit():
+        return int(text)
+    name = text if text.startswith("SIG") else "SIG" + text
+    try:
+        return int(getattr(signal, name))
+    except AttributeError:
+        raise InvalidParameter("unknown signal %r" % (value,), "halt_signal") from None

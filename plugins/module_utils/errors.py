@@ -1,0 +1,36 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Errors raised by the engine.
+
+Every error that comes from bad input carries the name of the parameter at
+fault, so the Ansible layer can fail with a message that names it.
+"""
+
+from __future__ import annotations
+
+
+class OvzError(Exception):
+    """A failure the operator can act on; ``param`` names the input at fault."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.param and self.param not in text:
+            return "%s: %s" % (self.param, text)
+        return text
+
+
+class InvalidParameter(OvzError):
+    """The value of a parameter is malformed or out of range."""
+
+
+class StateConflict(OvzError):
+    """The request cannot be met from the container's current state."""
+
+
+class KernelUnsupported(OvzError):
+    """The host kernel lacks a facility the request needs."""

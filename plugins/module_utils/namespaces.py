@@ -1,0 +1,184 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Thin ctypes wrappers over the namespace, mount and capability system calls.
+
+Python 3.11 has no ``os.unshare``/``os.setns``, and glibc has no wrapper for
+``pivot_root``, so these go through libc directly. Every wrapper raises
+``OSError`` with the real errno.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+from typing import Iterable, Optional
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_STRICTATIME = 1 << 24
+
+MNT_DETACH = 2
+
+PR_CAPBSET_DROP = 24
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+# Namespace files under /proc/<pid>/ns, in the order setns must enter them:
+# the user namespace first (it grants the rights for the others), mnt last
+# but before pid takes effect on the next fork.
+NAMESPACE_FLAGS = {
+    "user": CLONE_NEWUSER,
+    "cgroup": CLONE_NEWCGROUP,
+    "ipc": CLONE_NEWIPC,
+    "uts": CLONE_NEWUTS,
+    "net": CLONE_NEWNET,
+    "pid": CLONE_NEWPID,
+    "mnt": CLONE_NEWNS,
+}
+
+CAPABILITIES = {
+    "chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4, "kill": 5,
+    "setgid": 6, "setuid": 7, "setpcap": 8, "linux_immutable": 9, "net_bind_service": 10,
+    "net_broadcast": 11, "net_admin": 12, "net_raw": 13, "ipc_lock": 14, "ipc_owner": 15,
+    "sys_module": 16, "sys_rawio": 17, "sys_chroot": 18, "sys_ptrace": 19, "sys_pacct": 20,
+    "sys_admin": 21, "sys_boot": 22, "sys_nice": 23, "sys_resource": 24, "sys_time": 25,
+    "sys_tty_config": 26, "mknod": 27, "lease": 28, "audit_write": 29, "audit_control": 30,
+    "setfcap": 31, "mac_override": 32, "mac_admin": 33, "syslog": 34, "wake_alarm": 35,
+    "block_suspend": 36, "audit_read": 37, "perfmon": 38, "bpf": 39, "checkpoint_restore": 40,
+}
+
+# What a container never gets by default: these act on the whole host
+# (modules, raw I/O, the clock, the kernel log, LSM policy, suspend).
+DEFAULT_DROPPED_CAPABILITIES = (
+    "sys_module", "sys_rawio", "sys_time", "mac_admin", "mac_override",
+    "syslog", "wake_alarm", "block_suspend", "audit_control",
+)
+
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+
+
+def _check(result: int, what: str, path: Optional[str] = None) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "%s: %s" % (what, os.strerror(err)), path)
+
+
+def _b(value: Optional[str]) -> Optional[bytes]:
+    return None if value is None else os.fsencode(value)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def mount(source: Optional[str], target: str, fstype: Optional[str] = None,
+          flags: int = 0, data: Optional[str] = None) -> None:
+    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+
+
+def umount(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), flags), "umount", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(38, "pivot_root: unsupported architecture %s" % platform.machine())
+    _check(_libc.syscall(number, _b(new_root), _b(put_old)), "pivot_root", new_root)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    result = _libc.prctl(option, arg2, arg3, arg4, arg5)
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "prctl(%d): %s" % (option, os.strerror(err)))
+    return result
+
+
+def capability_numbers(names: Iterable[str], param: str = "capability") -> list:
+    from .errors import InvalidParameter
+    numbers = []
+    for name in names:
+        key = name.lower().replace("cap_", "", 1) if name.lower().startswith("cap_") else name.lower()
+        if key not in CAPABILITIES:
+            raise InvalidParameter("unknown capability %r" % (name,), param)
+        numbers.append(CAPABILITIES[key])
+    return numbers
+
+
+def drop_bounding_capabilities(names: Iterable[str]) -> None:
+    """Remove capabilities from the bounding set; they are gone for every later exec."""
+    last_cap = 40
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as handle:
+            last_cap = int(handle.read())
+    except OSError:
+        pass
+    for number in capability_numbers(names):
+        if number <= last_cap:
+            prctl(PR_CAPBSET_DROP, number)
+
+
+def bounding_set(pid: str = "self") -> int:
+    with open("/proc/%s/status" % pid) as handle:
+        for line in handle:
+            if line.startswith("CapBnd:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def enter_namespaces(pid: int, kinds: Iterable[str]) -> None:
+    """setns() into ``kinds`` of ``pid``'s namespaces; pid takes effect for children."""
+    fds = []
+    try:
+        for kind in kinds:
+            fds.append((kind, os.open("/proc/%d/ns/%s" % (pid, kind), os.O_RDONLY | os.O_CLOEXEC)))
+        for kind, fd in fds:
+            setns(fd, NAMESPACE_FLAGS[kind])
+    finally:
+        for _kind, fd in fds:
+            os.close(fd)
+
+
+def close_fds_except(keep: Iterable[int]) -> None:
+    """Close every descriptor but stdio and ``keep`` (a forked child must not hold the caller's pipes)."""
+    wanted = set(keep) | {0, 1, 2}
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd not in wanted:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

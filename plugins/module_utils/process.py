@@ -1,0 +1,265 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Starting a container's init, and running commands inside a running container.
+
+There is no daemon: the init is started by a short-lived intermediate process
+that exits at once, so the init is adopted by the host's init (or the nearest
+subreaper) and keeps running after the caller is gone, as with ``vzctl start``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import namespaces as ns
+from .rootfs import RootfsSpec, enter_rootfs
+
+CONTAINER_NAMESPACES = (ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC | ns.CLONE_NEWNET
+                        | ns.CLONE_NEWPID | ns.CLONE_NEWCGROUP)
+ENTER_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class InitSpec:
+    argv: List[str]
+    rootfs: RootfsSpec
+    cgroup_procs: List[str]             # cgroup.procs files to join before unsharing
+    dropped_capabilities: Sequence[str]
+    stdout_path: str                    # console log on the host
+    env: Dict[str, str] = field(default_factory=dict)
+
+
+class SpawnError(Exception):
+    pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def process_starttime(pid: int) -> Optional[int]:
+    """Start time (clock ticks since boot) of ``pid``; guards against PID reuse."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            data = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _child_fail(err_w: int, exc: BaseException) -> None:
+    try:
+        _write_all(err_w, ("%s: %s" % (type(exc).__name__, exc)).encode(errors="replace"))
+    finally:
+        os._exit(127)
+
+
+def spawn_init(spec: InitSpec, before_go: Optional[Callable[[int], None]] = None) -> int:
+    """Start the container's init; returns its PID as the host sees it.
+
+    ``before_go(pid)`` runs in the caller once the namespaces exist and before
+    init is exec'd (network setup moves interfaces into the netns then).
+    """
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    console_fd = os.open(spec.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    middle = os.fork()
+    if middle == 0:  # pragma: no cover - runs in the forked child
+        try:
+            os.close(go_w)
+            os.close(pid_r)
+            os.close(err_r)
+            os.setsid()
+            for procs in spec.cgroup_procs:
+                with open(procs, "w") as handle:
+                    handle.write("0")
+            ns.unshare(CONTAINER_NAMESPACES)
+            init_pid = os.fork()
+            if init_pid == 0:
+                os.close(pid_w)
+                _init_child(spec, go_r, err_w, console_fd)
+            _write_all(pid_w, struct.pack("i", init_pid))
+            os._exit(0)
+        except BaseException as exc:  # noqa: B036 - report anything to the parent
+            _child_fail(err_w, exc)
+    os.close(console_fd)
+    os.close(go_r)
+    os.close(pid_w)
+    os.close(err_w)
+    try:
+        _pid, status = os.waitpid(middle, 0)
+        data = _read_all(pid_r)
+        if len(data) != 4:
+            raise SpawnError(_read_all(err_r).decode(errors="replace") or "container setup failed (status %d)" % status)
+        init_pid = struct.unpack("i", data)[0]
+        try:
+            if before_go is not None:
+                before_go(init_pid)
+            _write_all(go_w, b"g")
+            os.close(go_w)
+            go_w = -1
+            message = _read_all(err_r)  # EOF without data: exec succeeded
+        except BaseException:
+            _kill_quietly(init_pid)
+            raise
+        if message:
+            _kill_quietly(init_pid)
+            raise SpawnError(message.decode(errors="replace"))
+        return init_pid
+    finally:
+        for fd in (go_w, pid_r, err_r):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _init_child(spec: InitSpec, go_r: int, err_w: int, console_fd: int) -> None:  # pragma: no cover
+    try:
+        if os.read(go_r, 1) != b"g":
+            os._exit(0)  # the caller gave up: vanish without a trace
+        os.close(go_r)
+        enter_rootfs(spec.rootfs)
+        ns.drop_bounding_capabilities(spec.dropped_capabilities)
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(console_fd, 1)
+        os.dup2(console_fd, 2)
+        ns.close_fds_except([err_w])
+        for signum in range(1, signal.NSIG):
+            try:
+                signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        env = {"PATH": DEFAULT_PATH, "container": "ovz", "HOME": "/root", "TERM": "linux"}
+        env.update(spec.env)
+        os.execve(spec.argv[0], spec.argv, env)
+    except BaseException as exc:  # noqa: B036
+        _child_fail(err_w, exc)
+
+
+@dataclass
+class ExecResult:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+
+def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], dropped_capabilities: Sequence[str],
+            env: Optional[Dict[str, str]] = None, stdin: Optional[bytes] = None, capture: bool = True,
+            cwd: str = "/", timeout: Optional[float] = None) -> ExecResult:
+    """Run ``argv`` inside the container of ``init_pid`` (``vzctl exec``).
+
+    With ``capture`` false the command shares the caller's stdio (``vzctl enter``).
+    """
+    out_r = out_w = err_r = err_w = in_r = in_w = -1
+    if capture:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        try:
+            if capture:
+                os.dup2(in_r, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+            for procs in cgroup_procs:
+                with open(procs, "w") as handle:
+                    handle.write("0")
+            ns.enter_namespaces(init_pid, ENTER_ORDER)
+            grandchild = os.fork()
+            if grandchild == 0:
+                os.chdir(cwd)
+                ns.drop_bounding_capabilities(dropped_capabilities)
+                full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "container": "ovz", "TERM": "dumb"}
+                full_env.update(env or {})
+                try:
+                    os.execvpe(argv[0], list(argv), full_env)
+                except OSError as exc:
+                    os.write(2, ("%s: %s\n" % (argv[0], exc.strerror)).encode())
+                    os._exit(127 if exc.errno == 2 else 126)
+            _pid, status = os.waitpid(grandchild, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xff if os.WIFEXITED(status)
+                     else 128 + os.WTERMSIG(status))
+        except BaseException as exc:  # noqa: B036
+            try:
+                os.write(2, ("ovz exec: %s\n" % exc).encode(errors="replace"))
+            finally:
+                os._exit(125)
+    os.close(status_w)
+    os.close(status_r)
+    stdout = stderr = b""
+    if capture:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+        stdout, stderr = _pump(in_w, stdin or b"", out_r, err_r, timeout, child)
+    _pid, status = os.waitpid(child, 0)
+    rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+    return ExecResult(rc, stdout, stderr)
+
+
+def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[float],
+          child: int) -> Tuple[bytes, bytes]:
+    buffers: Dict[int, List[bytes]] = {out_r: [], err_r: []}
+    writers = [in_w] if data else []
+    if not data:
+        os.close(in_w)
+    readers = [out_r, err_r]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while readers or writers:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready_r, ready_w, _ = select.select(readers, writers, [], wait)
+        if not ready_r and not ready_w:
+            _kill_quietly(child)
+            deadline = None
+            continue
+        for fd in ready_w:
+            try:
+                written = os.write(fd, data[:65536])
+                data = data[written:]
+            except BrokenPipeError:
+                data = b""
+            if not data:
+                os.close(fd)
+                writers.remove(fd)
+        for fd in ready_r:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                buffers[fd].append(chunk)
+            else:
+                os.close(fd)
+                readers.remove(fd)
+    return b"".join(buffers[out_r]), b"".join(buffers[err_r])

@@ -1,0 +1,187 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The filesystem a container's init sees, built inside its new mount namespace.
+
+Runs in the container's first process, after ``unshare`` and before ``exec``
+of init: it may only use what is already imported, and it reports failures
+by raising ``OSError`` for the caller to send back over the error pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from . import namespaces as ns
+
+# (name, type, major, minor, mode). Everything else under /dev is absent, and
+# the device cgroup refuses to open anything not listed in DEVICE_ALLOW.
+DEVICE_NODES: Tuple[Tuple[str, str, int, int, int], ...] = (
+    ("null", "c", 1, 3, 0o666),
+    ("zero", "c", 1, 5, 0o666),
+    ("full", "c", 1, 7, 0o666),
+    ("random", "c", 1, 8, 0o666),
+    ("urandom", "c", 1, 9, 0o666),
+    ("tty", "c", 5, 0, 0o666),
+)
+
+# Device cgroup rules: the nodes above, the pty multiplexer and slaves of the
+# container's own devpts, and mknod (but not open) of anything else.
+DEVICE_ALLOW: Tuple[str, ...] = (
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",
+    "c *:* m", "b *:* m",
+)
+
+NOSUID_NODEV_NOEXEC = ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC
+
+# Read-only views over the parts of /proc that act on the whole host.
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+PROC_MASKED = ("kcore", "kmsg", "timer_list", "keys", "sched_debug")
+
+
+@dataclass
+class RootfsSpec:
+    root: str                       # host path of the mounted root filesystem
+    console: Optional[str] = None   # host file bound on /dev/console
+    guest_dir: Optional[str] = None  # host dir bound on /run/ovz (boot marker)
+    hostname: str = ""
+    extra_binds: List[Tuple[str, str, bool]] = field(default_factory=list)
+
+
+def _mkdir(path: str, mode: int = 0o755) -> None:
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+
+
+def _bind(source: str, target: str, read_only: bool = False, recursive: bool = False) -> None:
+    ns.mount(source, target, None, ns.MS_BIND | (ns.MS_REC if recursive else 0))
+    if read_only:
+        ns.mount(None, target, None, ns.MS_BIND | ns.MS_REMOUNT | ns.MS_RDONLY | ns.MS_NOSUID | ns.MS_NODEV)
+
+
+def _safe_join(root: str, rel: str) -> str:
+    """``root``/``rel`` with no symlink on the way: the container owns the tree."""
+    path = root
+    for part in rel.strip("/").split("/"):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            raise OSError(40, "refusing to follow a symlink placed by the container", path)
+    return path
+
+
+def setup_proc(root: str) -> None:
+    proc = _safe_join(root, "proc")
+    _mkdir(proc)
+    ns.mount("proc", proc, "proc", NOSUID_NODEV_NOEXEC)
+    for rel in PROC_READ_ONLY:
+        path = os.path.join(proc, rel)
+        if os.path.exists(path):
+            _bind(path, path, read_only=True)
+    # net.* sysctls belong to the container's own network namespace.
+    net = os.path.join(proc, "sys", "net")
+    ns.mount(net, net, None, ns.MS_BIND)
+    ns.mount(None, net, None, ns.MS_BIND | ns.MS_REMOUNT | ns.MS_NOSUID | ns.MS_NODEV)
+    for rel in PROC_MASKED:
+        path = os.path.join(proc, rel)
+        if os.path.exists(path):
+            ns.mount("/dev/null", path, None, ns.MS_BIND)
+
+
+def setup_sys(root: str) -> None:
+    sys_dir = _safe_join(root, "sys")
+    _mkdir(sys_dir)
+    ns.mount("sysfs", sys_dir, "sysfs", ns.MS_RDONLY | NOSUID_NODEV_NOEXEC)
+    cgroup_dir = os.path.join(sys_dir, "fs", "cgroup")
+    if os.path.isdir(cgroup_dir):
+        # The cgroup namespace makes the container's own cgroup the root of this
+        # mount; systemd inside runs in unified mode on it.
+        try:
+            ns.mount("cgroup2", cgroup_dir, "cgroup2", NOSUID_NODEV_NOEXEC, "nsdelegate")
+        except OSError:
+            ns.mount("cgroup2", cgroup_dir, "cgroup2", NOSUID_NODEV_NOEXEC)
+
+
+def setup_dev(root: str, console: Optional[str]) -> None:
+    dev = _safe_join(root, "dev")
+    _mkdir(dev)
+    ns.mount("ovz-dev", dev, "tmpfs", ns.MS_NOSUID | ns.MS_NOEXEC, "mode=755,size=65536k,nr_inodes=4096")
+    for name, kind, major, minor, mode in DEVICE_NODES:
+        path = os.path.join(dev, name)
+        os.mknod(path, mode | (0o020000 if kind == "c" else 0o060000), os.makedev(major, minor))
+        os.chmod(path, mode)
+    for sub in ("pts", "shm", "mqueue"):
+        _mkdir(os.path.join(dev, sub))
+    ns.mount("devpts", os.path.join(dev, "pts"), "devpts", ns.MS_NOSUID | ns.MS_NOEXEC,
+             "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    ns.mount("shm", os.path.join(dev, "shm"), "tmpfs", NOSUID_NODEV_NOEXEC, "mode=1777")
+    try:
+        ns.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue", NOSUID_NODEV_NOEXEC)
+    except OSError:
+        pass
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, os.path.join(dev, name))
+    if console:
+        path = os.path.join(dev, "console")
+        with open(path, "w"):
+            pass
+        ns.mount(console, path, None, ns.MS_BIND)
+
+
+def setup_run(root: str, guest_dir: Optional[str]) -> None:
+    run_dir = os.path.join(root, "run")
+    if not os.path.isdir(run_dir) or os.path.islink(run_dir):
+        return
+    ns.mount("ovz-run", run_dir, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=755,size=20%")
+    _mkdir(os.path.join(run_dir, "lock"), 0o1777)
+    if guest_dir:
+        target = os.path.join(run_dir, "ovz")
+        _mkdir(target)
+        ns.mount(guest_dir, target, None, ns.MS_BIND)
+        ns.mount(None, target, None, ns.MS_BIND | ns.MS_REMOUNT | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+
+
+def enter_rootfs(spec: RootfsSpec) -> None:
+    """Build the container's mount tree on ``spec.root`` and pivot into it."""
+    # Nothing mounted from here on may propagate back to the host.
+    ns.mount(None, "/", None, ns.MS_REC | ns.MS_SLAVE)
+    root = spec.root
+    ns.mount(root, root, None, ns.MS_BIND | ns.MS_REC)
+    setup_proc(root)
+    setup_sys(root)
+    setup_dev(root, spec.console)
+    setup_run(root, spec.guest_dir)
+    for source, rel, read_only in spec.extra_binds:
+        target = _safe_join(root, rel)
+        _mkdir(target)
+        _bind(source, target, read_only=read_only, recursive=True)
+    os.chdir(root)
+    old = ".ovz-oldroot"
+    # pivot_root(".", ".") stacks the old root on top of the new one, so no
+    # directory needs to be created inside the container's tree.
+    ns.pivot_root(".", ".")
+    ns.umount(".", ns.MNT_DETACH)
+    del old
+    os.chdir("/")
+    if spec.hostname:
+        socket.sethostname(spec.hostname)
+        write_hostname(spec.hostname)
+
+
+def write_hostname(hostname: str) -> None:
+    """Persist the hostname for inits that set it themselves (systemd reads /etc/hostname)."""
+    path = "/etc/hostname"
+    try:
+        if os.path.islink(path) or not os.path.isdir("/etc"):
+            return
+        with open(path, "w") as handle:
+            handle.write(hostname + "\n")
+    except OSError:
+        pass

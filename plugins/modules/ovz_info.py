@@ -1,0 +1,90 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: ovz_info
+short_description: List the containers of a host with their state and configuration
+version_added: 0.1.0
+description:
+  - Lists the containers of a node (one O(data_dir)), like C(vzlist -a), with their state, configuration,
+    paths and, for running ones, init PID, cgroups and disk usage.
+  - Reads only; it never changes anything.
+options:
+  name:
+    description:
+      - Only these containers. Unknown names are reported with state V(absent).
+    type: list
+    elements: str
+    aliases: [ctid]
+extends_documentation_fragment:
+  - ovz.containers.common
+attributes:
+  check_mode:
+    support: full
+    description: Reads only, so it behaves the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+    description: Linux only.
+  action_group:
+    support: full
+    membership: [ovz.containers.all]
+seealso:
+  - module: ovz.containers.ovz_container
+author:
+  - ovz.containers developers
+'''
+
+EXAMPLES = r'''
+- name: All containers of the host
+  ovz.containers.ovz_info:
+  register: ovz
+
+- name: Names of the running ones
+  ansible.builtin.debug:
+    msg: "{{ ovz.containers | selectattr('state', 'equalto', 'running') | map(attribute='name') | list }}"
+'''
+
+RETURN = r'''
+containers:
+  description: One entry per container, sorted by name, with the same keys as the C(container)
+    return value of M(ovz.containers.ovz_container).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "101", "state": "running", "hostname": "ct101", "init_pid": 4242}]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import argument_spec, fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
+from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(name=dict(type='list', elements='str', aliases=['ctid'])),
+        supports_check_mode=True,
+    )
+    try:
+        manager = ContainerManager(module.params['data_dir'], module.params['cgroup_parent'])
+        names = module.params['name']
+        if names:
+            containers = [manager.facts(validate_name(n)) for n in names]
+        else:
+            containers = manager.list()
+    except Exception as exc:  # noqa: BLE001
+        fail_from_error(module, exc)
+    module.exit_json(changed=False, containers=containers)
+
+
+if __name__ == '__main__':
+    main()
