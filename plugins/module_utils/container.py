@@ -456,9 +456,20 @@ def halt_signal_for(pid: int, configured: str = "auto") -> int:
         return signal.SIGTERM
     if comm == "systemd" or exe.endswith("/systemd"):
         return signal.SIGRTMIN + 3          # systemd: halt
-    if exe.endswith("busybox"):
+    if exe.endswith("busybox") or _is_busybox(pid):
         return signal.SIGUSR2               # busybox init: poweroff (runs ::shutdown: actions)
     return signal.SIGPWR                    # sysvinit and others, as LXC does
+
+
+def _is_busybox(pid: int) -> bool:
+    """Busybox applets are often hard links (``/sbin/init``), so look at the binary itself."""
+    import mmap
+    try:
+        with open("/proc/%d/exe" % pid, "rb") as handle:
+            with mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as data:
+                return data.find(b"BusyBox v") >= 0
+    except (OSError, ValueError):
+        return False
 
 
 def parse_signal(value: str) -> int:

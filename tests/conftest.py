@@ -1,0 +1,157 @@
+# -*- coding: utf-8 -*-
+"""Shared fixtures: the collection on sys.path, per-test nodes, host snapshots.
+
+Everything a test creates is named with the ``ovz`` prefix and removed again,
+on failure too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS_ROOT = os.path.join(REPO, ".tmp", "collections")
+_link = os.path.join(COLLECTIONS_ROOT, "ansible_collections", "ovz", "containers")
+if not os.path.islink(_link):
+    os.makedirs(os.path.dirname(_link), exist_ok=True)
+    os.symlink(REPO, _link)
+if COLLECTIONS_ROOT not in sys.path:
+    sys.path.insert(0, COLLECTIONS_ROOT)
+
+from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils.templates import build_busybox_template  # noqa: E402
+
+WORK_ROOT = "/var/tmp"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "debian: needs the Debian 12 template (built once, cached)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session")
+def session_dir():
+    path = tempfile.mkdtemp(prefix="ovz-tests-", dir=WORK_ROOT)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def busybox_template(session_dir):
+    return build_busybox_template(os.path.join(session_dir, "templates"))
+
+
+class Node:
+    """One test node: its own data_dir and cgroup parent on this kernel."""
+
+    def __init__(self, base: str, tag: str) -> None:
+        self.data_dir = os.path.join(base, "data")
+        self.cgroup_parent = "ovz-t%s" % tag
+        self.manager = ContainerManager(self.data_dir, self.cgroup_parent)
+        self._names = 0
+        self.tag = tag
+
+    def name(self) -> str:
+        self._names += 1
+        return "ovz%s%d" % (self.tag, self._names)
+
+    def cleanup(self) -> None:
+        for name in self.manager.layout.names():
+            try:
+                self.manager.destroy(name)
+            except Exception as exc:  # noqa: BLE001 - clean as much as possible
+                print("cleanup of %s failed: %s" % (name, exc), file=sys.stderr)
+
+
+@pytest.fixture
+def node(session_dir):
+    tag = uuid.uuid4().hex[:6]
+    base = os.path.join(session_dir, "node-" + tag)
+    os.makedirs(base)
+    result = Node(base, tag)
+    try:
+        yield result
+    finally:
+        result.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def container(node, busybox_template):
+    """A started busybox container (directory layout), booted."""
+    name = node.name()
+    node.manager.create(name, busybox_template, layout="directory")
+    node.manager.start(name, wait_boot=True, timeout=20)
+    return name
+
+
+def sh(manager: ContainerManager, name: str, script: str, check: bool = True):
+    result = manager.exec(name, ["/bin/sh", "-c", script], timeout=60)
+    if check and result.rc != 0:
+        raise AssertionError("inside %s: %r exited %d: %s %s" % (name, script, result.rc,
+                                                                  result.stdout.decode(), result.stderr.decode()))
+    return result
+
+
+def host_snapshot(data_dir: str) -> dict:
+    """What must not change when a call fails: files under data_dir, cgroups, mounts, loops, links."""
+    files = {}
+    for directory, dirs, names in os.walk(data_dir):
+        dirs.sort()
+        for entry in sorted(names) + [d + "/" for d in dirs]:
+            path = os.path.join(directory, entry.rstrip("/"))
+            rel = os.path.relpath(path, data_dir)
+            if entry.endswith("/"):
+                files[rel + "/"] = "dir"
+            elif rel.endswith("/lock") or rel == "lock":
+                files[rel] = "lock"
+            else:
+                try:
+                    with open(path, "rb") as handle:
+                        files[rel] = hash(handle.read())
+                except OSError:
+                    files[rel] = "unreadable"
+    cgroups = sorted(
+        os.path.join(d, x)
+        for root in os.listdir("/sys/fs/cgroup") if os.path.isdir(os.path.join("/sys/fs/cgroup", root))
+        for d, dirs, _f in os.walk(os.path.join("/sys/fs/cgroup", root)) for x in dirs if x.startswith("ovz"))
+    with open("/proc/self/mountinfo") as handle:
+        mounts = sorted(line.split()[4] for line in handle)
+    loops = subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    return {"files": files, "cgroups": cgroups, "mounts": mounts, "loops": sorted(loops.splitlines()),
+            "links": sorted(line.split(":")[1].strip() for line in links.splitlines())}
+
+
+MODULES_DIR = os.path.join(REPO, "plugins", "modules")
+
+
+def run_module(module: str, args: dict, check: bool = False, diff: bool = False) -> dict:
+    """Run a module file as Ansible would run it on the target, and return its JSON result."""
+    payload = dict(args)
+    payload["_ansible_check_mode"] = check
+    payload["_ansible_diff"] = diff
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="ovz-args-", delete=False) as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
+        args_file = handle.name
+    try:
+        env = dict(os.environ, PYTHONPATH=COLLECTIONS_ROOT)
+        proc = subprocess.run([sys.executable, os.path.join(MODULES_DIR, module + ".py"), args_file],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env,
+                              timeout=300)
+    finally:
+        os.unlink(args_file)
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError("module %s printed no JSON (rc %d): %s %s" % (module, proc.returncode, proc.stdout,
+                                                                         proc.stderr)) from None
+    return result
