@@ -1,0 +1,155 @@
+# -*- coding: utf-8 -*-
+"""Start, stop, crash and restart: graceful stop, nothing left behind (issue: foundation)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import host_snapshot, sh
+
+STOP_SCRIPT = """#!/bin/sh
+case "$1" in
+    start) echo started > /root/s99.state ;;
+    stop) echo stopped-gracefully > /root/s99.state ;;
+esac
+"""
+
+STUBBORN_INIT = """#!/bin/sh
+trap '' TERM USR1 USR2 PWR HUP INT
+: > /run/ovz/booted
+while :; do sleep 1; done
+"""
+
+
+def _leftovers(node, name):
+    """Processes, mounts, loop devices and cgroups of ``name`` still on the host."""
+    found = []
+    root = node.manager.layout.root(name)
+    with open("/proc/self/mountinfo") as handle:
+        found += [line.split()[4] for line in handle if line.split()[4].startswith(root)]
+    loops = subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    found += [line for line in loops.splitlines() if node.manager.layout.private(name) in line]
+    for hierarchy in os.listdir("/sys/fs/cgroup"):
+        for directory, dirs, _files in os.walk(os.path.join("/sys/fs/cgroup", hierarchy)):
+            found += [os.path.join(directory, d) for d in dirs if d == "ovz-" + name]
+    return found
+
+
+@pytest.mark.parametrize("layout", ["directory", "image"])
+def test_stop_is_graceful_and_leaves_nothing(node, busybox_template, layout):
+    manager = node.manager
+    name = node.name()
+    manager.create(name, busybox_template, layout=layout, diskspace=[64 << 20, 64 << 20])
+    manager.start(name, wait_boot=True)
+    script = os.path.join(manager.layout.root(name), "etc/init.d/S99state")
+    with open(script, "w") as handle:
+        handle.write(STOP_SCRIPT)
+    os.chmod(script, 0o755)
+    sh(manager, name, "/etc/init.d/S99state start && sleep 1000 > /dev/null 2>&1 &")
+    runtime = manager.runtime(name)
+    pids = manager.cgroups_for(runtime).pids()
+    assert runtime.init_pid in pids and len(pids) >= 2
+    assert _leftovers(node, name)  # mounted, with cgroups
+
+    assert manager.stop(name) is True
+    assert manager.status(name) == "stopped"
+    assert _leftovers(node, name) == []
+    for pid in pids:
+        assert not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split()[2] == "Z"
+    # The container's own stop scripts ran: the init got its shutdown signal.
+    manager.storage(manager.load(name)).mount()
+    try:
+        with open(os.path.join(manager.layout.root(name), "root/s99.state")) as handle:
+            assert handle.read() == "stopped-gracefully\n"
+    finally:
+        manager.storage(manager.load(name)).umount()
+    assert _leftovers(node, name) == []
+
+
+def test_stop_kills_after_timeout(node, busybox_template):
+    manager = node.manager
+    name = node.name()
+    manager.create(name, busybox_template, layout="directory")
+    init = os.path.join(manager.layout.private(name), "sbin/stubborn")
+    with open(init, "w") as handle:
+        handle.write(STUBBORN_INIT)
+    os.chmod(init, 0o755)
+    manager.update(name, init="/sbin/stubborn")
+    manager.start(name, wait_boot=True)
+    began = time.monotonic()
+    assert manager.stop(name, timeout=1) is True
+    elapsed = time.monotonic() - began
+    assert 0.9 < elapsed < 10
+    assert manager.status(name) == "stopped"
+    assert _leftovers(node, name) == []
+
+
+def test_start_of_running_and_stop_of_stopped_change_nothing(node, container):
+    manager = node.manager
+    before = manager.runtime(container)
+    assert manager.start(container) is False
+    assert manager.runtime(container) == before
+    assert manager.stop(container) is True
+    snapshot = host_snapshot(manager.layout.data_dir)
+    assert manager.stop(container) is False
+    assert host_snapshot(manager.layout.data_dir) == snapshot
+
+
+@pytest.mark.parametrize("layout", ["directory", "image"])
+def test_container_killed_from_outside_reports_stopped_and_starts_again(node, busybox_template, layout):
+    manager = node.manager
+    name = node.name()
+    manager.create(name, busybox_template, layout=layout, diskspace=[64 << 20, 64 << 20])
+    manager.start(name, wait_boot=True)
+    sh(manager, name, "sleep 1000 > /dev/null 2>&1 &")
+    runtime = manager.runtime(name)
+    # A simulated host crash: every process of the container dies at once.
+    for pid in manager.cgroups_for(runtime).pids():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # killing the init takes the rest of its pid namespace with it
+    deadline = time.monotonic() + 5
+    while manager.status(name) != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert manager.start(name, wait_boot=True) is True
+    assert manager.status(name) == "running"
+    assert manager.runtime(name).init_pid != runtime.init_pid
+    assert sh(manager, name, "echo alive").stdout == b"alive\n"
+
+
+def test_freeze_and_thaw(node, container):
+    manager = node.manager
+    assert manager.freeze(container) is True
+    assert manager.status(container) == "frozen"
+    assert manager.freeze(container) is False
+    runtime = manager.runtime(container)
+    with open("/proc/%d/stat" % runtime.init_pid) as handle:
+        assert handle.read().split()[2] in ("S", "D")
+    assert manager.thaw(container) is True
+    assert manager.status(container) == "running"
+    assert sh(manager, container, "echo thawed").stdout == b"thawed\n"
+    # A frozen container stops cleanly too.
+    manager.freeze(container)
+    assert manager.stop(container) is True
+    assert _leftovers(node, container) == []
+
+
+def test_destroy_removes_everything(node, busybox_template):
+    manager = node.manager
+    name = node.name()
+    manager.create(name, busybox_template, layout="image", diskspace=[64 << 20, 64 << 20])
+    manager.start(name, wait_boot=True)
+    assert manager.destroy(name) is True
+    assert manager.status(name) == "absent"
+    assert _leftovers(node, name) == []
+    for path in (manager.layout.conf(name), manager.layout.private(name), manager.layout.root(name),
+                 manager.layout.run(name)):
+        assert not os.path.exists(path), path
+    assert manager.destroy(name) is False
