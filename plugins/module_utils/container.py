@@ -187,26 +187,39 @@ class ContainerManager:
 
     def create(self, name: str, template: Optional[str], **options: Any) -> ContainerConfig:
         config = self.plan_create(name, template, **options)
-        with self.lock(name):
-            if self.store.exists(name):
-                raise StateConflict("container %s already exists" % name, "name")
-            storage = self.storage(config)
-            if os.path.lexists(storage.private):
-                raise StateConflict("the private area %s already exists; remove it or choose another name"
-                                    % storage.private, "name")
-            try:
-                storage.create(config.diskspace[1], config.diskinodes[1])
-                storage.mount()
+        # Directories this call brings into being; a failed create removes them again.
+        skeleton = [self.layout.data_dir] + [os.path.join(self.layout.data_dir, d)
+                                             for d in ("conf", "private", "root", "run")]
+        missing = [d for d in skeleton if not os.path.isdir(d)]
+        try:
+            with self.lock(name):
+                if self.store.exists(name):
+                    raise StateConflict("container %s already exists" % name, "name")
+                storage = self.storage(config)
+                if os.path.lexists(storage.private):
+                    raise StateConflict("the private area %s already exists; remove it or choose another name"
+                                        % storage.private, "name")
                 try:
-                    extract_template(config.template, storage.root)
-                finally:
+                    storage.create(config.diskspace[1], config.diskinodes[1])
+                    storage.mount()
+                    try:
+                        extract_template(config.template, storage.root)
+                    finally:
+                        storage.umount()
+                    self.store.save(config)
+                except BaseException:
                     storage.umount()
-                self.store.save(config)
-            except BaseException:
-                storage.umount()
-                storage.destroy()
-                self._remove_run_dir(name)
-                raise
+                    storage.destroy()
+                    raise
+        except BaseException:
+            if not self.store.exists(name):
+                self._remove_run_dir(name, keep_lock=False)
+                for directory in reversed(missing):
+                    try:
+                        os.rmdir(directory)
+                    except OSError:
+                        pass
+            raise
         return config
 
     def destroy(self, name: str) -> bool:
