@@ -393,7 +393,22 @@ class ContainerCgroups:
                 self.backend.prepare_level(hier, current, created, index == len(parts) - 1)
 
     def payload_procs(self, payload: str) -> List[str]:
-        return [os.path.join(path, payload, "cgroup.procs") for path in self.paths.values()]
+        """The v1 files a new process writes "0" to, to join the container's payload cgroups.
+
+        The per-thread ``tasks`` file is used: moving only the writing thread
+        skips the kernel's global threadgroup lock. The caller is freshly
+        forked, so that thread is the whole process. The cgroup2 placement is
+        done at fork time instead (see ``payload_cgroup2``).
+        """
+        return [os.path.join(self.paths[hier.key], payload, "tasks")
+                for hier in self.backend.used() if hier.version == 1]
+
+    def payload_cgroup2(self, payload: str) -> Optional[str]:
+        """The cgroup2 payload directory (unified hierarchy), if the host has one."""
+        for hier in self.backend.used():
+            if hier.version == 2:
+                return os.path.join(self.paths[hier.key], payload)
+        return None
 
     def attach(self, pid: int) -> None:
         for key, path in self.paths.items():

@@ -328,6 +328,7 @@ class ContainerManager:
                 rootfs=RootfsSpec(root=storage.root, console=os.path.join(run_dir, "console.log"),
                                   guest_dir=guest_dir, hostname=config.hostname),
                 cgroup_procs=cgroups.payload_procs(PAYLOAD),
+                cgroup2_dir=cgroups.payload_cgroup2(PAYLOAD),
                 dropped_capabilities=ns.DEFAULT_DROPPED_CAPABILITIES,
                 stdout_path=os.path.join(run_dir, "console.log"),
             )
@@ -453,7 +454,8 @@ class ContainerManager:
         if runtime is None or not runtime.alive():
             raise StateConflict("container %s is not running" % name, "name")
         cgroups = self.cgroups_for(runtime)
-        return exec_in(runtime.init_pid, argv, cgroups.payload_procs(PAYLOAD), ns.DEFAULT_DROPPED_CAPABILITIES,
+        return exec_in(runtime.init_pid, argv, cgroups.payload_procs(PAYLOAD), cgroups.payload_cgroup2(PAYLOAD),
+                       ns.DEFAULT_DROPPED_CAPABILITIES,
                        env=env, stdin=stdin, capture=capture, timeout=timeout)
 
 

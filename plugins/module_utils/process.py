@@ -31,7 +31,8 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class InitSpec:
     argv: List[str]
     rootfs: RootfsSpec
-    cgroup_procs: List[str]             # cgroup.procs files to join before unsharing
+    cgroup_procs: List[str]             # v1 tasks files to join before unsharing
+    cgroup2_dir: Optional[str]          # the cgroup2 directory the container is born in
     dropped_capabilities: Sequence[str]
     stdout_path: str                    # console log on the host
     env: Dict[str, str] = field(default_factory=dict)
@@ -53,6 +54,30 @@ def _read_all(fd: int) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def fork_in_cgroup(cgroup2_dir: Optional[str]) -> int:
+    """``os.fork`` whose child is born in ``cgroup2_dir`` (see ``namespaces.fork_into_cgroup``)."""
+    if cgroup2_dir is None:
+        return os.fork()
+    fd = os.open(cgroup2_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            return ns.fork_into_cgroup(fd)
+        except OSError:
+            pid = os.fork()
+            if pid == 0:
+                with open(os.path.join(cgroup2_dir, "cgroup.procs"), "w") as handle:
+                    handle.write("0")
+            return pid
+    finally:
+        os.close(fd)
+
+
+def join_cgroups(procs_files: Sequence[str]) -> None:
+    for procs in procs_files:
+        with open(procs, "w") as handle:
+            handle.write("0")
 
 
 def process_starttime(pid: int) -> Optional[int]:
@@ -85,16 +110,14 @@ def spawn_init(spec: InitSpec, before_go: Optional[Callable[[int], None]] = None
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     console_fd = os.open(spec.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    middle = os.fork()
+    middle = fork_in_cgroup(spec.cgroup2_dir)
     if middle == 0:  # pragma: no cover - runs in the forked child
         try:
             os.close(go_w)
             os.close(pid_r)
             os.close(err_r)
             os.setsid()
-            for procs in spec.cgroup_procs:
-                with open(procs, "w") as handle:
-                    handle.write("0")
+            join_cgroups(spec.cgroup_procs)
             ns.unshare(CONTAINER_NAMESPACES)
             init_pid = os.fork()
             if init_pid == 0:
@@ -176,7 +199,8 @@ class ExecResult:
     stderr: bytes
 
 
-def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], dropped_capabilities: Sequence[str],
+def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgroup2_dir: Optional[str],
+            dropped_capabilities: Sequence[str],
             env: Optional[Dict[str, str]] = None, stdin: Optional[bytes] = None, capture: bool = True,
             cwd: str = "/", timeout: Optional[float] = None) -> ExecResult:
     """Run ``argv`` inside the container of ``init_pid`` (``vzctl exec``).
@@ -189,16 +213,14 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], dro
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    child = os.fork()
+    child = fork_in_cgroup(cgroup2_dir)
     if child == 0:  # pragma: no cover - runs in the forked child
         try:
             if capture:
                 os.dup2(in_r, 0)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
-            for procs in cgroup_procs:
-                with open(procs, "w") as handle:
-                    handle.write("0")
+            join_cgroups(cgroup_procs)
             ns.enter_namespaces(init_pid, ENTER_ORDER)
             grandchild = os.fork()
             if grandchild == 0:
