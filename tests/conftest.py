@@ -96,8 +96,8 @@ def container(node, busybox_template):
 def sh(manager: ContainerManager, name: str, script: str, check: bool = True):
     result = manager.exec(name, ["/bin/sh", "-c", script], timeout=60)
     if check and result.rc != 0:
-        raise AssertionError("inside %s: %r exited %d: %s %s" % (name, script, result.rc,
-                                                                  result.stdout.decode(), result.stderr.decode()))
+        raise AssertionError("inside %s: %r exited %d: %s %s"
+                             % (name, script, result.rc, result.stdout.decode(), result.stderr.decode()))
     return result
 
 
@@ -125,8 +125,8 @@ def host_snapshot(data_dir: str) -> dict:
         for d, dirs, _f in os.walk(os.path.join("/sys/fs/cgroup", root)) for x in dirs if x.startswith("ovz"))
     with open("/proc/self/mountinfo") as handle:
         mounts = sorted(line.split()[4] for line in handle)
-    loops = subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True).stdout
-    links = subprocess.run(["ip", "-o", "link"], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    loops = subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
     return {"files": files, "cgroups": cgroups, "mounts": mounts, "loops": sorted(loops.splitlines()),
             "links": sorted(line.split(":")[1].strip() for line in links.splitlines())}
 
@@ -146,12 +146,12 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False)
         env = dict(os.environ, PYTHONPATH=COLLECTIONS_ROOT)
         proc = subprocess.run([sys.executable, os.path.join(MODULES_DIR, module + ".py"), args_file],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env,
-                              timeout=300)
+                              timeout=300, check=False)
     finally:
         os.unlink(args_file)
     try:
         result = json.loads(proc.stdout)
     except ValueError:
-        raise AssertionError("module %s printed no JSON (rc %d): %s %s" % (module, proc.returncode, proc.stdout,
-                                                                         proc.stderr)) from None
+        raise AssertionError("module %s printed no JSON (rc %d): %s %s"
+                             % (module, proc.returncode, proc.stdout, proc.stderr)) from None
     return result

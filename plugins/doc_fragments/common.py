@@ -21,7 +21,7 @@ options:
     description:
       - Where the container's cgroups go, in every hierarchy.
       - V(auto) picks C(/ovz.slice) on hosts whose PID 1 is systemd, and otherwise the cgroup the
-        caller itself runs in (the delegation model: whoever supervises the caller keeps accounting
+        caller itself runs in (the delegation model, in which whoever supervises the caller keeps accounting
         for its containers).
       - A value starting with C(/) is absolute; any other value is a path below what V(auto) gives.
       - It is resolved when the container starts; the absolute paths are recorded in the container's

@@ -46,7 +46,7 @@ def parse_mountinfo(text: str) -> List[Tuple[str, str, str, str]]:
     """(mountpoint, fstype, root, super options) for every cgroup mount."""
     mounts = []
     for line in text.splitlines():
-        left, _, right = line.partition(" - ")
+        left, _sep, right = line.partition(" - ")
         parts = left.split()
         fs = right.split()
         if len(parts) < 5 or len(fs) < 3 or fs[0] not in ("cgroup", "cgroup2"):
@@ -196,7 +196,6 @@ class CgroupBackend:
         raise NotImplementedError
 
 
-
 class CgroupV1(CgroupBackend):
     version = 1
 
@@ -322,7 +321,7 @@ class CgroupV2(CgroupBackend):
     def is_frozen(self, cgroups: "ContainerCgroups") -> bool:
         try:
             for line in read_file(os.path.join(cgroups.paths[UNIFIED], "cgroup.events")).splitlines():
-                key, _, value = line.partition(" ")
+                key, _sep, value = line.partition(" ")
                 if key == "frozen":
                     return value.strip() == "1"
         except OSError:

@@ -432,7 +432,8 @@ class ContainerManager:
                 raise StateConflict("container %s is %s; only a running container can be frozen" % (name, state),
                                     "state")
             runtime = self.runtime(name)
-            assert runtime is not None
+            if runtime is None:
+                raise StateConflict("container %s stopped meanwhile" % name, "state")
             self.cgroups_for(runtime).freeze()
             return True
 
@@ -441,7 +442,8 @@ class ContainerManager:
             if self.status(name) != "frozen":
                 return False
             runtime = self.runtime(name)
-            assert runtime is not None
+            if runtime is None:
+                raise StateConflict("container %s stopped meanwhile" % name, "state")
             self.cgroups_for(runtime).thaw()
             return True
 

@@ -263,7 +263,7 @@ def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[floa
     deadline = None if timeout is None else time.monotonic() + timeout
     while readers or writers:
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready_r, ready_w, _ = select.select(readers, writers, [], wait)
+        ready_r, ready_w, _errors = select.select(readers, writers, [], wait)
         if not ready_r and not ready_w:
             _kill_quietly(child)
             deadline = None

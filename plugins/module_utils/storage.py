@@ -69,8 +69,8 @@ def run(argv: List[str], param: Optional[str] = None, what: str = "") -> str:
                           universal_newlines=True, check=False)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise OvzError("%s failed (%s): %s" % (what or argv[0], " ".join(argv[:2]),
-                                                 detail[-1] if detail else "exit %d" % proc.returncode), param)
+        last = detail[-1] if detail else "exit %d" % proc.returncode
+        raise OvzError("%s failed (%s): %s" % (what or argv[0], " ".join(argv[:2]), last), param)
     return proc.stdout
 
 
@@ -121,7 +121,7 @@ def mount_entry(path: str) -> Optional[Dict[str, str]]:
     found = None
     with open("/proc/self/mountinfo") as handle:
         for line in handle:
-            left, _, right = line.partition(" - ")
+            left, _sep, right = line.partition(" - ")
             parts = left.split()
             if parts[4].replace("\\040", " ") == target:
                 fs = right.split()

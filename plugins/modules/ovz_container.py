@@ -96,15 +96,17 @@ attributes:
     support: full
     description: Shows the container's state and settings before and after.
   platform:
+    support: full
     platforms: posix
     description: Linux only.
   action_group:
     support: full
     membership: [ovz.containers.all]
+    description: Use C(group/ovz.containers.all) in C(module_defaults) to set O(data_dir) and O(cgroup_parent) once.
 seealso:
   - module: ovz.containers.ovz_info
 author:
-  - ovz.containers developers
+  - ovz.containers developers (@ovz-containers)
 '''
 
 EXAMPLES = r'''

@@ -30,16 +30,19 @@ attributes:
     description: Reads only, so it behaves the same in check mode.
   diff_mode:
     support: none
+    description: Nothing to compare.
   platform:
+    support: full
     platforms: posix
     description: Linux only.
   action_group:
     support: full
     membership: [ovz.containers.all]
+    description: Use C(group/ovz.containers.all) in C(module_defaults) to set O(data_dir) and O(cgroup_parent) once.
 seealso:
   - module: ovz.containers.ovz_container
 author:
-  - ovz.containers developers
+  - ovz.containers developers (@ovz-containers)
 '''
 
 EXAMPLES = r'''

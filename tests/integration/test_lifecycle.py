@@ -32,7 +32,7 @@ def _leftovers(node, name):
     root = node.manager.layout.root(name)
     with open("/proc/self/mountinfo") as handle:
         found += [line.split()[4] for line in handle if line.split()[4].startswith(root)]
-    loops = subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    loops = subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
     found += [line for line in loops.splitlines() if node.manager.layout.private(name) in line]
     for hierarchy in os.listdir("/sys/fs/cgroup"):
         for directory, dirs, _files in os.walk(os.path.join("/sys/fs/cgroup", hierarchy)):

@@ -1,0 +1,114 @@
+"""Remove what the test suite may have left on this host, then fail if anything remains.
+
+The suite names everything it creates after its work directories
+(/var/tmp/ovz-tests-*) and its node cgroup parents (ovz-t<6 hex>), so the
+sweep touches only those; other ovz* objects on the host are reported, not
+removed.
+"""
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.join(REPO, ".tmp", "collections")
+LINK = os.path.join(ROOT, "ansible_collections", "ovz", "containers")
+if not os.path.islink(LINK):
+    os.makedirs(os.path.dirname(LINK), exist_ok=True)
+    os.symlink(REPO, LINK)
+sys.path.insert(0, ROOT)
+
+from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager  # noqa: E402
+
+WORK_GLOB = "/var/tmp/ovz-tests-*"
+SUITE_CGROUP = re.compile(r"^ovz-t[0-9a-f]{6}$")
+
+
+def suite_mounts():
+    with open("/proc/self/mountinfo") as handle:
+        points = [line.split()[4] for line in handle]
+    return [p for p in points if "/ovz-tests-" in p]
+
+
+def suite_loops():
+    out = subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
+    return [line.split(":")[0] for line in out.splitlines() if "/ovz-tests-" in line]
+
+
+def suite_cgroups():
+    found = []
+    for hierarchy in sorted(os.listdir("/sys/fs/cgroup")):
+        top = os.path.join("/sys/fs/cgroup", hierarchy)
+        for directory, dirs, _files in os.walk(top):
+            for name in list(dirs):
+                if SUITE_CGROUP.match(name):
+                    found.append(os.path.join(directory, name))
+                    dirs.remove(name)
+    return found
+
+
+def other_ovz_objects():
+    found = []
+    for hierarchy in sorted(os.listdir("/sys/fs/cgroup")):
+        for directory, dirs, _files in os.walk(os.path.join("/sys/fs/cgroup", hierarchy)):
+            for name in list(dirs):
+                if name.startswith("ovz"):
+                    found.append(os.path.join(directory, name))
+                    dirs.remove(name)
+    return found
+
+
+def remove_cgroup_tree(path):
+    for directory, _dirs, files in os.walk(path):
+        for procs in ("cgroup.procs",):
+            if procs in files:
+                try:
+                    for pid in open(os.path.join(directory, procs)).read().split():
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                except OSError:
+                    pass
+    for directory, _dirs, _files in sorted(os.walk(path), key=lambda entry: -entry[0].count("/")):
+        try:
+            os.rmdir(directory)
+        except OSError as exc:
+            print("sweep: cannot remove %s: %s" % (directory, exc), file=sys.stderr)
+
+
+def main():
+    for work in glob.glob(WORK_GLOB):
+        for data in glob.glob(os.path.join(work, "node-*", "data")) + glob.glob(os.path.join(work, "*", "data")):
+            manager = ContainerManager(data)
+            for name in manager.layout.names():
+                try:
+                    manager.destroy(name)
+                    print("sweep: destroyed leftover container %s in %s" % (name, data))
+                except Exception as exc:  # noqa: BLE001
+                    print("sweep: destroying %s failed: %s" % (name, exc), file=sys.stderr)
+    for point in sorted(suite_mounts(), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+    for loop in suite_loops():
+        subprocess.run(["losetup", "-d", loop], check=False)
+    for path in suite_cgroups():
+        remove_cgroup_tree(path)
+    for work in glob.glob(WORK_GLOB):
+        if not suite_mounts():
+            shutil.rmtree(work, ignore_errors=True)
+    left = suite_mounts() + suite_loops() + suite_cgroups() + glob.glob(WORK_GLOB)
+    others = other_ovz_objects()
+    if others:
+        print("sweep: note: other ovz objects on this host (not the suite's): %s" % " ".join(others))
+    if left:
+        print("sweep: FAILED, the suite left: %s" % " ".join(left))
+        return 1
+    print("sweep: clean")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
