@@ -69,6 +69,15 @@ class Node:
                 self.manager.destroy(name)
             except Exception as exc:  # noqa: BLE001 - clean as much as possible
                 print("cleanup of %s failed: %s" % (name, exc), file=sys.stderr)
+        # The node's cgroup parent, in every hierarchy (the engine leaves parents alone).
+        backend = self.manager.backend
+        for path in backend.resolve_parent(self.cgroup_parent).items():
+            directory = os.path.join(backend.mountpoint(path[0]), path[1].lstrip("/"))
+            if os.path.isdir(directory):
+                try:
+                    os.rmdir(directory)
+                except OSError as exc:
+                    print("cgroup %s not removed: %s" % (directory, exc), file=sys.stderr)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .errors import InvalidParameter, KernelUnsupported, OvzError
+from .namespaces import unescape_mount_path
 
 CGROUP_PREFIX = "ovz-"
 # v1 controllers a container is placed in. cpu/cpuacct/cpuset/memory/blkio/pids
@@ -51,7 +52,7 @@ def parse_mountinfo(text: str) -> List[Tuple[str, str, str, str]]:
         fs = right.split()
         if len(parts) < 5 or len(fs) < 3 or fs[0] not in ("cgroup", "cgroup2"):
             continue
-        mountpoint = parts[4].replace("\\040", " ")
+        mountpoint = unescape_mount_path(parts[4])
         mounts.append((mountpoint, fs[0], parts[3], fs[2]))
     return mounts
 
@@ -454,19 +455,14 @@ class ContainerCgroups:
         return self.backend.controller_dir(self, controller)  # type: ignore[attr-defined]
 
     def remove(self, timeout: float = 10.0) -> None:
-        """Remove the container's directories and any empty ``ovz``-named parents."""
+        """Remove the container's directories (and the sub-cgroups its init made).
+
+        Parents are left alone: they belong to the operator (or to a test),
+        and removing an empty one could race with another container's create.
+        """
         deadline = time.monotonic() + timeout
-        for key, path in self.paths.items():
+        for path in self.paths.values():
             self._rmtree(path, deadline)
-            root = self.backend.mountpoint(key)
-            parent = os.path.dirname(path)
-            while parent != root and os.path.basename(parent).startswith("ovz") and \
-                    not os.path.basename(parent).endswith(".slice"):
-                try:
-                    os.rmdir(parent)
-                except OSError:
-                    break
-                parent = os.path.dirname(parent)
 
     def _rmtree(self, path: str, deadline: float) -> None:
         if not os.path.isdir(path):

@@ -27,12 +27,12 @@ from typing import Any, Dict, Iterator, List, Optional
 from .errors import InvalidParameter
 
 DEFAULT_DATA_DIR = "/var/lib/ovz"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 CONFIG_VERSION = 1
 
 
 def validate_name(name: Any, param: str = "name") -> str:
-    if not isinstance(name, (str, int)) or isinstance(name, bool) or not NAME_RE.match(str(name)):
+    if not isinstance(name, (str, int)) or isinstance(name, bool) or not NAME_RE.fullmatch(str(name)):
         raise InvalidParameter(
             "%r is not a valid container name: use 1-64 characters from A-Z a-z 0-9 _ . -, "
             "starting with a letter or digit" % (name,), param)
@@ -77,7 +77,7 @@ class HostLayout:
             entries = os.listdir(self.conf_dir())
         except FileNotFoundError:
             return []
-        return sorted(e[:-5] for e in entries if e.endswith(".json") and NAME_RE.match(e[:-5]))
+        return sorted(e[:-5] for e in entries if e.endswith(".json") and NAME_RE.fullmatch(e[:-5]))
 
 
 @dataclass
@@ -104,7 +104,9 @@ class ContainerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "ContainerConfig":
+    def from_dict(cls, data: Any) -> "ContainerConfig":
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise ValueError("not a container configuration")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -152,7 +154,12 @@ class ConfigStore:
 
     def load(self, name: str) -> Optional[ContainerConfig]:
         data = read_json(self.layout.conf(name))
-        return None if data is None else ContainerConfig.from_dict(data)
+        if data is None:
+            return None
+        config = ContainerConfig.from_dict(data)
+        if config.name != name:
+            raise ValueError("%s holds the configuration of %r" % (self.layout.conf(name), config.name))
+        return config
 
     def save(self, config: ContainerConfig) -> None:
         atomic_write_json(self.layout.conf(config.name), config.to_dict())

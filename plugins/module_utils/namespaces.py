@@ -205,6 +205,12 @@ def enter_namespaces(pid: int, kinds: Iterable[str]) -> None:
             os.close(fd)
 
 
+def unescape_mount_path(text: str) -> str:
+    """Undo the kernel's octal escapes in /proc/*/mountinfo (\\040 space, \\012 newline, ...)."""
+    import re
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), text)
+
+
 def close_fds_except(keep: Iterable[int]) -> None:
     """Close every descriptor but stdio and ``keep`` (a forked child must not hold the caller's pipes)."""
     wanted = set(keep) | {0, 1, 2}

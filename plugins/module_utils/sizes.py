@@ -29,6 +29,8 @@ def parse_size(value: Union[str, int], param: str) -> int:
     if not match:
         raise InvalidParameter("expected a size such as 512M, 10G or a number of bytes, got %r" % (value,), param)
     number, unit = match.groups()
+    if "." in number and not unit:
+        raise InvalidParameter("a fraction needs a unit (K, M, G, T), got %r" % (value,), param)
     return int(float(number) * _UNITS[unit.upper()])
 
 

@@ -123,7 +123,7 @@ def mount_entry(path: str) -> Optional[Dict[str, str]]:
         for line in handle:
             left, _sep, right = line.partition(" - ")
             parts = left.split()
-            if parts[4].replace("\\040", " ") == target:
+            if namespaces.unescape_mount_path(parts[4]) == target:
                 fs = right.split()
                 found = {"fstype": fs[0], "source": fs[1], "root": parts[3], "options": parts[5]}
     return found

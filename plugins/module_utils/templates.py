@@ -99,8 +99,11 @@ def resolve_template(template: str, templates_dir: str) -> str:
             raise InvalidParameter("%s is not a rootfs tarball (%s) or directory"
                                    % (path, ", ".join(TEMPLATE_SUFFIXES)), "template")
         return path
+    from .config import NAME_RE
+    if not NAME_RE.fullmatch(template):
+        raise InvalidParameter("%r is neither a path nor a template name" % (template,), "template")
     for candidate in template_candidates(template, templates_dir):
-        if os.path.isfile(candidate) or os.path.isdir(candidate):
+        if os.path.isdir(candidate) or (os.path.isfile(candidate) and candidate.endswith(TEMPLATE_SUFFIXES)):
             return os.path.realpath(candidate)
     raise InvalidParameter("no template named %r in %s" % (template, templates_dir), "template")
 
