@@ -93,7 +93,7 @@ def _mounts(mountinfo):
     """(mountpoint, version, v1 controllers) of root cgroup mounts; independent of the engine's parser."""
     result = []
     for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
+        left, _sep, right = line.partition(" - ")
         parts, fs = left.split(), right.split()
         if fs[0] == "cgroup2":
             result.append((parts[4], 2, ()))
@@ -378,8 +378,10 @@ def test_parse_mountinfo_keeps_only_cgroup_mounts():
 def test_parse_mountinfo_optional_fields_and_escaped_spaces():
     text = ("40 31 0:37 / /mnt/my\\040cgroups rw,relatime shared:5 master:1 - cgroup2 cgroup2 rw,nsdelegate\n"
             "41 31 0:38 /docker/abc /sys/fs/cgroup/memory rw shared:9 - cgroup cgroup rw,memory\n")
-    assert parse_mountinfo(text) == [("/mnt/my cgroups", "cgroup2", "/", "rw,nsdelegate"),
-                                      ("/sys/fs/cgroup/memory", "cgroup", "/docker/abc", "rw,memory")]
+    assert parse_mountinfo(text) == [
+        ("/mnt/my cgroups", "cgroup2", "/", "rw,nsdelegate"),
+        ("/sys/fs/cgroup/memory", "cgroup", "/docker/abc", "rw,memory"),
+    ]
 
 
 @pytest.mark.parametrize("text", ["", "\n", "garbage\n", "1 2 3 - cgroup\n", "1 2 3 4 5 rw\n",

@@ -219,7 +219,7 @@ def _finish(pid, rfd, timeout=5.0):
     chunks = []
     deadline = time.monotonic() + timeout
     while True:
-        ready, _, _ = select.select([rfd], [], [], max(0.0, deadline - time.monotonic()))
+        ready, _writable, _errors = select.select([rfd], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
@@ -229,7 +229,7 @@ def _finish(pid, rfd, timeout=5.0):
             break
         chunks.append(data)
     os.close(rfd)
-    _, status = os.waitpid(pid, 0)
+    _pid, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), b"".join(chunks)
 
 
