@@ -111,8 +111,12 @@ class ContainerConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def atomic_write_json(path: str, data: Any, mode: int = 0o600) -> None:
-    """Write ``data`` so that readers see the old file or the new one, never a torn one."""
+def atomic_write_json(path: str, data: Any, mode: int = 0o600, durable: bool = True) -> None:
+    """Write ``data`` so that readers see the old file or the new one, never a torn one.
+
+    ``durable`` also survives a host crash (fsync of file and directory);
+    runtime state, which a reboot makes stale anyway, skips it.
+    """
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
@@ -122,7 +126,8 @@ def atomic_write_json(path: str, data: Any, mode: int = 0o600) -> None:
             handle.write("\n")
             handle.flush()
             os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -130,6 +135,8 @@ def atomic_write_json(path: str, data: Any, mode: int = 0o600) -> None:
         except FileNotFoundError:
             pass
         raise
+    if not durable:
+        return
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
