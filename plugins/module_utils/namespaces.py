@@ -169,6 +169,16 @@ CLONE_INTO_CGROUP = 0x200000000
 SYS_CLONE3 = 435  # the same on every architecture that has it
 
 
+def raw_fork() -> int:
+    """fork() without the interpreter's fork handlers, for a child that only execs.
+
+    ``os.fork`` runs Python's at-fork machinery (about 1 ms here); a child
+    that does a few system calls and then ``execve`` or ``os._exit`` needs
+    none of it.
+    """
+    return fork_into_cgroup(-1)
+
+
 def fork_into_cgroup(cgroup_fd: int) -> int:
     """fork() whose child starts life in the cgroup2 directory ``cgroup_fd``.
 
@@ -182,9 +192,9 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     """
     import signal as _signal
     args = CloneArgs()
-    args.flags = CLONE_INTO_CGROUP
+    args.flags = CLONE_INTO_CGROUP if cgroup_fd >= 0 else 0
     args.exit_signal = _signal.SIGCHLD
-    args.cgroup = cgroup_fd
+    args.cgroup = max(cgroup_fd, 0)
     result = _libc.syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
     if result < 0:
         err = ctypes.get_errno()

@@ -222,7 +222,10 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgr
                 os.dup2(err_w, 2)
             join_cgroups(cgroup_procs)
             ns.enter_namespaces(init_pid, ENTER_ORDER)
-            grandchild = os.fork()
+            try:
+                grandchild = ns.raw_fork()
+            except OSError:
+                grandchild = os.fork()
             if grandchild == 0:
                 os.chdir(cwd)
                 ns.drop_bounding_capabilities(dropped_capabilities)
