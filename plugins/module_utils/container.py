@@ -415,9 +415,15 @@ class ContainerManager:
         runtime = self.runtime(config.name)
         if runtime is not None:
             cgroups = self.cgroups_for(runtime)
-            if cgroups.exists():
-                cgroups.kill_all()
-                cgroups.remove()
+        else:
+            # A start killed before it recorded its state: its cgroups are
+            # where this call's cgroup_parent would have put them.
+            backend = self.backend
+            cgroups = ContainerCgroups(backend, backend.container_paths(
+                backend.resolve_parent(self.cgroup_parent), config.name))
+        if cgroups.exists():
+            cgroups.kill_all()
+            cgroups.remove()
         self.storage(config).umount()
         self._remove_run_dir(config.name)
 

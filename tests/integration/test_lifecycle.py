@@ -153,3 +153,21 @@ def test_destroy_removes_everything(node, busybox_template):
                  manager.layout.run(name)):
         assert not os.path.exists(path), path
     assert manager.destroy(name) is False
+
+
+def test_start_interrupted_before_recording_state_is_cleaned_up(node, busybox_template):
+    """A start killed between creating cgroups and writing its state leaves nothing the next call keeps."""
+    manager = node.manager
+    name = node.name()
+    manager.create(name, busybox_template, layout="directory")
+    manager.start(name, wait_boot=True)
+    runtime = manager.runtime(name)
+    # Forget the runtime state, as if the process that started the container died right then.
+    os.unlink(manager.state_path(name))
+    assert manager.status(name) == "stopped"
+    assert manager.start(name, wait_boot=True) is True
+    assert manager.runtime(name).init_pid != runtime.init_pid
+    assert not os.path.exists("/proc/%d" % runtime.init_pid) or \
+        open("/proc/%d/stat" % runtime.init_pid).read().split()[2] == "Z"
+    manager.stop(name)
+    assert _leftovers(node, name) == []
