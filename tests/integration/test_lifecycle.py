@@ -171,3 +171,24 @@ def test_start_interrupted_before_recording_state_is_cleaned_up(node, busybox_te
         open("/proc/%d/stat" % runtime.init_pid).read().split()[2] == "Z"
     manager.stop(name)
     assert _leftovers(node, name) == []
+
+
+def test_init_runs_the_startup_scripts_in_order(node, busybox_template):
+    manager = node.manager
+    name = node.name()
+    manager.create(name, busybox_template, layout="image", diskspace=[64 << 20, 64 << 20])
+    storage = manager.storage(manager.load(name))
+    storage.mount()
+    try:
+        for number in ("20", "05"):
+            path = os.path.join(storage.root, "etc/init.d/S%sorder" % number)
+            with open(path, "w") as handle:
+                handle.write("#!/bin/sh\n[ \"$1\" = start ] && echo S%s >> /root/boot.log\n" % number)
+            os.chmod(path, 0o755)
+    finally:
+        storage.umount()
+    manager.start(name, wait_boot=True)
+    assert sh(manager, name, "cat /root/boot.log").stdout == b"S05\nS20\n"
+    # S10loopback brought lo up.
+    assert b"UP" in sh(manager, name, "ip -o link show lo").stdout
+    assert sh(manager, name, "cat /proc/1/cmdline").stdout.startswith(b"init")  # busybox rewrites its argv
