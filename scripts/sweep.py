@@ -13,13 +13,10 @@ import signal
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.join(REPO, ".tmp", "collections")
-LINK = os.path.join(ROOT, "ansible_collections", "ovz", "containers")
-if not os.path.islink(LINK):
-    os.makedirs(os.path.dirname(LINK), exist_ok=True)
-    os.symlink(REPO, LINK)
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from collection_path import ensure_collection_path  # noqa: E402
+
+ensure_collection_path()
 
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager  # noqa: E402
 

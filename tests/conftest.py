@@ -18,13 +18,10 @@ import uuid
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS_ROOT = os.path.join(REPO, ".tmp", "collections")
-_link = os.path.join(COLLECTIONS_ROOT, "ansible_collections", "ovz", "containers")
-if not os.path.islink(_link):
-    os.makedirs(os.path.dirname(_link), exist_ok=True)
-    os.symlink(REPO, _link)
-if COLLECTIONS_ROOT not in sys.path:
-    sys.path.insert(0, COLLECTIONS_ROOT)
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+from collection_path import COLLECTIONS_ROOT, ensure_collection_path  # noqa: E402
+
+ensure_collection_path()
 
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager  # noqa: E402
 from ansible_collections.ovz.containers.plugins.module_utils.templates import build_busybox_template  # noqa: E402

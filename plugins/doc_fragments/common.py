@@ -43,3 +43,15 @@ options:
     required: true
     aliases: [ctid]
 '''
+
+    ATTRIBUTES = r'''
+attributes:
+  platform:
+    support: full
+    platforms: posix
+    description: Linux only; the module acts on the kernel of the host it runs on, as root.
+  action_group:
+    support: full
+    membership: [ovz.containers.all]
+    description: Use C(group/ovz.containers.all) in C(module_defaults) to set O(data_dir) and O(cgroup_parent) once.
+'''

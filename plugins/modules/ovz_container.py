@@ -87,6 +87,7 @@ options:
     default: 60
 extends_documentation_fragment:
   - ovz.containers.common
+  - ovz.containers.common.attributes
   - ovz.containers.common.name
 attributes:
   check_mode:
@@ -95,14 +96,6 @@ attributes:
   diff_mode:
     support: full
     description: Shows the container's state and settings before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux only.
-  action_group:
-    support: full
-    membership: [ovz.containers.all]
-    description: Use C(group/ovz.containers.all) in C(module_defaults) to set O(data_dir) and O(cgroup_parent) once.
 seealso:
   - module: ovz.containers.ovz_info
 author:

@@ -42,6 +42,7 @@ options:
     default: 0
 extends_documentation_fragment:
   - ovz.containers.common
+  - ovz.containers.common.attributes
   - ovz.containers.common.name
 attributes:
   check_mode:
@@ -50,14 +51,6 @@ attributes:
   diff_mode:
     support: none
     description: Nothing to compare.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux only.
-  action_group:
-    support: full
-    membership: [ovz.containers.all]
-    description: Use C(group/ovz.containers.all) in C(module_defaults) to set O(data_dir) and O(cgroup_parent) once.
 seealso:
   - module: ovz.containers.ovz_container
 author:

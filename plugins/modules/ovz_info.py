@@ -24,6 +24,7 @@ options:
     aliases: [ctid]
 extends_documentation_fragment:
   - ovz.containers.common
+  - ovz.containers.common.attributes
 attributes:
   check_mode:
     support: full
@@ -31,14 +32,6 @@ attributes:
   diff_mode:
     support: none
     description: Nothing to compare.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux only.
-  action_group:
-    support: full
-    membership: [ovz.containers.all]
-    description: Use C(group/ovz.containers.all) in C(module_defaults) to set O(data_dir) and O(cgroup_parent) once.
 seealso:
   - module: ovz.containers.ovz_container
 author:
