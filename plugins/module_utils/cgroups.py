@@ -410,6 +410,30 @@ class ContainerCgroups:
                 return os.path.join(self.paths[hier.key], payload)
         return None
 
+    def exec_cgroup2(self, payload: str) -> Optional[str]:
+        """Where a command run inside (``vzctl exec``) joins the cgroup2 tree.
+
+        The payload itself, unless the container's own init (systemd) has
+        enabled controllers below it: cgroup2 then forbids processes in it,
+        so commands go to a leaf ``.ovz-exec`` next to the init's own cgroups,
+        as ``lxc-attach`` uses ``.lxc``.
+        """
+        directory = self.payload_cgroup2(payload)
+        if directory is None:
+            return None
+        try:
+            delegated = read_file(os.path.join(directory, "cgroup.subtree_control"))
+        except OSError:
+            return directory
+        if not delegated:
+            return directory
+        leaf = os.path.join(directory, ".ovz-exec")
+        try:
+            os.mkdir(leaf, 0o755)
+        except FileExistsError:
+            pass
+        return leaf
+
     def attach(self, pid: int) -> None:
         for key, path in self.paths.items():
             write_file(os.path.join(path, "cgroup.procs"), str(pid))
