@@ -22,6 +22,7 @@ from ansible_collections.ovz.containers.plugins.module_utils.container import Co
 
 WORK_GLOB = "/var/tmp/ovz-tests-*"
 SUITE_CGROUP = re.compile(r"^ovz-t[0-9a-f]{6}$")
+SUITE_NETNS = re.compile(r"^ovz-t[hxs][0-9a-f]{6}$")  # the network tests' host, outside and sniffer
 
 
 def suite_mounts():
@@ -45,6 +46,13 @@ def suite_cgroups():
                     found.append(os.path.join(directory, name))
                     dirs.remove(name)
     return found
+
+
+def suite_netns():
+    try:
+        return sorted(n for n in os.listdir("/run/netns") if SUITE_NETNS.match(n))
+    except FileNotFoundError:
+        return []
 
 
 def other_ovz_objects():
@@ -93,10 +101,13 @@ def main():
         subprocess.run(["losetup", "-d", loop], check=False)
     for path in suite_cgroups():
         remove_cgroup_tree(path)
+    for name in suite_netns():
+        # Deleting the namespace takes the veths and bridges made inside it along.
+        subprocess.run(["ip", "netns", "del", name], check=False)
     for work in glob.glob(WORK_GLOB):
         if not suite_mounts():
             shutil.rmtree(work, ignore_errors=True)
-    left = suite_mounts() + suite_loops() + suite_cgroups() + glob.glob(WORK_GLOB)
+    left = suite_mounts() + suite_loops() + suite_cgroups() + suite_netns() + glob.glob(WORK_GLOB)
     others = other_ovz_objects()
     if others:
         print("sweep: note: other ovz objects on this host (not the suite's): %s" % " ".join(others))

@@ -18,13 +18,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from . import limits as ovz_limits
 from . import namespaces as ns
+from . import network
 from .cgroups import CgroupBackend, ContainerCgroups, select_backend, validate_cgroup_parent
 from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
                      validate_name)
 from .errors import InvalidParameter, OvzError, StateConflict
 from .process import ExecResult, InitSpec, exec_in, process_starttime, spawn_init
-from .rootfs import DEVICE_ALLOW, RootfsSpec
+from .rootfs import DEVICE_ALLOW, RootfsSpec, find_lxcfs
 from .storage import Storage, extract_template, validate_layout
 from .templates import resolve_template
 
@@ -124,7 +126,9 @@ class ContainerManager:
             return "stopped"
         return "frozen" if self.cgroups_for(runtime).frozen() else "running"
 
-    def facts(self, name: str) -> Dict[str, Any]:
+    def facts(self, name: str, beancounters: bool = False, persist: bool = True) -> Dict[str, Any]:
+        """The container's facts; ``beancounters`` adds its beancounter table when it runs
+        (``persist``: keep maxheld and refresh the snapshot inside; false in check mode)."""
         state = self.status(name)
         if state == "absent":
             return {"name": name, "state": "absent"}
@@ -157,6 +161,14 @@ class ContainerManager:
             facts["started_at"] = runtime.started_at
         if state in ("running", "frozen") and storage.mounted():
             facts["disk_usage"] = storage.usage()
+        # Limits and beancounters (issue 5).
+        facts["limits"] = ovz_limits.effective(config.limits)
+        if beancounters and runtime is not None:
+            from .beancounters import collect
+            facts["beancounters"] = collect(self.cgroups_for(runtime), runtime.init_pid, config.limits,
+                                            state_dir=self.layout.run(name),
+                                            guest_dir=os.path.join(self.layout.run(name), "guest"), ctid=name,
+                                            persist=persist)
         return facts
 
     def list(self) -> List[Dict[str, Any]]:
@@ -322,17 +334,21 @@ class ContainerManager:
             cgroups.create()
             cgroups.apply_device_policy(DEVICE_ALLOW)
             cgroups.create(PAYLOAD)
+            # Limits (issue 5): in force before the first process of the container exists.
+            ovz_limits.apply_at_start(cgroups, config.limits, storage)
             undo.append(cgroups.kill_all)
             spec = InitSpec(
                 argv=[config.init],
                 rootfs=RootfsSpec(root=storage.root, console=os.path.join(run_dir, "console.log"),
-                                  guest_dir=guest_dir, hostname=config.hostname),
+                                  guest_dir=guest_dir, hostname=config.hostname,
+                                  lxcfs=find_lxcfs(self.layout.data_dir)),
                 cgroup_procs=cgroups.payload_procs(PAYLOAD),
                 cgroup2_dir=cgroups.payload_cgroup2(PAYLOAD),
                 dropped_capabilities=ns.DEFAULT_DROPPED_CAPABILITIES,
                 stdout_path=os.path.join(run_dir, "console.log"),
             )
-            init_pid = spawn_init(spec, before_go)
+            undo.append(lambda: self._network_teardown(config))
+            init_pid = spawn_init(spec, self._network_before_go(config, storage.root, before_go))
             starttime = process_starttime(init_pid)
             if starttime is None:
                 raise OvzError("the init of %s exited at once; see %s" % (name, spec.stdout_path))
@@ -424,8 +440,36 @@ class ContainerManager:
         if cgroups.exists():
             cgroups.kill_all()
             cgroups.remove()
+        network_error: Optional[OvzError] = None
+        try:
+            self._network_teardown(config)
+        except OvzError as exc:
+            network_error = exc  # finish the cleanup, then report it
         self.storage(config).umount()
         self._remove_run_dir(config.name)
+        if network_error is not None:
+            raise network_error
+
+    # -- network (issue 4): set up before init runs, torn down with the container -----------
+    def _network_before_go(self, config: ContainerConfig, root: str,
+                           before_go: Optional[Callable[[int], None]]) -> Optional[Callable[[int], None]]:
+        """``before_go`` for spawn_init: the container's network first, then the caller's hook."""
+        if not config.network:
+            return before_go
+        state_path = network.runtime_path(self.layout.run(config.name))
+
+        def hook(init_pid: int) -> None:
+            network.setup_network(config.name, config.network, init_pid, self.layout.data_dir, root, state_path)
+            if before_go is not None:
+                before_go(init_pid)
+        return hook
+
+    def _network_teardown(self, config: ContainerConfig) -> None:
+        """Remove the host side of the container's network (host end, routes, proxy entries, nft, netns name)."""
+        runtime = network.load_runtime(network.runtime_path(self.layout.run(config.name)))
+        if runtime is None and not config.network:
+            return
+        network.teardown_network(config.name, config.network, runtime, self.layout.data_dir)
 
     def restart(self, name: str, wait_boot: bool = False, timeout: float = 60.0) -> None:
         self.stop(name)
@@ -465,7 +509,7 @@ class ContainerManager:
         if runtime is None or not runtime.alive():
             raise StateConflict("container %s is not running" % name, "name")
         cgroups = self.cgroups_for(runtime)
-        return exec_in(runtime.init_pid, argv, cgroups.payload_procs(PAYLOAD), cgroups.payload_cgroup2(PAYLOAD),
+        return exec_in(runtime.init_pid, argv, cgroups.payload_procs(PAYLOAD), cgroups.exec_cgroup2(PAYLOAD),
                        ns.DEFAULT_DROPPED_CAPABILITIES,
                        env=env, stdin=stdin, capture=capture, timeout=timeout)
 

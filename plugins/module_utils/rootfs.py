@@ -50,6 +50,7 @@ class RootfsSpec:
     guest_dir: Optional[str] = None  # host dir bound on /run/ovz (boot marker)
     hostname: str = ""
     extra_binds: List[Tuple[str, str, bool]] = field(default_factory=list)
+    lxcfs: Optional[str] = None     # a running LXCFS's mount point: its /proc and /sys views are bound in
 
 
 def _mkdir(path: str, mode: int = 0o755) -> None:
@@ -107,6 +108,43 @@ def setup_sys(root: str) -> None:
             ns.mount("cgroup2", cgroup_dir, "cgroup2", NOSUID_NODEV_NOEXEC)
 
 
+# What LXCFS (issue 5) shows per container: memory and swap from its memory cgroup, CPUs from its cpuset.
+LXCFS_FILES = ("proc/meminfo", "proc/cpuinfo", "proc/stat", "proc/swaps", "proc/uptime", "proc/diskstats",
+               "proc/loadavg", "proc/slabinfo", "sys/devices/system/cpu/online")
+LXCFS_DIRS = ("/var/lib/lxcfs",)
+
+
+def find_lxcfs(data_dir: str) -> Optional[str]:
+    """The mount point of a running LXCFS for this node (``<data_dir>/lxcfs``) or the host (``/var/lib/lxcfs``).
+
+    Only a live ``fuse.lxcfs`` mount counts: without LXCFS the container keeps the kernel's own files.
+    """
+    wanted = [os.path.join(data_dir, "lxcfs")] + list(LXCFS_DIRS)
+    try:
+        with open("/proc/self/mountinfo") as handle:
+            mounts = {}
+            for line in handle:
+                left, _sep, right = line.partition(" - ")
+                parts, fs = left.split(), right.split()
+                if len(parts) > 4 and fs and fs[0] == "fuse.lxcfs":
+                    mounts[ns.unescape_mount_path(parts[4])] = True
+    except OSError:
+        return None
+    for path in wanted:
+        if path in mounts and os.path.isfile(os.path.join(path, "proc", "meminfo")):
+            return path
+    return None
+
+
+def setup_lxcfs(root: str, lxcfs: str) -> None:
+    """Bind LXCFS's per-container views over the container's /proc and /sys files."""
+    for rel in LXCFS_FILES:
+        source = os.path.join(lxcfs, rel)
+        target = os.path.join(root, rel)
+        if os.path.isfile(source) and os.path.exists(target):
+            ns.mount(source, target, None, ns.MS_BIND)
+
+
 def setup_dev(root: str, console: Optional[str]) -> None:
     dev = _safe_join(root, "dev")
     _mkdir(dev)
@@ -156,6 +194,8 @@ def enter_rootfs(spec: RootfsSpec) -> None:
     ns.mount(root, root, None, ns.MS_BIND | ns.MS_REC)
     setup_proc(root)
     setup_sys(root)
+    if spec.lxcfs:
+        setup_lxcfs(root, spec.lxcfs)
     setup_dev(root, spec.console)
     setup_run(root, spec.guest_dir)
     for source, rel, read_only in spec.extra_binds:

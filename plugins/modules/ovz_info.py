@@ -13,8 +13,10 @@ short_description: List the containers of a host with their state and configurat
 version_added: 0.1.0
 description:
   - Lists the containers of a node (one O(data_dir)), like C(vzlist -a), with their state, configuration,
-    paths and, for running ones, init PID, cgroups and disk usage.
-  - Reads only; it never changes anything.
+    paths, limits and, for running ones, init PID, cgroups, disk usage and user beancounters.
+  - It changes no container. Outside check mode it keeps the beancounters' C(maxheld) bookkeeping in
+    O(data_dir)C(/run/<name>/) and refreshes the snapshot that root inside a container reads at
+    C(/run/ovz/user_beancounters), as M(ovz.containers.ovz_limits) does.
 options:
   name:
     description:
@@ -34,6 +36,7 @@ attributes:
     description: Nothing to compare.
 seealso:
   - module: ovz.containers.ovz_container
+  - module: ovz.containers.ovz_limits
 author:
   - ovz.containers developers (@ovz-containers)
 '''
@@ -50,12 +53,19 @@ EXAMPLES = r'''
 
 RETURN = r'''
 containers:
-  description: One entry per container, sorted by name, with the same keys as the C(container)
-    return value of M(ovz.containers.ovz_container).
+  description:
+    - One entry per container, sorted by name, with the same keys as the C(container)
+      return value of M(ovz.containers.ovz_container).
+    - C(limits) holds the container's limits as M(ovz.containers.ovz_limits) returns them.
+    - For a running or frozen container, C(beancounters) holds its user beancounters as
+      M(ovz.containers.ovz_limits) returns them.
   returned: always
   type: list
   elements: dict
-  sample: [{"name": "101", "state": "running", "hostname": "ct101", "init_pid": 4242}]
+  sample: [{"name": "101", "state": "running", "hostname": "ct101", "init_pid": 4242,
+            "limits": {"cpuunits": 1000, "ram": 536870912},
+            "beancounters": {"numproc": {"held": 3, "maxheld": 5, "barrier": null, "limit": null,
+                                         "failcnt": 0, "enforced": true, "unit": "count", "mechanism": "pids.max"}}}]
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -74,9 +84,10 @@ def main():
         manager = ContainerManager(module.params['data_dir'], module.params['cgroup_parent'])
         names = module.params['name']
         if names:
-            containers = [manager.facts(validate_name(n)) for n in names]
+            names = [validate_name(n) for n in names]
         else:
-            containers = manager.list()
+            names = manager.layout.names()
+        containers = [manager.facts(n, beancounters=True, persist=not module.check_mode) for n in names]
     except Exception as exc:  # noqa: BLE001
         fail_from_error(module, exc)
     module.exit_json(changed=False, containers=containers)

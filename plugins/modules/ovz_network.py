@@ -1,0 +1,307 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: ovz_network
+short_description: Give a container its addresses, routed (like venet) or bridged, with anti-spoofing
+version_added: 0.1.0
+description:
+  - Manages a container's network interface, as C(vzctl set --ipadd/--ipdel/--netif_add/--nameserver/--searchdomain) does.
+  - The container gets one veth pair. Its host end is named C(ovz<10 hex digits>) (or O(host_ifname)) and carries the
+    alias C(ovz:<data_dir>:<name>); its network namespace is named C(ovz-<name>) for C(ip netns exec).
+  - Settings are stored in the container's configuration and applied at every start. On a running (or frozen)
+    container they are also applied at once, without a restart; changing O(netif_mode), O(ifname), O(host_ifname),
+    O(bridge) or O(mac) replaces the interface, other changes are made in place.
+  - The first call with O(state=present) gives the container its interface; O(state=absent) removes it.
+  - Everything the module makes on the host is removed when the container stops or is destroyed.
+options:
+  state:
+    description:
+      - V(present) makes sure the container has an interface with these settings.
+      - V(absent) removes the interface and the stored network settings.
+    type: str
+    choices: [present, absent]
+    default: present
+  ip_address:
+    description:
+      - The container's IPv4 and IPv6 addresses. The list is the complete set; an address left out is removed.
+      - In V(routed) mode give plain addresses (they become /32 and /128).
+      - In V(bridged) mode an address may carry a prefix, as in C(10.0.0.5/24).
+      - An address that another container of the same O(data_dir) has, or that this host owns or routes elsewhere, fails.
+      - Omit to keep the current set.
+    type: list
+    elements: str
+  netif_mode:
+    description:
+      - V(routed), like OpenVZ's venet. The container's addresses are host routes via the host end. Its default routes
+        go via the link-local gateways C(169.254.0.1) and C(fe80::1). The host answers ARP and NDP for them
+        (proxy entries) on every host interface whose own prefix covers them. Containers share no layer 2,
+        and packets with a source address the container was not given are always dropped.
+      - V(bridged) puts the host end into O(bridge); the container owns O(mac) on that segment.
+      - Defaults to V(routed) for a container that has no interface yet.
+    type: str
+    choices: [routed, bridged]
+  bridge:
+    description:
+      - The bridge the host end joins in V(bridged) mode. It must exist.
+    type: str
+  ifname:
+    description:
+      - The interface's name inside the container. Defaults to V(eth0).
+    type: str
+  host_ifname:
+    description:
+      - The name of the host end. It must start with C(ovz) and have at most 15 characters.
+      - Defaults to C(ovz) and 10 hex digits derived from O(data_dir) and O(name).
+    type: str
+  mac:
+    description:
+      - The MAC address of the container's interface, a unicast address.
+      - Defaults to a stable, locally administered address derived from O(data_dir) and O(name).
+    type: str
+  mtu:
+    description:
+      - The MTU of both ends, 68 to 65535 (at least 1280 with IPv6 addresses).
+      - In V(bridged) mode it defaults to the bridge's MTU, and a lower value fails because it would lower the bridge's MTU.
+    type: int
+  routes:
+    description:
+      - Extra routes inside the container. The list is the complete set.
+      - In V(routed) mode a route without O(routes[].via) goes via the link-local gateway.
+    type: list
+    elements: dict
+    suboptions:
+      dst:
+        description:
+          - The destination, a network in CIDR notation, or V(default4) / V(default6).
+          - V(default) works when O(routes[].via) or O(routes[].src) tells the address family.
+        type: str
+        required: true
+      via:
+        description:
+          - The gateway. In V(bridged) mode it must lie in the prefix of one of the container's addresses.
+        type: str
+      mtu:
+        description:
+          - The path MTU for this destination (C(ip route ... mtu)).
+        type: int
+      src:
+        description:
+          - The source address for this destination; one of O(ip_address).
+        type: str
+      metric:
+        description:
+          - The route's metric (priority).
+        type: int
+  nameserver:
+    description:
+      - Name servers written to the container's C(/etc/resolv.conf), at start and at once when they change.
+      - The file is written inside the container's own root; a symbolic link there cannot lead out of it.
+    type: list
+    elements: str
+  searchdomain:
+    description:
+      - Search domains written to the container's C(/etc/resolv.conf).
+    type: list
+    elements: str
+  mac_filter:
+    description:
+      - In V(bridged) mode, drop frames from the container whose source MAC is not O(mac), packets whose source IP is not
+        in O(ip_address), forged ARP and neighbour advertisements, and keep unicast for other MACs, and ARP and neighbour
+        solicitations for other addresses, from reaching the container.
+      - V(routed) mode always filters; V(false) is refused there.
+      - Defaults to V(true).
+    type: bool
+extends_documentation_fragment:
+  - ovz.containers.common
+  - ovz.containers.common.attributes
+  - ovz.containers.common.name
+requirements:
+  - pyroute2 (Debian package C(python3-pyroute2)) on the managed host.
+  - The C(nft) binary (Debian package C(nftables)) on the managed host.
+notes:
+  - Anti-spoofing lives in the nftables table C(netdev ovz), one chain per direction and container, named after the host end.
+  - Traffic beyond the host needs IP forwarding on the host (C(net.ipv4.ip_forward), C(net.ipv6.conf.all.forwarding)) and,
+    for proxy NDP, C(net.ipv6.conf.<interface>.proxy_ndp); the module warns when they are off and leaves them alone.
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change and changes nothing.
+  diff_mode:
+    support: full
+    description: Shows the container's network settings before and after.
+seealso:
+  - module: ovz.containers.ovz_container
+author:
+  - ovz.containers developers (@ovz-containers)
+'''
+
+EXAMPLES = r'''
+- name: Two IPv4 and one IPv6 address, routed like venet, with DNS
+  ovz.containers.ovz_network:
+    name: "101"
+    ip_address: [10.0.0.101, 10.0.1.101, "2001:db8::101"]
+    nameserver: [10.0.0.1]
+    searchdomain: [example.com]
+
+- name: Remove one address live (the list is the complete set)
+  ovz.containers.ovz_network:
+    name: "101"
+    ip_address: [10.0.0.101, "2001:db8::101"]
+
+- name: A bridged container with its own MAC, and a route with its own MTU and source
+  ovz.containers.ovz_network:
+    name: web1
+    netif_mode: bridged
+    bridge: br0
+    mac: 0e:00:00:00:01:01
+    ip_address: [192.168.10.21/24]
+    routes:
+      - {dst: default4, via: 192.168.10.1}
+      - {dst: 10.50.0.0/16, via: 192.168.10.254, mtu: 1400, src: 192.168.10.21}
+
+- name: Take the interface away
+  ovz.containers.ovz_network:
+    name: web1
+    state: absent
+'''
+
+RETURN = r'''
+network:
+  description: The container's network settings after the call, and where it runs, what the host holds for it.
+  returned: always
+  type: dict
+  contains:
+    netif_mode:
+      description: V(routed) or V(bridged).
+      type: str
+      sample: routed
+    ip_address:
+      description: Its addresses (host prefixes left out).
+      type: list
+      elements: str
+      sample: [10.0.0.101, "2001:db8::101"]
+    host_ifname:
+      description: The host end of its veth pair.
+      type: str
+      sample: ovz1f3a9c02de
+    mac:
+      description: The MAC address of its interface.
+      type: str
+      sample: 0e:8a:11:03:9c:4d
+    routes:
+      description: Its extra routes, normalized (V(default4)/V(default6) for default routes).
+      type: list
+      elements: dict
+      sample: [{"dst": "10.50.0.0/16", "via": null, "mtu": 1400, "src": "10.0.0.101", "metric": null}]
+    runtime:
+      description: What the host holds for the running container - its host end, netns name and proxy neighbour entries.
+      type: dict
+      returned: when the container runs
+      sample: {"host_ifname": "ovz1f3a9c02de", "netns": "/run/netns/ovz-101", "proxy": [["10.0.0.101", "eth0"]]}
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.ovz.containers.plugins.module_utils import network
+from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import argument_spec, fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils.config import iter_configs, validate_name
+from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils.errors import StateConflict
+
+RUNNING = ('running', 'frozen')
+SETTINGS = ('ip_address', 'netif_mode', 'bridge', 'ifname', 'host_ifname', 'mac', 'mtu', 'routes', 'nameserver',
+            'searchdomain', 'mac_filter')
+
+
+def plan(module, manager, name):
+    """Validate everything and describe the change; touches nothing."""
+    params = module.params
+    config = manager.load(name)
+    running = manager.status(name) in RUNNING
+    runtime_path = network.runtime_path(manager.layout.run(name))
+    runtime = network.load_runtime(runtime_path) if running else None
+    desired = None if params['state'] == 'absent' else dict((key, params[key]) for key in SETTINGS)
+    others = [(other.name, other.network) for other in iter_configs(manager.layout) if other.name != name]
+    result = network.plan_network(name, manager.layout.data_dir, desired, config.network, runtime, running, others)
+    return config, running, runtime, runtime_path, result
+
+
+def apply(module, manager, config, running, runtime, runtime_path, result):
+    """Change the running container first, then store the settings; a failed live change is undone."""
+    name = config.name
+    if running:
+        init_pid = manager.runtime(name).init_pid
+        try:
+            runtime = network.apply_network_live(name, result.after, init_pid, manager.layout.data_dir, runtime,
+                                                 runtime_path)
+        except Exception:
+            try:
+                network.apply_network_live(name, result.before, init_pid, manager.layout.data_dir,
+                                           network.load_runtime(runtime_path), runtime_path)
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
+            raise
+        for warning in (runtime or {}).get('warnings', []):
+            module.warn(warning)
+    config.network = result.after
+    manager.store.save(config)
+    return runtime
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            name=dict(type='str', required=True, aliases=['ctid']),
+            state=dict(type='str', default='present', choices=['present', 'absent']),
+            ip_address=dict(type='list', elements='str'),
+            netif_mode=dict(type='str', choices=['routed', 'bridged']),
+            bridge=dict(type='str'),
+            ifname=dict(type='str'),
+            host_ifname=dict(type='str'),
+            mac=dict(type='str'),
+            mtu=dict(type='int'),
+            routes=dict(type='list', elements='dict', options=dict(
+                dst=dict(type='str', required=True),
+                via=dict(type='str'),
+                mtu=dict(type='int'),
+                src=dict(type='str'),
+                metric=dict(type='int'),
+            )),
+            nameserver=dict(type='list', elements='str'),
+            searchdomain=dict(type='list', elements='str'),
+            mac_filter=dict(type='bool'),
+        ),
+        supports_check_mode=True,
+    )
+    if not network.has_pyroute2():
+        module.fail_json(msg=missing_required_lib('pyroute2'), exception=network.PYROUTE2_IMPORT_ERROR)
+    params = module.params
+    result = dict(changed=False)
+    try:
+        name = validate_name(params['name'])
+        manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
+        if not manager.exists(name):
+            raise StateConflict('container %s does not exist; create it with ovz_container first' % name, 'name')
+        with manager.lock(name):
+            config, running, runtime, runtime_path, planned = plan(module, manager, name)
+            if planned.changed and not module.check_mode:
+                runtime = apply(module, manager, config, running, runtime, runtime_path, planned)
+        result['changed'] = planned.changed
+        if module._diff:
+            result['diff'] = dict(before=planned.before, after=planned.after)
+        shown = planned.after if module.check_mode or planned.changed else planned.before
+        result['network'] = network.network_facts(shown, runtime if running and not module.check_mode else None)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported with its parameter
+        fail_from_error(module, exc, **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
