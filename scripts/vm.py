@@ -1,0 +1,1101 @@
+# -*- coding: utf-8 -*-
+"""Debian 12 virtual machines under QEMU (TCG) for the VM test tier.
+
+    python3 scripts/vm.py build [--force]        # cached Debian 12 image (debootstrap on the host)
+    python3 scripts/vm.py up [N] [--id ID]       # boot N VMs (default 2), wait for SSH, write an inventory
+    python3 scripts/vm.py down [--id ID]         # poweroff, then SIGTERM/SIGKILL by recorded PID, remove all
+    python3 scripts/vm.py reboot NAME [--id ID]  # a real reboot of one VM, wait for SSH again
+    python3 scripts/vm.py ssh NAME [CMD...]      # a shell or a command on a VM
+    python3 scripts/vm.py status | sweep         # list runs | down the runs whose owner process is gone
+
+``scripts/vm`` is a wrapper that runs this file with /usr/bin/python3.
+
+Image: debootstrap (minbase) of bookworm into a directory under /var/cache/ovz/vm,
+configured for a serial console, DHCP on the user NIC (eth0), a static address of
+10.213.0.0/16 and fd00:213::/64 on the private NIC (eth1, from the kernel command
+line), root SSH with the platform key, and an XFS data disk mounted on /var/lib/ovz
+with usrquota,grpquota,prjquota; then a raw ext4 root image made with
+``mkfs.ext4 -d``. VMs boot the image's own kernel and initrd with -kernel/-initrd.
+The cache key hashes the package list, the build recipe and the kernel package
+version; a build whose key exists returns at once.
+
+Run: everything of one run is in /var/tmp/ovz-vm-<id>/ (state.json, pidfiles, qcow2
+overlays, QMP sockets, console logs, inventory.ini, ssh_config, known_hosts). The
+VMs get user-mode networking restricted to themselves (restrict=on: no outside
+address is reachable) with SSH forwarded from a free 127.0.0.1 port, and a private
+link: a QEMU socket netdev, VM 1 listening and VM 2 connecting on 127.0.0.1 (with
+more than two VMs, all connect to a small frame hub run by this script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("OVZ_VM_CACHE", "/var/cache/ovz/vm")
+RUN_BASE = os.environ.get("OVZ_VM_RUN_BASE", "/var/tmp")
+RUN_PREFIX = "ovz-vm-"
+SUITE = "bookworm"
+MIRROR = os.environ.get("OVZ_VM_MIRROR", "http://deb.debian.org/debian")
+KEY_NAME = "id_ed25519"
+
+# Bump when the recipe changes in a way the hashed texts below do not show.
+BUILD_VERSION = "1"
+
+PACKAGES = (
+    # boot, init, logins
+    "systemd-sysv", "dbus", "libpam-systemd", "udev", "kmod", "linux-image-amd64", "initramfs-tools",
+    "openssh-server", "openssh-client",
+    # what the collection needs on a host (the VMs have no outside network: everything is here)
+    "python3", "python3-apt", "python3-pyroute2", "criu", "iproute2", "nftables", "busybox-static",
+    "e2fsprogs", "xfsprogs", "quota", "rsync", "zstd", "xz-utils", "ca-certificates", "lxcfs",
+    # inspection in tests
+    "procps", "psmisc", "iputils-ping", "netbase", "bpftool", "less",
+)
+ROOT_SIZE = "6G"        # sparse
+DATA_SIZE = "16G"       # sparse; XFS on /var/lib/ovz
+MEMORY_MB = int(os.environ.get("OVZ_VM_MEMORY_MB", "2048"))
+SMP = int(os.environ.get("OVZ_VM_SMP", "2"))
+CPU = os.environ.get("OVZ_VM_CPU", "qemu64")
+MACHINE = os.environ.get("OVZ_VM_MACHINE", "q35")
+PRIVATE_NET4 = "10.213.0.%d/16"
+PRIVATE_NET6 = "fd00:213::%d/64"
+PRIVATE_HOST_BASE = 10  # VM i gets 10.213.0.(10+i)
+BOOT_TIMEOUT = 300
+
+INITRAMFS_HOOK = r"""#!/bin/sh
+# ovz VM image: the few modules a QEMU virtio guest needs to mount its root.
+PREREQ=""
+prereqs() { echo "$PREREQ"; }
+case "$1" in prereqs) prereqs; exit 0 ;; esac
+. /usr/share/initramfs-tools/hook-functions
+for m in virtio_pci virtio_blk ext4; do
+    manual_add_modules "$m"
+    force_load "$m"
+done
+"""
+
+FILES = {
+    "etc/initramfs-tools/conf.d/ovz-vm": ("MODULES=list\n", 0o644),
+    "etc/initramfs-tools/hooks/ovz-vm": (INITRAMFS_HOOK, 0o755),
+    "etc/hostname": ("ovz-vm\n", 0o644),
+    "etc/hosts": ("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
+                  "ff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n", 0o644),
+    "etc/resolv.conf": ("# ovz VM: no outside network, no DNS\n", 0o644),
+    "etc/fstab": ("# ovz VM image\n"
+                  "LABEL=ovzroot  /             ext4  rw,errors=remount-ro  0 1\n"
+                  "LABEL=ovzdata  /var/lib/ovz  xfs   rw,usrquota,grpquota,prjquota,x-systemd.device-timeout=60s  0 2\n",
+                  0o644),
+    "etc/apt/sources.list": ("deb http://deb.debian.org/debian bookworm main\n", 0o644),
+    "etc/systemd/network/10-ovz-user.network": (
+        "# The user-mode (slirp) NIC: SSH from the host arrives here.\n"
+        "[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n\n"
+        "[DHCPv4]\nUseDNS=no\nUseNTP=no\nUseHostname=no\n", 0o644),
+    "usr/local/sbin/ovz-vm-net": (r"""#!/bin/sh
+# Private NIC (eth1): addresses from the kernel command line (ovz.priv4= ovz.priv6=),
+# written for systemd-networkd before it starts.
+set -eu
+v4= v6=
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+        ovz.priv4=*) v4=${word#ovz.priv4=} ;;
+        ovz.priv6=*) v6=${word#ovz.priv6=} ;;
+    esac
+done
+mkdir -p /run/systemd/network
+{
+    printf '[Match]\nName=eth1\n\n[Link]\nRequiredForOnline=no\n\n[Network]\nLinkLocalAddressing=ipv6\nIPv6AcceptRA=no\n'
+    [ -n "$v4" ] && printf 'Address=%s\n' "$v4"
+    [ -n "$v6" ] && printf 'Address=%s\n' "$v6"
+} > /run/systemd/network/20-ovz-private.network
+""", 0o755),
+    "etc/systemd/system/ovz-vm-net.service": (
+        "[Unit]\nDescription=ovz VM: private NIC addresses from the kernel command line\n"
+        "DefaultDependencies=no\nBefore=systemd-networkd.service network-pre.target\nWants=network-pre.target\n"
+        "After=systemd-remount-fs.service\n\n"
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/local/sbin/ovz-vm-net\n\n"
+        "[Install]\nWantedBy=sysinit.target\n", 0o644),
+    "etc/systemd/system/ovz-vm-ready.service": (
+        "[Unit]\nDescription=ovz VM: tell the host on the serial console that SSH is up\n"
+        "After=ssh.service\nWants=ssh.service\n\n"
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+        "ExecStart=/bin/sh -c 'echo \"ovz-vm-ready boot_id=$(cat /proc/sys/kernel/random/boot_id)\" > /dev/ttyS0'\n\n"
+        "[Install]\nWantedBy=multi-user.target\n", 0o644),
+    "etc/ssh/sshd_config.d/ovz-vm.conf": (
+        "HostKey /etc/ssh/ssh_host_ed25519_key\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\nGSSAPIAuthentication no\n"
+        "MaxStartups 50:30:100\nMaxSessions 50\nClientAliveInterval 30\n", 0o644),
+    "etc/systemd/journald.conf.d/ovz-vm.conf": ("[Journal]\nSystemMaxUse=64M\nRuntimeMaxUse=32M\n", 0o644),
+    "etc/sysctl.d/60-ovz-vm.conf": ("kernel.panic = 10\nkernel.printk = 4 4 1 7\n", 0o644),
+}
+
+ENABLE = ("systemd-networkd.service", "ovz-vm-net.service", "ssh.service", "ovz-vm-ready.service")
+DISABLE = ("lxcfs.service",)   # the ovz_host role enables it
+# Units a headless test VM does without (each costs seconds of boot under TCG).
+MASK = ("systemd-networkd-wait-online.service", "apt-daily.timer", "apt-daily-upgrade.timer",
+        "e2scrub_all.timer", "e2scrub_reap.service", "fstrim.timer", "dpkg-db-backup.timer",
+        "getty@tty1.service", "systemd-timesyncd.service", "man-db.timer", "modprobe@drm.service",
+        "systemd-network-generator.service", "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount",
+        "systemd-pstore.service", "modprobe@efi_pstore.service", "systemd-firstboot.service")
+
+# The initrd the VMs boot: busybox and the handful of modules that mount the root disk, so that
+# boot does not spend ~10 s of TCG time in initramfs-tools' udev (the distribution's initrd is
+# kept in the image too: OVZ_VM_INITRD=distro boots it).
+INITRD_MODULES = ("virtio_pci", "virtio_blk", "ext4")
+INITRD_INIT = r"""#!/bin/busybox sh
+# (the VM's console log shows this script's messages)
+# ovz VM initrd: load the modules that reach the root disk, mount it, switch to it.
+export PATH=/bin
+busybox mkdir -p /proc /sys /dev /newroot
+busybox mount -t proc proc /proc
+busybox mount -t devtmpfs devtmpfs /dev
+root=/dev/vda fstype=ext4 flags=rw
+for word in $(busybox cat /proc/cmdline); do
+    case "$word" in
+        root=/dev/*) root=${word#root=} ;;
+        rootfstype=*) fstype=${word#rootfstype=} ;;
+        ro) flags=ro ;;
+    esac
+done
+for module in $(busybox cat /modules.order); do
+    busybox insmod "$module" 2>/dev/null || echo "ovz initrd: $module not loaded (CPU-specific variants may not apply)"
+done
+i=0
+while [ ! -b "$root" ] && [ $i -lt 1000 ]; do busybox usleep 20000; i=$((i + 1)); done
+if ! busybox mount -t "$fstype" -o "$flags" "$root" /newroot; then
+    # Power off, so that QEMU exits and 'scripts/vm up' reports this at once.
+    echo "ovz initrd: cannot mount $root ($fstype); powering off"
+    busybox sleep 1
+    busybox poweroff -f
+fi
+busybox umount /proc
+busybox mount --move /dev /newroot/dev
+exec busybox switch_root /newroot /sbin/init "$@"
+"""
+
+STAGE1 = r"""
+ROOTFS=$1 SUITE=$2 MIRROR=$3 INCLUDE=$4 DEBS=$5
+export LC_ALL=C DEBIAN_FRONTEND=noninteractive
+debootstrap --foreign --variant=minbase --include="$INCLUDE" --cache-dir="$DEBS" "$SUITE" "$ROOTFS" "$MIRROR"
+"""
+
+# Runs in a private mount namespace: what debootstrap mounts (proc, sys) cannot outlive it.
+STAGE2 = r"""
+ROOTFS=$1
+export LC_ALL=C DEBIAN_FRONTEND=noninteractive
+chroot "$ROOTFS" /debootstrap/debootstrap --second-stage
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# small helpers
+
+_T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    sys.stderr.write("vm: %s\n" % msg)
+    sys.stderr.flush()
+
+
+class VmError(Exception):
+    pass
+
+
+def run(argv, check: bool = True, **kwargs):
+    return subprocess.run(argv, check=check, **kwargs)
+
+
+def write_file(path: str, text: str, mode: int = 0o644) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def pid_alive_as(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is alive and its command line contains ``marker`` (guards against PID reuse)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            cmdline = handle.read()
+        with open("/proc/%d/stat" % pid) as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    if stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X"):
+        return False
+    return marker.encode() in cmdline
+
+
+def read_pid(path: str) -> int:
+    try:
+        with open(path) as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    want = ":%04X" % port
+    try:
+        with open("/proc/net/tcp") as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                if fields[1] == "0100007F" + want and fields[3] == "0A":
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP, turned into an exception so that cleanups run."""
+
+
+def _raise_terminated(signum, _frame):
+    raise Terminated("signal %d" % signum)
+
+
+def handle_signals() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)
+
+
+# --------------------------------------------------------------------------------------------------
+# build
+
+def platform_key() -> str:
+    """The platform's SSH key (generated once), path of the private half."""
+    os.makedirs(CACHE, exist_ok=True)
+    key = os.path.join(CACHE, KEY_NAME)
+    with open(os.path.join(CACHE, ".key.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (os.path.isfile(key) and os.path.isfile(key + ".pub")):
+            for path in (key, key + ".pub"):
+                if os.path.exists(path):
+                    os.unlink(path)
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ovz-vm-platform", "-f", key])
+    return key
+
+
+def kernel_package_version() -> str:
+    """linux-image-amd64's version in bookworm main, from the host's apt lists (no network)."""
+    try:
+        out = run(["apt-cache", "madison", "linux-image-amd64"], stdout=subprocess.PIPE,
+                  stderr=subprocess.DEVNULL, universal_newlines=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) == 3 and parts[2].split()[1:2] == ["%s/main" % SUITE]:
+            return parts[1]
+    return "unknown"
+
+
+def cache_key(pubkey: str) -> dict:
+    recipe = json.dumps({"files": FILES, "enable": ENABLE, "disable": DISABLE, "mask": MASK,
+                         "initrd": [INITRD_MODULES, INITRD_INIT],
+                         "stage1": STAGE1, "stage2": STAGE2, "root": ROOT_SIZE, "data": DATA_SIZE},
+                        sort_keys=True)
+    inputs = {
+        "suite": SUITE,
+        "packages": sorted(set(PACKAGES)),
+        "build_version": BUILD_VERSION,
+        "recipe_sha256": hashlib.sha256(recipe.encode()).hexdigest(),
+        "kernel_package": kernel_package_version(),
+        "pubkey": pubkey.strip(),
+    }
+    inputs["key"] = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return inputs
+
+
+def image_dir(key: str) -> str:
+    return os.path.join(CACHE, "images", key)
+
+
+def build(force: bool = False) -> str:
+    """Build the image if its key is not cached; return the image directory."""
+    began = time.monotonic()
+    key_path = platform_key()
+    with open(key_path + ".pub") as handle:
+        pubkey = handle.read()
+    inputs = cache_key(pubkey)
+    target = image_dir(inputs["key"])
+    if not force and os.path.isfile(os.path.join(target, "meta.json")):
+        log("build: cached image %s (%.1f s)" % (target, time.monotonic() - began))
+        return target
+    for tool in ("debootstrap", "mkfs.ext4", "mkfs.xfs", "unshare", "chroot", "qemu-img"):
+        if shutil.which(tool) is None:
+            raise VmError("%s is missing (apt-get install debootstrap e2fsprogs xfsprogs qemu-utils)" % tool)
+    with open(os.path.join(CACHE, ".build.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # a second builder waits, then finds the image
+        if not force and os.path.isfile(os.path.join(target, "meta.json")):
+            log("build: cached image %s (built meanwhile)" % target)
+            return target
+        _build_locked(inputs, key_path, pubkey, target)
+    log("build: %s built in %.1f s" % (target, time.monotonic() - began))
+    return target
+
+
+def _build_locked(inputs: dict, key_path: str, pubkey: str, target: str) -> None:
+    debs = os.path.join(CACHE, "debs")
+    os.makedirs(debs, exist_ok=True)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".build-", dir=os.path.dirname(target))
+    rootfs = os.path.join(work, "rootfs")
+    out = os.path.join(work, "image")
+    os.mkdir(out)
+    try:
+        step = time.monotonic()
+        include = ",".join(sorted(set(PACKAGES)))
+        log("build: debootstrap --foreign --variant=minbase %s (%d extra packages)" % (SUITE, len(PACKAGES)))
+        run(["unshare", "--mount", "--propagation", "private", "--", "bash", "-euo", "pipefail", "-c", STAGE1,
+             "stage1", rootfs, SUITE, MIRROR, include, debs], stdout=sys.stderr)
+        for rel, (text, mode) in FILES.items():
+            if rel.startswith("etc/initramfs-tools/"):
+                write_file(os.path.join(rootfs, rel), text, mode)
+        log("build: debootstrap first stage %.1f s; second stage" % (time.monotonic() - step))
+        step = time.monotonic()
+        run(["unshare", "--mount", "--propagation", "private", "--", "bash", "-euo", "pipefail", "-c", STAGE2,
+             "stage2", rootfs], stdout=sys.stderr)
+        log("build: second stage %.1f s" % (time.monotonic() - step))
+        step = time.monotonic()
+        _configure(rootfs, key_path, pubkey)
+        meta = dict(inputs)
+        meta.update(_versions(rootfs))
+        _copy_boot(rootfs, out)
+        log("build: configured in %.1f s; making the disks" % (time.monotonic() - step))
+        step = time.monotonic()
+        run(["mkfs.ext4", "-q", "-F", "-L", "ovzroot", "-d", rootfs, os.path.join(out, "root.raw"), ROOT_SIZE])
+        data = os.path.join(out, "data.raw")
+        with open(data, "wb") as handle:
+            handle.truncate(_size_bytes(DATA_SIZE))
+        run(["mkfs.xfs", "-q", "-f", "-L", "ovzdata", data])
+        with open(os.path.join(rootfs, "etc", "ssh", "ssh_host_ed25519_key.pub")) as handle:
+            meta["host_key"] = " ".join(handle.read().split()[:2])
+        meta["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_file(os.path.join(out, "meta.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        log("build: disks in %.1f s" % (time.monotonic() - step))
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.rename(out, target)
+        _point_current(target)
+        _prune_images(keep=target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _size_bytes(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+def _configure(rootfs: str, key_path: str, pubkey: str) -> None:
+    for rel, (text, mode) in FILES.items():
+        path = os.path.join(rootfs, rel)
+        if os.path.islink(path):
+            os.unlink(path)
+        write_file(path, text, mode)
+    os.makedirs(os.path.join(rootfs, "var", "lib", "ovz"), exist_ok=True)
+    # root: no password (key login only), the platform key authorized; the same key and the
+    # shared host key let the VMs reach each other over the private link (migration).
+    run(["chroot", rootfs, "usermod", "-p", "*", "root"])
+    ssh_dir = os.path.join(rootfs, "root", ".ssh")
+    os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
+    write_file(os.path.join(ssh_dir, "authorized_keys"), pubkey, 0o600)
+    shutil.copyfile(key_path, os.path.join(ssh_dir, KEY_NAME))
+    os.chmod(os.path.join(ssh_dir, KEY_NAME), 0o600)
+    for path in glob.glob(os.path.join(rootfs, "etc", "ssh", "ssh_host_*")):
+        os.unlink(path)
+    host_key = os.path.join(rootfs, "etc", "ssh", "ssh_host_ed25519_key")
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@ovz-vm", "-f", host_key])
+    with open(host_key + ".pub") as handle:
+        host_pub = " ".join(handle.read().split()[:2])
+    write_file(os.path.join(ssh_dir, "known_hosts"), "10.213.*,fd00:213::* %s\n" % host_pub, 0o644)
+    # units
+    run(["chroot", rootfs, "systemctl", "enable", "--quiet"] + list(ENABLE))
+    run(["chroot", rootfs, "systemctl", "disable", "--quiet"] + list(DISABLE))
+    run(["chroot", rootfs, "systemctl", "mask", "--quiet"] + list(MASK))
+    run(["chroot", rootfs, "systemctl", "set-default", "--quiet", "multi-user.target"])
+    # leftovers of the build
+    for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*",
+                    "var/log/*.log", "var/log/apt/*", "tmp/*", "var/tmp/*", "etc/machine-id",
+                    "var/lib/dbus/machine-id"):
+        for path in glob.glob(os.path.join(rootfs, pattern)):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+    os.makedirs(os.path.join(rootfs, "var", "lib", "apt", "lists", "partial"), exist_ok=True)
+    # An empty machine-id: systemd makes a new one at each VM's first boot.
+    write_file(os.path.join(rootfs, "etc", "machine-id"), "", 0o444)
+    write_file(os.path.join(rootfs, "etc", "ovz-vm-image"), "ovz VM image, built %s\n"
+               % time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    # /etc and /var are up to date with /usr: no ConditionNeedsUpdate= units (ldconfig, hwdb,
+    # sysusers, catalog) at the first boot of every VM.
+    usr_ns = os.stat(os.path.join(rootfs, "usr")).st_mtime_ns
+    for rel in ("etc/.updated", "var/.updated"):
+        path = os.path.join(rootfs, rel)
+        write_file(path, "# ovz VM image\nTIMESTAMP_NSEC=%d\n" % usr_ns)
+        os.utime(path, ns=(usr_ns, usr_ns))
+
+
+def _versions(rootfs: str) -> dict:
+    out = run(["dpkg-query", "--admindir=%s/var/lib/dpkg" % rootfs, "-W", "-f", "${Package} ${Version}\\n",
+               "linux-image-amd64", "criu", "systemd", "python3"],
+              stdout=subprocess.PIPE, universal_newlines=True).stdout
+    return {"installed": dict(line.split(" ", 1) for line in out.splitlines() if " " in line)}
+
+
+def _copy_boot(rootfs: str, out: str) -> None:
+    kernels = sorted(glob.glob(os.path.join(rootfs, "boot", "vmlinuz-*")))
+    if not kernels:
+        raise VmError("no kernel in the image's /boot")
+    version = os.path.basename(kernels[-1])[len("vmlinuz-"):]
+    initrd = os.path.join(rootfs, "boot", "initrd.img-" + version)
+    if not os.path.isfile(initrd):
+        raise VmError("no initrd for kernel %s" % version)
+    shutil.copyfile(kernels[-1], os.path.join(out, "vmlinuz"))
+    shutil.copyfile(initrd, os.path.join(out, "initrd.img"))
+    write_file(os.path.join(out, "kernel-release"), version + "\n")
+    _extract_vmlinux(os.path.join(out, "vmlinuz"), os.path.join(out, "vmlinux"))
+    _make_initrd(rootfs, version, os.path.join(out, "initrd-ovz.img"))
+
+
+def _extract_vmlinux(bzimage: str, target: str) -> None:
+    """The uncompressed kernel (an ELF with a PVH entry), which QEMU boots without the ~5 s that
+    the bzImage spends decompressing itself under TCG. Skipped if the kernel is not XZ/PVH."""
+    import lzma
+    with open(bzimage, "rb") as handle:
+        data = handle.read()
+    start = data.find(b"\xfd7zXZ\x00")
+    if start < 0:
+        return
+    try:
+        elf = lzma.LZMADecompressor().decompress(data[start:])
+    except lzma.LZMAError:
+        return
+    if elf[:4] != b"\x7fELF":
+        return
+    with open(target + ".tmp", "wb") as handle:
+        handle.write(elf)
+    # XEN_ELFNOTE_PHYS32_ENTRY (0x12): the PVH entry point QEMU needs to boot an ELF kernel.
+    notes = run(["readelf", "-n", "-W", target + ".tmp"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                universal_newlines=True, check=False).stdout
+    if re.search(r"^\s*Xen\s+0x[0-9a-f]+\s+Unknown note type: \(0x00000012\)", notes, re.M):
+        os.rename(target + ".tmp", target)
+    else:
+        os.unlink(target + ".tmp")
+
+
+def _make_initrd(rootfs: str, version: str, target: str) -> None:
+    out = run(["chroot", rootfs, "modprobe", "--all", "--show-depends", "--set-version", version]
+              + list(INITRD_MODULES), stdout=subprocess.PIPE, universal_newlines=True).stdout
+    modules = []
+    for line in out.splitlines():
+        words = line.split()
+        if words and words[0] == "insmod" and words[1] not in modules:
+            modules.append(words[1])
+    order = "".join(m + "\n" for m in modules).encode()
+    entries = [("init", INITRD_INIT.encode(), 0o100755), ("modules.order", order, 0o100644)]
+    with open(os.path.join(rootfs, "bin", "busybox"), "rb") as handle:
+        entries.append(("bin/busybox", handle.read(), 0o100755))
+    for module in modules:
+        if not module.endswith(".ko"):
+            raise VmError("compressed module %s: the initrd builder handles plain .ko only" % module)
+        with open(os.path.join(rootfs, module.lstrip("/")), "rb") as handle:
+            entries.append((module.lstrip("/"), handle.read(), 0o100644))
+    directories = sorted({os.path.dirname(name)[:i] for name, _d, _m in entries
+                          for i in [len(os.path.dirname(name))] if os.path.dirname(name)})
+    dirs = set()
+    for name in directories:
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            dirs.add("/".join(parts[:i]))
+    with open(target, "wb") as handle:
+        inode = 1
+        for name in sorted(dirs) + ["dev", "proc", "sys", "newroot"]:
+            handle.write(_cpio_entry(name, b"", 0o40755, inode))
+            inode += 1
+        for name, data, mode in entries:
+            handle.write(_cpio_entry(name, data, mode, inode))
+            inode += 1
+        handle.write(_cpio_entry("TRAILER!!!", b"", 0, 0))
+
+
+def _cpio_entry(name: str, data: bytes, mode: int, inode: int) -> bytes:
+    """One record of a "newc" cpio archive (the format the kernel unpacks as an initramfs)."""
+    encoded = name.encode() + b"\0"
+    fields = (inode, mode, 0, 0, 2 if mode & 0o40000 else 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
+    header = b"070701" + b"".join(b"%08X" % f for f in fields)
+    record = header + encoded
+    record += b"\0" * (-len(record) % 4)
+    record += data
+    record += b"\0" * (-len(record) % 4)
+    return record
+
+
+def _point_current(target: str) -> None:
+    link = os.path.join(CACHE, "current")
+    tmp = link + ".tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(os.path.relpath(target, CACHE), tmp)
+    os.replace(tmp, link)
+
+
+def _prune_images(keep: str) -> None:
+    """Remove older images that no run on this host still boots from."""
+    in_use = set()
+    for state in glob.glob(os.path.join(RUN_BASE, RUN_PREFIX + "*", "state.json")):
+        try:
+            with open(state) as handle:
+                in_use.add(os.path.realpath(json.load(handle).get("image", "")))
+        except (OSError, ValueError):
+            continue
+    for path in glob.glob(os.path.join(CACHE, "images", "*")):
+        if os.path.realpath(path) not in in_use and os.path.realpath(path) != os.path.realpath(keep):
+            log("build: removing the old image %s" % path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# runs
+
+def run_dir(run_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,40}", run_id):
+        raise VmError("bad run id %r" % run_id)
+    return os.path.join(RUN_BASE, RUN_PREFIX + run_id)
+
+
+def load_state(rdir: str) -> dict:
+    try:
+        with open(os.path.join(rdir, "state.json")) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def save_state(rdir: str, state: dict) -> None:
+    write_file(os.path.join(rdir, "state.json"), json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def vm_names(count: int, names=None):
+    if names:
+        if len(names) != count:
+            raise VmError("%d names for %d VMs" % (len(names), count))
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,30}", name):
+                raise VmError("bad VM name %r" % name)
+        return list(names)
+    return ["ovz-vm%d" % (i + 1) for i in range(count)]
+
+
+def qemu_argv(image: str, rdir: str, vm: dict, private: list) -> list:
+    name = vm["name"]
+    index = vm["index"]
+    distro_initrd = os.environ.get("OVZ_VM_INITRD") == "distro" or \
+        not os.path.isfile(os.path.join(image, "initrd-ovz.img"))
+    kernel = os.path.join(image, "vmlinux")
+    if not os.path.isfile(kernel) or os.environ.get("OVZ_VM_KERNEL") == "bzimage":
+        kernel = os.path.join(image, "vmlinuz")
+    append = ("root=%s rootfstype=ext4 rw console=ttyS0,115200 net.ifnames=0 quiet loglevel=4 "
+              "mitigations=off cryptomgr.notests=1 systemd.show_status=error systemd.hostname=%s "
+              "systemd.machine_id=%s ovz.priv4=%s ovz.priv6=%s %s"
+              % ("LABEL=ovzroot" if distro_initrd else "/dev/vda", name, vm["machine_id"], vm["private_cidr"],
+                 vm["private6_cidr"], os.environ.get("OVZ_VM_APPEND", "")))
+    argv = [
+        "qemu-system-x86_64", "-name", "%s,process=%s" % (name, name),
+        "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+        "-machine", MACHINE, "-accel", "tcg,thread=multi", "-cpu", CPU, "-smp", str(SMP), "-m", str(MEMORY_MB),
+        "-kernel", kernel, "-initrd", os.path.join(image, "initrd.img" if distro_initrd else "initrd-ovz.img"),
+        "-append", append,
+        "-drive", "file=%s,if=virtio,format=qcow2,cache=unsafe,discard=unmap" % vm["root_overlay"],
+        "-drive", "file=%s,if=virtio,format=qcow2,cache=unsafe,discard=unmap" % vm["data_overlay"],
+        "-netdev", "user,id=user0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22" % vm["ssh_port"],
+        "-device", "virtio-net-pci,netdev=user0,mac=52:54:00:00:01:%02x" % index,
+        "-device", "virtio-rng-pci",
+        "-serial", "file:%s" % os.path.join(rdir, name + ".console.log"),
+        "-qmp", "unix:%s,server=on,wait=off" % os.path.join(rdir, name + ".qmp"),
+        "-pidfile", os.path.join(rdir, name + ".qemu.pid"),
+    ]
+    argv += ["-netdev", "socket,id=priv0,%s" % private[index - 1],
+             "-device", "virtio-net-pci,netdev=priv0,mac=52:54:00:21:30:%02x" % index]
+    return argv
+
+
+def ssh_base(rdir: str, name: str, options=()) -> list:
+    return ["ssh", "-F", os.path.join(rdir, "ssh_config")] + list(options) + [name]
+
+
+def ssh(rdir: str, name: str, command: str, timeout: float = 60, check: bool = False, quiet: bool = True,
+        options=()):
+    argv = ssh_base(rdir, name, options) + [command]
+    try:
+        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE if quiet else None,
+                              universal_newlines=True, timeout=timeout, check=check, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 255, "", "timeout")
+
+
+def write_access_files(rdir: str, state: dict) -> None:
+    key = state["key"]
+    known = os.path.join(rdir, "known_hosts")
+    cpdir = os.path.join(rdir, "cp")
+    os.makedirs(cpdir, mode=0o700, exist_ok=True)
+    write_file(known, "".join("[127.0.0.1]:%d %s\n" % (vm["ssh_port"], state["host_key"]) for vm in state["vms"]))
+    config = []
+    for vm in state["vms"]:
+        config.append("Host %s\n  HostName 127.0.0.1\n  Port %d\n  User root\n  IdentityFile %s\n"
+                      "  IdentitiesOnly yes\n  UserKnownHostsFile %s\n  StrictHostKeyChecking yes\n"
+                      "  BatchMode yes\n  LogLevel ERROR\n  ConnectTimeout 10\n  ServerAliveInterval 15\n"
+                      "  ControlMaster auto\n  ControlPath %s/ssh-%%C\n  ControlPersist 300\n"
+                      % (vm["name"], vm["ssh_port"], key, known, cpdir))
+    write_file(os.path.join(rdir, "ssh_config"), "\n".join(config))
+    common = "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes" % known
+    lines = ["# ovz VM platform, run %s (scripts/vm.py); removed by 'scripts/vm down'" % state["id"],
+             "[ovz_vms]"]
+    for vm in state["vms"]:
+        lines.append("%s ansible_host=127.0.0.1 ansible_port=%d ovz_private_ip=%s ovz_private_ip6=%s ovz_vm_index=%d"
+                     % (vm["name"], vm["ssh_port"], vm["private_ip"], vm["private_ip6"], vm["index"]))
+    lines += ["", "[ovz_vms:vars]",
+              "ansible_user=root",
+              "ansible_ssh_private_key_file=%s" % key,
+              "ansible_python_interpreter=/usr/bin/python3",
+              "ansible_ssh_common_args='%s'" % common,
+              "ansible_ssh_args='-o ControlMaster=auto -o ControlPersist=300s -o ServerAliveInterval=15'",
+              "ansible_control_path_dir=%s" % cpdir,
+              "ansible_ssh_pipelining=true",
+              "ovz_private_prefix=16",
+              "ovz_private_prefix6=64",
+              "ovz_vm_run_dir=%s" % rdir, ""]
+    write_file(os.path.join(rdir, "inventory.ini"), "\n".join(lines))
+
+
+def console_ready(rdir: str, name: str, old_boot_id: str = "") -> bool:
+    """Whether the VM's console shows the ready line (ovz-vm-ready.service) of a boot other than ``old_boot_id``."""
+    try:
+        with open(os.path.join(rdir, name + ".console.log"), "rb") as handle:
+            text = handle.read()
+    except OSError:
+        return False
+    ids = re.findall(rb"ovz-vm-ready boot_id=([0-9a-f-]+)", text)
+    return bool(ids) and ids[-1].decode() != old_boot_id
+
+
+def wait_ssh(rdir: str, vms: list, procs: dict, timeout: float = BOOT_TIMEOUT, boot_ids: dict = None) -> dict:
+    """Wait until every VM answers over SSH (with a boot id other than ``boot_ids``); {name: seconds}.
+
+    The guest prints a line on its serial console once sshd listens; SSH is tried then (and,
+    as a fallback, every 15 s), so early tries do not pile up in slirp and load the booting guest.
+    """
+    boot_ids = boot_ids or {}
+    began = time.monotonic()
+    ready = {}
+    pending = {vm["name"]: vm for vm in vms}
+    last_try = {}
+    while pending:
+        for name in list(pending):
+            vm = pending[name]
+            pid = procs.get(name)
+            if pid and not pid_alive_as(pid, rdir):
+                raise VmError("QEMU of %s exited during boot; see %s\n%s"
+                              % (name, os.path.join(rdir, name + ".qemu.log"), tail(rdir, name)))
+            now = time.monotonic()
+            if not console_ready(rdir, name, boot_ids.get(name, "")) and now - last_try.get(name, began) < 15:
+                continue
+            last_try[name] = now
+            result = ssh(rdir, name, "cat /proc/sys/kernel/random/boot_id", timeout=30,
+                         options=("-o", "ConnectTimeout=20"))
+            boot_id = result.stdout.strip() if result.returncode == 0 else ""
+            if boot_id and boot_id != boot_ids.get(name):
+                ready[name] = time.monotonic() - began
+                vm["boot_id"] = boot_id
+                del pending[name]
+                log("%s: SSH ready after %.1f s (127.0.0.1:%d)" % (name, ready[name], vm["ssh_port"]))
+        if not pending:
+            break
+        if time.monotonic() - began > timeout:
+            raise VmError("no SSH from %s within %.0f s\n%s"
+                          % (", ".join(sorted(pending)), timeout,
+                             "\n".join(tail(rdir, n) for n in sorted(pending))))
+        time.sleep(0.2)
+    return ready
+
+
+def tail(rdir: str, name: str, lines: int = 30) -> str:
+    path = os.path.join(rdir, name + ".console.log")
+    try:
+        with open(path, errors="replace") as handle:
+            text = handle.read().splitlines()[-lines:]
+    except OSError:
+        return "(no console log %s)" % path
+    return "--- last lines of %s ---\n%s" % (path, "\n".join(text))
+
+
+def up(count: int, run_id: str, names=None, owner: int = 0, keep_on_failure: bool = False) -> str:
+    began = time.monotonic()
+    rdir = run_dir(run_id)
+    if os.path.isdir(rdir):
+        state = load_state(rdir)
+        if any(pid_alive_as(read_pid(p), rdir) for p in glob.glob(os.path.join(rdir, "*.pid"))):
+            raise VmError("run %s is up (%s): 'scripts/vm down --id %s' first" % (run_id, rdir, run_id))
+        log("removing the stale run dir %s" % rdir)
+        down(run_id)
+    image = build()
+    with open(os.path.join(image, "meta.json")) as handle:
+        meta = json.load(handle)
+    os.makedirs(rdir, mode=0o755)
+    state = {"id": run_id, "image": image, "key": os.path.join(CACHE, KEY_NAME), "host_key": meta["host_key"],
+             "owner": owner, "created": time.time(), "vms": []}
+    save_state(rdir, state)
+    try:
+        for index, name in enumerate(vm_names(count, names), start=1):
+            host = PRIVATE_HOST_BASE + index
+            state["vms"].append({
+                "name": name, "index": index, "ssh_port": 0,
+                "machine_id": hashlib.sha256(("%s/%s/%f" % (run_id, name, time.time())).encode()).hexdigest()[:32],
+                "private_ip": (PRIVATE_NET4 % host).split("/")[0], "private_cidr": PRIVATE_NET4 % host,
+                "private_ip6": (PRIVATE_NET6 % host).split("/")[0], "private6_cidr": PRIVATE_NET6 % host,
+                "root_overlay": os.path.join(rdir, name + "-root.qcow2"),
+                "data_overlay": os.path.join(rdir, name + "-data.qcow2"),
+            })
+        for vm in state["vms"]:
+            for disk, base in (("root_overlay", "root.raw"), ("data_overlay", "data.raw")):
+                run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.join(image, base), "-F", "raw",
+                     vm[disk]])
+        private = _private_links(rdir, state)
+        save_state(rdir, state)
+        procs = {}
+        for vm in state["vms"]:
+            procs[vm["name"]] = _start_qemu(image, rdir, vm, private)
+            save_state(rdir, state)
+            if vm["index"] == 1 and len(state["vms"]) == 2:
+                _wait_listening(state["private_port"], procs[vm["name"]], rdir, vm["name"])
+        write_access_files(rdir, state)
+        log("booting %d VM(s) under TCG" % count)
+        times = wait_ssh(rdir, state["vms"], procs)
+        state["boot_seconds"] = times
+        save_state(rdir, state)
+        log("up: %d VM(s) in %.1f s; inventory %s" % (count, time.monotonic() - began,
+                                                      os.path.join(rdir, "inventory.ini")))
+    except BaseException as exc:
+        if keep_on_failure:
+            log("up failed (%s); kept %s for inspection ('scripts/vm down --id %s' removes it)" % (exc, rdir, run_id))
+        else:
+            log("up failed (%s); removing what it started" % (str(exc).splitlines()[0] if str(exc) else
+                                                              type(exc).__name__))
+            down(run_id, graceful=False)
+        raise
+    return rdir
+
+
+def _private_links(rdir: str, state: dict) -> list:
+    """The socket netdev option of each VM's private NIC."""
+    count = len(state["vms"])
+    port = free_port()
+    state["private_port"] = port
+    if count == 1:
+        return ["listen=127.0.0.1:%d" % port]
+    if count == 2:
+        return ["listen=127.0.0.1:%d" % port, "connect=127.0.0.1:%d" % port]
+    # More than two: a hub this script runs, each VM connecting to it.
+    log_path = os.path.join(rdir, "ovz-hub.log")
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_hub", "--run-dir", rdir,
+                                 "--port", str(port)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True, close_fds=True)
+    write_file(os.path.join(rdir, "ovz-hub.pid"), "%d\n" % proc.pid)
+    _wait_listening(port, proc.pid, rdir, "hub")
+    return ["connect=127.0.0.1:%d" % port] * count
+
+
+def _wait_listening(port: int, pid: int, rdir: str, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not listening(port):
+        if not pid_alive_as(pid, rdir):
+            raise VmError("%s exited before listening on 127.0.0.1:%d\n%s" % (what, port, tail(rdir, what)))
+        if time.monotonic() > deadline:
+            raise VmError("%s does not listen on 127.0.0.1:%d" % (what, port))
+        time.sleep(0.02)
+
+
+def _start_qemu(image: str, rdir: str, vm: dict, private: list) -> int:
+    name = vm["name"]
+    for attempt in range(5):
+        vm["ssh_port"] = free_port()
+        argv = qemu_argv(image, rdir, vm, private)
+        log_path = os.path.join(rdir, name + ".qemu.log")
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True, close_fds=True, cwd=rdir)
+        write_file(os.path.join(rdir, name + ".pid"), "%d\n" % proc.pid)
+        # QEMU fails at once if the forwarded port was taken meanwhile: then try another.
+        time.sleep(0.3)
+        if proc.poll() is None:
+            return proc.pid
+        with open(log_path, errors="replace") as handle:
+            error = handle.read().strip()
+        if "forwarding" not in error or attempt == 4:
+            raise VmError("QEMU of %s failed: %s" % (name, error))
+    raise VmError("unreachable")
+
+
+def _stop_pid(pid: int, rdir: str, grace: float) -> None:
+    """Wait ``grace`` seconds for ``pid`` to exit, then SIGTERM, then SIGKILL (only if it is still ours)."""
+    deadline = time.monotonic() + grace
+    while pid_alive_as(pid, rdir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        if not pid_alive_as(pid, rdir):
+            break
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while pid_alive_as(pid, rdir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def down(run_id: str, graceful: bool = True) -> bool:
+    """Stop every QEMU of the run, remove overlays and the run dir; returns whether anything was there."""
+    began = time.monotonic()
+    rdir = run_dir(run_id)
+    if not os.path.isdir(rdir):
+        log("down: %s: nothing to do" % rdir)
+        return False
+    state = load_state(rdir)
+    names = [vm["name"] for vm in state.get("vms", [])]
+    pids = {}
+    # <name>.pid is written by this script right after the fork; <name>.qemu.pid by QEMU
+    # itself (-pidfile): the same PID, and a fallback should an aborted 'up' have missed the first.
+    for path in sorted(glob.glob(os.path.join(rdir, "*.pid")), key=lambda p: p.endswith(".qemu.pid")):
+        base = os.path.basename(path)[:-len(".pid")]
+        if base.endswith(".qemu"):
+            base = base[:-len(".qemu")]
+        pid = read_pid(path)
+        if base not in pids and pid and pid_alive_as(pid, rdir):
+            pids[base] = pid
+    vms = [n for n in names if n in pids]
+    if graceful and vms and os.path.isfile(os.path.join(rdir, "ssh_config")):
+        # poweroff over SSH, all VMs at once; QEMU exits when the guest powers off
+        procs = [subprocess.Popen(ssh_base(rdir, n) + ["systemctl poweroff --no-block"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n in vms]
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    _close_masters(rdir)
+    grace = 30.0 if graceful else 0.0
+    for name in vms:
+        _stop_pid(pids[name], rdir, grace)
+        grace = 2.0 if graceful else 0.0     # the others powered off in parallel
+    for name, pid in pids.items():
+        if name not in vms:
+            _stop_pid(pid, rdir, 0.0)        # the hub, or a VM the state file does not name
+    left = [n for n, p in pids.items() if pid_alive_as(p, rdir)]
+    if left:
+        raise VmError("down: %s still running; %s kept" % (", ".join(left), rdir))
+    shutil.rmtree(rdir)
+    log("down: %s removed in %.1f s (%d QEMU process(es) stopped)" % (rdir, time.monotonic() - began, len(vms)))
+    return True
+
+
+def _close_masters(rdir: str) -> None:
+    for sock in glob.glob(os.path.join(rdir, "cp", "*")):
+        subprocess.run(["ssh", "-o", "ControlPath=%s" % sock, "-O", "exit", "ovz-vm"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)
+
+
+def reboot(run_id: str, name: str, timeout: float = BOOT_TIMEOUT) -> float:
+    rdir = run_dir(run_id)
+    state = load_state(rdir)
+    vm = next((v for v in state.get("vms", []) if v["name"] == name), None)
+    if vm is None:
+        raise VmError("no VM %s in run %s" % (name, run_id))
+    result = ssh(rdir, name, "cat /proc/sys/kernel/random/boot_id", timeout=30)
+    if result.returncode != 0:
+        raise VmError("%s does not answer over SSH: %s" % (name, result.stderr.strip()))
+    old = result.stdout.strip()
+    began = time.monotonic()
+    ssh(rdir, name, "systemctl reboot --no-block", timeout=30)
+    # The old master connection dies with the VM's sshd; do not let it answer for the new boot.
+    _close_masters(rdir)
+    pid = read_pid(os.path.join(rdir, name + ".pid"))
+    seconds = wait_ssh(rdir, [vm], {name: pid}, timeout, boot_ids={name: old})[name]
+    log("reboot: %s back after %.1f s" % (name, time.monotonic() - began))
+    return seconds
+
+
+def list_runs() -> list:
+    runs = []
+    for rdir in sorted(glob.glob(os.path.join(RUN_BASE, RUN_PREFIX + "*"))):
+        if not os.path.isdir(rdir):
+            continue
+        state = load_state(rdir)
+        alive = [os.path.basename(p)[:-4] for p in glob.glob(os.path.join(rdir, "*.pid"))
+                 if not p.endswith(".qemu.pid") and pid_alive_as(read_pid(p), rdir)]
+        runs.append({"id": os.path.basename(rdir)[len(RUN_PREFIX):], "dir": rdir, "alive": alive,
+                     "owner": state.get("owner", 0), "vms": [vm["name"] for vm in state.get("vms", [])]})
+    return runs
+
+
+def sweep() -> int:
+    """Down the runs whose owner process is gone (an interrupted test run that could not clean up)."""
+    count = 0
+    for item in list_runs():
+        owner = item["owner"]
+        if owner and not os.path.exists("/proc/%d" % owner):
+            log("sweep: run %s (owner %d is gone)" % (item["id"], owner))
+            down(item["id"], graceful=False)
+            count += 1
+    return count
+
+
+# --------------------------------------------------------------------------------------------------
+# the private-link hub for more than two VMs: QEMU's socket netdev frames are a 4-byte
+# big-endian length and the Ethernet frame; a hub repeats each frame to every other VM.
+
+def hub(port: int) -> None:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(16)
+    sel = selectors.DefaultSelector()
+    sel.register(server, selectors.EVENT_READ)
+    buffers = {}
+    while True:
+        for key, _mask in sel.select():
+            if key.fileobj is server:
+                conn, _addr = server.accept()
+                sel.register(conn, selectors.EVENT_READ)
+                buffers[conn] = b""
+                continue
+            conn = key.fileobj
+            data = conn.recv(65536)
+            if not data:
+                sel.unregister(conn)
+                del buffers[conn]
+                conn.close()
+                continue
+            buffers[conn] += data
+            while len(buffers[conn]) >= 4:
+                length = struct.unpack("!I", buffers[conn][:4])[0]
+                if len(buffers[conn]) < 4 + length:
+                    break
+                frame, buffers[conn] = buffers[conn][:4 + length], buffers[conn][4 + length:]
+                for other in buffers:
+                    if other is not conn:
+                        try:
+                            other.sendall(frame)
+                        except OSError:
+                            pass
+
+
+# --------------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/vm", description=__doc__.split("\n\n", maxsplit=1)[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_build = sub.add_parser("build", help="build the cached VM image")
+    p_build.add_argument("--force", action="store_true")
+    default_id = os.environ.get("OVZ_VM_ID", "default")
+    p_up = sub.add_parser("up", help="boot N VMs")
+    p_up.add_argument("count", nargs="?", type=int, default=2)
+    p_up.add_argument("--id", default=default_id)
+    p_up.add_argument("--names", help="comma-separated VM names (default ovz-vm1,ovz-vm2,...)")
+    p_up.add_argument("--owner", type=int, default=0, help="PID whose end makes 'sweep' remove this run")
+    p_up.add_argument("--keep-on-failure", action="store_true")
+    p_down = sub.add_parser("down", help="stop the VMs of a run and remove it")
+    p_down.add_argument("--id", default=default_id)
+    p_down.add_argument("--force", action="store_true", help="no poweroff over SSH: signals only")
+    p_reboot = sub.add_parser("reboot", help="reboot one VM and wait for SSH")
+    p_reboot.add_argument("name")
+    p_reboot.add_argument("--id", default=default_id)
+    p_ssh = sub.add_parser("ssh", help="ssh to a VM")
+    p_ssh.add_argument("name")
+    p_ssh.add_argument("cmd", nargs=argparse.REMAINDER)
+    p_ssh.add_argument("--id", default=default_id)
+    sub.add_parser("status", help="list the runs on this host")
+    sub.add_parser("sweep", help="down the runs whose owner process is gone")
+    p_hub = sub.add_parser("_hub")
+    p_hub.add_argument("--port", type=int, required=True)
+    p_hub.add_argument("--run-dir", required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "_hub":
+        hub(args.port)
+        return 0
+    if os.geteuid() != 0:
+        log("run as root")
+        return 1
+    handle_signals()
+    try:
+        if args.command == "build":
+            print(build(args.force))
+        elif args.command == "up":
+            if args.count < 1 or args.count > 16:
+                raise VmError("between 1 and 16 VMs")
+            names = args.names.split(",") if args.names else None
+            rdir = up(args.count, args.id, names, args.owner, args.keep_on_failure)
+            print(os.path.join(rdir, "inventory.ini"))
+        elif args.command == "down":
+            down(args.id, graceful=not args.force)
+        elif args.command == "reboot":
+            reboot(args.id, args.name)
+        elif args.command == "ssh":
+            rdir = run_dir(args.id)
+            os.execvp("ssh", ssh_base(rdir, args.name) + args.cmd)
+        elif args.command == "status":
+            for item in list_runs():
+                print("%s  %s  vms=%s alive=%s owner=%s"
+                      % (item["id"], item["dir"], ",".join(item["vms"]), ",".join(item["alive"]) or "-",
+                         item["owner"] or "-"))
+        elif args.command == "sweep":
+            sweep()
+    except VmError as exc:
+        log("ERROR: %s" % exc)
+        return 1
+    except (KeyboardInterrupt, Terminated) as exc:
+        log("interrupted (%s)" % (exc or "SIGINT"))
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
