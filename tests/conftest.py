@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import uuid
+from typing import Sequence
 
 import pytest
 
@@ -24,6 +26,7 @@ from collection_path import COLLECTIONS_ROOT, ensure_collection_path  # noqa: E4
 ensure_collection_path()
 
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils.network import default_host_ifname  # noqa: E402
 from ansible_collections.ovz.containers.plugins.module_utils.templates import build_busybox_template  # noqa: E402
 
 WORK_ROOT = "/var/tmp"
@@ -107,12 +110,19 @@ def sh(manager: ContainerManager, name: str, script: str, check: bool = True):
     return result
 
 
-def host_snapshot(data_dir: str) -> dict:
-    """What must not change when a call fails: files under data_dir, cgroups, mounts, loops, links."""
+def host_snapshot(data_dir: str, cgroup_parent: str = "", names: Sequence[str] = ()) -> dict:
+    """What must not change when a call fails: files under data_dir, and the node's own cgroups,
+    mounts, loops and host links.
+
+    Only the node's objects are compared: other tests (and other people) create and remove
+    theirs on this host at the same time. The cgroup parent defaults to the one of the node
+    whose data_dir this is (``Node``); host links are the default host ends of the node's
+    containers and of ``names``.
+    """
     files = {}
-    for directory, dirs, names in os.walk(data_dir):
+    for directory, dirs, entries in os.walk(data_dir):
         dirs.sort()
-        for entry in sorted(names) + [d + "/" for d in dirs]:
+        for entry in sorted(entries) + [d + "/" for d in dirs]:
             path = os.path.join(directory, entry.rstrip("/"))
             rel = os.path.relpath(path, data_dir)
             if entry.endswith("/"):
@@ -125,16 +135,24 @@ def host_snapshot(data_dir: str) -> dict:
                         files[rel] = hash(handle.read())
                 except OSError:
                     files[rel] = "unreadable"
+    if not cgroup_parent:
+        match = re.search(r"/node-([0-9a-f]{6})/data/?$", data_dir)
+        cgroup_parent = "ovz-t%s" % match.group(1) if match else ""
     cgroups = sorted(
         os.path.join(d, x)
         for root in os.listdir("/sys/fs/cgroup") if os.path.isdir(os.path.join("/sys/fs/cgroup", root))
-        for d, dirs, _f in os.walk(os.path.join("/sys/fs/cgroup", root)) for x in dirs if x.startswith("ovz"))
+        for d, dirs, _f in os.walk(os.path.join("/sys/fs/cgroup", root)) for x in dirs
+        if x.startswith("ovz") and "/%s/" % cgroup_parent in os.path.join(d, x) + "/")
     with open("/proc/self/mountinfo") as handle:
-        mounts = sorted(line.split()[4] for line in handle)
+        mounts = sorted(p for p in (line.split()[4] for line in handle) if p.startswith(data_dir))
     loops = subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    ours = {default_host_ifname(data_dir, name)
+            for name in set(names) | set(ContainerManager(data_dir, cgroup_parent or "auto").layout.names())}
     links = subprocess.run(["ip", "-o", "link"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
-    return {"files": files, "cgroups": cgroups, "mounts": mounts, "loops": sorted(loops.splitlines()),
-            "links": sorted(line.split(":")[1].strip() for line in links.splitlines())}
+    return {"files": files, "cgroups": cgroups, "mounts": mounts,
+            "loops": sorted(line for line in loops.splitlines() if data_dir in line),
+            "links": sorted(n for n in (line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
+                            if n in ours)}
 
 
 MODULES_DIR = os.path.join(REPO, "plugins", "modules")

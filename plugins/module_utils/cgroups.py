@@ -413,20 +413,15 @@ class ContainerCgroups:
     def exec_cgroup2(self, payload: str) -> Optional[str]:
         """Where a command run inside (``vzctl exec``) joins the cgroup2 tree.
 
-        The payload itself, unless the container's own init (systemd) has
-        enabled controllers below it: cgroup2 then forbids processes in it,
-        so commands go to a leaf ``.ovz-exec`` next to the init's own cgroups,
-        as ``lxc-attach`` uses ``.lxc``.
+        Always a leaf ``.ovz-exec`` below the payload, as ``lxc-attach`` uses
+        ``.lxc``: a helper sitting in the payload itself would make the
+        container's own init (systemd) fail with EBUSY when it later enables
+        controllers there, since cgroup2 forbids processes in a cgroup that
+        delegates controllers.
         """
         directory = self.payload_cgroup2(payload)
         if directory is None:
             return None
-        try:
-            delegated = read_file(os.path.join(directory, "cgroup.subtree_control"))
-        except OSError:
-            return directory
-        if not delegated:
-            return directory
         leaf = os.path.join(directory, ".ovz-exec")
         try:
             os.mkdir(leaf, 0o755)

@@ -65,13 +65,38 @@ def fork_in_cgroup(cgroup2_dir: Optional[str]) -> int:
         try:
             return ns.fork_into_cgroup(fd)
         except OSError:
-            pid = os.fork()
-            if pid == 0:
-                with open(os.path.join(cgroup2_dir, "cgroup.procs"), "w") as handle:
-                    handle.write("0")
-            return pid
+            return _fork_then_move(cgroup2_dir)
     finally:
         os.close(fd)
+
+
+def _fork_then_move(cgroup2_dir: str) -> int:
+    """Fallback of ``fork_in_cgroup``: the parent moves the child, which waits until it is moved.
+
+    The move is done by the parent, so that a refusal raises there, once; a child that failed
+    to move itself would carry the caller's code on in the wrong cgroup, a second time.
+    """
+    moved_r, moved_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(moved_w)
+        ok = os.read(moved_r, 1)
+        os.close(moved_r)
+        if ok != b"1":
+            os._exit(125)  # the parent could not move us (or died): do nothing at all
+        return 0
+    os.close(moved_r)
+    verdict = b"0"
+    try:
+        with open(os.path.join(cgroup2_dir, "cgroup.procs"), "w") as handle:
+            handle.write(str(pid))
+        verdict = b"1"
+    finally:
+        os.write(moved_w, verdict)
+        os.close(moved_w)
+        if verdict != b"1":
+            os.waitpid(pid, 0)
+    return pid
 
 
 def join_cgroups(procs_files: Sequence[str]) -> None:
