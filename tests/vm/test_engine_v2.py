@@ -15,9 +15,10 @@ import pytest
 
 SLICE = "/sys/fs/cgroup/ovz.slice"
 
-# Inside the container, in the background once the exec has returned (its helper process sits
-# in payload while it runs): move every process of the container's cgroup root into a child
-# cgroup and enable controllers for the children, as systemd does with init.scope.
+# Inside the container, in the background once the exec has returned: move every process of
+# the container's cgroup root into a child cgroup and enable controllers for the children, as
+# systemd does with init.scope. (Exec helpers sit in the leaf .ovz-exec, never in the payload
+# itself, so that they cannot make this fail with EBUSY.)
 DELEGATE = (
     "setsid sh -c 'sleep 2; mkdir -p /sys/fs/cgroup/init.scope;"
     " for p in $(cat /sys/fs/cgroup/cgroup.procs); do echo $p > /sys/fs/cgroup/init.scope/cgroup.procs; done;"
