@@ -21,7 +21,7 @@ def test_fallback_moves_the_child_then_lets_it_run(tmp_path, monkeypatch):
     pid = process.fork_in_cgroup(str(tmp_path))
     if pid == 0:
         os._exit(7)
-    _, status = os.waitpid(pid, 0)
+    status = os.waitpid(pid, 0)[1]
     assert os.WEXITSTATUS(status) == 7
     assert (tmp_path / "cgroup.procs").read_text() == str(pid)
 
