@@ -132,10 +132,11 @@ def mount_entry(path: str) -> Optional[Dict[str, str]]:
 class Storage:
     """One container's private area; pure paths until a method is called."""
 
-    def __init__(self, layout: str, private: str, root: str) -> None:
+    def __init__(self, layout: str, private: str, root: str, mount_options: str = "") -> None:
         self.layout = validate_layout(layout)
         self.private = private
         self.root = root
+        self.mount_options = mount_options  # ext4 data options of the image (quota.py: usrquota,grpquota)
 
     @property
     def image(self) -> str:
@@ -184,7 +185,7 @@ class Storage:
             return
         device, loop_fd = attach_loop(self.image)
         try:
-            namespaces.mount(device, self.root, "ext4", namespaces.MS_NOATIME)
+            namespaces.mount(device, self.root, "ext4", namespaces.MS_NOATIME, self.mount_options or None)
         finally:
             os.close(loop_fd)  # the mount now holds the device; on failure this detaches it
 

@@ -1,0 +1,962 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Two-level disk quota (OpenVZ's vzquota and second-level quota), on both storage layouts.
+
+First level, what the host gives a container:
+
+``image`` layout
+    ``diskspace`` (hard) *is* the size of the container's ext4 filesystem. Raising it
+    on a running container grows the image file, refreshes the loop device's capacity
+    (``LOOP_SET_CAPACITY``) and grows the mounted filesystem online (``resize2fs``).
+    Shrinking needs the filesystem unmounted, so the container stopped. ``diskinodes``
+    is the inode count ``mkfs -N`` gave it; new block groups bring inodes in the same
+    proportion when it grows. There is no mechanism for a soft limit: a soft value
+    below the hard one is stored and reported as not enforced.
+
+``directory`` layout
+    The private directory carries a project ID (persisted in the configuration) with
+    the PROJINHERIT flag on an XFS or ext4 filesystem mounted with project quota; block
+    and inode soft and hard limits and the grace time are the kernel's project quota,
+    all changed live.
+
+Second level (``quotaugidlimit`` > 0, image layout): the container's ext4 carries the
+``quota`` feature and is mounted ``usrquota,grpquota``; its root uses ``quota``,
+``setquota`` and ``repquota`` inside. Those tools find the filesystem's device in
+``/proc/mounts`` and hand its path to ``quotactl(2)``, which only looks the node up (it
+never opens it), so the container gets that one block node in its ``/dev`` and the
+device cgroup grants no read or write on it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import gzip
+import math
+import os
+import platform
+import re
+import stat
+import struct
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+
+from .config import ContainerConfig
+from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from .namespaces import load_libc, unescape_mount_path
+from .sizes import Pair, parse_pair
+from .storage import LOOP_SET_CAPACITY, MIN_DISKSPACE, Storage, mount_entry, run
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .container import ContainerManager
+
+# quotactl(2)
+USRQUOTA, GRPQUOTA, PRJQUOTA = 0, 1, 2
+Q_SYNC = 0x800001
+Q_GETINFO = 0x800005
+Q_SETINFO = 0x800006
+Q_GETQUOTA = 0x800007
+Q_SETQUOTA = 0x800008
+Q_GETNEXTQUOTA = 0x800009
+QIF_BLIMITS, QIF_SPACE, QIF_ILIMITS, QIF_INODES = 1, 2, 4, 8
+QIF_LIMITS = QIF_BLIMITS | QIF_ILIMITS
+IIF_BGRACE, IIF_IGRACE = 1, 2
+QUOTA_BLOCK = 1024                      # quotactl block limits are in KiB
+SYS_QUOTACTL_FD = {"x86_64": 443, "aarch64": 443, "ppc64le": 443, "s390x": 443}
+
+# FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR (struct fsxattr, 28 bytes)
+FS_IOC_FSGETXATTR = 0x801C581F
+FS_IOC_FSSETXATTR = 0x401C5820
+FSXATTR = struct.Struct("=IIIII8s")
+FS_XFLAG_PROJINHERIT = 0x200
+
+DEFAULT_QUOTATIME = 7 * 24 * 3600       # the kernel's default grace (7 days)
+QUOTA_MOUNT_OPTIONS = "usrquota,grpquota"
+TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class IfDqblk(ctypes.Structure):
+    _fields_ = [("dqb_bhardlimit", ctypes.c_uint64), ("dqb_bsoftlimit", ctypes.c_uint64),
+                ("dqb_curspace", ctypes.c_uint64), ("dqb_ihardlimit", ctypes.c_uint64),
+                ("dqb_isoftlimit", ctypes.c_uint64), ("dqb_curinodes", ctypes.c_uint64),
+                ("dqb_btime", ctypes.c_uint64), ("dqb_itime", ctypes.c_uint64), ("dqb_valid", ctypes.c_uint32)]
+
+
+class IfNextDqblk(ctypes.Structure):
+    _fields_ = IfDqblk._fields_ + [("dqb_id", ctypes.c_uint32)]
+
+
+class IfDqinfo(ctypes.Structure):
+    _fields_ = [("dqi_bgrace", ctypes.c_uint64), ("dqi_igrace", ctypes.c_uint64),
+                ("dqi_flags", ctypes.c_uint32), ("dqi_valid", ctypes.c_uint32)]
+
+
+_libc = load_libc()
+_libc.quotactl.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
+_libc.syscall.restype = ctypes.c_long
+
+
+def qcmd(cmd: int, qtype: int) -> int:
+    return (cmd << 8) | (qtype & 0xFF)
+
+
+# -- the kernel's quota support --------------------------------------------------------
+def kernel_config() -> Dict[str, str]:
+    """The running kernel's build configuration (``/proc/config.gz`` or ``/boot/config-*``), or {}."""
+    text = ""
+    try:
+        with gzip.open("/proc/config.gz", "rt") as handle:
+            text = handle.read()
+    except OSError:
+        try:
+            with open("/boot/config-%s" % platform.release()) as handle:
+                text = handle.read()
+        except OSError:
+            return {}
+    config: Dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            key, _sep, value = line.partition("=")
+            config[key] = value
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            config[line[2:-len(" is not set")]] = "n"
+    return config
+
+
+def _module_available(name: str) -> bool:
+    base = "/lib/modules/%s" % platform.release()
+    try:
+        with open(os.path.join(base, "modules.builtin")) as handle:
+            if any(line.strip().endswith("/%s.ko" % name) for line in handle):
+                return True
+        with open(os.path.join(base, "modules.dep")) as handle:
+            return any(line.split(":")[0].endswith("/%s.ko" % name) or
+                       "/%s.ko." % name in line.split(":")[0] for line in handle)
+    except OSError:
+        return False
+
+
+def missing_kernel_features(fstype: str) -> List[str]:
+    """The kernel options quota on ``fstype`` needs that this kernel lacks (empty: supported).
+
+    Read from the kernel's configuration where it is published; otherwise from
+    ``/proc/sys/fs/quota`` (CONFIG_QUOTA) and the module tree (quota_v2, xfs).
+    """
+    config = kernel_config()
+    wanted = ["CONFIG_QUOTA", "CONFIG_QUOTACTL"]
+    wanted += ["CONFIG_XFS_QUOTA"] if fstype == "xfs" else ["CONFIG_QFMT_V2"]
+    if config:
+        return [key for key in wanted if config.get(key, "n") not in ("y", "m")]
+    missing = []
+    if not os.path.isdir("/proc/sys/fs/quota"):
+        missing += ["CONFIG_QUOTA", "CONFIG_QUOTACTL"]
+    if fstype != "xfs" and not _module_available("quota_v2"):
+        missing.append("CONFIG_QFMT_V2")
+    return missing
+
+
+def require_kernel_quota(fstype: str, param: str, what: str) -> None:
+    missing = missing_kernel_features(fstype)
+    if missing:
+        raise KernelUnsupported(
+            "%s needs disk quota support for %s, which this kernel (%s) lacks: %s not set"
+            % (what, fstype, platform.release(), ", ".join(missing)), param)
+
+
+# -- quotactl --------------------------------------------------------------------------
+def _quotactl(path: str, cmd: int, qid: int, buf: Any) -> None:
+    """quotactl_fd(2) on the filesystem holding ``path``; quotactl(2) with its device as a fallback."""
+    number = SYS_QUOTACTL_FD.get(platform.machine())
+    if number is not None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY)
+        try:
+            result = _libc.syscall(number, fd, ctypes.c_uint(cmd), ctypes.c_int(qid), ctypes.byref(buf))
+        finally:
+            os.close(fd)
+        if result == 0:
+            return
+        err = ctypes.get_errno()
+        if err != errno.ENOSYS:
+            raise OSError(err, os.strerror(err), path)
+    device = filesystem_of(path)["source"]
+    if _libc.quotactl(cmd, os.fsencode(device), qid, ctypes.byref(buf)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), device)
+
+
+def get_quota(path: str, qtype: int, qid: int) -> Dict[str, Any]:
+    """Usage and limits of one ID; an ID the filesystem has no record of (XFS: ENOENT) has none."""
+    buf = IfDqblk()
+    try:
+        _quotactl(path, qcmd(Q_GETQUOTA, qtype), qid, buf)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ESRCH):
+            raise
+        buf = IfDqblk()
+    return dqblk_dict(buf)
+
+
+def dqblk_dict(buf: Any) -> Dict[str, Any]:
+    now = time.time()
+
+    def grace(expires: int, used: int, soft: int) -> Dict[str, Any]:
+        if not soft or used <= soft:
+            return {"state": "none", "expires": None}
+        if not expires:
+            return {"state": "over soft limit", "expires": None}
+        return {"state": "expired" if expires <= now else "running", "expires": int(expires)}
+    soft_bytes = buf.dqb_bsoftlimit * QUOTA_BLOCK
+    return {
+        "bytes_used": int(buf.dqb_curspace),
+        "bytes_soft": soft_bytes or None,
+        "bytes_hard": buf.dqb_bhardlimit * QUOTA_BLOCK or None,
+        "inodes_used": int(buf.dqb_curinodes),
+        "inodes_soft": int(buf.dqb_isoftlimit) or None,
+        "inodes_hard": int(buf.dqb_ihardlimit) or None,
+        "grace_blocks": grace(buf.dqb_btime, buf.dqb_curspace, soft_bytes),
+        "grace_inodes": grace(buf.dqb_itime, buf.dqb_curinodes, buf.dqb_isoftlimit),
+    }
+
+
+def set_quota(path: str, qtype: int, qid: int, blocks: Pair, inodes: Pair) -> None:
+    buf = IfDqblk()
+    buf.dqb_bsoftlimit = _kib(blocks[0])
+    buf.dqb_bhardlimit = _kib(blocks[1])
+    buf.dqb_isoftlimit = inodes[0] or 0
+    buf.dqb_ihardlimit = inodes[1] or 0
+    buf.dqb_valid = QIF_LIMITS
+    _quotactl(path, qcmd(Q_SETQUOTA, qtype), qid, buf)
+
+
+def _kib(value: Optional[int]) -> int:
+    return 0 if not value else max(1, (value + QUOTA_BLOCK - 1) // QUOTA_BLOCK)
+
+
+def get_grace(path: str, qtype: int) -> int:
+    buf = IfDqinfo()
+    _quotactl(path, qcmd(Q_GETINFO, qtype), 0, buf)
+    return int(buf.dqi_bgrace)
+
+
+def set_grace(path: str, qtype: int, seconds: int) -> None:
+    buf = IfDqinfo()
+    buf.dqi_bgrace = seconds
+    buf.dqi_igrace = seconds
+    buf.dqi_valid = IIF_BGRACE | IIF_IGRACE
+    _quotactl(path, qcmd(Q_SETINFO, qtype), 0, buf)
+
+
+def list_quotas(path: str, qtype: int) -> Dict[int, Dict[str, Any]]:
+    """Every ID with usage or limits (Q_GETNEXTQUOTA), as repquota shows them."""
+    found: Dict[int, Dict[str, Any]] = {}
+    qid = 0
+    while True:
+        buf = IfNextDqblk()
+        try:
+            _quotactl(path, qcmd(Q_GETNEXTQUOTA, qtype), qid, buf)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ESRCH):
+                return found
+            raise
+        found[int(buf.dqb_id)] = dqblk_dict(buf)
+        if buf.dqb_id >= 0xFFFFFFFE:
+            return found
+        qid = buf.dqb_id + 1
+
+
+# -- project IDs (directory layout) ---------------------------------------------------------
+def get_project(path: str) -> Tuple[int, int]:
+    """(project ID, xflags) of a directory or regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        data = fcntl.ioctl(fd, FS_IOC_FSGETXATTR, bytes(FSXATTR.size))
+    finally:
+        os.close(fd)
+    xflags, _extsize, _nextents, projid, _cow, _pad = FSXATTR.unpack(data)
+    return projid, xflags
+
+
+def _set_project_fd(fd: int, projid: int, inherit: bool) -> None:
+    data = bytearray(fcntl.ioctl(fd, FS_IOC_FSGETXATTR, bytes(FSXATTR.size)))
+    xflags, extsize, nextents, _old, cow, pad = FSXATTR.unpack(bytes(data))
+    if inherit:
+        xflags |= FS_XFLAG_PROJINHERIT
+    fcntl.ioctl(fd, FS_IOC_FSSETXATTR, FSXATTR.pack(xflags, extsize, nextents, projid, cow, pad))
+
+
+def assign_project(top: str, projid: int) -> int:
+    """Give ``top`` and everything below it ``projid`` (directories with PROJINHERIT), as
+    ``xfs_quota -x -c 'project -s'`` does. Symlinks and device nodes keep theirs (they
+    cannot be opened for the ioctl). Returns the number of inodes changed."""
+    changed = 0
+    for directory, dirs, files in os.walk(top):
+        for entry in [None] + files:
+            path = directory if entry is None else os.path.join(directory, entry)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                _set_project_fd(fd, projid, stat.S_ISDIR(st.st_mode))
+            finally:
+                os.close(fd)
+            changed += 1
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(directory, d))]
+    return changed
+
+
+def project_id_for(private: str) -> int:
+    """A project ID unique on the filesystem: the private directory's inode number."""
+    ino = os.stat(private).st_ino
+    if 0 < ino < 0xFFFFFFFF:
+        return ino
+    return 0x10000000 + ino % 0x6FFFFFFF
+
+
+def filesystem_of(path: str) -> Dict[str, str]:
+    """The mount holding ``path`` (mountinfo fields, plus its mount point and super options)."""
+    target = os.path.realpath(path)
+    best: Optional[Dict[str, str]] = None
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            left, _sep, right = line.partition(" - ")
+            parts, fs = left.split(), right.split()
+            point = unescape_mount_path(parts[4])
+            if target == point or target.startswith(point.rstrip("/") + "/"):
+                if best is None or len(point) >= len(best["mountpoint"]):
+                    best = {"mountpoint": point, "fstype": fs[0], "source": fs[1], "options": parts[5],
+                            "super": fs[2] if len(fs) > 2 else ""}
+    if best is None:
+        raise OvzError("no mount holds %s" % path)
+    return best
+
+
+def du(top: str) -> Tuple[int, int]:
+    """Bytes allocated (as ``du`` counts them) and inodes below ``top``, one filesystem."""
+    dev = os.lstat(top).st_dev
+    used = inodes = 0
+    seen = set()
+    for directory, dirs, files in os.walk(top):
+        for entry in [None] + files + [d for d in dirs if os.path.islink(os.path.join(directory, d))]:
+            path = directory if entry is None else os.path.join(directory, entry)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if st.st_dev != dev or (st.st_nlink > 1 and (st.st_ino in seen)):
+                continue
+            if st.st_nlink > 1:
+                seen.add(st.st_ino)
+            used += st.st_blocks * 512
+            inodes += 1
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(directory, d)).st_dev == dev
+                   and not os.path.islink(os.path.join(directory, d))]
+    return used, inodes
+
+
+# -- ext4 images ------------------------------------------------------------------------
+def ext4_info(image: str) -> Dict[str, int]:
+    """Counts from the image's superblock (``dumpe2fs -h``; read-only, works while mounted)."""
+    out = run(["dumpe2fs", "-h", image], "diskspace", "dumpe2fs")
+    keys = {"Inode count": "inodes", "Block count": "blocks", "Free blocks": "free_blocks",
+            "Free inodes": "free_inodes", "Block size": "block_size", "Inodes per group": "inodes_per_group",
+            "Blocks per group": "blocks_per_group", "Overhead clusters": "overhead"}
+    info: Dict[str, int] = {"features": 0}
+    for line in out.splitlines():
+        key, _sep, value = line.partition(":")
+        if key.strip() in keys and value.strip().isdigit():
+            info[keys[key.strip()]] = int(value.strip())
+        if key.strip() == "Filesystem features":
+            info["quota"] = 1 if "quota" in value.split() else 0
+    return info
+
+
+def inodes_after_resize(info: Mapping[str, int], new_bytes: int) -> int:
+    blocks = new_bytes // info["block_size"]
+    return int(math.ceil(blocks / float(info["blocks_per_group"]))) * info["inodes_per_group"]
+
+
+def min_image_bytes(image: str) -> int:
+    """The smallest size ``resize2fs`` can shrink the (unmounted) image to."""
+    out = run(["resize2fs", "-P", image], "diskspace", "resize2fs -P")
+    match = re.search(r"minimum size of the filesystem:\s*(\d+)", out)
+    if not match:
+        raise OvzError("resize2fs -P gave no minimum size: %s" % out.strip(), "diskspace")
+    return int(match.group(1)) * 4096
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def has_capability(number: int) -> bool:
+    """Whether this process holds capability ``number`` (CapEff of /proc/self/status)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> number & 1)
+    except OSError:
+        pass
+    return False
+
+
+def loop_device(storage: Storage) -> Optional[str]:
+    entry = mount_entry(storage.root)
+    if entry is None or not entry["source"].startswith("/dev/loop"):
+        return None
+    return entry["source"]
+
+
+def grow_image_online(storage: Storage, new_bytes: int) -> None:
+    """Grow a mounted image: the file, the loop device's capacity, then the filesystem (online)."""
+    device = loop_device(storage)
+    if device is None:
+        raise StateConflict("the image of %s is not mounted from a loop device" % storage.root, "diskspace")
+    old = os.stat(storage.image).st_size
+    os.truncate(storage.image, new_bytes)
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, LOOP_SET_CAPACITY, 0)
+        finally:
+            os.close(fd)
+        run(["resize2fs", device, "%dK" % (new_bytes // 1024)], "diskspace", "online resize2fs")
+    except BaseException:
+        # The filesystem did not grow: give the file and the device their old size back.
+        os.truncate(storage.image, old)
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, LOOP_SET_CAPACITY, 0)
+        finally:
+            os.close(fd)
+        raise
+
+
+def resize_image_offline(storage: Storage, new_bytes: int) -> None:
+    """Grow or shrink an unmounted image (e2fsck -f first, as resize2fs requires)."""
+    old = os.stat(storage.image).st_size
+    _fsck(storage.image)
+    if new_bytes > old:
+        os.truncate(storage.image, new_bytes)
+    try:
+        run(["resize2fs", storage.image, "%dK" % (new_bytes // 1024)], "diskspace", "resize2fs")
+    except BaseException:
+        if new_bytes > old:
+            os.truncate(storage.image, old)
+        raise
+    if new_bytes < old:
+        os.truncate(storage.image, new_bytes)
+
+
+def _fsck(image: str) -> None:
+    proc = subprocess.run(["e2fsck", "-f", "-p", image], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, check=False)
+    if proc.returncode not in (0, 1):
+        raise OvzError("e2fsck of %s found errors it could not fix (exit %d): %s"
+                       % (image, proc.returncode, (proc.stderr or proc.stdout).strip()), "diskspace")
+
+
+def set_image_quota_feature(storage: Storage, enable: bool) -> None:
+    _fsck(storage.image)
+    argv = ["tune2fs", "-O", "quota", "-Q", "usrquota,grpquota"] if enable else ["tune2fs", "-O", "^quota"]
+    run(argv + [storage.image], "quotaugidlimit", "tune2fs")
+
+
+# -- requests ---------------------------------------------------------------------------
+def parse_seconds(value: Any, param: str) -> int:
+    """``3600``, ``90m``, ``12h``, ``7d`` -> seconds."""
+    if isinstance(value, bool):
+        raise InvalidParameter("expected seconds or a time such as 12h or 7d, got %r" % (value,), param)
+    match = re.match(r"^\s*(\d+)\s*([smhdw]?)\s*$", str(value), re.IGNORECASE)
+    if not match:
+        raise InvalidParameter("expected seconds or a time such as 12h or 7d, got %r" % (value,), param)
+    return int(match.group(1)) * TIME_UNITS[match.group(2).lower()]
+
+
+def _pair_or_none(value: Any, param: str, as_size: bool) -> Optional[List[Optional[int]]]:
+    if value is None:
+        return None
+    return list(parse_pair(value, param, as_size=as_size))
+
+
+def parse_entries(entries: Any, param: str) -> Optional[Dict[str, Dict[str, List[Optional[int]]]]]:
+    """``users``/``groups``: [{name: alice, blocks: 100M:120M, inodes: 1000}] -> {name: limits}."""
+    if entries is None:
+        return None
+    if not isinstance(entries, list):
+        raise InvalidParameter("expected a list of entries with name, blocks and inodes", param)
+    result: Dict[str, Dict[str, List[Optional[int]]]] = {}
+    for index, entry in enumerate(entries):
+        where = "%s[%d]" % (param, index)
+        if not isinstance(entry, Mapping) or entry.get("name") in (None, ""):
+            raise InvalidParameter("each entry needs a name (or numeric ID), got %r" % (entry,), where)
+        unknown = set(entry) - {"name", "blocks", "inodes"}
+        if unknown:
+            raise InvalidParameter("unknown keys %s" % ", ".join(sorted(unknown)), where)
+        key = str(entry["name"])
+        if not re.match(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}\$?$", key):
+            raise InvalidParameter("%r is not a user or group name or ID" % key, where)
+        result[key] = {
+            "blocks": list(parse_pair(entry.get("blocks", "unlimited"), where + ".blocks")),
+            "inodes": list(parse_pair(entry.get("inodes", "unlimited"), where + ".inodes", as_size=False)),
+        }
+    return result
+
+
+@dataclass
+class QuotaRequest:
+    diskspace: Optional[List[Optional[int]]] = None
+    diskinodes: Optional[List[Optional[int]]] = None
+    quotatime: Optional[int] = None
+    quotaugidlimit: Optional[int] = None
+    users: Optional[Dict[str, Dict[str, List[Optional[int]]]]] = None
+    groups: Optional[Dict[str, Dict[str, List[Optional[int]]]]] = None
+    restart: bool = False
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> "QuotaRequest":
+        request = cls(
+            diskspace=_pair_or_none(params.get("diskspace"), "diskspace", True),
+            diskinodes=_pair_or_none(params.get("diskinodes"), "diskinodes", False),
+            quotatime=None if params.get("quotatime") is None else parse_seconds(params["quotatime"], "quotatime"),
+            quotaugidlimit=params.get("quotaugidlimit"),
+            users=parse_entries(params.get("users"), "users"),
+            groups=parse_entries(params.get("groups"), "groups"),
+            restart=bool(params.get("restart")),
+        )
+        if request.quotaugidlimit is not None:
+            if isinstance(request.quotaugidlimit, bool) or not isinstance(request.quotaugidlimit, int) \
+                    or request.quotaugidlimit < 0:
+                raise InvalidParameter("expected a whole number (0 turns the second level off), got %r"
+                                       % (request.quotaugidlimit,), "quotaugidlimit")
+        return request
+
+
+def settings(config: ContainerConfig) -> Dict[str, Any]:
+    """The quota settings stored for a container (what diff mode shows)."""
+    quota = config.quota or {}
+    return {
+        "diskspace": list(config.diskspace),
+        "diskinodes": list(config.diskinodes),
+        "quotatime": quota.get("quotatime"),
+        "quotaugidlimit": quota.get("quotaugidlimit", 0),
+        "users": dict(quota.get("users", {})),
+        "groups": dict(quota.get("groups", {})),
+    }
+
+
+def second_level(config: ContainerConfig) -> bool:
+    return config.layout == "image" and bool((config.quota or {}).get("quotaugidlimit"))
+
+
+def mount_options(config: ContainerConfig) -> str:
+    """Data options of the image's mount: user and group quota enforced when the second level is on."""
+    return QUOTA_MOUNT_OPTIONS if second_level(config) else ""
+
+
+# -- names inside the container ----------------------------------------------------------------
+def _read_inside(root: str, rel: str) -> str:
+    """A file of the container's tree, with no symlink followed (the container owns the tree)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        parts = rel.strip("/").split("/")
+        for part in parts[:-1]:
+            new = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = new
+        leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+    with os.fdopen(leaf) as handle:
+        return handle.read(4 << 20)
+
+
+def resolve_id(root: str, name: str, group: bool, param: str) -> int:
+    """A user or group name (or numeric ID) as the container's own /etc/passwd or /etc/group knows it."""
+    if name.isdigit():
+        return int(name)
+    try:
+        text = _read_inside(root, "etc/group" if group else "etc/passwd")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[0] == name and fields[2].isdigit():
+            return int(fields[2])
+    kind, where = ("group", "/etc/group") if group else ("user", "/etc/passwd")
+    raise InvalidParameter("no %s %r in the container's %s" % (kind, name, where), param)
+
+
+# -- the ovz_quota operation ---------------------------------------------------------------------
+@dataclass
+class QuotaChange:
+    before: Dict[str, Any]
+    after: Dict[str, Any]
+    running: bool
+    drift: List[str] = field(default_factory=list)
+    applied: bool = False
+    restarted: bool = False
+    not_enforced: Dict[str, str] = field(default_factory=dict)
+    actions: List[str] = field(default_factory=list)
+    projid: Optional[int] = None
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after or bool(self.drift) or bool(self.actions)
+
+
+def _merge(before: Dict[str, Any], request: QuotaRequest) -> Dict[str, Any]:
+    after = {key: (dict(value) if isinstance(value, dict) else value) for key, value in before.items()}
+    for key in ("diskspace", "diskinodes", "quotatime", "quotaugidlimit"):
+        value = getattr(request, key)
+        if value is not None:
+            after[key] = value
+    for key in ("users", "groups"):
+        entries = getattr(request, key)
+        if entries:
+            merged = dict(after[key])
+            merged.update(entries)
+            after[key] = merged
+    return after
+
+
+def not_enforced(config: ContainerConfig, storage: Storage, wanted: Mapping[str, Any]) -> Dict[str, str]:
+    """Settings stored but without a kernel mechanism for this container (never pretended)."""
+    result: Dict[str, str] = {}
+    if config.layout == "image":
+        space, inodes = wanted["diskspace"], wanted["diskinodes"]
+        if space[0] is not None and space[0] != space[1]:
+            result["diskspace"] = ("soft limit: the image layout enforces only the hard limit (the filesystem's size); "
+                                   "the soft value is stored and reported")
+        if inodes[0] is not None and inodes[0] != inodes[1]:
+            result["diskinodes"] = ("soft limit: the image layout enforces only the inode count of its filesystem; "
+                                    "the soft value is stored and reported")
+        if wanted.get("quotatime") is not None and not wanted.get("quotaugidlimit"):
+            result["quotatime"] = "the image layout has no first-level soft limit, so no grace; it applies to the second level"
+    if config.layout == "directory" and any(v is not None for v in list(wanted["diskspace"]) + list(wanted["diskinodes"])):
+        missing = directory_quota_missing(storage)
+        if missing is not None:
+            result["diskspace"] = result["diskinodes"] = "stored, not enforced: %s" % missing
+    if wanted.get("quotaugidlimit"):
+        result["quotaugidlimit"] = ("the number of IDs is stored; the kernel does not limit how many users and groups "
+                                    "carry a quota, only their limits are enforced")
+    return result
+
+
+def update(manager: "ContainerManager", name: str, request: QuotaRequest, dry_run: bool = False) -> QuotaChange:
+    """Validate, diff against the stored and live quota, apply (live where the layout allows), persist.
+
+    Every check runs before the first change: a call that fails leaves the
+    configuration, the image and the mounts as they were.
+    """
+    with manager.lock(name):
+        config = manager.load(name)
+        running = manager.status(name) in ("running", "frozen")
+        storage = manager.storage(config)
+        before = settings(config)
+        if config.layout == "image" and before["diskspace"][1] is None and storage.exists():
+            size = storage.image_size()
+            before["diskspace"] = [size, size]          # made with the default size
+        after = _merge(before, request)
+        change = QuotaChange(before=before, after=after, running=running)
+        change.not_enforced = not_enforced(config, storage, after)
+        if config.layout == "image":
+            plan = _plan_image(config, storage, running, request, change)
+        else:
+            plan = _plan_directory(config, storage, change)
+        if dry_run or not change.changed:
+            return change
+        stop = running and any(kind == "offline" for kind, _step in plan)
+        if stop:
+            manager._stop_locked(config, timeout=config.stop_timeout)  # pylint: disable=protected-access
+        try:
+            for _kind, step in plan:
+                step()
+            config.diskspace = list(after["diskspace"])
+            config.diskinodes = list(after["diskinodes"])
+            quota = dict(config.quota or {})
+            for key in ("quotatime", "quotaugidlimit", "users", "groups"):
+                quota[key] = after[key]
+            if change.projid is not None:
+                quota["projid"] = change.projid
+            config.quota = quota
+            manager.store.save(config)
+        finally:
+            if stop:
+                manager._start_locked(manager.load(name), None)  # pylint: disable=protected-access
+                change.restarted = True
+        change.applied = running
+        if running and not stop and second_level(config):
+            apply_second_level(config, storage)
+        return change
+
+
+def _plan_image(config: ContainerConfig, storage: Storage, running: bool, request: QuotaRequest,
+                change: QuotaChange) -> List[Tuple[str, Any]]:
+    """The steps that bring the image to ``change.after``; raises before any step if one cannot be done."""
+    before, after = change.before, change.after
+    size = storage.image_size() or 0
+    info = ext4_info(storage.image)
+    space = after["diskspace"]
+    if space[1] is None:
+        raise InvalidParameter("the image layout needs a size: its filesystem is the limit", "diskspace")
+    new_size = int(space[1])
+    if new_size < MIN_DISKSPACE:
+        raise InvalidParameter("an image needs at least 16M, got %d bytes" % new_size, "diskspace")
+    if new_size % 4096:
+        raise InvalidParameter("must be a multiple of 4K (the filesystem's block size), got %d bytes" % new_size,
+                               "diskspace")
+    want_second = bool(after["quotaugidlimit"])
+    has_second = bool(info.get("quota"))
+    if after["users"] or after["groups"]:
+        if not want_second:
+            raise InvalidParameter("per-user and per-group quotas need the second level: set quotaugidlimit",
+                                   "users" if after["users"] else "groups")
+    if want_second:
+        require_kernel_quota("ext4", "quotaugidlimit", "the second-level quota (quotaugidlimit)")
+    shrink = new_size < size
+    offline = shrink or want_second != has_second
+    if shrink:
+        if running:
+            stats = os.statvfs(storage.root)
+            floor = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+        else:
+            floor = min_image_bytes(storage.image)
+        if new_size < floor:
+            raise InvalidParameter("%d bytes is below what the container uses now (%d bytes); nothing changed"
+                                   % (new_size, floor), "diskspace")
+        if running and not request.restart:
+            raise StateConflict("shrinking the filesystem of running container %s needs it stopped: stop it, or set "
+                                "restart=true to stop, shrink and start it; nothing changed" % config.name, "diskspace")
+    if want_second != has_second and running and not request.restart:
+        raise StateConflict("turning the second-level quota %s changes the filesystem of running container %s, which "
+                            "needs it stopped: stop it, or set restart=true; nothing changed"
+                            % ("on" if want_second else "off", config.name), "quotaugidlimit")
+    inodes = after["diskinodes"]
+    have = info["inodes"]
+    if running:
+        have = os.statvfs(storage.root).f_files
+    if new_size != size:
+        have = inodes_after_resize(info, new_size)
+    if inodes[1] is not None and inodes != before["diskinodes"] and inodes[1] > have:
+        raise InvalidParameter(
+            "the image's inode count is fixed when it is made (mkfs -N) and grows only with diskspace: it has %d "
+            "inodes%s, fewer than %d; nothing changed"
+            % (have, " at the new size" if new_size != size else "", inodes[1]), "diskinodes")
+    if inodes[1] is not None and inodes[1] < have - info["inodes_per_group"]:
+        change.not_enforced["diskinodes"] = (
+            "the image's filesystem has %d inodes (set when it was made, grown with diskspace); a lower inode limit "
+            "has no mechanism in the image layout" % have)
+    grow_live = running and not offline and new_size > size
+    if grow_live and not has_capability(CAP_SYS_RESOURCE):
+        if not request.restart:
+            raise StateConflict(
+                "growing the mounted filesystem of running container %s online needs CAP_SYS_RESOURCE (the kernel's "
+                "ext4 online resize checks it), which this process does not hold; stop the container, or set "
+                "restart=true to stop, grow and start it; nothing changed" % config.name, "diskspace")
+        offline = True
+    kind = "offline" if offline and running else ("live" if running else "stopped")
+    plan: List[Tuple[str, Any]] = []
+    if want_second != has_second:
+        plan.append((kind, lambda: set_image_quota_feature(storage, want_second)))
+        change.actions.append("quota feature %s" % ("on" if want_second else "off"))
+    if new_size != size:
+        if kind == "live":
+            plan.append((kind, lambda: grow_image_online(storage, new_size)))
+        else:
+            plan.append((kind, lambda: resize_image_offline(storage, new_size)))
+        change.actions.append("%s image from %d to %d bytes%s"
+                              % ("shrink" if shrink else "grow", size, new_size, " online" if kind == "live" else ""))
+    if running and want_second and has_second:
+        change.drift = second_level_drift(config, storage, after)
+    return plan
+
+
+def _plan_directory(config: ContainerConfig, storage: Storage, change: QuotaChange) -> List[Tuple[str, Any]]:
+    """Project quota steps for the directory layout; raises before any step if one cannot be done."""
+    before, after = change.before, change.after
+    if after["quotaugidlimit"] or after["users"] or after["groups"]:
+        param = "quotaugidlimit" if after["quotaugidlimit"] else ("users" if after["users"] else "groups")
+        raise InvalidParameter("the second-level quota needs the image layout: on the directory layout users and "
+                               "groups share the host filesystem's quota", param)
+    if before == after and not (config.quota or {}).get("projid"):
+        return []           # nothing asked and no project quota yet: only usage is reported
+    param = "diskspace" if after["diskspace"] != before["diskspace"] else (
+        "diskinodes" if after["diskinodes"] != before["diskinodes"] else "quotatime")
+    missing = directory_quota_missing(storage)
+    if missing is not None:
+        raise KernelUnsupported("the directory layout's quota is a project quota (XFS or ext4), and %s; nothing "
+                                "changed" % missing, param)
+    projid = int((config.quota or {}).get("projid") or project_id_for(storage.private))
+    space, inodes = after["diskspace"], after["diskinodes"]
+    try:
+        owner, xflags = get_project(storage.private)
+    except OSError:
+        owner, xflags = 0, 0
+    current = get_quota(storage.private, PRJQUOTA, projid)
+    used_bytes, used_inodes = current["bytes_used"], current["inodes_used"]
+    if owner != projid:
+        used_bytes, used_inodes = du(storage.private)       # not yet accounted to the project
+    for key, pair, used in (("diskspace", space, used_bytes), ("diskinodes", inodes, used_inodes)):
+        if pair[1] is not None and pair[1] < used:
+            raise InvalidParameter("hard limit %d is below what the container uses now (%d); nothing changed"
+                                   % (pair[1], used), key)
+    wanted_blocks = [None if v is None else _kib(v) * QUOTA_BLOCK for v in space]
+    if [current["bytes_soft"], current["bytes_hard"]] != wanted_blocks or \
+            [current["inodes_soft"], current["inodes_hard"]] != list(inodes):
+        change.drift.append("project quota %d" % projid)
+    if owner != projid or not xflags & FS_XFLAG_PROJINHERIT:
+        change.actions.append("project %d on %s" % (projid, storage.private))
+    grace = after["quotatime"]
+    if grace is not None and get_grace(storage.private, PRJQUOTA) != grace:
+        change.drift.append("grace time")
+    change.projid = projid
+
+    def apply() -> None:
+        if owner != projid or not xflags & FS_XFLAG_PROJINHERIT:
+            assign_project(storage.private, projid)
+        if grace is not None:       # first: a soft limit crossed by the new limits starts its timer with it
+            set_grace(storage.private, PRJQUOTA, grace)
+        set_quota(storage.private, PRJQUOTA, projid, (space[0], space[1]), (inodes[0], inodes[1]))
+    return [("live", apply)]
+
+
+# -- the second level ---------------------------------------------------------------------------
+def _resolved(config: ContainerConfig, storage: Storage, wanted: Mapping[str, Any],
+              strict: bool = True) -> List[Tuple[int, int, Dict]]:
+    """(quota type, ID, limits) of the stored users and groups; ``strict=False`` skips names the
+    container no longer knows (at start: a name removed inside must not keep it from starting)."""
+    entries = []
+    for key, qtype in (("users", USRQUOTA), ("groups", GRPQUOTA)):
+        for who, limits in sorted(wanted.get(key, {}).items()):
+            try:
+                entries.append((qtype, resolve_id(storage.root, who, qtype == GRPQUOTA, key), limits))
+            except InvalidParameter:
+                if strict:
+                    raise
+    return entries
+
+
+def second_level_drift(config: ContainerConfig, storage: Storage, wanted: Mapping[str, Any]) -> List[str]:
+    drift = []
+    for qtype, qid, limits in _resolved(config, storage, wanted):
+        current = get_quota(storage.root, qtype, qid)
+        want_blocks = [None if v is None else _kib(v) * QUOTA_BLOCK for v in limits["blocks"]]
+        if [current["bytes_soft"], current["bytes_hard"]] != want_blocks or \
+                [current["inodes_soft"], current["inodes_hard"]] != list(limits["inodes"]):
+            drift.append("%s %d" % ("user" if qtype == USRQUOTA else "group", qid))
+    grace = wanted.get("quotatime")
+    if grace is not None and any(get_grace(storage.root, t) != grace for t in (USRQUOTA, GRPQUOTA)):
+        drift.append("grace time")
+    return drift
+
+
+def apply_second_level(config: ContainerConfig, storage: Storage, strict: bool = True) -> None:
+    """Put the stored per-user and per-group limits and the grace time on the mounted image."""
+    wanted = settings(config)
+    if wanted["quotatime"] is not None:
+        for qtype in (USRQUOTA, GRPQUOTA):
+            set_grace(storage.root, qtype, int(wanted["quotatime"]))
+    for qtype, qid, limits in _resolved(config, storage, wanted, strict):
+        set_quota(storage.root, qtype, qid, tuple(limits["blocks"]), tuple(limits["inodes"]))  # type: ignore[arg-type]
+
+
+def directory_quota_missing(storage: Storage) -> Optional[str]:
+    """Why the directory layout's project quota cannot work for ``storage`` on this host (None: it can)."""
+    try:
+        fs = filesystem_of(storage.private)
+    except OvzError as exc:
+        return str(exc)
+    if fs["fstype"] not in ("xfs", "ext4"):
+        return "project quota needs XFS or ext4; %s is on %s" % (storage.private, fs["fstype"])
+    missing = missing_kernel_features(fs["fstype"])
+    if missing:
+        return "this kernel (%s) has no quota support for %s: %s not set" % (
+            platform.release(), fs["fstype"], ", ".join(missing))
+    if not {"prjquota", "pquota", "pqnoenforce"} & set((fs["options"] + "," + fs["super"]).split(",")):
+        return "%s (%s on %s) is not mounted with prjquota" % (fs["mountpoint"], fs["fstype"], fs["source"])
+    return None
+
+
+def apply_at_start(config: ContainerConfig, storage: Storage) -> None:
+    """The stored quota, in force on the mounted private area before the container's first process.
+
+    A directory-layout container given ``diskspace``/``diskinodes`` at creation gets its
+    project quota here, where the host has it; where it has not, the limits stay stored
+    and ``ovz_quota`` reports them as not enforced.
+    """
+    quota = config.quota or {}
+    if second_level(config):
+        apply_second_level(config, storage, strict=False)
+        return
+    if config.layout != "directory":
+        return
+    space, inodes = config.diskspace, config.diskinodes
+    limited = any(v is not None for v in list(space) + list(inodes))
+    if not quota.get("projid") and (not limited or directory_quota_missing(storage) is not None):
+        return
+    projid = int(quota.get("projid") or project_id_for(storage.private))
+    owner, xflags = get_project(storage.private)
+    if owner != projid or not xflags & FS_XFLAG_PROJINHERIT:
+        assign_project(storage.private, projid)
+    set_quota(storage.private, PRJQUOTA, projid, (space[0], space[1]), (inodes[0], inodes[1]))
+
+
+def rootfs_devices(config: ContainerConfig, storage: Storage) -> List[Tuple[str, str, int, int, int]]:
+    """Device nodes the container's /dev needs for the second level: its own filesystem's block
+    node, named as its /proc/mounts names it, for ``quotactl(2)`` to look up (never opened)."""
+    if not second_level(config):
+        return []
+    device = loop_device(storage)
+    if device is None:
+        return []
+    rdev = os.stat(device).st_rdev
+    return [(os.path.basename(device), "b", os.major(rdev), os.minor(rdev), 0o600)]
+
+
+# -- usage --------------------------------------------------------------------------------
+def usage(config: ContainerConfig, storage: Storage, running: bool) -> Dict[str, Any]:
+    """Blocks and inodes used and their limits, with the grace state where there is one."""
+    result: Dict[str, Any] = {"layout": config.layout}
+    if config.layout == "image":
+        if not storage.exists():
+            return result
+        if running and storage.mounted():
+            stats = os.statvfs(storage.root)
+            result.update(source="statfs", bytes_used=(stats.f_blocks - stats.f_bfree) * stats.f_frsize,
+                          bytes_hard=stats.f_blocks * stats.f_frsize, bytes_free=stats.f_bavail * stats.f_frsize,
+                          inodes_used=stats.f_files - stats.f_ffree, inodes_hard=stats.f_files,
+                          inodes_free=stats.f_favail)
+        else:
+            info = ext4_info(storage.image)
+            overhead = info.get("overhead", 0)
+            result.update(source="superblock",
+                          bytes_used=(info["blocks"] - overhead - info["free_blocks"]) * info["block_size"],
+                          bytes_hard=(info["blocks"] - overhead) * info["block_size"],
+                          bytes_free=info["free_blocks"] * info["block_size"],
+                          inodes_used=info["inodes"] - info["free_inodes"], inodes_hard=info["inodes"],
+                          inodes_free=info["free_inodes"])
+        result.update(bytes_soft=config.diskspace[0], inodes_soft=config.diskinodes[0], image_bytes=storage.image_size(),
+                      grace_blocks={"state": "none", "expires": None}, grace_inodes={"state": "none", "expires": None})
+        if second_level(config) and running and storage.mounted() and not missing_kernel_features("ext4"):
+            result["users"] = {str(k): v for k, v in list_quotas(storage.root, USRQUOTA).items()}
+            result["groups"] = {str(k): v for k, v in list_quotas(storage.root, GRPQUOTA).items()}
+        return result
+    projid = (config.quota or {}).get("projid")
+    if projid:
+        try:
+            result.update(get_quota(storage.private, PRJQUOTA, int(projid)), source="project quota %d" % int(projid))
+            return result
+        except OSError:
+            pass
+    used, inodes = du(storage.private)
+    result.update(source="du", bytes_used=used, inodes_used=inodes, bytes_soft=None, bytes_hard=None,
+                  inodes_soft=None, inodes_hard=None)
+    return result
