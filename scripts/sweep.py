@@ -2,16 +2,20 @@
 
 The suite names everything it creates after its work directories
 (/var/tmp/ovz-tests-*) and its node cgroup parents (ovz-t<6 hex>), so the
-sweep touches only those; other ovz* objects on the host are reported, not
+sweep touches only those (and, for the multi-node harness, the netns
+ovz-m<6 hex>h / ovz-m<6 hex>n<i> and the sshd processes recorded with their
+start time in /var/tmp/ovz-tests-*/mn-*/harness.json); other ovz* objects on the host are reported, not
 removed.
 """
 import glob
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from collection_path import ensure_collection_path  # noqa: E402
@@ -23,6 +27,8 @@ from ansible_collections.ovz.containers.plugins.module_utils.container import Co
 WORK_GLOB = "/var/tmp/ovz-tests-*"
 SUITE_CGROUP = re.compile(r"^ovz-t[0-9a-f]{6}$")
 SUITE_NETNS = re.compile(r"^ovz-t[hxs][0-9a-f]{6}$")  # the network tests' host, outside and sniffer
+HARNESS_NETNS = re.compile(r"^ovz-m[0-9a-f]{6}(h|n[0-9])$")  # the multi-node harness: hub and nodes
+HARNESS_GLOB = os.path.join(WORK_GLOB, "mn-*", "harness.json")
 
 
 def suite_mounts():
@@ -50,9 +56,66 @@ def suite_cgroups():
 
 def suite_netns():
     try:
-        return sorted(n for n in os.listdir("/run/netns") if SUITE_NETNS.match(n))
+        return sorted(n for n in os.listdir("/run/netns") if SUITE_NETNS.match(n) or HARNESS_NETNS.match(n))
     except FileNotFoundError:
         return []
+
+
+def process_starttime(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def harness_records():
+    records = []
+    for path in glob.glob(HARNESS_GLOB):
+        try:
+            with open(path) as handle:
+                records.append(json.load(handle))
+        except (OSError, ValueError) as exc:
+            print("sweep: unreadable harness record %s: %s" % (path, exc), file=sys.stderr)
+    return records
+
+
+def harness_sshds():
+    """sshd processes of multi-node harnesses still alive: (pid, starttime), checked against the record."""
+    found = []
+    for record in harness_records():
+        for node in record.get("nodes", []):
+            pid, start = node.get("sshd_pid"), node.get("sshd_starttime")
+            if pid and start is not None and process_starttime(pid) == start:
+                found.append((pid, start))
+    return found
+
+
+def sweep_harnesses():
+    """Containers of harness nodes are destroyed in the node's netns (their host ends live there), then sshd ends."""
+    for record in harness_records():
+        for node in record.get("nodes", []):
+            netns = os.path.join("/run/netns", node.get("netns", ""))
+            data = node.get("data_dir")
+            if data and os.path.isdir(data) and os.path.exists(netns) and HARNESS_NETNS.match(node["netns"]):
+                code = ("from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+                        "m = ContainerManager(%r, %r)\n"
+                        "for n in m.layout.names():\n"
+                        "    m.destroy(n)\n"
+                        "    print('sweep: destroyed leftover container %%s in %%s' %% (n, %r))\n"
+                        % (data, node.get("cgroup_parent") or "auto", data))
+                env = dict(os.environ, PYTHONPATH=ensure_collection_path())
+                subprocess.run(["nsenter", "--net=" + netns, sys.executable, "-c", code], check=False, env=env)
+    for pid, start in harness_sshds():
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            if process_starttime(pid) != start:
+                break
+            os.kill(pid, signum)
+            for _attempt in range(100):
+                if process_starttime(pid) != start:
+                    break
+                time.sleep(0.02)
+        print("sweep: ended harness sshd %d" % pid)
 
 
 def other_ovz_objects():
@@ -86,6 +149,7 @@ def remove_cgroup_tree(path):
 
 
 def main():
+    sweep_harnesses()
     for work in glob.glob(WORK_GLOB):
         for data in glob.glob(os.path.join(work, "node-*", "data")) + glob.glob(os.path.join(work, "*", "data")):
             manager = ContainerManager(data)
@@ -108,6 +172,7 @@ def main():
         if not suite_mounts():
             shutil.rmtree(work, ignore_errors=True)
     left = suite_mounts() + suite_loops() + suite_cgroups() + suite_netns() + glob.glob(WORK_GLOB)
+    left += ["sshd pid %d" % pid for pid, _start in harness_sshds()]
     others = other_ovz_objects()
     if others:
         print("sweep: note: other ovz objects on this host (not the suite's): %s" % " ".join(others))

@@ -53,6 +53,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from . import faults
 from . import namespaces as ns
 from .config import atomic_write_json, read_json
 from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
@@ -1115,46 +1116,70 @@ def _del_proxy(ipr: Any, entry: Sequence[str]) -> None:
             flags=NTF_PROXY)
 
 
+def _free_host_end(ipr: Any, name: str, netconf: Dict[str, Any], owner: str) -> Tuple[Optional[int], Optional[int]]:
+    """Remove a stale host end of this container (refuse someone else's); returns (bridge index, MTU)."""
+    host = netconf["host_ifname"]
+    stale = _get_link(ipr, host)
+    if stale is not None:
+        if stale.get_attr("IFLA_IFALIAS") != owner_alias(owner, name):
+            raise StateConflict("%s already exists on this host and is not this container's host end" % host,
+                                "host_ifname")
+        _ignore((errno.ENODEV, errno.ENOENT), ipr.link, "del", index=stale["index"])
+    bridge_index = None
+    mtu = netconf["mtu"]
+    if netconf["netif_mode"] == "bridged":
+        bridge_index = _link_index(ipr, netconf["bridge"])
+        if bridge_index is None:
+            raise InvalidParameter("bridge %s does not exist on this host" % netconf["bridge"], "bridge")
+        if mtu is None:
+            mtu = ipr.get_links(bridge_index)[0].get_attr("IFLA_MTU")
+    return bridge_index, mtu
+
+
+def prepare_host_end(name: str, netconf: Dict[str, Any], owner: str) -> None:
+    """Before a restore makes the veth pair (CRIU does): the host end's name is free, the bridge exists."""
+    require_pyroute2()
+    with netlink() as ipr:
+        _free_host_end(ipr, name, netconf, owner)
+
+
 def _create_link(name: str, netconf: Dict[str, Any], pid: int, owner: str) -> None:
     host = netconf["host_ifname"]
-    bridged = netconf["netif_mode"] == "bridged"
     with netlink() as ipr:
-        stale = _get_link(ipr, host)
-        if stale is not None:
-            if stale.get_attr("IFLA_IFALIAS") != owner_alias(owner, name):
-                raise StateConflict("%s already exists on this host and is not this container's host end" % host,
-                                    "host_ifname")
-            _ignore((errno.ENODEV, errno.ENOENT), ipr.link, "del", index=stale["index"])
-        bridge_index = None
-        mtu = netconf["mtu"]
-        if bridged:
-            bridge_index = _link_index(ipr, netconf["bridge"])
-            if bridge_index is None:
-                raise InvalidParameter("bridge %s does not exist on this host" % netconf["bridge"], "bridge")
-            if mtu is None:
-                mtu = ipr.get_links(bridge_index)[0].get_attr("IFLA_MTU")
+        bridge_index, mtu = _free_host_end(ipr, name, netconf, owner)
         peer: Dict[str, Any] = {"ifname": netconf["ifname"], "net_ns_pid": pid}
         try:
             ipr.link("add", ifname=host, kind="veth", peer=peer, address=default_mac(owner, name, "host"))
         except NetlinkError as exc:  # type: ignore[misc]
             raise _netlink_error(exc, "creating the veth pair %s/%s" % (host, netconf["ifname"]), "host_ifname")
-        index = _link_index(ipr, host)
-        settings: Dict[str, Any] = {"ifalias": owner_alias(owner, name)}
-        if mtu:
-            settings["mtu"] = mtu
-        ipr.link("set", index=index, **settings)
-        if bridged:
-            disable = _conf("ipv6", host, "disable_ipv6")
-            if os.path.exists(disable):
-                write_sysctl(disable, "1")  # a bridge port has no addresses of its own
-            ipr.link("set", index=index, master=bridge_index)
-        else:
-            for family in ("ipv4", "ipv6"):
-                if os.path.exists(_conf(family, host, "forwarding")):
-                    write_sysctl(_conf(family, host, "forwarding"), "1")
-            for key in ("accept_dad", "accept_ra"):
-                if os.path.exists(_conf("ipv6", host, key)):
-                    write_sysctl(_conf("ipv6", host, key), "0")
+        _configure_host_end(ipr, name, netconf, owner, bridge_index, mtu)
+
+
+def _configure_host_end(ipr: Any, name: str, netconf: Dict[str, Any], owner: str, bridge_index: Optional[int],
+                        mtu: Optional[int], mac: Optional[str] = None) -> None:
+    host = netconf["host_ifname"]
+    bridged = netconf["netif_mode"] == "bridged"
+    index = _link_index(ipr, host)
+    if index is None:
+        raise OvzError("the host end %s is gone" % host, "host_ifname")
+    settings: Dict[str, Any] = {"ifalias": owner_alias(owner, name)}
+    if mtu:
+        settings["mtu"] = mtu
+    if mac:
+        settings["address"] = mac
+    ipr.link("set", index=index, **settings)
+    if bridged:
+        disable = _conf("ipv6", host, "disable_ipv6")
+        if os.path.exists(disable):
+            write_sysctl(disable, "1")  # a bridge port has no addresses of its own
+        ipr.link("set", index=index, master=bridge_index)
+    else:
+        for family in ("ipv4", "ipv6"):
+            if os.path.exists(_conf(family, host, "forwarding")):
+                write_sysctl(_conf(family, host, "forwarding"), "1")
+        for key in ("accept_dad", "accept_ra"):
+            if os.path.exists(_conf("ipv6", host, key)):
+                write_sysctl(_conf("ipv6", host, key), "0")
 
 
 def _bring_up_host_end(netconf: Dict[str, Any]) -> None:
@@ -1182,7 +1207,9 @@ def setup_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str,
             runtime["warnings"].append("the netns name %s is taken; use nsenter --net=/proc/%d/ns/net instead"
                                        % (netns_path(name), init_pid))
         _save(state_path, runtime)
+        faults.point("network.netns")
         _create_link(name, netconf, init_pid, owner)
+        faults.point("network.link")
         if netconf["mac_filter"]:
             runtime["nft"] = True
             _save(state_path, runtime)
@@ -1190,12 +1217,58 @@ def setup_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str,
         _container_side(netconf, init_pid)
         _bring_up_host_end(netconf)
         _host_side(netconf, runtime)
+        faults.point("network.host")
         text = resolv_conf_text(netconf)
         if text is not None:
             write_resolv_conf(root or "/proc/%d/root" % init_pid, text)
         runtime["warnings"] += _host_warnings(netconf, runtime["proxy"])
         _save(state_path, runtime)
     except BaseException:
+        try:
+            teardown_network(name, netconf, runtime, owner)
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+        if state_path:
+            _unlink(state_path)
+        raise
+    return runtime
+
+
+def adopt_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str,
+                  state_path: Optional[str] = None) -> Dict[str, Any]:
+    """The host side of a restored container's network (checkpoint/restore, issue 7).
+
+    CRIU restored the container's side (interface, MAC, addresses, routes) and made the
+    veth pair with its host end named ``host_ifname`` (in ``bridge`` when bridged). This
+    adds what ``setup_network`` gives the host: the owner tag, MAC and sysctls of the
+    host end, the anti-spoofing rules, the host routes and proxy neighbours, and the netns
+    name. Undoes its own work (and removes the pair) if a step fails.
+    """
+    require_pyroute2()
+    runtime = _new_runtime(netconf, owner)
+    _save(state_path, runtime)
+    try:
+        runtime["netns"] = bind_netns(name, init_pid)
+        if runtime["netns"] is None:
+            runtime["warnings"].append("the netns name %s is taken; use nsenter --net=/proc/%d/ns/net instead"
+                                       % (netns_path(name), init_pid))
+        _save(state_path, runtime)
+        with netlink() as ipr:
+            bridge_index = _link_index(ipr, netconf["bridge"]) if netconf["netif_mode"] == "bridged" else None
+            mtu = netconf["mtu"]
+            if bridge_index is not None and mtu is None:
+                mtu = ipr.get_links(bridge_index)[0].get_attr("IFLA_MTU")
+            _configure_host_end(ipr, name, netconf, owner, bridge_index, mtu, default_mac(owner, name, "host"))
+        if netconf["mac_filter"]:
+            runtime["nft"] = True
+            _save(state_path, runtime)
+            nft_install(netconf)
+        _bring_up_host_end(netconf)
+        _host_side(netconf, runtime)
+        runtime["warnings"] += _host_warnings(netconf, runtime["proxy"])
+        _save(state_path, runtime)
+    except BaseException:
+        runtime["host_ifname"] = netconf["host_ifname"]
         try:
             teardown_network(name, netconf, runtime, owner)
         except Exception:  # noqa: BLE001 - the first error is the one to report

@@ -1,0 +1,740 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Checkpoint and restore of whole containers with CRIU (``vzctl chkpnt``/``restore``/``suspend``/``resume``).
+
+What CRIU is told about a container started by ``ContainerManager``:
+
+- the process tree is the container's init and its descendants; the cgroup
+  freezer of ``ovz-<name>`` stops them all at once (``--freeze-cgroup``). A
+  process in the container's cgroups that is not a descendant of its init
+  (a command still running from ``ovz exec``) cannot be checkpointed: the dump
+  is refused before anything is frozen, naming the process;
+- the mounts that come from the host are external, with stable keys, and are
+  given host paths of the restoring node at restore: ``/dev/console`` (the
+  console log), ``/run/ovz`` (the boot marker directory), the masked ``/proc``
+  files (``/dev/null``) and the LXCFS views;
+- the console log the init writes to was opened on the host, so its
+  descriptors are external files (``--external file[...]``) and are handed the
+  restoring node's console log (``--inherit-fd``);
+- cgroups are dumped below ``ovz-<name>`` (``--cgroup-root``) and restored
+  below the new ``ovz-<name>``, which this module makes first, with the
+  container's limits and device list, as a start does;
+- the veth's host end is recreated by CRIU under its configured name
+  (``--external veth[...]``); the rest of the host side (routes, proxy
+  neighbours, anti-spoofing, netns name) comes from ``network.adopt_network``;
+- established TCP connections (``--tcp-established``) are frozen in repair
+  mode behind a network lock and come back with their sequence numbers.
+
+Images, logs and ``ovz-checkpoint.json`` (what restore needs to know) live in
+the images directory. Each mutating call holds the container's lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import limits as ovz_limits
+from . import network
+from . import quota as ovz_quota
+from .cgroups import ContainerCgroups
+from .config import ContainerConfig, atomic_write_json, read_json, validate_name
+from .container import PAYLOAD, ContainerManager, Runtime
+from .criu import Criu, CriuError, CriuRun, read_stats
+from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from .namespaces import unescape_mount_path
+from .process import process_starttime
+from .rootfs import DEVICE_ALLOW, LXCFS_FILES, find_lxcfs
+
+META_FILE = "ovz-checkpoint.json"
+META_VERSION = 1
+STOPPED_FILE = "checkpoint-stopped.json"
+CONSOLE_KEY = "ovz-console"
+GUEST_KEY = "ovz-guest"
+NULL_PREFIX = "ovz-null:"
+LXCFS_PREFIX = "ovz-lxcfs:"
+TCP_REPAIR = 19
+SYS_PIDFD_GETFD = 438           # the same number on every architecture (generic syscall table)
+# File systems CRIU dumps itself; any other mount inside a container must be one of the known external ones.
+VIRTUAL_FS = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "binfmt_misc", "securityfs",
+              "debugfs", "tracefs", "pstore", "hugetlbfs", "fusectl", "configfs", "autofs", "bpf", "nsfs")
+
+
+# What CRIU's errors mean for a container, when the cause is known (shown after CRIU's lines).
+DUMP_HINTS = (
+    ("nested uts namespace", "Hint: a process inside runs in a UTS namespace of its own (systemd's ProtectHostname=yes, "
+                             "e.g. systemd-logind); CRIU cannot checkpoint nested UTS namespaces."),
+    ("bpf-prog", "Hint: a process inside holds a BPF program (systemd does for IPAddressDeny=, DeviceAllow= and "
+                 "similar unit settings); CRIU cannot checkpoint BPF programs."),
+    ("Can't lookup mount", "Hint: a process inside has a file of the host open (for example output inherited from "
+                           "a command started by exec); only the container's own files can be checkpointed."),
+    ("Can't get rlimit", "Hint: CRIU reads the resource limits of processes running as another user with prlimit(2), "
+                         "which needs CAP_SYS_RESOURCE; the caller runs without it."),
+)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 1)
+
+
+def _dir_size(path: str) -> int:
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for entry in files:
+            try:
+                total += os.lstat(os.path.join(directory, entry)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _mountinfo(pid: int) -> List[Dict[str, str]]:
+    mounts = []
+    with open("/proc/%d/mountinfo" % pid) as handle:
+        for line in handle:
+            left, _sep, right = line.partition(" - ")
+            parts, fs = left.split(), right.split()
+            mounts.append({"id": parts[0], "parent": parts[1], "root": unescape_mount_path(parts[3]),
+                           "target": unescape_mount_path(parts[4]), "fstype": fs[0] if fs else ""})
+    return mounts
+
+
+def _children(pid: int) -> List[int]:
+    result: List[int] = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return result
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as handle:
+                result.extend(int(p) for p in handle.read().split())
+        except OSError:
+            pass
+    return result
+
+
+def process_tree(root: int) -> List[int]:
+    """``root`` and all its descendants."""
+    seen: List[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        todo.extend(_children(pid))
+    return seen
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            text = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        if text:
+            return text
+        with open("/proc/%d/comm" % pid) as handle:
+            return handle.read().strip()
+    except OSError:
+        return "?"
+
+
+def _pidfd_getfd(pid: int, fd: int) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        result = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if result < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return int(result)
+    finally:
+        os.close(pidfd)
+
+
+def release_tcp_repair(pids: List[int]) -> int:
+    """Take every TCP socket of ``pids`` out of repair mode (CRIU leaves them in it after ``--leave-stopped``).
+
+    The sockets are borrowed with ``pidfd_getfd``; returns how many were released.
+    """
+    done = set()
+    for pid in pids:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for entry in fds:
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (pid, entry))
+            except OSError:
+                continue
+            if not target.startswith("socket:[") or target in done:
+                continue
+            try:
+                fd = _pidfd_getfd(pid, int(entry))
+            except OSError:
+                continue
+            sock = socket.socket(fileno=fd)
+            try:
+                if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+                    try:
+                        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+                        done.add(target)
+                    except OSError:
+                        pass  # listening sockets and the like were never in repair mode
+            finally:
+                sock.close()
+    return len(done)
+
+
+def _nft_in_netns(pid: int, args: List[str]) -> subprocess.CompletedProcess:
+    with network.in_netns(pid):
+        return subprocess.run([network.nft_binary()] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, check=False)
+
+
+def remove_criu_network_lock(pid: int) -> List[str]:
+    """Delete the ``inet CRIU-*`` tables (CRIU's network lock) from the netns of ``pid``; returns their names."""
+    listing = _nft_in_netns(pid, ["-j", "list", "tables"])
+    if listing.returncode != 0:
+        return []
+    try:
+        items = json.loads(listing.stdout).get("nftables", [])
+    except ValueError:
+        return []
+    removed = []
+    for item in items:
+        table = item.get("table") or {}
+        if str(table.get("name", "")).startswith("CRIU-"):
+            result = _nft_in_netns(pid, ["delete", "table", table.get("family", "inet"), table["name"]])
+            if result.returncode != 0:
+                raise OvzError("removing CRIU's network lock %s failed: %s" % (table["name"], result.stderr.strip()))
+            removed.append(table["name"])
+    return removed
+
+
+def is_images_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, META_FILE))
+
+
+def load_meta(images_dir: str, param: str = "dump_dir") -> Dict[str, Any]:
+    try:
+        meta = read_json(os.path.join(images_dir, META_FILE))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("version") != META_VERSION:
+        raise InvalidParameter("%s holds no checkpoint of this collection (no readable %s)" % (images_dir, META_FILE),
+                               param)
+    return meta
+
+
+def pack(images_dir: str, dumpfile: str) -> int:
+    """Write the images directory as one uncompressed tar file (atomically); returns its size."""
+    directory = os.path.dirname(os.path.abspath(dumpfile))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dumpfile) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            with tarfile.open(fileobj=handle, mode="w") as archive:
+                for entry in sorted(os.listdir(images_dir)):
+                    archive.add(os.path.join(images_dir, entry), arcname=entry, recursive=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, dumpfile)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return os.path.getsize(dumpfile)
+
+
+def unpack(dumpfile: str, target: str) -> None:
+    """Extract a dump archive made by ``pack`` into ``target`` (plain files only)."""
+    try:
+        with tarfile.open(dumpfile, mode="r") as archive:
+            for member in archive.getmembers():
+                if not (member.isfile() or member.isdir()) or member.name.startswith("/") or \
+                        ".." in member.name.split("/"):
+                    raise InvalidParameter("%s holds an unexpected entry %r" % (dumpfile, member.name), "dumpfile")
+            archive.extractall(target)  # noqa: S202 - members checked above
+    except (tarfile.TarError, OSError) as exc:
+        raise InvalidParameter("%s is not a readable dump archive: %s" % (dumpfile, exc), "dumpfile") from None
+
+
+class Checkpointer:
+    """Checkpoint, restore, suspend and resume the containers of one ``ContainerManager`` (node)."""
+
+    def __init__(self, manager: ContainerManager, criu: Optional[Criu] = None) -> None:
+        self.manager = manager
+        self.criu = criu or Criu()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _running(self, name: str) -> Tuple[ContainerConfig, Runtime]:
+        config = self.manager.load(name)
+        runtime = self.manager.runtime(name)
+        if runtime is None or not runtime.alive():
+            raise StateConflict("container %s is not running" % name, "name")
+        return config, runtime
+
+    def _stopped_path(self, name: str) -> str:
+        return os.path.join(self.manager.layout.run(name), STOPPED_FILE)
+
+    def _freezer_dir(self, cgroups: ContainerCgroups) -> str:
+        if self.manager.backend.version == 1:
+            return cgroups.controller_dir("freezer")
+        return cgroups.paths["unified"]
+
+    def _cgroup_roots(self, runtime: Runtime) -> List[Dict[str, str]]:
+        """Each hierarchy the container's init is in and ``ovz-<name>`` has a directory in:
+        its controllers as ``/proc/<pid>/cgroup`` spells them, and the root of the container's
+        cgroup namespace there (``ovz-<name>/payload``), which CRIU swaps for the new one at restore."""
+        backend = self.manager.backend
+        result = []
+        with open("/proc/%d/cgroup" % runtime.init_pid) as handle:
+            lines = handle.read().splitlines()
+        for line in lines:
+            parts = line.split(":", 2)
+            if len(parts) != 3 or parts[1].startswith("name="):
+                continue
+            controllers = parts[1]
+            key = "unified" if controllers == "" else next(
+                (c for c in controllers.split(",") if c in runtime.cgroups), None)
+            if key is None or key not in runtime.cgroups:
+                continue
+            mountpoint = backend.mountpoint(key)
+            rel = "/" + os.path.relpath(os.path.join(runtime.cgroups[key], PAYLOAD), mountpoint).strip("/")
+            result.append({"controllers": controllers, "key": key, "path": rel})
+        return result
+
+    def _externals(self, config: ContainerConfig, runtime: Runtime) -> Tuple[List[Dict[str, str]], List[str]]:
+        """(external mounts as {target, key}, external files as CRIU keys) of the running container."""
+        mounts = []
+        for mount in _mountinfo(runtime.init_pid)[1:]:
+            target, fstype = mount["target"], mount["fstype"]
+            if target == "/dev/console":
+                mounts.append({"target": target, "key": CONSOLE_KEY})
+            elif target == "/run/ovz":
+                mounts.append({"target": target, "key": GUEST_KEY})
+            elif fstype == "devtmpfs" and mount["root"] == "/null":
+                mounts.append({"target": target, "key": NULL_PREFIX + target})
+            elif fstype == "fuse.lxcfs":
+                mounts.append({"target": target, "key": LXCFS_PREFIX + target.lstrip("/")})
+            elif fstype not in VIRTUAL_FS:
+                raise StateConflict(
+                    "container %s has a mount CRIU cannot take along: %s (%s, from %s); unmount it inside first"
+                    % (config.name, target, fstype, mount["root"]), "name")
+        console = os.path.realpath(os.path.join(self.manager.layout.run(config.name), "console.log"))
+        files = set()
+        for pid in process_tree(runtime.init_pid):
+            try:
+                entries = os.listdir("/proc/%d/fd" % pid)
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if os.readlink("/proc/%d/fd/%s" % (pid, entry)) != console:
+                        continue
+                    st = os.stat("/proc/%d/fd/%s" % (pid, entry))
+                    with open("/proc/%d/fdinfo/%s" % (pid, entry)) as handle:
+                        mnt_id = next(int(line.split()[1]) for line in handle if line.startswith("mnt_id:"))
+                except (OSError, StopIteration, ValueError):
+                    continue
+                files.add("file[%x:%x]" % (mnt_id, st.st_ino))
+        return mounts, sorted(files)
+
+    def _check_tree(self, name: str, runtime: Runtime, cgroups: ContainerCgroups) -> None:
+        tree = set(process_tree(runtime.init_pid))
+        strays = [pid for pid in cgroups.pids() if pid not in tree]
+        if strays:
+            raise StateConflict(
+                "container %s runs processes that are not descendants of its init, which CRIU cannot checkpoint "
+                "(commands still running from ovz exec?): %s"
+                % (name, ", ".join("%d (%s)" % (pid, _comm(pid)) for pid in strays[:5])), "name")
+
+    def _dump_args(self, config: ContainerConfig, runtime: Runtime, tcp_established: bool,
+                   meta: Dict[str, Any]) -> List[str]:
+        cgroups = self.manager.cgroups_for(runtime)
+        args = ["-t", str(runtime.init_pid), "--freeze-cgroup", self._freezer_dir(cgroups),
+                "--manage-cgroups=soft", "--file-locks", "--link-remap", "--skip-in-flight"]
+        for root in meta["cgroups"]:
+            args += ["--cgroup-dump-controller", root["controllers"]]
+            for controller in root["controllers"].split(","):
+                args += ["--cgroup-root", "%s:%s" % (controller, root["path"])]
+        if tcp_established:
+            args.append("--tcp-established")
+        if self.criu.feature("network_lock_nftables"):
+            args += ["--network-lock", "nftables"]
+        for mount in meta["mounts"]:
+            args += ["--external", "mnt[%s]:%s" % (mount["target"], mount["key"])]
+        for key in meta["files"]:
+            args += ["--external", key]
+        return args
+
+    def _meta(self, config: ContainerConfig, runtime: Runtime, tcp_established: bool) -> Dict[str, Any]:
+        mounts, files = self._externals(config, runtime)
+        return {
+            "version": META_VERSION,
+            "name": config.name,
+            "config": config.to_dict(),
+            "criu": self.criu.version(),
+            "kernel": os.uname().release,
+            "cgroup_version": self.manager.backend.version,
+            "cgroups": self._cgroup_roots(runtime),
+            "mounts": mounts,
+            "files": files,
+            "network": ({"ifname": config.network["ifname"], "host_ifname": config.network["host_ifname"],
+                         "bridge": config.network.get("bridge")} if config.network else None),
+            "tcp_established": tcp_established,
+            "created_at": time.time(),
+        }
+
+    # -- pre-dump and dump ---------------------------------------------------------------------
+    def pre_dump(self, name: str, images_dir: str, parent_dir: Optional[str] = None) -> Dict[str, Any]:
+        """Copy the container's memory while it keeps running (iterative pre-copy).
+
+        With ``parent_dir`` (an earlier pre-dump) only the pages dirtied since are written.
+        Needs a kernel that tracks dirty memory (``CONFIG_MEM_SOFT_DIRTY``, ``criu check
+        --feature mem_dirty_track``): CRIU always tracks memory in a pre-dump, and stops with
+        a BUG where the kernel cannot, so this raises ``KernelUnsupported`` first.
+        """
+        validate_name(name)
+        if not self.criu.feature("mem_dirty_track"):
+            raise KernelUnsupported("this kernel does not track dirty memory (no CONFIG_MEM_SOFT_DIRTY): "
+                                    "pre-dumps are not possible here; dump directly", "pre_dump_iterations")
+        began = time.monotonic()
+        with self.manager.lock(name):
+            config, runtime = self._running(name)
+            cgroups = self.manager.cgroups_for(runtime)
+            self._check_tree(name, runtime, cgroups)
+            os.makedirs(images_dir, mode=0o700, exist_ok=True)
+            args = ["-t", str(runtime.init_pid), "--freeze-cgroup", self._freezer_dir(cgroups)]
+            args.append("--track-mem")
+            if parent_dir:
+                args += ["--prev-images-dir", os.path.relpath(os.path.abspath(parent_dir), os.path.abspath(images_dir))]
+            run = self.criu.run("pre-dump", images_dir, args, what="pre-dump of %s" % name)
+        stats = run.stats
+        return {
+            "images_dir": images_dir,
+            "pages_written": stats.get("pages_written", 0),
+            "pages_scanned": stats.get("pages_scanned", 0),
+            "pages_skipped_parent": stats.get("pages_skipped_parent", 0),
+            "frozen_ms": round(stats.get("frozen_time", 0) / 1000.0, 1),
+            "criu_ms": _ms(run.seconds),
+            "total_ms": _ms(time.monotonic() - began),
+            "size": _dir_size(images_dir),
+            "dirty_tracking": True,
+        }
+
+    def dump(self, name: str, images_dir: str, parent_dir: Optional[str] = None, leave_running: bool = False,
+             leave_stopped: bool = False, tcp_established: bool = True) -> Dict[str, Any]:
+        """Checkpoint the running container into ``images_dir``.
+
+        Default: the container is stopped afterwards (its processes killed by CRIU, its
+        network, mounts and cgroups removed, as ``stop`` does). ``leave_running`` lets it
+        carry on; ``leave_stopped`` leaves its processes stopped, its network locked and
+        its connections in repair mode, for ``resume_stopped`` or ``finish_stopped``.
+        A failed dump leaves the container running and raises ``CriuError`` with CRIU's reasons.
+        """
+        validate_name(name)
+        if leave_running and leave_stopped:
+            raise InvalidParameter("leave_running and leave_stopped exclude each other", "leave_running")
+        timings: Dict[str, float] = {}
+        began = time.monotonic()
+        with self.manager.lock(name):
+            config, runtime = self._running(name)
+            cgroups = self.manager.cgroups_for(runtime)
+            self._check_tree(name, runtime, cgroups)
+            meta = self._meta(config, runtime, tcp_established)
+            if os.path.isdir(images_dir):
+                for entry in os.listdir(images_dir):
+                    if entry.endswith(".img") or entry in (META_FILE, "stats-dump", "dump.log", "restore.log",
+                                                           "stats-restore"):
+                        os.unlink(os.path.join(images_dir, entry))
+            os.makedirs(images_dir, mode=0o700, exist_ok=True)
+            atomic_write_json(os.path.join(images_dir, META_FILE), meta)
+            args = self._dump_args(config, runtime, tcp_established, meta)
+            if parent_dir:
+                args += ["--prev-images-dir", os.path.relpath(os.path.abspath(parent_dir), os.path.abspath(images_dir))]
+                if self.criu.feature("mem_dirty_track"):
+                    args.append("--track-mem")
+            if leave_running:
+                args.append("--leave-running")
+            elif leave_stopped:
+                args.append("--leave-stopped")
+            timings["prepare_ms"] = _ms(time.monotonic() - began)
+            try:
+                run = self.criu.run("dump", images_dir, args, what="checkpoint of %s" % name)
+            except CriuError as exc:
+                os.unlink(os.path.join(images_dir, META_FILE))
+                self._ensure_running(runtime, cgroups)
+                hints = [hint for marker, hint in DUMP_HINTS if any(marker in line for line in exc.errors)]
+                if hints:
+                    raise CriuError("%s\n%s" % (exc, "\n".join(hints)), exc.log, exc.errors) from None
+                raise
+            timings["dump_ms"] = _ms(run.seconds)
+            mark = time.monotonic()
+            if leave_stopped:
+                atomic_write_json(self._stopped_path(name), {"images_dir": os.path.abspath(images_dir),
+                                                             "init_pid": runtime.init_pid,
+                                                             "init_starttime": runtime.init_starttime},
+                                  durable=False)
+            elif not leave_running:
+                self.manager._cleanup_stale(config)  # pylint: disable=protected-access
+            timings["cleanup_ms"] = _ms(time.monotonic() - mark)
+        stats = run.stats
+        timings["total_ms"] = _ms(time.monotonic() - began)
+        return {
+            "images_dir": images_dir,
+            "timings": timings,
+            "frozen_ms": round(stats.get("frozen_time", 0) / 1000.0, 1),
+            "freezing_ms": round(stats.get("freezing_time", 0) / 1000.0, 1),
+            "memdump_ms": round(stats.get("memdump_time", 0) / 1000.0, 1),
+            "memwrite_ms": round(stats.get("memwrite_time", 0) / 1000.0, 1),
+            "pages_written": stats.get("pages_written", 0),
+            "pages_skipped_parent": stats.get("pages_skipped_parent", 0),
+            "size": _dir_size(images_dir),
+            "state": "running" if leave_running else ("stopped-after-dump" if leave_stopped else "stopped"),
+        }
+
+    def _ensure_running(self, runtime: Runtime, cgroups: ContainerCgroups) -> None:
+        """After a failed dump CRIU thaws the container itself; make sure of it."""
+        try:
+            if runtime.alive() and cgroups.frozen():
+                cgroups.thaw()
+        except OvzError:
+            pass
+
+    # -- after a dump with leave_stopped ---------------------------------------------------------
+    def stopped_after_dump(self, name: str) -> bool:
+        """True while the container's processes wait, stopped, after ``dump(leave_stopped=True)``."""
+        data = read_json(self._stopped_path(validate_name(name)))
+        runtime = self.manager.runtime(name)
+        return bool(data) and runtime is not None and runtime.alive() and \
+            data.get("init_starttime") == runtime.init_starttime
+
+    def resume_stopped(self, name: str) -> Dict[str, Any]:
+        """Undo ``dump(leave_stopped=True)``: the container carries on here, its connections intact."""
+        began = time.monotonic()
+        with self.manager.lock(validate_name(name)):
+            if not self.stopped_after_dump(name):
+                raise StateConflict("container %s is not stopped after a checkpoint" % name, "name")
+            _config, runtime = self._running(name)
+            cgroups = self.manager.cgroups_for(runtime)
+            pids = cgroups.pids()
+            released = release_tcp_repair(pids)
+            locks = remove_criu_network_lock(runtime.init_pid)
+            if cgroups.frozen():
+                cgroups.thaw()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            os.unlink(self._stopped_path(name))
+        return {"sockets_released": released, "network_locks_removed": locks,
+                "total_ms": _ms(time.monotonic() - began)}
+
+    def finish_stopped(self, name: str) -> Dict[str, Any]:
+        """Commit ``dump(leave_stopped=True)``: kill the stopped container and remove it from this host
+        (processes, veth, mounts, loop device, cgroups), as ``stop`` does. Its sockets vanish silently."""
+        began = time.monotonic()
+        with self.manager.lock(validate_name(name)):
+            config = self.manager.load(name)
+            runtime = self.manager.runtime(name)
+            if runtime is not None and runtime.alive():
+                self.manager.cgroups_for(runtime).kill_all()
+            self.manager._cleanup_stale(config)  # pylint: disable=protected-access
+        return {"total_ms": _ms(time.monotonic() - began)}
+
+    # -- restore --------------------------------------------------------------------------------
+    def restore(self, name: str, images_dir: str, tcp_established: bool = True) -> Dict[str, Any]:
+        """Restore the stopped container from ``images_dir`` on this node.
+
+        Mounts its storage, makes its cgroups (with its limits), restores the process tree,
+        gives the network its host side and records the runtime state, so that status, stop,
+        exec and ovz_info work as on a started container. A failed restore removes all of it
+        again and leaves the images untouched.
+        """
+        validate_name(name)
+        meta = load_meta(images_dir)
+        if meta.get("name") != name:
+            raise InvalidParameter("%s is a checkpoint of container %s, not of %s" % (images_dir, meta.get("name"), name),
+                                   "name")
+        timings: Dict[str, float] = {}
+        began = time.monotonic()
+        with self.manager.lock(name):
+            config = self.manager.load(name)
+            if self.manager.status(name) in ("running", "frozen"):
+                raise StateConflict("container %s is already running" % name, "name")
+            if meta.get("network") and not config.network:
+                raise StateConflict("the checkpoint of %s has a network interface but its configuration has none"
+                                    % name, "name")
+            self.manager._cleanup_stale(config)  # pylint: disable=protected-access
+            undo: List[Callable[[], None]] = []
+            try:
+                init_pid = self._restore_locked(config, meta, images_dir, tcp_established, timings, undo)
+            except BaseException:
+                for step in reversed(undo):
+                    try:
+                        step()
+                    except Exception:  # noqa: BLE001 - keep undoing; the first error is what matters
+                        pass
+                raise
+        stats_restore = read_stats(images_dir, "restore")
+        timings["total_ms"] = _ms(time.monotonic() - began)
+        return {"images_dir": images_dir, "init_pid": init_pid, "timings": timings,
+                "restore_ms": round(stats_restore.get("restore_time", 0) / 1000.0, 1),
+                "forking_ms": round(stats_restore.get("forking_time", 0) / 1000.0, 1),
+                "pages_restored": stats_restore.get("pages_restored", 0)}
+
+    def _mount_source(self, name: str, key: str, run_dir: str) -> str:
+        """The host path on this node for an external mount of the checkpoint."""
+        if key == CONSOLE_KEY:
+            return os.path.join(run_dir, "console.log")
+        if key == GUEST_KEY:
+            return os.path.join(run_dir, "guest")
+        if key.startswith(NULL_PREFIX):
+            return "/dev/null"
+        if key.startswith(LXCFS_PREFIX):
+            rel = key[len(LXCFS_PREFIX):]
+            lxcfs = find_lxcfs(self.manager.layout.data_dir)
+            if lxcfs is None or rel not in LXCFS_FILES:
+                raise StateConflict("the checkpoint of %s uses LXCFS (%s), which does not run on this host"
+                                    % (name, rel), "name")
+            return os.path.join(lxcfs, rel)
+        raise InvalidParameter("unknown external mount %r in the checkpoint" % key, "dump_dir")
+
+    def _restore_locked(self, config: ContainerConfig, meta: Dict[str, Any], images_dir: str, tcp_established: bool,
+                        timings: Dict[str, float], undo: List[Callable[[], None]]) -> int:
+        name = config.name
+        manager = self.manager
+        mark = time.monotonic()
+        storage = manager.storage(config)
+        if not storage.exists():
+            raise StateConflict("the private area of %s is missing (%s)" % (name, storage.private), "name")
+        backend = manager.backend
+        if meta.get("cgroup_version") != backend.version:
+            raise StateConflict("the checkpoint was made on a cgroup v%s host; this one is v%d"
+                                % (meta.get("cgroup_version"), backend.version), "name")
+        run_dir = manager.layout.run(name)
+        guest_dir = os.path.join(run_dir, "guest")
+        undo.append(lambda: manager._remove_run_dir(name))  # pylint: disable=protected-access
+        storage.mount()
+        undo.append(storage.umount)
+        ovz_quota.apply_at_start(config, storage)
+        os.makedirs(guest_dir, mode=0o755, exist_ok=True)
+        parent = backend.resolve_parent(manager.cgroup_parent)
+        cgroups = ContainerCgroups(backend, backend.container_paths(parent, name))
+        undo.append(cgroups.remove)
+        cgroups.create()
+        cgroups.apply_device_policy(DEVICE_ALLOW)
+        cgroups.create(PAYLOAD)
+        ovz_limits.apply_at_start(cgroups, config.limits, storage)
+        undo.append(cgroups.kill_all)
+        timings["prepare_ms"] = _ms(time.monotonic() - mark)
+        args = ["-d", "--root", storage.root, "--manage-cgroups=soft", "--file-locks", "--link-remap",
+                "--pidfile", os.path.join(run_dir, "restore.pid")]
+        for root in meta.get("cgroups") or []:
+            new = "/" + os.path.relpath(os.path.join(cgroups.paths[root["key"]], PAYLOAD),
+                                        backend.mountpoint(root["key"])).strip("/")
+            for controller in root["controllers"].split(","):
+                args += ["--cgroup-root", "%s:%s" % (controller, new)]
+        if tcp_established and meta.get("tcp_established"):
+            args.append("--tcp-established")
+        if self.criu.feature("network_lock_nftables"):
+            args += ["--network-lock", "nftables"]
+        for mount in meta.get("mounts") or []:
+            args += ["--external", "mnt[%s]:%s" % (mount["key"], self._mount_source(name, mount["key"], run_dir))]
+        # The console log as a start makes it (CRIU checks the mode of the file it inherits).
+        console_fd = os.open(os.path.join(run_dir, "console.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                             0o600)
+        try:
+            os.fchmod(console_fd, 0o600)
+            for key in meta.get("files") or []:
+                args += ["--inherit-fd", "fd[%d]:%s" % (console_fd, key)]
+            netconf = config.network or None
+            if meta.get("network") and netconf:
+                network.prepare_host_end(name, netconf, manager.layout.data_dir)
+                undo.append(lambda: manager._network_teardown(config))  # pylint: disable=protected-access
+                veth = "veth[%s]:%s" % (meta["network"]["ifname"], netconf["host_ifname"])
+                if netconf["netif_mode"] == "bridged":
+                    veth += "@" + netconf["bridge"]
+                args += ["--external", veth]
+            mark = time.monotonic()
+            run: CriuRun = self.criu.run("restore", images_dir, args, pass_fds=(console_fd,),
+                                         what="restore of %s" % name)
+            timings["restore_ms"] = _ms(run.seconds)
+        finally:
+            os.close(console_fd)
+        with open(os.path.join(run_dir, "restore.pid")) as handle:
+            init_pid = int(handle.read().strip())
+        os.unlink(os.path.join(run_dir, "restore.pid"))
+        starttime = process_starttime(init_pid)
+        if starttime is None:
+            raise OvzError("the restored init of %s exited at once; see %s" % (name, run.log))
+        runtime = Runtime(init_pid, starttime, cgroups.to_state(), backend.version, time.time())
+        atomic_write_json(manager.state_path(name), runtime.__dict__, durable=False)
+        if meta.get("network") and config.network:
+            mark = time.monotonic()
+            network.adopt_network(name, config.network, init_pid, manager.layout.data_dir,
+                                  network.runtime_path(run_dir))
+            timings["network_ms"] = _ms(time.monotonic() - mark)
+        return init_pid
+
+    # -- suspend / resume (vzctl suspend/resume) -----------------------------------------------------
+    def suspended(self, name: str) -> bool:
+        """Stopped, with a checkpoint in ``<data_dir>/dump/<name>`` to resume from."""
+        return self.manager.status(name) == "stopped" and is_images_dir(self.manager.layout.dump(name))
+
+    def suspend(self, name: str, tcp_established: bool = True) -> Dict[str, Any]:
+        """Checkpoint into ``<data_dir>/dump/<name>`` and stop."""
+        return self.dump(name, self.manager.layout.dump(validate_name(name)), tcp_established=tcp_established)
+
+    def resume(self, name: str, tcp_established: bool = True) -> Dict[str, Any]:
+        """Restore from ``<data_dir>/dump/<name>``; the dump is removed once the container runs again."""
+        directory = self.manager.layout.dump(validate_name(name))
+        if not is_images_dir(directory):
+            raise StateConflict("container %s has no suspended state in %s" % (name, directory), "name")
+        result = self.restore(name, directory, tcp_established=tcp_established)
+        shutil.rmtree(directory, ignore_errors=True)
+        return result
+
+
+def scratch_dir(manager: ContainerManager, name: str, purpose: str) -> str:
+    """A fresh private directory under ``<data_dir>/dump`` for unpacking or packing a dump archive."""
+    base = os.path.join(manager.layout.data_dir, "dump")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    return tempfile.mkdtemp(prefix=".%s.%s." % (name, purpose), dir=base)
+
+
+def remove_scratch(path: str) -> None:
+    """Remove a ``scratch_dir``, and ``<data_dir>/dump`` too if that leaves it empty."""
+    remove_tree(path)
+    try:
+        os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass
+
+
+def remove_tree(path: str) -> None:
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise

@@ -1,0 +1,215 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ``criu`` binary: finding it, asking what it supports, and running dump, pre-dump and restore.
+
+Every run writes its log (``<action>.log``, verbose) into the images directory,
+next to the images it made or read, and a failed run raises ``CriuError`` with
+the log's error lines, so the operator sees why without digging. CRIU's own
+statistics (``stats-dump``/``stats-restore``, small protobuf files) are decoded
+here without the protobuf library.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .errors import KernelUnsupported, OvzError
+
+# Where the setup script installs its build, then the distribution's package.
+CRIU_CANDIDATES = ("/usr/local/sbin/criu", "/usr/sbin/criu", "/usr/local/bin/criu", "/usr/bin/criu", "/sbin/criu")
+CRIU_ENV = "OVZ_CRIU"
+LOG_TAIL = 12
+
+IMG_SERVICE_MAGIC = 0x55105940
+STATS_MAGIC = 0x57093306
+# stats.proto: field numbers of dump_stats_entry and restore_stats_entry.
+DUMP_STATS_FIELDS = {1: "freezing_time", 2: "frozen_time", 3: "memdump_time", 4: "memwrite_time",
+                     5: "pages_scanned", 6: "pages_skipped_parent", 7: "pages_written", 8: "irmap_resolve",
+                     9: "pages_lazy", 10: "page_pipes", 11: "page_pipe_bufs", 12: "shpages_scanned",
+                     13: "shpages_skipped_parent", 14: "shpages_written"}
+RESTORE_STATS_FIELDS = {1: "pages_compared", 2: "pages_skipped_cow", 3: "forking_time", 4: "restore_time",
+                        5: "pages_restored"}
+
+
+class CriuError(OvzError):
+    """A CRIU run failed; ``log`` is its log file, ``errors`` the lines that say why."""
+
+    def __init__(self, message: str, log: Optional[str] = None, errors: Sequence[str] = (),
+                 param: Optional[str] = None) -> None:
+        super().__init__(message, param)
+        self.log = log
+        self.errors = list(errors)
+
+
+def find_criu(binary: Optional[str] = None) -> str:
+    """The criu binary: ``binary``, ``$OVZ_CRIU``, the known install places, then ``$PATH``."""
+    wanted = binary or os.environ.get(CRIU_ENV)
+    if wanted:
+        if os.path.isfile(wanted) and os.access(wanted, os.X_OK):
+            return wanted
+        raise KernelUnsupported("criu binary %s is not an executable file" % wanted, "criu")
+    for path in CRIU_CANDIDATES:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        path = os.path.join(directory, "criu")
+        if directory and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise KernelUnsupported("CRIU is not installed (no criu binary in %s or $PATH); the ovz_host role "
+                            "or scripts/install-criu installs it" % ", ".join(CRIU_CANDIDATES), "criu")
+
+
+def log_errors(path: str, limit: int = LOG_TAIL) -> List[str]:
+    """The lines of a CRIU log that explain a failure: its errors, else its last lines.
+
+    Messages CRIU always prints as errors although they are harmless (raising
+    RLIMIT_NOFILE inside a limited cgroup) are left out.
+    """
+    try:
+        with open(path, errors="replace") as handle:
+            lines = [line.rstrip("\n") for line in handle]
+    except OSError:
+        return []
+    errors = [line for line in lines if "Error (" in line and "RLIMIT_NOFILE" not in line]
+    return (errors or lines)[-limit:]
+
+
+def _varint(data: bytes, pos: int) -> Tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fields(data: bytes) -> Dict[int, object]:
+    """Top-level fields of a protobuf message: varints as int, length-delimited as bytes."""
+    result: Dict[int, object] = {}
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            result[number], pos = _varint(data, pos)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            result[number] = data[pos:pos + length]
+            pos += length
+        elif wire == 5:
+            result[number] = struct.unpack_from("<I", data, pos)[0]
+            pos += 4
+        elif wire == 1:
+            result[number] = struct.unpack_from("<Q", data, pos)[0]
+            pos += 8
+        else:
+            raise ValueError("unsupported protobuf wire type %d" % wire)
+    return result
+
+
+def read_stats(images_dir: str, kind: str = "dump") -> Dict[str, int]:
+    """CRIU's ``stats-<kind>`` file as a dict (times in microseconds); {} when absent or unreadable."""
+    try:
+        with open(os.path.join(images_dir, "stats-" + kind), "rb") as handle:
+            data = handle.read()
+        magic, specific, size = struct.unpack_from("<III", data, 0)
+        if magic != IMG_SERVICE_MAGIC or specific != STATS_MAGIC:
+            return {}
+        entry = _fields(data[12:12 + size])
+        body = entry.get(1 if kind == "dump" else 2)
+        if not isinstance(body, bytes):
+            return {}
+        names = DUMP_STATS_FIELDS if kind == "dump" else RESTORE_STATS_FIELDS
+        return {names[k]: v for k, v in _fields(body).items() if k in names and isinstance(v, int)}
+    except (OSError, ValueError, struct.error):
+        return {}
+
+
+@dataclass
+class CriuRun:
+    action: str
+    argv: List[str]
+    log: str
+    seconds: float
+    stats: Dict[str, int] = field(default_factory=dict)
+
+
+class Criu:
+    """One criu binary. Finding it and asking it questions happen on first use, not in the constructor."""
+
+    def __init__(self, binary: Optional[str] = None) -> None:
+        self._wanted = binary
+        self._binary: Optional[str] = None
+        self._version: Optional[str] = None
+        self._features: Dict[str, bool] = {}
+
+    @property
+    def binary(self) -> str:
+        if self._binary is None:
+            self._binary = find_criu(self._wanted)
+        return self._binary
+
+    def version(self) -> str:
+        """``4.1.1``, from ``criu --version``."""
+        if self._version is None:
+            proc = subprocess.run([self.binary, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  universal_newlines=True, check=False)
+            match = re.search(r"Version:\s*(\S+)", proc.stdout)
+            if proc.returncode != 0 or not match:
+                raise KernelUnsupported("%s --version failed: %s" % (self.binary, proc.stdout.strip()), "criu")
+            self._version = match.group(1)
+        return self._version
+
+    def version_tuple(self) -> Tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", self.version())[:3])
+
+    def check(self) -> Tuple[bool, str]:
+        """``criu check``: (passes, its output)."""
+        proc = subprocess.run([self.binary, "check"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, check=False)
+        return proc.returncode == 0, proc.stdout.strip()
+
+    def feature(self, name: str) -> bool:
+        """``criu check --feature NAME`` (cached): e.g. ``mem_dirty_track``, ``network_lock_nftables``."""
+        if name not in self._features:
+            proc = subprocess.run([self.binary, "check", "--feature", name], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+            self._features[name] = proc.returncode == 0 and "Warn" not in proc.stdout
+        return self._features[name]
+
+    def run(self, action: str, images_dir: str, args: Sequence[str], pass_fds: Sequence[int] = (),
+            timeout: Optional[float] = None, what: str = "") -> CriuRun:
+        """``criu <action> -D images_dir -o <action>.log -v4 args...``; raises CriuError when it fails."""
+        log_name = action + ".log"
+        log = os.path.join(images_dir, log_name)
+        argv = [self.binary, action, "-D", images_dir, "-o", log_name, "-v4"] + list(args)
+        began = time.monotonic()
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  universal_newlines=True, pass_fds=tuple(pass_fds), timeout=timeout, check=False,
+                                  close_fds=True)
+        except subprocess.TimeoutExpired:
+            raise CriuError("criu %s did not finish within %.0f s; see %s" % (action, timeout or 0, log), log,
+                            log_errors(log)) from None
+        seconds = time.monotonic() - began
+        if proc.returncode != 0:
+            errors = log_errors(log)
+            if not errors and proc.stdout.strip():
+                errors = proc.stdout.strip().splitlines()[-LOG_TAIL:]
+            raise CriuError("%s failed (criu %s exited %d; log %s):\n%s"
+                            % (what or "criu " + action, action, proc.returncode, log, "\n".join(errors)),
+                            log, errors)
+        kind = {"dump": "dump", "pre-dump": "dump", "restore": "restore"}.get(action)
+        stats = read_stats(images_dir, kind) if kind else {}
+        return CriuRun(action, argv, log, seconds, stats)

@@ -1,0 +1,475 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: ovz_checkpoint
+short_description: Checkpoint, restore, suspend, resume and live-migrate a container with CRIU
+version_added: 0.1.0
+description:
+  - Saves the whole state of a running container (its processes, their memory, open files, sockets,
+    timers, pipes, SysV IPC and established TCP connections) with CRIU, and brings it back later, on this
+    host or on another one, as C(vzctl chkpnt), C(vzctl restore), C(vzctl suspend), C(vzctl resume) and
+    C(vzmigrate --online) do.
+  - V(checkpointed) freezes the container, dumps it into O(dumpfile) (one archive file) or O(dump_dir) (a
+    directory of CRIU images), then stops it; with O(leave_running) it carries on instead.
+  - V(restored) starts the stopped container from such a dump. It continues where it was dumped; its
+    established TCP connections carry on (the peers see a delay, not a reset).
+  - V(suspended) checkpoints into O(data_dir)C(/dump/<name>) and stops the container; V(resumed) restores it
+    from there and removes the dump.
+  - V(migrated) moves the running (or stopped) container to O(target) over SSH, like C(vzmigrate --online).
+    The private area is copied while it runs, memory is pre-copied with pre-dumps, then a short freeze, the
+    final dump, copy and restore on the target. If any step fails the container runs on exactly one host.
+  - A dump can only be restored with the same (or a newer) CRIU, on a kernel that offers what the dumped
+    processes used, and with the same cgroup version. The container's configuration and private area must
+    be present on the restoring node (M(ovz.containers.ovz_checkpoint) with V(migrated) copies them).
+  - A container whose checkpoint fails keeps running, and the failure says why, with the lines of CRIU's
+    log (kept in the dump directory) that explain it.
+notes:
+  - Processes started by M(ovz.containers.ovz_exec) that still run are not descendants of the container's
+    init; CRIU cannot take them along, so the checkpoint is refused and names them. Daemons started from
+    such commands are adopted by the container's init and are fine.
+  - Files opened from outside the container (other than its console) and mounts added from the host cannot
+    be checkpointed; the checkpoint fails and names them.
+  - Pre-dumps only save time where the kernel tracks dirty memory (C(CONFIG_MEM_SOFT_DIRTY)); elsewhere each
+    pre-dump copies all memory again.
+options:
+  state:
+    description:
+      - What to do with the container.
+      - V(checkpointed) needs a running container and O(dumpfile) or O(dump_dir). Already done when the dump
+        exists and the container is stopped (or running, with O(leave_running)), unless O(force).
+      - V(restored) needs a stopped container and O(dumpfile) or O(dump_dir); a running container is left
+        alone.
+      - V(suspended) and V(resumed) use O(data_dir)C(/dump/<name>).
+      - V(migrated) needs O(target).
+    type: str
+    required: true
+    choices: [checkpointed, restored, suspended, resumed, migrated]
+  dumpfile:
+    description:
+      - An absolute path to the dump as one file (an uncompressed tar archive of CRIU's images). Its
+        directory must exist.
+      - Mutually exclusive with O(dump_dir).
+    type: path
+  dump_dir:
+    description:
+      - An absolute path to a directory for CRIU's images (and its logs). Made if missing.
+      - Mutually exclusive with O(dumpfile).
+    type: path
+  leave_running:
+    description:
+      - With V(checkpointed), the container keeps running after the dump instead of stopping.
+    type: bool
+    default: false
+  force:
+    description:
+      - With V(checkpointed), dump again even when the dump already exists.
+    type: bool
+    default: false
+  tcp_established:
+    description:
+      - Checkpoint and restore established TCP connections (CRIU's C(--tcp-established)). Without it a
+        container with established connections cannot be checkpointed.
+    type: bool
+    default: true
+  target:
+    description:
+      - With V(migrated), the SSH destination, as C([user@]host[:port]).
+    type: str
+  target_data_dir:
+    description:
+      - The O(data_dir) on the target.
+    type: path
+    default: /var/lib/ovz
+  target_cgroup_parent:
+    description:
+      - The O(cgroup_parent) on the target.
+    type: str
+    default: auto
+  target_python:
+    description:
+      - The Python interpreter on the target that runs the engine there.
+    type: str
+    default: python3
+  identity_file:
+    description:
+      - The SSH private key for the target.
+    type: path
+  known_hosts:
+    description:
+      - A known hosts file for the target (SSH's C(UserKnownHostsFile)).
+    type: path
+  ssh_options:
+    description:
+      - More SSH options for the target, such as C(StrictHostKeyChecking=accept-new).
+    type: list
+    elements: str
+    default: []
+  pre_dump_iterations:
+    description:
+      - With V(migrated), at most this many memory pre-dumps while the container runs; they stop earlier
+        when the dirty pages stop shrinking. C(0) disables pre-copy.
+    type: int
+    default: 3
+  keep_source:
+    description:
+      - With V(migrated), keep the stopped container (configuration and private area) on this host.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - ovz.containers.common
+  - ovz.containers.common.attributes
+  - ovz.containers.common.name
+attributes:
+  check_mode:
+    support: full
+    description: Checks the request (container, dump, target) and reports what would change; changes nothing.
+  diff_mode:
+    support: full
+    description: Shows the container's state (and where its dump is) before and after.
+seealso:
+  - module: ovz.containers.ovz_container
+  - module: ovz.containers.ovz_info
+author:
+  - ovz.containers developers (@ovz-containers)
+'''
+
+EXAMPLES = r'''
+- name: Checkpoint a container into one file, and stop it
+  ovz.containers.ovz_checkpoint:
+    name: "101"
+    state: checkpointed
+    dumpfile: /var/backups/ct101.dump
+
+- name: Snapshot a running container, which keeps running
+  ovz.containers.ovz_checkpoint:
+    name: "101"
+    state: checkpointed
+    dump_dir: /var/backups/ct101
+    leave_running: true
+
+- name: Bring it back exactly where it was
+  ovz.containers.ovz_checkpoint:
+    name: "101"
+    state: restored
+    dumpfile: /var/backups/ct101.dump
+
+- name: Suspend before host maintenance, resume afterwards
+  ovz.containers.ovz_checkpoint:
+    name: web1
+    state: suspended
+
+- name: Live-migrate to another host
+  ovz.containers.ovz_checkpoint:
+    name: web1
+    state: migrated
+    target: root@node2.example.com
+    pre_dump_iterations: 3
+  register: moved
+
+- name: How long the container was frozen
+  ansible.builtin.debug:
+    msg: "{{ moved.frozen_ms }} ms"
+'''
+
+RETURN = r'''
+state:
+  description: The container's state on this host after the call.
+  returned: always
+  type: str
+  sample: stopped
+dump:
+  description: The dump written or read (a file, or a directory of CRIU images).
+  returned: when a dump is involved
+  type: str
+  sample: /var/backups/ct101.dump
+timings:
+  description: Milliseconds per phase (C(prepare_ms), C(dump_ms), C(restore_ms), C(network_ms), C(pack_ms), C(total_ms), ...).
+  returned: when something was done
+  type: dict
+  sample: {"prepare_ms": 80.1, "dump_ms": 213.8, "cleanup_ms": 120.5, "pack_ms": 3.2, "total_ms": 430.0}
+frozen_ms:
+  description: How long the container's processes were frozen for the dump, in milliseconds (CRIU's own figure).
+  returned: when a dump was made or a migration done
+  type: float
+  sample: 156.8
+size:
+  description: The size of the dump in bytes.
+  returned: when a dump was made
+  type: int
+  sample: 143211
+checkpoint:
+  description: Everything the engine reported (CRIU statistics such as C(pages_written), C(memdump_ms), C(restore_ms)).
+  returned: when something was done
+  type: dict
+  sample: {"pages_written": 18, "memdump_ms": 1.1, "restore_ms": 190.2}
+migration:
+  description: The migration's result (phases, frozen time, sizes, target) from the migration engine.
+  returned: when O(state=migrated)
+  type: dict
+  sample: {"mode": "online", "frozen_time": 0.42, "pre_dump_iterations": 2}
+'''
+
+import os
+import shutil
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import (
+    DifferenceTracker, argument_spec, fail_from_error)
+from ansible_collections.ovz.containers.plugins.module_utils import checkpoint as ckpt
+from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
+from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils.criu import CriuError
+from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter, StateConflict
+
+RUNNING = ('running', 'frozen')
+
+
+def dump_location(params):
+    """(path, 'dumpfile' or 'dump_dir', present?) of the dump the call names."""
+    for param in ('dumpfile', 'dump_dir'):
+        path = params[param]
+        if path is None:
+            continue
+        if not os.path.isabs(path):
+            raise InvalidParameter('must be an absolute path, got %r' % path, param)
+        if param == 'dumpfile':
+            if os.path.isdir(path):
+                raise InvalidParameter('%s is a directory; use dump_dir for a directory of images' % path, param)
+            return path, param, os.path.isfile(path)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise InvalidParameter('%s exists and is not a directory' % path, param)
+        return path, param, ckpt.is_images_dir(path)
+    return None, None, False
+
+
+def archive_meta(path):
+    """The checkpoint description inside a dump archive; fails naming dumpfile when there is none."""
+    import json
+    import tarfile
+    try:
+        with tarfile.open(path, mode='r') as archive:
+            member = archive.extractfile(ckpt.META_FILE)
+            meta = json.loads(member.read().decode()) if member is not None else None
+    except KeyError:
+        meta = None
+    except (tarfile.TarError, OSError, ValueError) as exc:
+        raise InvalidParameter('%s is not a readable dump archive: %s' % (path, exc), 'dumpfile')
+    if not isinstance(meta, dict) or meta.get('version') != ckpt.META_VERSION:
+        raise InvalidParameter('%s holds no checkpoint of this collection' % path, 'dumpfile')
+    return meta
+
+
+def do_checkpointed(module, manager, checkpointer, name, state, result):
+    params = module.params
+    path, param, present = dump_location(params)
+    if path is None:
+        raise InvalidParameter('state=checkpointed needs dumpfile or dump_dir', 'dumpfile')
+    if param == 'dumpfile' and not os.path.isdir(os.path.dirname(path)):
+        raise InvalidParameter('the directory of %s does not exist' % path, 'dumpfile')
+    result['dump'] = path
+    wanted = 'running' if params['leave_running'] else 'stopped'
+    if present and not params['force'] and (state in RUNNING if params['leave_running'] else state == 'stopped'):
+        return
+    if state not in RUNNING:
+        raise StateConflict('container %s is %s; only a running container can be checkpointed' % (name, state),
+                            'state')
+    checkpointer.criu.version()  # CRIU is there (fails naming it otherwise), in check mode too
+    result['changed'] = True
+    if module.check_mode:
+        result['state'] = wanted
+        return
+    if param == 'dump_dir':
+        report = checkpointer.dump(name, path, leave_running=params['leave_running'],
+                                   tcp_established=params['tcp_established'])
+    else:
+        scratch = ckpt.scratch_dir(manager, name, 'dump')
+        try:
+            report = checkpointer.dump(name, scratch, leave_running=params['leave_running'],
+                                       tcp_established=params['tcp_established'])
+        except CriuError as exc:
+            # CRIU's log goes next to the dump file that was asked for; nothing stays in data_dir.
+            log = path + '.log'
+            shutil.copy(exc.log, log)
+            ckpt.remove_scratch(scratch)
+            raise CriuError(str(exc).replace(exc.log, log), log, exc.errors)
+        except Exception:
+            ckpt.remove_scratch(scratch)
+            raise
+        import time
+        began = time.monotonic()
+        # If packing fails the images stay in the scratch directory: they may be all that is left.
+        report['size'] = ckpt.pack(scratch, path)
+        report['timings']['pack_ms'] = round((time.monotonic() - began) * 1000.0, 1)
+        ckpt.remove_scratch(scratch)
+        report['images_dir'] = path
+    fill(result, report)
+
+
+def do_restored(module, manager, checkpointer, name, state, result):
+    params = module.params
+    path, param, present = dump_location(params)
+    if path is None:
+        raise InvalidParameter('state=restored needs dumpfile or dump_dir', 'dumpfile')
+    result['dump'] = path
+    if state in RUNNING:
+        return
+    if not present:
+        raise InvalidParameter('no dump at %s' % path, param)
+    meta = archive_meta(path) if param == 'dumpfile' else ckpt.load_meta(path)
+    if meta.get('name') != name:
+        raise InvalidParameter('%s is a checkpoint of container %s, not of %s' % (path, meta.get('name'), name),
+                               'name')
+    checkpointer.criu.version()
+    result['changed'] = True
+    if module.check_mode:
+        result['state'] = 'running'
+        return
+    if param == 'dump_dir':
+        report = checkpointer.restore(name, path, tcp_established=params['tcp_established'])
+    else:
+        scratch = ckpt.scratch_dir(manager, name, 'restore')
+        try:
+            import time
+            began = time.monotonic()
+            ckpt.unpack(path, scratch)
+            unpack_ms = round((time.monotonic() - began) * 1000.0, 1)
+            report = checkpointer.restore(name, scratch, tcp_established=params['tcp_established'])
+            report['timings']['unpack_ms'] = unpack_ms
+        finally:
+            ckpt.remove_scratch(scratch)
+    fill(result, report)
+
+
+def do_suspended(module, manager, checkpointer, name, state, result):
+    result['dump'] = manager.layout.dump(name)
+    if state == 'stopped' and checkpointer.suspended(name):
+        return
+    if state not in RUNNING:
+        raise StateConflict('container %s is %s and has no suspended state; only a running container can be '
+                            'suspended' % (name, state), 'state')
+    checkpointer.criu.version()
+    result['changed'] = True
+    if module.check_mode:
+        result['state'] = 'stopped'
+        return
+    fill(result, checkpointer.suspend(name, tcp_established=module.params['tcp_established']))
+
+
+def do_resumed(module, manager, checkpointer, name, state, result):
+    if state in RUNNING:
+        return
+    result['dump'] = manager.layout.dump(name)
+    if not checkpointer.suspended(name):
+        raise StateConflict('container %s is %s and was not suspended: nothing to resume from %s'
+                            % (name, state, manager.layout.dump(name)), 'state')
+    checkpointer.criu.version()
+    result['changed'] = True
+    if module.check_mode:
+        result['state'] = 'running'
+        return
+    fill(result, checkpointer.resume(name, tcp_established=module.params['tcp_established']))
+
+
+def do_migrated(module, manager, name, result):
+    params = module.params
+    if not params['target']:
+        raise InvalidParameter('state=migrated needs a target', 'target')
+    try:
+        from ansible_collections.ovz.containers.plugins.module_utils.migration import migrate
+        from ansible_collections.ovz.containers.plugins.module_utils.remote import Target
+    except ImportError as exc:
+        raise StateConflict('live migration is not available in this installation (%s)' % exc, 'state')
+    target = Target.from_param(params['target'], data_dir=params['target_data_dir'],
+                               cgroup_parent=params['target_cgroup_parent'], python=params['target_python'],
+                               identity_file=params['identity_file'], known_hosts=params['known_hosts'],
+                               ssh_options=list(params['ssh_options'] or []))
+    report = migrate(manager, name, target, pre_dump_iterations=params['pre_dump_iterations'],
+                     keep_source=params['keep_source'], tcp_established=params['tcp_established'],
+                     check_mode=module.check_mode)
+    result['changed'] = bool(report.get('changed'))
+    result['migration'] = report
+    timings = report.get('timings') or {}
+    result['timings'] = dict((key if key.endswith('_ms') else key + '_ms',
+                              round(value * 1000.0, 1) if isinstance(value, (int, float)) else value)
+                             for key, value in timings.items())
+    if report.get('frozen_time') is not None:
+        result['frozen_ms'] = round(report['frozen_time'] * 1000.0, 1)
+
+
+def fill(result, report):
+    result['checkpoint'] = report
+    result['timings'] = report.get('timings', {})
+    if 'frozen_ms' in report:
+        result['frozen_ms'] = report['frozen_ms']
+    if 'size' in report:
+        result['size'] = report['size']
+
+
+ACTIONS = {
+    'checkpointed': do_checkpointed,
+    'restored': do_restored,
+    'suspended': do_suspended,
+    'resumed': do_resumed,
+}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            name=dict(type='str', required=True, aliases=['ctid']),
+            state=dict(type='str', required=True, choices=['checkpointed', 'restored', 'suspended', 'resumed',
+                                                           'migrated']),
+            dumpfile=dict(type='path'),
+            dump_dir=dict(type='path'),
+            leave_running=dict(type='bool', default=False),
+            force=dict(type='bool', default=False),
+            tcp_established=dict(type='bool', default=True),
+            target=dict(type='str'),
+            target_data_dir=dict(type='path', default='/var/lib/ovz'),
+            target_cgroup_parent=dict(type='str', default='auto'),
+            target_python=dict(type='str', default='python3'),
+            identity_file=dict(type='path'),
+            known_hosts=dict(type='path'),
+            ssh_options=dict(type='list', elements='str', default=[]),
+            pre_dump_iterations=dict(type='int', default=3),
+            keep_source=dict(type='bool', default=False),
+        ),
+        mutually_exclusive=[('dumpfile', 'dump_dir')],
+        required_if=[('state', 'migrated', ('target',))],
+        supports_check_mode=True,
+    )
+    params = module.params
+    result = dict(changed=False, state=None)
+    diff = DifferenceTracker()
+    try:
+        name = validate_name(params['name'])
+        manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
+        state = manager.status(name)
+        if state == 'absent' and params['state'] != 'migrated':
+            raise StateConflict('container %s does not exist' % name, 'name')
+        before = state
+        if params['state'] == 'migrated':
+            do_migrated(module, manager, name, result)
+        else:
+            ACTIONS[params['state']](module, manager, ckpt.Checkpointer(manager), name, state, result)
+        if not result['state']:
+            result['state'] = manager.status(name)
+        diff.add('state', before, result['state'])
+        diff.add('dump', None, result.get('dump'))
+    except Exception as exc:  # noqa: BLE001 - every failure is reported with its parameter
+        fail_from_error(module, exc, **result)
+    if module._diff:
+        result['diff'] = diff.diff()
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

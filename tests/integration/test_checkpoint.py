@@ -1,0 +1,601 @@
+# -*- coding: utf-8 -*-
+"""ovz_checkpoint and the checkpoint engine on the real kernel with CRIU (issue 7).
+
+Each test has a "host" network namespace (``ovz-th<tag>``), where the engine's
+calls and the module run, and a "client" namespace (``ovz-tc<tag>``) joined to
+it by a veth pair: the client reaches the container's address (routed mode)
+through the host. Inside the container runs ``ckpt_workload`` (a static C
+program built from ``ckpt_workload.c``): a counter in memory, POSIX/interval
+timers and a timerfd, a pipe pair and a unix socket pair to a child, SysV shm,
+semaphore and message queue, and a TCP echo server. The client's TCP
+connection is made before the checkpoint and used again after the restore:
+the reply on the same socket proves the connection carried on.
+
+Dump and restore timings are printed (run pytest with ``-s`` to see them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import COLLECTIONS_ROOT, MODULES_DIR, Node, host_snapshot
+
+from ansible_collections.ovz.containers.plugins.module_utils import namespaces as ns
+from ansible_collections.ovz.containers.plugins.module_utils import network as net
+from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer
+from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, CriuError, find_criu
+from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError, StateConflict
+
+HOST4, CLIENT4, CT4 = "10.213.60.1", "10.213.60.2", "10.213.61.10"
+PORT = 7000
+WORKLOAD = "/root/ckpt_workload"
+STATUS = "/root/ckpt_status"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def run(argv, check=True, timeout=60):
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s exited %d: %s %s" % (argv, proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+def in_ns(path, fn, *args, **kwargs):
+    """Call ``fn`` in a thread that entered the network namespace at ``path``."""
+    box = {}
+
+    def target():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            ns.setns(fd, ns.CLONE_NEWNET)
+        finally:
+            os.close(fd)
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: B036 - handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+@pytest.fixture(scope="session")
+def criu_binary():
+    try:
+        binary = find_criu()
+    except OvzError as exc:
+        pytest.skip(str(exc))
+    ok, output = Criu(binary).check()
+    if not ok:
+        pytest.skip("criu check fails on this kernel: %s" % output.splitlines()[-1:])
+    return binary
+
+
+@pytest.fixture(scope="session")
+def workload(session_dir, criu_binary):
+    """The workload, built statically so it runs in any container."""
+    out = os.path.join(session_dir, "ckpt_workload")
+    if not os.path.exists(out):
+        run(["gcc", "-static", "-O1", "-Wall", "-o", out, os.path.join(HERE, "ckpt_workload.c")], timeout=120)
+    return out
+
+
+class Lab:
+    """A node whose containers live in the host namespace, with a client namespace beyond it."""
+
+    def __init__(self, node, template, workload_bin, tag):
+        self.node = node
+        self.template = template
+        self.workload = workload_bin
+        self.host = "ovz-th" + tag
+        self.client = "ovz-tc" + tag
+        self.host_path = "/run/netns/" + self.host
+        self.client_path = "/run/netns/" + self.client
+        self.tag = tag
+        self.nodes = [node]
+
+    def setup(self):
+        run(["ip", "netns", "add", self.host])
+        run(["ip", "netns", "add", self.client])
+        hif, cif = "ovzh" + self.tag, "ovzc" + self.tag
+        run(["ip", "-n", self.host, "link", "add", hif, "type", "veth", "peer", "name", cif, "netns", self.client])
+        for netns, ifname, address in ((self.host, hif, HOST4), (self.client, cif, CLIENT4)):
+            run(["ip", "-n", netns, "link", "set", "lo", "up"])
+            run(["ip", "-n", netns, "addr", "add", address + "/24", "dev", ifname])
+            run(["ip", "-n", netns, "link", "set", ifname, "up"])
+        run(["ip", "netns", "exec", self.host, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        run(["ip", "-n", self.client, "route", "add", "10.213.61.0/24", "via", HOST4])
+
+    def teardown(self):
+        for node in self.nodes:
+            for name in node.manager.layout.names():
+                try:
+                    in_ns(self.host_path, node.manager.destroy, name)
+                except Exception as exc:  # noqa: BLE001 - clean as much as possible
+                    print("destroying %s failed: %s" % (name, exc), file=sys.stderr)
+        for netns in (self.client, self.host):
+            run(["ip", "netns", "del", netns], check=False)
+
+    def call(self, fn, *args, **kwargs):
+        return in_ns(self.host_path, fn, *args, **kwargs)
+
+    # -- containers ---------------------------------------------------------------------
+    def create(self, node=None, layout="directory"):
+        node = node or self.node
+        name = node.name()
+        manager = node.manager
+        manager.create(name, self.template, layout=layout)
+        config = manager.load(name)
+        config.network = net.normalize_network(name, manager.layout.data_dir, {"ip_address": [CT4]})
+        manager.store.save(config)
+        return name
+
+    def start_with_workload(self, name, node=None):
+        manager = (node or self.node).manager
+        self.call(manager.start, name, wait_boot=True, timeout=30)
+        shutil.copy(self.workload, manager.layout.root(name) + WORKLOAD)
+        result = manager.exec(name, ["sh", "-c", "%s %d %s </dev/null >/dev/null 2>&1 &" % (WORKLOAD, PORT, STATUS)])
+        assert result.rc == 0, result
+        self.wait_status(name, node, lambda s: s["counter"] > 2)
+
+    def status(self, name, node=None):
+        """The workload's last status line (from the private area when the container is stopped)."""
+        manager = (node or self.node).manager
+        path = manager.layout.root(name) + STATUS
+        if not os.path.ismount(manager.layout.root(name)):
+            path = manager.layout.private(name) + STATUS
+        with open(path) as handle:
+            text = handle.read()
+        values = {}
+        for item in text.split():
+            key, _sep, value = item.partition("=")
+            values[key] = int(value) if value.lstrip("-").isdigit() else value
+        return values
+
+    def wait_status(self, name, node=None, predicate=lambda s: True, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.status(name, node)
+                if predicate(last):
+                    return last
+            except (OSError, KeyError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError("workload status never matched: %r" % (last,))
+
+    # -- the client -------------------------------------------------------------------------
+    def connect(self):
+        sock = in_ns(self.client_path, socket.socket, socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(15)
+        sock.connect((CT4, PORT))
+        return sock
+
+    @staticmethod
+    def echo(sock, text):
+        sock.sendall(text.encode())
+        want = ("echo:" + text).encode()
+        got = b""
+        while len(got) < len(want):
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise AssertionError("the connection was closed (got %r)" % got)
+            got += chunk
+        assert got == want
+        return got
+
+    # -- modules --------------------------------------------------------------------------------
+    def module(self, args, node=None, check=False, diff=False):
+        node = node or self.node
+        payload = dict({"data_dir": node.data_dir, "cgroup_parent": node.cgroup_parent}, **args)
+        payload.update(_ansible_check_mode=check, _ansible_diff=diff)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="ovz-args-", delete=False) as handle:
+            json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
+            args_file = handle.name
+        try:
+            proc = subprocess.run(["nsenter", "--net=" + self.host_path, sys.executable,
+                                   os.path.join(MODULES_DIR, "ovz_checkpoint.py"), args_file],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                                  env=dict(os.environ, PYTHONPATH=COLLECTIONS_ROOT), timeout=300, check=False)
+        finally:
+            os.unlink(args_file)
+        try:
+            return json.loads(proc.stdout)
+        except ValueError:
+            raise AssertionError("ovz_checkpoint printed no JSON (rc %d): %s %s"
+                                 % (proc.returncode, proc.stdout, proc.stderr)) from None
+
+    def snapshot(self, node=None, names=()):
+        """conftest.host_snapshot of the node, without the status file the running workload keeps rewriting."""
+        node = node or self.node
+        snap = self.call(host_snapshot, node.data_dir, node.cgroup_parent, names)
+        snap["files"] = {k: v for k, v in snap["files"].items() if "ckpt_status" not in k}
+        return snap
+
+
+@pytest.fixture
+def lab(node, busybox_template, workload):
+    result = Lab(node, busybox_template, workload, node.tag)
+    try:
+        result.setup()
+        yield result
+    finally:
+        result.teardown()
+
+
+@pytest.fixture
+def second_node(session_dir, lab):
+    """Another node (its own data_dir and cgroup parent) on this kernel, in the same host namespace."""
+    tag = uuid.uuid4().hex[:6]
+    base = os.path.join(session_dir, "node-" + tag)
+    os.makedirs(base)
+    other = Node(base, tag)
+    lab.nodes.append(other)
+    try:
+        yield other
+    finally:
+        for name in other.manager.layout.names():
+            try:
+                lab.call(other.manager.destroy, name)
+            except Exception as exc:  # noqa: BLE001 - clean as much as possible
+                print("destroying %s failed: %s" % (name, exc), file=sys.stderr)
+        other.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def assert_carried_on(before, after):
+    """The workload after a restore is the same process, its state carried on from ``before``."""
+    assert after["pid"] == before["pid"]
+    for key in ("counter", "posix", "itimer", "timerfd", "pipe", "unix"):
+        assert after[key] > before[key], (key, before, after)
+    assert after["shm"] == "ok" and after["sem"] == 7 and after["msgq"] == 1, after
+    assert after["accepted"] == before["accepted"]
+
+
+def timings(label, result):
+    shown = {k: result.get(k) for k in ("timings", "frozen_ms", "size") if k in result}
+    print("\n%s: %s" % (label, json.dumps(shown, sort_keys=True)))
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint to a file and restore: state, established TCP, three ways
+# ---------------------------------------------------------------------------------------------
+
+def test_checkpoint_to_file_and_restore(lab, session_dir):
+    name = lab.create()
+    lab.start_with_workload(name)
+    sock = lab.connect()
+    lab.echo(sock, "before")
+    before = lab.wait_status(name, predicate=lambda s: s["accepted"] == 1 and s["counter"] > 20)
+    dumpfile = os.path.join(session_dir, "%s.dump" % name)
+    args = {"name": name, "state": "checkpointed", "dumpfile": dumpfile}
+
+    result = lab.module(args, check=True)
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    assert lab.node.manager.status(name) == "running" and not os.path.exists(dumpfile)
+
+    result = lab.module(args, diff=True)
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    timings("checkpoint to file", result)
+    assert result["state"] == "stopped" and lab.node.manager.status(name) == "stopped"
+    assert result["diff"]["before"]["state"] == "running" and result["diff"]["after"]["state"] == "stopped"
+    assert os.path.getsize(dumpfile) == result["size"] > 0
+    assert result["frozen_ms"] > 0
+    dumped = lab.status(name)  # the rootfs is not mounted now: read it from the private area
+    assert not os.path.ismount(lab.node.manager.layout.root(name))
+    assert lab.module(args)["changed"] is False
+
+    restore = {"name": name, "state": "restored", "dumpfile": dumpfile}
+    result = lab.module(restore, check=True)
+    assert result["changed"] and lab.node.manager.status(name) == "stopped", result
+    result = lab.module(restore)
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    timings("restore from file", result)
+    assert result["state"] == "running"
+    # The same TCP connection carries on: the reply comes back over the socket made before the dump.
+    lab.echo(sock, "after-restore")
+    after = lab.wait_status(name, predicate=lambda s: s["counter"] > dumped["counter"] + 5)
+    assert_carried_on(before, after)
+    assert after["counter"] >= dumped["counter"]
+    # The listening socket survived: a new connection is accepted.
+    fresh = lab.connect()
+    lab.echo(fresh, "new-connection")
+    lab.wait_status(name, predicate=lambda s: s["accepted"] == 2)
+    assert lab.module(restore)["changed"] is False
+    # exec and status work on the restored container as on a started one; stop cleans up.
+    assert lab.node.manager.exec(name, ["cat", STATUS]).rc == 0
+    fresh.close()
+    sock.close()
+    lab.call(lab.node.manager.stop, name, timeout=5)
+    assert lab.snapshot()["links"] == [] and lab.snapshot()["mounts"] == []
+
+
+def test_checkpoint_leave_running(lab, session_dir):
+    name = lab.create()
+    lab.start_with_workload(name)
+    sock = lab.connect()
+    lab.echo(sock, "one")
+    before = lab.wait_status(name, predicate=lambda s: s["accepted"] == 1 and s["counter"] > 40)
+    images = os.path.join(session_dir, "%s-images" % name)
+    args = {"name": name, "state": "checkpointed", "dump_dir": images, "leave_running": True}
+    result = lab.module(args)
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    timings("checkpoint leave_running", result)
+    assert result["state"] == "running" and os.path.isfile(os.path.join(images, "dump.log"))
+    # It never stopped: the same connection, the same process, carrying on.
+    lab.echo(sock, "two")
+    after = lab.wait_status(name, predicate=lambda s: s["counter"] > before["counter"] + 5)
+    assert_carried_on(before, after)
+    assert lab.module(args)["changed"] is False
+    sock.close()
+    # Later: stop, and restore the running state of the checkpoint.
+    lab.call(lab.node.manager.stop, name, timeout=5)
+    result = lab.module({"name": name, "state": "restored", "dump_dir": images})
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    timings("restore from dump_dir", result)
+    restored = lab.wait_status(name, predicate=lambda s: s["counter"] > before["counter"])
+    assert restored["pid"] == before["pid"] and restored["shm"] == "ok" and restored["msgq"] == 1
+    lab.echo(lab.connect(), "after")
+
+
+# ---------------------------------------------------------------------------------------------
+# suspend and resume (image layout: loop device and mount go and come back)
+# ---------------------------------------------------------------------------------------------
+
+def test_suspend_then_resume(lab):
+    name = lab.create(layout="image")
+    lab.start_with_workload(name)
+    sock = lab.connect()
+    lab.echo(sock, "before")
+    before = lab.wait_status(name, predicate=lambda s: s["accepted"] == 1)
+    suspend = {"name": name, "state": "suspended"}
+    result = lab.module(suspend, check=True)
+    assert result["changed"] and lab.node.manager.status(name) == "running", result
+    result = lab.module(suspend)
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    timings("suspend", result)
+    manager = lab.node.manager
+    assert manager.status(name) == "stopped" and os.path.isdir(manager.layout.dump(name))
+    snap = lab.snapshot()
+    assert snap["loops"] == [] and snap["mounts"] == [] and snap["links"] == [], snap
+    assert lab.module(suspend)["changed"] is False
+
+    resume = {"name": name, "state": "resumed"}
+    result = lab.module(resume, check=True)
+    assert result["changed"] and manager.status(name) == "stopped", result
+    result = lab.module(resume)
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    timings("resume", result)
+    lab.echo(sock, "after-resume")
+    assert_carried_on(before, lab.wait_status(name, predicate=lambda s: s["counter"] > before["counter"] + 5))
+    assert not os.path.exists(manager.layout.dump(name))
+    assert lab.module(resume)["changed"] is False
+    assert lab.snapshot()["loops"], "the image is loop-mounted again"
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint on node A, restore from the copied dump on node B
+# ---------------------------------------------------------------------------------------------
+
+def test_restore_on_another_node(lab, second_node, session_dir):
+    node_a, node_b = lab.node, second_node
+    name = lab.create()
+    lab.start_with_workload(name)
+    sock = lab.connect()
+    lab.echo(sock, "on-a")
+    before = lab.wait_status(name, predicate=lambda s: s["accepted"] == 1)
+    dumpfile = os.path.join(session_dir, "%s-a.dump" % name)
+    result = lab.module({"name": name, "state": "checkpointed", "dumpfile": dumpfile})
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    timings("checkpoint on node A", result)
+    # What a migration copies: configuration, private area, the dump.
+    copied = os.path.join(session_dir, "%s-b.dump" % name)
+    shutil.copy(dumpfile, copied)
+    os.makedirs(os.path.dirname(node_b.manager.layout.conf(name)), exist_ok=True)
+    shutil.copy(node_a.manager.layout.conf(name), node_b.manager.layout.conf(name))
+    os.makedirs(os.path.dirname(node_b.manager.layout.private(name)), exist_ok=True)
+    run(["cp", "-a", node_a.manager.layout.private(name), node_b.manager.layout.private(name)])
+    lab.call(node_a.manager.destroy, name)
+
+    result = lab.module({"name": name, "state": "restored", "dumpfile": copied}, node=node_b)
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    timings("restore on node B", result)
+    lab.echo(sock, "on-b")
+    after = lab.wait_status(name, node_b, lambda s: s["counter"] > before["counter"] + 5)
+    assert_carried_on(before, after)
+    runtime = node_b.manager.runtime(name)
+    with open("/proc/%d/cgroup" % runtime.init_pid) as handle:
+        cgroups = handle.read()
+    assert "/%s/ovz-%s/payload" % (node_b.cgroup_parent, name) in cgroups
+    assert node_a.cgroup_parent not in cgroups
+    snap_a = lab.snapshot(node_a, [name])
+    assert not [c for c in snap_a["cgroups"] if name in c] and snap_a["mounts"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# failures: the container keeps running and the message says why; a failed restore leaves nothing
+# ---------------------------------------------------------------------------------------------
+
+def test_failed_checkpoint_keeps_running_and_says_why(lab, session_dir):
+    name = lab.create()
+    lab.start_with_workload(name)
+    sock = lab.connect()
+    lab.echo(sock, "before")
+    manager = lab.node.manager
+    # A daemon inside holding a file of the host open (its stdout), which CRIU cannot take along.
+    outside = os.path.join(session_dir, "%s-outside.log" % name)
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+              "ContainerManager(%r, %r).exec(%r, ['sh', '-c', 'setsid sleep 1000 &'], capture=False)\n"
+              % (COLLECTIONS_ROOT, lab.node.data_dir, lab.node.cgroup_parent, name))
+    with open(outside, "w") as handle:
+        subprocess.run([sys.executable, "-c", script], stdout=handle, check=True, timeout=60)
+    dumpfile = os.path.join(session_dir, "%s-fail.dump" % name)
+    before = lab.snapshot(names=[name])
+    result = lab.module({"name": name, "state": "checkpointed", "dumpfile": dumpfile})
+    assert result.get("failed") and "Can't lookup mount" in result["msg"] and outside in result["msg"], result
+    print("\nfailed checkpoint says: %s" % result["msg"])
+    assert manager.status(name) == "running" and not os.path.exists(dumpfile)
+    assert lab.snapshot(names=[name]) == before
+    lab.echo(sock, "still-here")
+    counter = lab.status(name)["counter"]
+    lab.wait_status(name, predicate=lambda s: s["counter"] > counter + 3)
+
+    # A command still running from exec is not in the container's process tree: refused before freezing.
+    manager.exec(name, ["sh", "-c", "kill $(pidof sleep); true"])
+    box = []
+    holder = threading.Thread(target=lambda: box.append(manager.exec(name, ["sleep", "5"], timeout=30)))
+    holder.start()
+    try:
+        deadline = time.monotonic() + 10
+        seen = b""
+        while time.monotonic() < deadline and b"sleep 5" not in seen:
+            seen = manager.exec(name, ["ps"]).stdout
+            time.sleep(0.05)
+        assert b"sleep 5" in seen, (seen, box)
+        with pytest.raises(StateConflict, match="not descendants of its init.*sleep 5"):
+            lab.call(Checkpointer(manager).dump, name, os.path.join(session_dir, "%s-stray" % name))
+        assert manager.status(name) == "running"
+    finally:
+        holder.join()
+    lab.echo(sock, "and-still")
+
+
+def test_failed_restore_leaves_nothing(lab, session_dir):
+    name = lab.create()
+    lab.start_with_workload(name)
+    sock = lab.connect()
+    lab.echo(sock, "before")
+    images = os.path.join(session_dir, "%s-images" % name)
+    manager = lab.node.manager
+    result = lab.module({"name": name, "state": "checkpointed", "dump_dir": images})
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    # The workload's binary is gone from the private area: CRIU fails half-way through the restore,
+    # after the mount, the cgroups and the veth pair were made.
+    binary = manager.layout.private(name) + WORKLOAD
+    os.rename(binary, binary + ".away")
+    images_before = {f: os.path.getsize(os.path.join(images, f)) for f in os.listdir(images) if f.endswith(".img")}
+    before = lab.snapshot(names=[name])
+    result = lab.module({"name": name, "state": "restored", "dump_dir": images})
+    assert result.get("failed") and "restore of %s failed" % name in result["msg"], result
+    print("\nfailed restore says: %s" % result["msg"])
+    assert manager.status(name) == "stopped"
+    assert lab.snapshot(names=[name]) == before
+    assert {f: os.path.getsize(os.path.join(images, f)) for f in os.listdir(images) if f.endswith(".img")} == \
+        images_before
+    # The dump is intact: with the file back, the restore works and the connection carries on.
+    os.rename(binary + ".away", binary)
+    result = lab.module({"name": name, "state": "restored", "dump_dir": images})
+    assert result["changed"] and not result.get("failed"), result.get("msg", result)
+    lab.echo(sock, "after")
+
+
+# ---------------------------------------------------------------------------------------------
+# leave_stopped: the undo (resume_stopped) and the commit (finish_stopped) of a live migration
+# ---------------------------------------------------------------------------------------------
+
+def test_leave_stopped_then_resume_or_finish(lab, session_dir):
+    name = lab.create()
+    lab.start_with_workload(name)
+    sock = lab.connect()
+    lab.echo(sock, "before")
+    manager = lab.node.manager
+    checkpointer = Checkpointer(manager)
+    before = lab.wait_status(name, predicate=lambda s: s["accepted"] == 1)
+    report = lab.call(checkpointer.dump, name, os.path.join(session_dir, "%s-1" % name), leave_stopped=True)
+    timings("dump leave_stopped", report)
+    assert checkpointer.stopped_after_dump(name)
+    frozen = lab.status(name)
+    time.sleep(0.3)
+    assert lab.status(name)["counter"] == frozen["counter"], "the processes are stopped"
+    result = lab.call(checkpointer.resume_stopped, name)
+    assert result["network_locks_removed"], result
+    assert not checkpointer.stopped_after_dump(name)
+    lab.echo(sock, "resumed-here")
+    assert_carried_on(before, lab.wait_status(name, predicate=lambda s: s["counter"] > frozen["counter"] + 5))
+
+    lab.call(checkpointer.dump, name, os.path.join(session_dir, "%s-2" % name), leave_stopped=True)
+    lab.call(checkpointer.finish_stopped, name)
+    assert manager.status(name) == "stopped"
+    snap = lab.snapshot(names=[name])
+    assert not [c for c in snap["cgroups"] if name in c] and snap["mounts"] == [] and snap["links"] == [], snap
+    with pytest.raises(StateConflict):
+        lab.call(checkpointer.resume_stopped, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad inputs: the parameter is named and nothing changes
+# ---------------------------------------------------------------------------------------------
+
+def test_bad_inputs_change_nothing(lab, session_dir):
+    name = lab.create()
+    lab.start_with_workload(name)
+    other = lab.create()
+    manager = lab.node.manager
+    images = os.path.join(session_dir, "%s-images" % name)
+    os.makedirs(images)
+    cases = [
+        ({"name": "ovznosuch", "state": "checkpointed", "dump_dir": images}, "name"),
+        ({"name": "bad name!", "state": "suspended"}, "name"),
+        ({"name": name, "state": "checkpointed"}, "dumpfile"),
+        ({"name": name, "state": "checkpointed", "dumpfile": "relative.dump"}, "dumpfile"),
+        ({"name": name, "state": "checkpointed", "dumpfile": os.path.join(session_dir, "nodir", "x.dump")},
+         "dumpfile"),
+        ({"name": name, "state": "checkpointed", "dumpfile": images}, "dumpfile"),
+        ({"name": name, "state": "checkpointed", "dumpfile": "/x.dump", "dump_dir": images}, "dump_dir"),
+        ({"name": other, "state": "restored", "dumpfile": os.path.join(session_dir, "missing.dump")}, "dumpfile"),
+        ({"name": other, "state": "restored", "dump_dir": images}, "dump_dir"),
+        ({"name": other, "state": "checkpointed", "dump_dir": images}, "state"),
+        ({"name": other, "state": "resumed"}, "state"),
+        ({"name": name, "state": "migrated"}, "target"),
+        ({"name": name, "state": "migrated", "target": "-oProxyCommand=x"}, "target"),
+    ]
+    garbage = os.path.join(session_dir, "garbage.dump")
+    with open(garbage, "w") as handle:
+        handle.write("not a dump")
+    cases.append(({"name": other, "state": "restored", "dumpfile": garbage}, "dumpfile"))
+    before = lab.snapshot(names=[name, other])
+    for args, param in cases:
+        for check in (True, False):
+            result = lab.module(args, check=check)
+            assert result.get("failed") and param in result["msg"], (args, result)
+    assert lab.snapshot(names=[name, other]) == before
+    assert manager.status(name) == "running" and manager.status(other) == "stopped"
+    assert os.listdir(images) == []
+
+    # A checkpoint of one container is not restored as another.
+    lab.module({"name": name, "state": "checkpointed", "dump_dir": images, "leave_running": True})
+    before = lab.snapshot(names=[name, other])
+    result = lab.module({"name": other, "state": "restored", "dump_dir": images})
+    assert result.get("failed") and "name" in result["msg"] and name in result["msg"], result
+    assert lab.snapshot(names=[name, other]) == before
+
+
+def test_criu_wrapper():
+    criu = Criu()
+    assert criu.version_tuple() >= (3, 11)
+    ok, output = criu.check()
+    assert ok, output
+    with pytest.raises(CriuError) as raised:
+        criu.run("restore", tempfile.mkdtemp(prefix="ovz-tests-criu-", dir="/var/tmp"), [], what="nothing")
+    assert "nothing failed" in str(raised.value) and raised.value.errors
+    shutil.rmtree(os.path.dirname(raised.value.log), ignore_errors=True)

@@ -1,0 +1,551 @@
+# -*- coding: utf-8 -*-
+"""Live migration over real SSH between harness nodes (issue 7; tests/multinode.py).
+
+The migration runs in node 1's netns (as Ansible would run it there), node 2 is
+the target, and the hub (a third namespace) holds the TCP clients. The workload
+(tests/integration/ckpt_workload.c, started by the container's init) keeps a
+counter in memory, timers, pipes, SysV IPC and an echo service; a connection
+made before the migration must carry on after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, host_snapshot
+
+pytest_plugins = ["multinode"]   # the harness fixture
+
+WORKLOAD_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ckpt_workload.c")
+PORT = 7000          # the workload's echo service (IPv4)
+HTTP_PORT = 8080     # busybox httpd (IPv4 and IPv6)
+S50_TCP = """#!/bin/sh
+case "$1" in
+    start) /usr/bin/ckpt_workload %d /root/status </dev/null >/dev/null 2>&1 &
+           mkdir -p /root/www && echo ovz-www > /root/www/index.html && httpd -p %d -h /root/www ;;
+esac
+exit 0
+""" % (PORT, HTTP_PORT)
+# Without sockets: a shell whose counter lives only in its memory. It never forks (builtins only:
+# it sleeps in ``read -t`` on a FIFO), because Checkpointer's check that every process descends
+# from the init races with forks.
+S50_PLAIN = """#!/bin/sh
+case "$1" in
+    start) mkfifo /root/tick 2>/dev/null
+           sh -c 'i=0; while :; do i=$((i+1)); echo "counter=$i pid=$$" > /root/status;
+                  read -t 0.2 x <> /root/tick; done' </dev/null >/dev/null 2>&1 & ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture(scope="module")
+def debian_template():
+    """OVZ_DEBIAN_TEMPLATE, or the cached build (as tests/integration/test_debian.py)."""
+    path = os.environ.get("OVZ_DEBIAN_TEMPLATE")
+    if not path or not os.path.exists(path):
+        out = subprocess.run([os.path.join(REPO, "scripts", "build-debian-template")], stdout=subprocess.PIPE,
+                             universal_newlines=True, check=True).stdout
+        path = out.strip().splitlines()[-1]
+    return path
+
+
+DATA_MD5 = hashlib.md5(b"ovz-migration-data\n" * 1000).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def workload(session_dir):
+    binary = os.path.join(session_dir, "ckpt_workload")
+    if not os.path.exists(binary):
+        subprocess.run(["gcc", "-static", "-O2", "-o", binary, WORKLOAD_SRC], check=True)
+    return binary
+
+
+def addresses(index):
+    return ["10.213.201.%d" % index, "fd00:213::201:%d" % index]
+
+
+def make_container(node, name, template, workload_binary, ips, layout="directory", tcp=True):
+    """A container with the workload started by its init (so CRIU sees it in the init's tree);
+    ``tcp``: the C workload with its echo service and httpd, else a shell counter without sockets."""
+    node.create_container(name, template, ips, layout=layout, start=False)
+    code = ("import shutil, os\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+            "m = ContainerManager(%r, %r)\n"
+            "c = m.load(%r)\n"
+            "s = m.storage(c)\n"
+            "s.mount()\n"
+            "try:\n"
+            "    os.makedirs(os.path.join(s.root, 'usr/bin'), exist_ok=True)\n"
+            "    shutil.copy(%r, os.path.join(s.root, 'usr/bin/ckpt_workload'))\n"
+            "    with open(os.path.join(s.root, 'etc/init.d/S50workload'), 'w') as f:\n"
+            "        f.write(%r)\n"
+            "    os.chmod(os.path.join(s.root, 'etc/init.d/S50workload'), 0o755)\n"
+            "    with open(os.path.join(s.root, 'root/data'), 'w') as f:\n"
+            "        f.write('ovz-migration-data\\n' * 1000)\n"
+            "finally:\n"
+            "    s.umount()\n"
+            "m.start(%r, wait_boot=True, timeout=60)\n"
+            % (node.data_dir, node.cgroup_parent, name, workload_binary, S50_TCP if tcp else S50_PLAIN, name))
+    node.python(code)
+    wait_status(node, name, above=2)
+
+
+def sh(node, name, script):
+    code = ("import sys\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+            "r = ContainerManager(%r, %r).exec(%r, ['/bin/sh', '-c', %r], timeout=30)\n"
+            "sys.stdout.write(r.stdout.decode())\n" % (node.data_dir, node.cgroup_parent, name, script))
+    return node.python(code).stdout
+
+
+def status_of(node, name):
+    line = sh(node, name, "cat /root/status 2>/dev/null")
+    return dict(pair.split("=", 1) for pair in line.split() if "=" in pair)
+
+
+def wait_status(node, name, timeout=20, above=0):
+    """The workload's status once its counter is above ``above``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = status_of(node, name)
+        if int(status.get("counter", 0)) > above:
+            return status
+        assert time.monotonic() < deadline, "the workload in %s did not start" % name
+        time.sleep(0.2)
+
+
+def echo(sock, token):
+    sock.sendall(token.encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(256)
+        assert chunk, "connection closed"
+        data += chunk
+    return data.decode().strip()
+
+
+def run_migration(node, name, target, fault=None, kill_during=None, **options):
+    """Migrate ``name`` from ``node`` (in its netns, as its own process); the result, or None if it died.
+
+    ``fault``: the phase after which the process kills itself; ``kill_during``: the phase
+    after which a timer kills it a moment later (while the next step runs).
+    """
+    code = ("import json, os, sys, threading\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils import migration\n"
+            "def hook(phase):\n"
+            "    if phase == %r:\n"
+            "        os.kill(os.getpid(), 9)\n"
+            "    if phase == %r:\n"
+            "        threading.Timer(0.15, os.kill, (os.getpid(), 9)).start()\n"
+            "m = ContainerManager(%r, %r)\n"
+            "try:\n"
+            "    r = migration.migrate(m, %r, %r, hook=hook, **%r)\n"
+            "except Exception as exc:\n"
+            "    r = {'failed': True, 'msg': str(exc), 'param': getattr(exc, 'param', None)}\n"
+            "print('\\n' + json.dumps(r, default=str))\n"
+            % (fault, kill_during, node.data_dir, node.cgroup_parent, name, target, options))
+    proc = node.python(code, check=False)
+    if proc.returncode == -9:
+        return None
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def wait_converged(node, name, timeout=90):
+    """Wait until no migration journal of ``name`` is left on ``node`` (the watchdog has converged)."""
+    journal = os.path.join(node.data_dir, "dump", name, "migrate.json")
+    deadline = time.monotonic() + timeout
+    while os.path.exists(journal):
+        assert time.monotonic() < deadline, "the migration of %s did not converge: %s" % (name, open(journal).read())
+        time.sleep(0.2)
+    lock = os.path.join(node.data_dir, "dump", name, "migrate.lock")
+    while os.path.exists(lock) and subprocess.run(["flock", "-n", lock, "true"], check=False).returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def assert_gone(node, name, ips):
+    """Nothing of ``name`` is left on ``node``: config, private area, mounts, links, routes, proxies, cgroups."""
+    assert node.engine("manager.status(%r)" % name) == "absent"
+    for sub in ("conf/%s.json" % name, "private/" + name, "root/" + name, "dump/" + name, "run/" + name):
+        assert not os.path.lexists(os.path.join(node.data_dir, sub)), sub
+    with open("/proc/self/mountinfo") as handle:
+        assert os.path.join(node.data_dir, "root", name) not in handle.read()
+    assert [link for link in node.netns.links() if link not in ("lo", "ovz0")] == []
+    routes = node.netns.ip("route", "show") + node.netns.ip("-6", "route", "show")
+    proxies = node.netns.ip("neigh", "show", "proxy") + node.netns.ip("-6", "neigh", "show", "proxy")
+    for ip in ips:
+        assert ip not in routes and ip not in proxies
+    cgroups = subprocess.run(["find", "/sys/fs/cgroup", "-name", "ovz-" + name], stdout=subprocess.PIPE,
+                             universal_newlines=True, check=False).stdout
+    assert [line for line in cgroups.split() if "/%s/" % node.cgroup_parent in line] == []
+
+
+def assert_answers(harness, ips):
+    for ip in ips:
+        assert harness.hub.run(["busybox", "ping", "-c1", "-W2", ip], check=False).returncode == 0, ip
+        sock = harness.tcp_connect(ip, HTTP_PORT)
+        try:
+            sock.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            assert b"ovz-www" in data, data
+        finally:
+            sock.close()
+    sock = harness.tcp_connect(ips[0], PORT)
+    try:
+        assert echo(sock, "new") == "echo:new"
+    finally:
+        sock.close()
+
+
+def states(harness, name):
+    return [node.engine("manager.status(%r)" % name) for node in harness.nodes[:2]]
+
+
+# ---------------------------------------------------------------------------------------
+# the happy path
+# ---------------------------------------------------------------------------------------
+
+def ping_all(harness, ips):
+    for ip in ips:
+        assert harness.hub.run(["busybox", "ping", "-c1", "-W2", ip], check=False).returncode == 0, ip
+
+
+@pytest.mark.parametrize("layout", ["directory", "image"])
+def test_live_migration(harness, busybox_template, workload, layout):
+    node1, node2, _node3 = harness.nodes
+    name = "ovzmig" + layout[0]
+    ips = addresses(30 if layout == "directory" else 31)
+    make_container(node1, name, busybox_template, workload, ips, layout=layout, tcp=False)
+    try:
+        ping_all(harness, ips)
+        before = wait_status(node1, name)
+        result = run_migration(node1, name, node2.target(), pre_dump_iterations=3)
+        assert result.get("changed") is True, result
+        assert result["mode"] == "online" and result["frozen_time"] > 0
+        assert set(result["timings"]) >= {"preflight", "copy", "dump", "sync", "restore", "cleanup", "total"}
+        assert result["sizes"]["dump"] > 0 and result["sizes"]["private"] > 0
+        assert sorted(ip for ip, _dev in result["announced"]) == sorted(ips)
+        after = wait_status(node2, name, above=int(before["counter"]))  # the counter went on from where it was
+        assert after["pid"] == before["pid"]                            # in the same process
+        assert sh(node2, name, "md5sum < /root/data").split()[0] == DATA_MD5
+        ping_all(harness, ips)
+        assert_gone(node1, name, ips)
+        # The second run of the same task: nothing to do.
+        again = run_migration(node1, name, node2.target())
+        assert again["changed"] is False, again
+    finally:
+        for node in (node1, node2):
+            node.engine("manager.destroy(%r)" % name)
+
+
+def test_live_migration_keeps_connection(harness, busybox_template, workload):
+    node1, node2, _node3 = harness.nodes
+    name = "ovzmigt"
+    ips = addresses(32)
+    make_container(node1, name, busybox_template, workload, ips, tcp=True)
+    conns = [harness.tcp_connect(ips[0], PORT), harness.tcp_connect(ips[0], PORT)]
+    try:
+        for conn in conns:
+            assert echo(conn, "before") == "echo:before"
+        before = status_of(node1, name)
+        result = run_migration(node1, name, node2.target(), pre_dump_iterations=3)
+        assert result.get("changed") is True, result
+        # The same connections carry on: no reset, no reconnect.
+        for conn in conns:
+            assert echo(conn, "after") == "echo:after"
+        after = status_of(node2, name)
+        assert after["pid"] == before["pid"] and int(after["counter"]) > int(before["counter"])
+        assert after["shm"] == "ok" and after["accepted"] == before["accepted"]
+        assert int(after["posix"]) >= int(before["posix"]) and int(after["pipe"]) > int(before["pipe"])
+        assert_answers(harness, ips)
+        assert_gone(node1, name, ips)
+    finally:
+        for conn in conns:
+            conn.close()
+        for node in (node1, node2):
+            node.engine("manager.destroy(%r)" % name)
+
+
+# ---------------------------------------------------------------------------------------
+# faults: the migration is killed after (or during) each phase
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("phase", ["preflight", "copy", "predump", "dump", "restore"])
+def test_killed_migration_converges(harness, busybox_template, workload, phase):
+    node1, node2, _node3 = harness.nodes
+    index = 40 + ["preflight", "copy", "predump", "dump", "restore"].index(phase)
+    name = "ovzmf%d" % index
+    ips = addresses(index)
+    if phase == "predump":
+        dirty = node1.python("from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu\n"
+                             "print(Criu().feature('mem_dirty_track'))").stdout.strip()
+        if dirty != "True":
+            pytest.skip("this kernel cannot track dirty memory (CONFIG_MEM_SOFT_DIRTY): no pre-dumps here")
+    make_container(node1, name, busybox_template, workload, ips, tcp=False)
+    try:
+        before = wait_status(node1, name)
+        if phase == "restore":
+            result = run_migration(node1, name, node2.target(), kill_during="sync")
+        else:
+            result = run_migration(node1, name, node2.target(), fault=phase)
+        assert result is None, "the migration was not killed: %s" % result
+        wait_converged(node1, name)
+        # Exactly one node runs it, with its memory and its files.
+        current = states(harness, name)
+        assert sorted(current) == ["absent", "running"], current
+        where = harness.nodes[current.index("running")]
+        after = wait_status(where, name, above=int(before["counter"]))
+        assert after["pid"] == before["pid"]
+        assert sh(where, name, "wc -c < /root/data").strip() == str(len("ovz-migration-data\n") * 1000)
+        ping_all(harness, ips)
+        if where is node1:
+            assert node2.engine("manager.layout.names()") == []
+            assert not os.path.exists(os.path.join(node1.data_dir, "dump", name, "migrate"))
+        else:
+            assert_gone(node1, name, ips)
+        # The second run of the same task converges: the container ends on node 2, once.
+        result = run_migration(node1, name, node2.target())
+        assert "failed" not in result, result
+        assert states(harness, name) == ["absent", "running"]
+        assert wait_status(node2, name, above=int(after["counter"]))["pid"] == before["pid"]
+        assert_gone(node1, name, ips)
+        ping_all(harness, ips)
+        assert run_migration(node1, name, node2.target())["changed"] is False
+    finally:
+        for node in (node1, node2):
+            node.engine("manager.destroy(%r)" % name)
+
+
+# ---------------------------------------------------------------------------------------
+# bad inputs: fail clearly, change nothing
+# ---------------------------------------------------------------------------------------
+
+def _snapshots(harness):
+    """Both nodes' data dirs (but the files the running workload rewrites), cgroups, mounts, links."""
+    shots = []
+    for node in harness.nodes[:2]:
+        shot = host_snapshot(node.data_dir)
+        shot["files"] = {k: v for k, v in shot["files"].items()
+                         if not re.match(r"((private|root)/[^/]+/root/status|run/[^/]+/console.log)$", k)}
+        shot["links"] = node.netns.links()
+        shot["routes"] = node.netns.ip("route", "show") + node.netns.ip("neigh", "show", "proxy")
+        shots.append(shot)
+    return shots
+
+
+def assert_unchanged(before, after):
+    for index, (old, new) in enumerate(zip(before, after)):
+        for key in old:
+            if key == "files":
+                changed = sorted(k for k in set(old[key]) | set(new[key]) if old[key].get(k) != new[key].get(k))
+                assert not changed, "node%d: files changed: %s" % (index + 1, changed)
+            else:
+                assert old[key] == new[key], "node%d: %s changed: %s -> %s" % (index + 1, key, old[key], new[key])
+
+
+def test_bad_inputs_change_nothing(harness, busybox_template, workload):
+    node1, node2, _node3 = harness.nodes
+    name = "ovzmbad"
+    ips = addresses(50)
+    make_container(node1, name, busybox_template, workload, ips, tcp=False)
+    try:
+        snapshot = _snapshots(harness)
+        # Unreachable target (no node has this address).
+        result = run_migration(node1, name, node2.target(host="10.213.200.99", connect_timeout=3))
+        assert result.get("failed") and result["param"] == "target", result
+        assert "10.213.200.99" in result["msg"]
+        # A target that refuses our key.
+        result = run_migration(node1, name, node2.target(identity_file=node1.harness.host_key))
+        assert result.get("failed") and result["param"] == "target", result
+        # Malformed inputs.
+        for target, param in (("-oProxyCommand=x", "target"), ("root@host:99999", "target"),
+                              ({"host": "h", "colour": 1}, "target")):
+            result = run_migration(node1, name, target)
+            assert result.get("failed") and result["param"] == param, result
+        result = run_migration(node1, name, node2.target(), pre_dump_iterations=-1)
+        assert result["param"] == "pre_dump_iterations", result
+        # Unknown container.
+        result = run_migration(node1, "ovznosuch", node2.target())
+        assert result.get("failed") and result["param"] == "name", result
+        assert_unchanged(snapshot, _snapshots(harness))
+        # The name is already taken on the target (by a stopped container there).
+        node2.create_container(name, busybox_template, [], start=False)
+        snapshot = _snapshots(harness)
+        result = run_migration(node1, name, node2.target())
+        assert result.get("failed") and result["param"] == "name", result
+        assert "already exists on the target" in result["msg"]
+        # An address of the container is already used on the target.
+        node2.engine("manager.destroy(%r)" % name)
+        node2.create_container("ovzmother", busybox_template, [ips[0]], start=False)
+        snapshot = _snapshots(harness)
+        result = run_migration(node1, name, node2.target())
+        assert result.get("failed") and result["param"] == "ip_address", result
+        assert_unchanged(snapshot, _snapshots(harness))
+        # Check mode: reports the move, touches nothing.
+        node2.engine("manager.destroy('ovzmother')")
+        snapshot = _snapshots(harness)
+        result = run_migration(node1, name, node2.target(), check_mode=True)
+        assert result["changed"] is True and result["target_info"]["criu_version"], result
+        assert_unchanged(snapshot, _snapshots(harness))
+        assert states(harness, name) == ["running", "absent"]
+    finally:
+        for node in (node1, node2):
+            for other in (name, "ovzmother"):
+                node.engine("manager.destroy(%r)" % other)
+
+
+def test_offline_migration(harness, busybox_template):
+    node1, node2, _node3 = harness.nodes
+    name = "ovzmoff"
+    node1.create_container(name, busybox_template, addresses(60), layout="image", start=False)
+    try:
+        result = run_migration(node1, name, node2.target(), keep_source=True)
+        assert result["changed"] and result["mode"] == "offline" and result["frozen_time"] is None, result
+        assert states(harness, name) == ["stopped", "stopped"]
+        assert not os.path.exists(os.path.join(node1.data_dir, "dump", name))
+        node2.engine("manager.start(%r, wait_boot=True)" % name)
+        assert harness.hub.ping(addresses(60)[0])
+    finally:
+        for node in (node1, node2):
+            node.engine("manager.destroy(%r)" % name)
+
+
+def test_remote_engine_leaves_nothing(harness):
+    """The engine shipped to the target runs from memory: no file of it on the target, no process after."""
+    node1, node2, _node3 = harness.nodes
+    before = set(os.listdir("/tmp"))
+    code = ("import json\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils.remote import RemoteSession, Target\n"
+            "s = RemoteSession(Target.from_param(%r))\n"
+            "hello = s.open()\n"
+            "st = s.call('status', data_dir=%r, cgroup_parent='auto', name='x')\n"
+            "s.close()\n"
+            "print('\\n' + json.dumps([hello, st]))\n" % (node2.target(), node2.data_dir))
+    hello, status = json.loads(node1.python(code).stdout.strip().splitlines()[-1])
+    assert status == {"state": "absent", "incoming": None}
+    assert not os.path.exists("/proc/%d" % hello["pid"])
+    assert not [entry for entry in set(os.listdir("/tmp")) - before if re.match("ovz-(ssh|engine)-", entry)]
+
+
+# ---------------------------------------------------------------------------------------
+# through Ansible: ovz_checkpoint state=migrated, node 1 managed over SSH like any host
+# ---------------------------------------------------------------------------------------
+
+MIGRATE_PLAY = """
+- hosts: node1
+  gather_facts: false
+  tasks:
+    - name: Live-migrate to node 2
+      ovz.containers.ovz_checkpoint:
+        name: "{{ ct }}"
+        state: migrated
+        data_dir: "{{ ovz_data_dir }}"
+        cgroup_parent: "{{ ovz_cgroup_parent }}"
+        target: "root@{{ hostvars['node2'].ansible_host }}"
+        target_data_dir: "{{ hostvars['node2'].ovz_data_dir }}"
+        target_cgroup_parent: "{{ hostvars['node2'].ovz_cgroup_parent }}"
+        target_python: "{{ ansible_python_interpreter }}"
+        identity_file: "{{ ansible_ssh_private_key_file }}"
+        known_hosts: "{{ known_hosts }}"
+        pre_dump_iterations: 2
+      register: moved
+    - name: Keep the result
+      check_mode: false
+      ansible.builtin.copy:
+        content: "{{ moved | to_json }}"
+        dest: "{{ out }}"
+"""
+
+
+def test_module_migrated(harness, busybox_template, workload):
+    node1, node2, _node3 = harness.nodes
+    name = "ovzmmod"
+    ips = addresses(70)
+    make_container(node1, name, busybox_template, workload, ips, tcp=False)
+    play = os.path.join(harness.base, "migrate.yml")
+    with open(play, "w") as handle:
+        handle.write(MIGRATE_PLAY)
+    out = os.path.join(harness.base, "moved.json")
+
+    def run(check=False):
+        extra = ["-e", json.dumps({"ct": name, "out": out, "known_hosts": harness.known_hosts})]
+        proc = harness.playbook(play, extra + (["--check"] if check else []))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        with open(out) as handle:
+            return json.load(handle)
+
+    try:
+        before = wait_status(node1, name)
+        snapshot = _snapshots(harness)
+        checked = run(check=True)
+        assert checked["changed"] is True and checked["migration"]["target_info"]["criu_version"], checked
+        assert_unchanged(snapshot, _snapshots(harness))
+        moved = run()
+        assert moved["changed"] is True and moved["frozen_ms"] > 0, moved
+        assert set(moved["timings"]) >= {"copy_ms", "dump_ms", "restore_ms", "total_ms"}
+        assert states(harness, name) == ["absent", "running"]
+        assert wait_status(node2, name, above=int(before["counter"]))["pid"] == before["pid"]
+        ping_all(harness, ips)
+        assert_gone(node1, name, ips)
+        again = run()
+        assert again["changed"] is False, again
+    finally:
+        for node in (node1, node2):
+            node.engine("manager.destroy(%r)" % name)
+
+
+# ---------------------------------------------------------------------------------------
+# a Debian 12 container with systemd as its init
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.debian
+@pytest.mark.slow
+def test_live_migration_debian(harness, debian_template):
+    node1, node2, _node3 = harness.nodes
+    name = "ovzmdeb"
+    ips = addresses(80)
+    node1.create_container(name, debian_template, ips, layout="image", start=False)
+    try:
+        node1.engine("manager.start(%r)" % name)   # systemd: no boot marker, poll is-system-running
+        deadline = time.monotonic() + 180
+        while sh(node1, name, "systemctl is-system-running || true").strip() not in ("running", "degraded"):
+            assert time.monotonic() < deadline, "systemd did not finish booting"
+            time.sleep(0.5)
+        sh(node1, name, "echo ovz-debian-data > /root/data; sync")
+        journald = sh(node1, name, "pidof systemd-journald").strip()
+        assert journald
+        result = run_migration(node1, name, node2.target())
+        if result.get("failed") and "nested UTS" in result["msg"]:
+            # The refusal is clean: the container runs on node 1 as before, node 2 has nothing.
+            assert states(harness, name) == ["running", "absent"]
+            assert sh(node1, name, "pidof systemd-journald").strip() == journald
+            assert node2.engine("manager.layout.names()") == []
+            ping_all(harness, ips)
+            pytest.xfail("the Debian template's units use ProtectHostname (a nested UTS namespace), "
+                         "which CRIU cannot checkpoint: %s" % result["msg"][-200:])
+        assert result.get("changed") is True, result
+        assert sh(node2, name, "systemctl is-system-running || true").strip() in ("running", "degraded")
+        assert sh(node2, name, "pidof systemd-journald").strip() == journald
+        assert sh(node2, name, "cat /root/data").strip() == "ovz-debian-data"
+        assert sh(node2, name, "systemctl start systemd-hostnamed && systemctl is-active systemd-hostnamed").strip() \
+            == "active"
+        ping_all(harness, ips)
+        assert_gone(node1, name, ips)
+    finally:
+        for node in (node1, node2):
+            node.engine("manager.destroy(%r)" % name)

@@ -1,0 +1,116 @@
+# -*- coding: utf-8 -*-
+"""The parts of the CRIU wrapper and the checkpoint engine that need no kernel (issue 7)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import pytest
+
+
+from ansible_collections.ovz.containers.plugins.module_utils import checkpoint as ckpt
+from ansible_collections.ovz.containers.plugins.module_utils.criu import (IMG_SERVICE_MAGIC, STATS_MAGIC, Criu,
+                                                                          CriuError, find_criu, log_errors,
+                                                                          read_stats)
+from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter, KernelUnsupported
+
+
+def varint(value):
+    out = b""
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out += bytes([byte | 0x80])
+        else:
+            return out + bytes([byte])
+
+
+def field(number, value):
+    if isinstance(value, bytes):
+        return varint(number << 3 | 2) + varint(len(value)) + value
+    return varint(number << 3) + varint(value)
+
+
+def stats_file(path, which, fields):
+    body = b"".join(field(k, v) for k, v in fields.items())
+    entry = field(which, body)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<III", IMG_SERVICE_MAGIC, STATS_MAGIC, len(entry)) + entry)
+
+
+def test_read_dump_and_restore_stats(tmp_path):
+    stats_file(str(tmp_path / "stats-dump"), 1, {1: 800, 2: 156789, 3: 1100, 4: 120, 5: 4096, 6: 0, 7: 300, 9: 0})
+    assert read_stats(str(tmp_path), "dump") == {
+        "freezing_time": 800, "frozen_time": 156789, "memdump_time": 1100, "memwrite_time": 120,
+        "pages_scanned": 4096, "pages_skipped_parent": 0, "pages_written": 300, "pages_lazy": 0}
+    stats_file(str(tmp_path / "stats-restore"), 2, {1: 0, 2: 0, 3: 12, 4: 190200, 5: 18})
+    assert read_stats(str(tmp_path), "restore")["restore_time"] == 190200
+    assert read_stats(str(tmp_path / "missing"), "dump") == {}
+    (tmp_path / "stats-dump").write_bytes(b"garbage")
+    assert read_stats(str(tmp_path), "dump") == {}
+
+
+def test_log_errors_prefers_error_lines(tmp_path):
+    log = tmp_path / "dump.log"
+    log.write_text("(00.01) Error (criu/util.c:1533): rlimit: Can't setup RLIMIT_NOFILE for self\n"
+                   "(00.02) info\n(00.03) Error (criu/files-reg.c:1790): Can't lookup mount=27 for fd=1\n"
+                   "(00.04) more info\n")
+    assert log_errors(str(log)) == ["(00.03) Error (criu/files-reg.c:1790): Can't lookup mount=27 for fd=1"]
+    log.write_text("one\ntwo\n")
+    assert log_errors(str(log)) == ["one", "two"]
+    assert log_errors(str(tmp_path / "none.log")) == []
+
+
+def test_find_criu_names_the_problem(tmp_path, monkeypatch):
+    with pytest.raises(KernelUnsupported, match="criu"):
+        find_criu(str(tmp_path / "nothing"))
+    fake = tmp_path / "criu"
+    fake.write_text("#!/bin/sh\necho 'Version: 4.1.1'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("OVZ_CRIU", str(fake))
+    criu = Criu()
+    assert criu.binary == str(fake) and criu.version() == "4.1.1" and criu.version_tuple() == (4, 1, 1)
+
+
+def test_failed_run_quotes_the_log(tmp_path):
+    fake = tmp_path / "criu"
+    fake.write_text("#!/bin/sh\necho '(00.1) Error (criu/x.c:1): it broke' > \"$3/$5\"\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(CriuError) as raised:
+        Criu(str(fake)).run("dump", str(tmp_path), [], what="checkpoint of ct1")
+    assert "checkpoint of ct1 failed" in str(raised.value) and "it broke" in str(raised.value)
+    assert raised.value.log == os.path.join(str(tmp_path), "dump.log")
+
+
+def test_pack_and_unpack_round_trip(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / ckpt.META_FILE).write_text(json.dumps({"version": ckpt.META_VERSION, "name": "ct1"}))
+    (images / "pages-1.img").write_bytes(os.urandom(8192))
+    dumpfile = str(tmp_path / "ct1.dump")
+    assert ckpt.pack(str(images), dumpfile) == os.path.getsize(dumpfile)
+    out = tmp_path / "out"
+    out.mkdir()
+    ckpt.unpack(dumpfile, str(out))
+    assert (out / "pages-1.img").read_bytes() == (images / "pages-1.img").read_bytes()
+    assert ckpt.load_meta(str(out))["name"] == "ct1"
+    (tmp_path / "bad.dump").write_text("not a tar")
+    with pytest.raises(InvalidParameter, match="dumpfile"):
+        ckpt.unpack(str(tmp_path / "bad.dump"), str(out))
+    with pytest.raises(InvalidParameter, match="dump_dir"):
+        ckpt.load_meta(str(tmp_path))
+
+
+def test_pre_dump_refused_without_dirty_tracking(tmp_path):
+    class NoTracking(Criu):
+        def feature(self, name):
+            return name != "mem_dirty_track"
+
+    checkpointer = ckpt.Checkpointer(ContainerManager(str(tmp_path / "data"), "ovz-tunit"), NoTracking("/bin/true"))
+    with pytest.raises(KernelUnsupported, match="pre_dump_iterations.*CONFIG_MEM_SOFT_DIRTY"):
+        checkpointer.pre_dump("ct1", str(tmp_path / "images"))
+    assert not os.path.exists(str(tmp_path / "data"))

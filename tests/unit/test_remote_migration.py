@@ -1,0 +1,99 @@
+# -*- coding: utf-8 -*-
+"""Pure parts of remote execution and migration: target parsing, the shipped engine, image chunks, journal."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import pytest
+
+from ansible_collections.ovz.containers.plugins.module_utils import migration, remote
+from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter
+
+
+@pytest.mark.parametrize("text, host, user, port", [
+    ("node2", "node2", "root", 22),
+    ("admin@node2:2222", "node2", "admin", 2222),
+    ("10.213.200.12", "10.213.200.12", "root", 22),
+    ("root@[fd00:213::200:12]:22", "fd00:213::200:12", "root", 22),
+    ("fd00:213::200:12", "fd00:213::200:12", "root", 22),
+])
+def test_target_from_string(text, host, user, port):
+    target = remote.Target.from_param(text, data_dir="/srv/ovz", identity_file=None)
+    assert (target.host, target.user, target.port, target.data_dir) == (host, user, port, "/srv/ovz")
+    assert target.remote_path("/x").endswith(":/x")
+
+
+@pytest.mark.parametrize("value, param", [
+    ("-oProxyCommand=touch /tmp/x", "target"), ("root@host:0", "target"), ("root@host:x", "target"),
+    ("ro ot@host", "target"), ("", "target"), ({"host": "h", "colour": 1}, "target"),
+    ({"host": "h", "identity_file": "relative/key"}, "ssh_key"), ({"host": "h", "data_dir": "rel"}, "data_dir"),
+    ({"host": "h", "python": "python3; rm -rf /"}, "target_python"), (42, "target"),
+])
+def test_target_bad_values_name_the_parameter(value, param):
+    with pytest.raises(InvalidParameter) as info:
+        remote.Target.from_param(value)
+    assert info.value.param == param
+
+
+def test_ssh_argv_options():
+    target = remote.Target.from_param({"host": "h", "port": 2200, "identity_file": "/k", "known_hosts": "/kh",
+                                       "ssh_options": ["Foo=bar"]})
+    argv = target.ssh_argv("/tmp/cm", master=True)
+    assert argv[0] == "ssh" and "BatchMode=yes" in argv and "IdentitiesOnly=yes" in argv
+    assert "UserKnownHostsFile=/kh" in argv and "StrictHostKeyChecking=yes" in argv and "Foo=bar" in argv
+    assert "ControlPath=/tmp/cm" in argv and "ControlMaster=yes" in argv and argv[argv.index("-p") + 1] == "2200"
+
+
+def test_engine_zip_holds_the_engine():
+    archive = zipfile.ZipFile(io.BytesIO(remote.engine_zip()))
+    names = {os.path.basename(n) for n in archive.namelist()}
+    assert {"migration.py", "remote.py", "container.py", "checkpoint.py", "criu.py", "network.py"} <= names
+    assert "ansible_collections/ovz/containers/plugins/module_utils/__init__.py" in archive.namelist()
+
+
+def test_remote_calls_are_an_explicit_table():
+    assert set(migration.REMOTE_CALLS) == {"status", "preflight", "prepare", "restore", "announce", "commit", "abort"}
+    with pytest.raises(InvalidParameter):
+        remote.RemoteSession(remote.Target.from_param("h"), module="os")
+
+
+def test_data_chunks_skip_holes(tmp_path):
+    image = str(tmp_path / "img")
+    with open(image, "wb") as handle:
+        handle.truncate(64 * migration.CHUNK)
+        handle.seek(3 * migration.CHUNK + 10)
+        handle.write(b"x" * 100)
+        handle.seek(40 * migration.CHUNK)
+        handle.write(b"y" * (migration.CHUNK + 1))
+    assert migration.data_chunks(image) == [3, 40, 41]
+
+
+def test_tree_bytes_counts_hard_links_once(tmp_path):
+    (tmp_path / "a").write_bytes(b"z" * 100000)
+    os.link(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert migration.tree_bytes(str(tmp_path)) == os.stat(str(tmp_path / "a")).st_blocks * 512
+
+
+def test_journal_round_trip(tmp_path):
+    manager = ContainerManager(str(tmp_path), "ovz-tunit")
+    assert migration.read_journal(manager, "c1") is None
+    journal = {"id": "x", "name": "c1"}
+    migration._write_journal(manager, journal, "copy")  # pylint: disable=protected-access
+    assert migration.read_journal(manager, "c1")["phase"] == "copy"
+    assert migration.recover(manager, "c2") is None
+    assert not os.path.exists(manager.layout.dump("c2"))
+    migration._clear_journal(manager, "c1")  # pylint: disable=protected-access
+    assert not os.path.exists(manager.layout.dump("c1"))
+
+
+def test_bad_pre_dump_iterations(tmp_path):
+    manager = ContainerManager(str(tmp_path), "ovz-tunit")
+    for value in (-1, 21, "3", True):
+        with pytest.raises(InvalidParameter) as info:
+            migration.migrate(manager, "c1", "node2", pre_dump_iterations=value)
+        assert info.value.param == "pre_dump_iterations"
+    assert os.listdir(str(tmp_path)) == []
