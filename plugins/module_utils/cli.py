@@ -8,11 +8,15 @@
     create NAME --ostemplate T [--layout image|directory] [--hostname H] [--diskspace S]
     start NAME [--wait]        stop NAME [--timeout S]      restart NAME
     suspend NAME / resume NAME (freeze / thaw)              destroy NAME
-    status NAME                list                         exec NAME CMD [ARG...]
+    status NAME                list [--json]                exec NAME CMD [ARG...]
     enter NAME                 (an interactive shell inside)
+    bcd start|stop|status      the live beancounters view (bcd.py) of this data dir:
+                               [--mountpoint M] [--pidfile P] [--logfile L] [--interval S] [--foreground]
+    boot [--wait] [--json]     (start the node's onboot containers, higher bootorder first)
 
 Exit status: 0 on success, 1 on failure with the message on stderr, and for
-``exec`` the command's own status.
+``exec`` the command's own status. ``boot`` exits 1 when any container failed to start;
+``bcd status`` exits 3 when the daemon does not run.
 """
 
 from __future__ import annotations
@@ -52,15 +56,48 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float)
     for simple in ("restart", "suspend", "resume", "destroy", "status", "enter"):
         commands.add_parser(simple).add_argument("name")
-    commands.add_parser("list")
+    listing = commands.add_parser("list")
+    listing.add_argument("--json", action="store_true", help="every container's facts as a JSON list")
+    boot = commands.add_parser("boot", help="start the onboot containers in boot order (host boot entry point)")
+    boot.add_argument("--wait", action="store_true", help="wait for each container's startup scripts")
+    boot.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each boot (with --wait)")
+    boot.add_argument("--json", action="store_true")
+    bcd = commands.add_parser("bcd", help="the live beancounters view inside containers (a host daemon)")
+    bcd.add_argument("action", choices=["start", "stop", "status"])
+    bcd.add_argument("--mountpoint", help="where its FUSE filesystem goes (<data-dir>/bcd)")
+    bcd.add_argument("--pidfile", help="its pid file, locked while it runs (<data-dir>/bcd.pid)")
+    bcd.add_argument("--logfile", help="its log (<data-dir>/bcd.log)")
+    bcd.add_argument("--interval", type=float, default=2.0,
+                     help="seconds between passes that bind the view into containers started before it (2)")
+    bcd.add_argument("--foreground", action="store_true", help="start: run in this process (for a service manager)")
     execute = commands.add_parser("exec")
     execute.add_argument("name")
     execute.add_argument("argv", nargs=argparse.REMAINDER)
     return parser
 
 
+def _boot(manager: ContainerManager, args: argparse.Namespace) -> int:
+    from .boot import boot
+    report = boot(manager, wait_boot=args.wait, timeout=args.timeout)
+    if args.json:
+        _say(json.dumps(report, sort_keys=True))
+    else:
+        for entry in report:
+            if entry["action"] == "started":
+                _say("Starting container %s (bootorder %d)" % (entry["name"], entry["bootorder"]))
+            elif entry["action"] == "running":
+                _say("Container %s is already running" % entry["name"])
+            else:
+                _say("ovzctl: container %s failed to start: %s" % (entry["name"], entry["error"]), sys.stderr)
+        _say("boot: %d started, %d already running, %d failed"
+             % tuple(sum(1 for e in report if e["action"] == a) for a in ("started", "running", "failed")))
+    return 1 if any(e["action"] == "failed" for e in report) else 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bcd":
+        return _bcd(args)
     manager = ContainerManager(args.data_dir, args.cgroup_parent)
     try:
         if args.command == "create":
@@ -82,6 +119,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             manager.destroy(args.name)
         elif args.command == "status":
             _say(json.dumps(manager.facts(args.name), indent=2, sort_keys=True))
+        elif args.command == "list" and args.json:
+            _say(json.dumps(manager.list(), sort_keys=True))
+        elif args.command == "boot":
+            return _boot(manager, args)
         elif args.command == "list":
             for facts in manager.list():
                 _say("%-20s %-8s %-8s %s" % (facts["name"], facts["state"], facts.get("init_pid") or "-",
@@ -95,5 +136,36 @@ def main(argv: Optional[List[str]] = None) -> int:
             return manager.exec(args.name, ["/bin/sh", "-l"], capture=False, env=env).rc
     except OvzError as exc:
         _say("ovzctl: %s" % exc, sys.stderr)
+        return 1
+    return 0
+
+
+def _bcd(args: argparse.Namespace) -> int:
+    from . import bcd
+    try:
+        mountpoint, pidfile, logfile = bcd.default_paths(args.data_dir)
+    except OvzError as exc:
+        _say("ovzctl: %s" % exc, sys.stderr)
+        return 1
+    mountpoint = os.path.abspath(args.mountpoint or mountpoint)
+    pidfile = os.path.abspath(args.pidfile or pidfile)
+    logfile = os.path.abspath(args.logfile or logfile)
+    try:
+        if args.action == "start" and args.foreground:
+            return bcd.serve(args.data_dir, mountpoint, pidfile, args.interval)
+        if args.action == "start":
+            started, pid = bcd.start(args.data_dir, mountpoint, pidfile, logfile, args.interval)
+            _say("ovz-bcd %s, pid %d, serving %s" % ("started" if started else "already running", pid, mountpoint))
+        elif args.action == "stop":
+            was_running, notes = bcd.stop(args.data_dir, mountpoint, pidfile)
+            for note in notes:
+                _say("ovz-bcd: %s" % note, sys.stderr)
+            _say("ovz-bcd %s" % ("stopped" if was_running else "was not running"))
+        else:
+            state = bcd.status(args.data_dir, mountpoint, pidfile)
+            _say(bcd.dumps(state))
+            return 0 if state["running"] else 3
+    except OSError as exc:
+        _say("ovzctl: bcd %s: %s" % (args.action, exc), sys.stderr)
         return 1
     return 0

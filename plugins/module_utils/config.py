@@ -45,6 +45,25 @@ def validate_data_dir(data_dir: Any) -> str:
     return os.path.normpath(data_dir)
 
 
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def validate_labels(labels: Any) -> Dict[str, str]:
+    """Container labels: keys like names (they become inventory group names), string values."""
+    if not isinstance(labels, dict):
+        raise InvalidParameter("must be a dict of strings, got %r" % (labels,), "labels")
+    result = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not LABEL_RE.fullmatch(key):
+            raise InvalidParameter("label key %r: use 1-63 characters from A-Z a-z 0-9 _ . -, starting with a "
+                                   "letter or digit" % (key,), "labels")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or len(str(value)) > 256:
+            raise InvalidParameter("label %s: the value must be a string of at most 256 characters, got %r"
+                                   % (key, value), "labels")
+        result[key] = str(value)
+    return result
+
+
 class HostLayout:
     """Paths of one node's data directory; computing them touches nothing."""
 
@@ -90,6 +109,7 @@ class ContainerConfig:
     init: str = "/sbin/init"
     onboot: bool = False
     bootorder: int = 0
+    labels: Dict[str, str] = field(default_factory=dict)
     template: str = ""
     diskspace: List[Optional[int]] = field(default_factory=lambda: [None, None])
     diskinodes: List[Optional[int]] = field(default_factory=lambda: [None, None])
@@ -187,10 +207,16 @@ class ContainerLock:
 
     def __init__(self, layout: HostLayout, name: str, timeout: Optional[float] = None) -> None:
         self.path = os.path.join(layout.run(name), "lock")
+        self.conf = layout.conf(name)
         self.timeout = timeout
         self.fd: Optional[int] = None
+        self.made: List[str] = []   # directories this lock brought into being, deepest first
 
     def __enter__(self) -> "ContainerLock":
+        directory = os.path.dirname(self.path)
+        while not os.path.isdir(directory) and directory != os.path.dirname(directory):
+            self.made.append(directory)
+            directory = os.path.dirname(directory)
         while True:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -206,8 +232,21 @@ class ContainerLock:
 
     def __exit__(self, *exc: Any) -> None:
         if self.fd is not None:
+            if exc[0] is not None and self.made and not os.path.exists(self.conf):
+                self._remove_own_traces()
             os.close(self.fd)
             self.fd = None
+
+    def _remove_own_traces(self) -> None:
+        """A call that failed on a container that does not exist leaves no lock behind (nothing changed)."""
+        try:
+            if os.listdir(os.path.dirname(self.path)) != ["lock"]:
+                return
+            os.unlink(self.path)
+            for directory in self.made:
+                os.rmdir(directory)
+        except OSError:
+            pass
 
 
 def iter_configs(layout: HostLayout) -> Iterator[ContainerConfig]:

@@ -49,6 +49,12 @@ options:
     description:
       - Containers with a higher boot order start first at host boot, as in vzctl.
     type: int
+  labels:
+    description:
+      - Free-form labels (string keys and values), for example C(role=web). The inventory plugin
+        P(ovz.containers.ovz#inventory) groups containers by them.
+      - The dict is the complete set; V({}) removes every label.
+    type: dict
   init:
     description:
       - The container's init, an absolute path inside it.
@@ -65,6 +71,8 @@ options:
     description:
       - Initial disk space, as C(soft:hard) or one size for both (C(512M), C(10G), bytes).
       - For the V(image) layout the hard value is the image's size (default 2G).
+      - For the V(directory) layout it is a project quota, put in force at start where the host has project quota
+        (see M(ovz.containers.ovz_quota), which reports it as not enforced elsewhere).
       - Only used at creation; change it later with M(ovz.containers.ovz_quota).
     type: str
   diskinodes:
@@ -109,6 +117,9 @@ EXAMPLES = r'''
     template: busybox
     hostname: ct101.example.com
     onboot: true
+    bootorder: 10
+    labels:
+      role: web
 
 - name: Stop it
   ovz.containers.ovz_container:
@@ -169,14 +180,14 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import (
     DifferenceTracker, argument_spec, fail_from_error)
-from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
+from ansible_collections.ovz.containers.plugins.module_utils.config import validate_labels, validate_name
 from ansible_collections.ovz.containers.plugins.module_utils.container import (
     ContainerManager, validate_hostname)
 from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError, StateConflict
 from ansible_collections.ovz.containers.plugins.module_utils.sizes import parse_pair
 
 RUNNING = ('running', 'frozen')
-SETTINGS = ('hostname', 'onboot', 'bootorder', 'init')
+SETTINGS = ('hostname', 'onboot', 'bootorder', 'init', 'labels')
 
 
 def desired_run_state(wanted, current):
@@ -214,6 +225,8 @@ def plan(module, manager, name):
             diskinodes=parse_pair(params['diskinodes'], 'diskinodes', as_size=False) if params['diskinodes'] else None)
         if params['bootorder'] is not None:
             create_config.bootorder = params['bootorder']
+        if params['labels'] is not None:
+            create_config.labels = params['labels']
         for key in SETTINGS:
             tracker.add(key, None, getattr(create_config, key))
         tracker.add('layout', None, create_config.layout)
@@ -243,8 +256,8 @@ def apply(module, manager, name, current, wanted, settings, create_config, resta
         manager.create(name, params['template'], layout=create_config.layout, hostname=create_config.hostname,
                        init=create_config.init, onboot=create_config.onboot,
                        diskspace=create_config.diskspace, diskinodes=create_config.diskinodes)
-        if create_config.bootorder:
-            manager.update(name, bootorder=create_config.bootorder)
+        if create_config.bootorder or create_config.labels:
+            manager.update(name, bootorder=create_config.bootorder, labels=create_config.labels)
         current = 'stopped'
     if settings:
         manager.update(name, **settings)
@@ -272,6 +285,7 @@ def main():
             hostname=dict(type='str'),
             onboot=dict(type='bool'),
             bootorder=dict(type='int'),
+            labels=dict(type='dict'),
             init=dict(type='str', default='/sbin/init'),
             layout=dict(type='str', choices=['image', 'directory']),
             diskspace=dict(type='str'),
@@ -285,6 +299,8 @@ def main():
     result = dict(changed=False)
     try:
         name = validate_name(params['name'])
+        if params['labels'] is not None:
+            params['labels'] = validate_labels(params['labels'])
         if params['timeout'] < 0:
             raise OvzError('must not be negative, got %d' % params['timeout'], 'timeout')
         manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
