@@ -55,6 +55,7 @@ from . import cgroups as cg
 from . import namespaces as ns
 from .errors import KernelUnsupported
 from .limits import PAGE_SIZE, UBC_UNITS, V1_UNLIMITED_FLOOR
+from .rootfs import GUEST_BEANCOUNTERS, mount_points
 
 UBC_ORDER = ("kmemsize", "lockedpages", "privvmpages", "shmpages", "numproc", "physpages", "vmguarpages",
              "oomguarpages", "numtcpsock", "numflock", "numpty", "numsiginfo", "tcpsndbuf", "tcprcvbuf",
@@ -326,7 +327,8 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
     ``held`` is None where this host gives no way to measure it (v1
     ``dcachesize`` on kernels whose memory.kmem.slabinfo is empty).
     ``state_dir`` keeps ``maxheld`` between calls; ``guest_dir`` gets a
-    ``user_beancounters`` snapshot that root inside reads at ``/run/ovz/user_beancounters``.
+    ``user_beancounters`` snapshot that root inside reads at ``/run/ovz/user_beancounters``
+    (left alone while the live view of ``bcd.py`` is mounted there).
     With ``persist`` false (check mode) neither file is written.
     """
     version = cgroups.backend.version
@@ -461,9 +463,18 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
         }
     if state_dir and persist:
         _save_state(state_dir, {k: v["maxheld"] for k, v in table.items()}, previous)
-    if guest_dir and persist and os.path.isdir(guest_dir):
+    if guest_dir and persist and os.path.isdir(guest_dir) and not guest_view_mounted(init_pid):
         write_guest_file(guest_dir, render(table, ctid))
     return table
+
+
+def guest_view_mounted(init_pid: int) -> bool:
+    """Whether something (the live view of ovz-bcd) is mounted on /run/ovz/user_beancounters inside.
+
+    The snapshot underneath is then left alone: renaming a new file over it
+    would make the kernel detach that mount from the container.
+    """
+    return any(point == GUEST_BEANCOUNTERS for point, _fstype in mount_points("/proc/%d/mountinfo" % init_pid))
 
 
 def _load_state(state_dir: Optional[str]) -> Dict[str, int]:

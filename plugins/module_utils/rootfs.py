@@ -51,6 +51,8 @@ class RootfsSpec:
     hostname: str = ""
     extra_binds: List[Tuple[str, str, bool]] = field(default_factory=list)
     lxcfs: Optional[str] = None     # a running LXCFS's mount point: its /proc and /sys views are bound in
+    beancounters: Optional[str] = None  # a running ovz-bcd's file for this container, bound over the snapshot
+    devices: List[Tuple[str, str, int, int, int]] = field(default_factory=list)  # extra nodes, as DEVICE_NODES
 
 
 def _mkdir(path: str, mode: int = 0o755) -> None:
@@ -120,20 +122,41 @@ def find_lxcfs(data_dir: str) -> Optional[str]:
     Only a live ``fuse.lxcfs`` mount counts: without LXCFS the container keeps the kernel's own files.
     """
     wanted = [os.path.join(data_dir, "lxcfs")] + list(LXCFS_DIRS)
-    try:
-        with open("/proc/self/mountinfo") as handle:
-            mounts = {}
-            for line in handle:
-                left, _sep, right = line.partition(" - ")
-                parts, fs = left.split(), right.split()
-                if len(parts) > 4 and fs and fs[0] == "fuse.lxcfs":
-                    mounts[ns.unescape_mount_path(parts[4])] = True
-    except OSError:
-        return None
+    mounts = {point for point, fstype in mount_points() if fstype == "fuse.lxcfs"}
     for path in wanted:
         if path in mounts and os.path.isfile(os.path.join(path, "proc", "meminfo")):
             return path
     return None
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> List[Tuple[str, str]]:
+    """(mount point, filesystem type) of every mount in a mountinfo file, bottom to top; [] if unreadable."""
+    found = []
+    try:
+        with open(mountinfo) as handle:
+            for line in handle:
+                left, _sep, right = line.partition(" - ")
+                parts, fs = left.split(), right.split()
+                if len(parts) > 4 and fs:
+                    found.append((ns.unescape_mount_path(parts[4]), fs[0]))
+    except OSError:
+        return []
+    return found
+
+
+# The live beancounters view (bcd.py): a FUSE file per container under <data_dir>/bcd,
+# bound over the snapshot file root inside reads.
+BCD_FSTYPE = "fuse.ovz-bcd"
+BCD_MOUNT = "bcd"
+GUEST_BEANCOUNTERS = "/run/ovz/user_beancounters"
+
+
+def find_bcd(data_dir: str, name: str) -> Optional[str]:
+    """This container's file of a live ``ovz-bcd`` at ``<data_dir>/bcd``, or None (it keeps the snapshot)."""
+    mountpoint = os.path.join(data_dir, BCD_MOUNT)
+    if not any(point == mountpoint and fstype == BCD_FSTYPE for point, fstype in mount_points()):
+        return None
+    return os.path.join(mountpoint, name)
 
 
 def setup_lxcfs(root: str, lxcfs: str) -> None:
@@ -145,11 +168,11 @@ def setup_lxcfs(root: str, lxcfs: str) -> None:
             ns.mount(source, target, None, ns.MS_BIND)
 
 
-def setup_dev(root: str, console: Optional[str]) -> None:
+def setup_dev(root: str, console: Optional[str], devices: Tuple[Tuple[str, str, int, int, int], ...] = ()) -> None:
     dev = _safe_join(root, "dev")
     _mkdir(dev)
     ns.mount("ovz-dev", dev, "tmpfs", ns.MS_NOSUID | ns.MS_NOEXEC, "mode=755,size=65536k,nr_inodes=4096")
-    for name, kind, major, minor, mode in DEVICE_NODES:
+    for name, kind, major, minor, mode in DEVICE_NODES + tuple(devices):
         path = os.path.join(dev, name)
         os.mknod(path, mode | (0o020000 if kind == "c" else 0o060000), os.makedev(major, minor))
         os.chmod(path, mode)
@@ -173,7 +196,7 @@ def setup_dev(root: str, console: Optional[str]) -> None:
         ns.mount(console, path, None, ns.MS_BIND)
 
 
-def setup_run(root: str, guest_dir: Optional[str]) -> None:
+def setup_run(root: str, guest_dir: Optional[str], beancounters: Optional[str] = None) -> None:
     run_dir = os.path.join(root, "run")
     if not os.path.isdir(run_dir) or os.path.islink(run_dir):
         return
@@ -184,6 +207,17 @@ def setup_run(root: str, guest_dir: Optional[str]) -> None:
         _mkdir(target)
         ns.mount(guest_dir, target, None, ns.MS_BIND)
         ns.mount(None, target, None, ns.MS_BIND | ns.MS_REMOUNT | ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC)
+        if beancounters:
+            setup_live_beancounters(os.path.join(target, "user_beancounters"), beancounters)
+
+
+def setup_live_beancounters(target: str, source: str) -> None:
+    """The live view over the snapshot file; a daemon that died meanwhile leaves the snapshot, never a failed start."""
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400))
+        ns.mount(source, target, None, ns.MS_BIND)
+    except OSError:
+        pass
 
 
 def enter_rootfs(spec: RootfsSpec) -> None:
@@ -196,8 +230,8 @@ def enter_rootfs(spec: RootfsSpec) -> None:
     setup_sys(root)
     if spec.lxcfs:
         setup_lxcfs(root, spec.lxcfs)
-    setup_dev(root, spec.console)
-    setup_run(root, spec.guest_dir)
+    setup_dev(root, spec.console, tuple(spec.devices))
+    setup_run(root, spec.guest_dir, spec.beancounters)
     for source, rel, read_only in spec.extra_binds:
         target = _safe_join(root, rel)
         _mkdir(target)

@@ -16,7 +16,8 @@ description:
     paths, limits and, for running ones, init PID, cgroups, disk usage and user beancounters.
   - It changes no container. Outside check mode it keeps the beancounters' C(maxheld) bookkeeping in
     O(data_dir)C(/run/<name>/) and refreshes the snapshot that root inside a container reads at
-    C(/run/ovz/user_beancounters), as M(ovz.containers.ovz_limits) does.
+    C(/run/ovz/user_beancounters), as M(ovz.containers.ovz_limits) does (the live view of
+    C(ovzctl bcd), where it runs, stays on top of that snapshot).
 options:
   name:
     description:

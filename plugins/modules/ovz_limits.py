@@ -22,16 +22,21 @@ description:
   - Returns the container's user beancounters (C(held), C(maxheld), C(barrier), C(limit), C(failcnt) and
     whether the kernel enforces each on this host). A parameter without a kernel mechanism is stored and
     reported with C(enforced=false), never applied silently or dropped.
-  - Inside a running container, root reads a snapshot of its beancounters in C(/proc/user_beancounters)
-    format at C(/run/ovz/user_beancounters). It is refreshed by every call of this module and of
-    M(ovz.containers.ovz_info) for that container, so it is as current as the last such call (a file
-    that is current at every read would need a host service such as FUSE; the kernel lets nobody create
-    C(/proc/user_beancounters)).
+  - Inside a running container, root reads its beancounters in C(/proc/user_beancounters) format at
+    C(/run/ovz/user_beancounters) (the kernel lets nobody create C(/proc/user_beancounters) itself).
+    When the host runs the live view (C(ovzctl --data-dir DIR bcd start), a small FUSE daemon that the
+    C(ovz_host) role can run as C(ovz-bcd.service)), that file is computed at every C(open()), so it is
+    current at the moment of reading. Without it, the file is a snapshot refreshed by every call of this
+    module and of M(ovz.containers.ovz_info) for that container.
   - Inside, C(/proc/meminfo) (and so procps C(free) and C(top)), C(/proc/cpuinfo), C(/proc/stat),
     C(/proc/swaps), C(/proc/uptime) and C(/sys/devices/system/cpu/online) show the container's own memory
     limit and CPU set when LXCFS runs on the host (mounted at C(/var/lib/lxcfs), or at O(data_dir)C(/lxcfs)
-    for one node) when the container starts. Busybox C(free) asks the kernel (C(sysinfo)) and shows the
-    host. C(nproc) follows O(cpumask) in any case.
+    for one node) when the container starts. C(nproc) follows O(cpumask) in any case.
+  - Busybox C(free) cannot show the container's memory. It takes total, free, shared and buffers from the
+    C(sysinfo) system call, which the kernel answers from host-wide counters (no namespace or cgroup
+    changes it, and no file is read that LXCFS could stand in for; only intercepting the system call
+    with seccomp, as Incus can, would), and only buff/cache and available from C(/proc/meminfo). Use
+    procps C(free), C(/proc/meminfo) with LXCFS, or C(physpages) in C(/run/ovz/user_beancounters).
 notes:
   - 'Mapping, as option: cgroup v1 file / cgroup v2 file / conversion.'
   - 'O(cpuunits): C(cpu.shares) / C(cpu.weight) / shares = cpuunits * 1024 / 1000 (at most 262144),
