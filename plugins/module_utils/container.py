@@ -18,21 +18,24 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from . import faults
 from . import limits as ovz_limits
 from . import namespaces as ns
 from . import network
+from . import quota as ovz_quota
 from .cgroups import CgroupBackend, ContainerCgroups, select_backend, validate_cgroup_parent
 from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
-                     validate_name)
+                     validate_labels, validate_name)
 from .errors import InvalidParameter, OvzError, StateConflict
 from .process import ExecResult, InitSpec, exec_in, process_starttime, spawn_init
-from .rootfs import DEVICE_ALLOW, RootfsSpec, find_lxcfs
+from .rootfs import DEVICE_ALLOW, RootfsSpec, find_bcd, find_lxcfs
 from .storage import Storage, extract_template, validate_layout
 from .templates import resolve_template
 
 STATES = ("absent", "stopped", "running", "frozen")
 PAYLOAD = "payload"
 BOOT_MARKER = "booted"
+CREATING_MARKER = "creating"  # in run/<name>/ while a create is under way
 HALT_MARKER = "halted"
 HOSTNAME_MAX = 64
 
@@ -96,7 +99,8 @@ class ContainerManager:
         return ContainerLock(self.layout, name)
 
     def storage(self, config: ContainerConfig) -> Storage:
-        return Storage(config.layout, self.layout.private(config.name), self.layout.root(config.name))
+        return Storage(config.layout, self.layout.private(config.name), self.layout.root(config.name),
+                       mount_options=ovz_quota.mount_options(config))
 
     def state_path(self, name: str) -> str:
         return os.path.join(self.layout.run(name), "state.json")
@@ -143,6 +147,7 @@ class ContainerManager:
             "init": config.init,
             "onboot": config.onboot,
             "bootorder": config.bootorder,
+            "labels": dict(config.labels),
             "template": config.template,
             "diskspace": config.diskspace,
             "diskinodes": config.diskinodes,
@@ -208,17 +213,27 @@ class ContainerManager:
                 if self.store.exists(name):
                     raise StateConflict("container %s already exists" % name, "name")
                 storage = self.storage(config)
+                creating = os.path.join(self.layout.run(name), CREATING_MARKER)
+                if os.path.exists(creating):
+                    # A create of this name was killed half-way: what it left is ours to remove.
+                    storage.umount()
+                    storage.destroy()
                 if os.path.lexists(storage.private):
                     raise StateConflict("the private area %s already exists; remove it or choose another name"
                                         % storage.private, "name")
                 try:
+                    with open(creating, "w"):
+                        pass
                     storage.create(config.diskspace[1], config.diskinodes[1])
+                    faults.point("create.storage")
                     storage.mount()
                     try:
                         extract_template(config.template, storage.root)
+                        faults.point("create.extract")
                     finally:
                         storage.umount()
                     self.store.save(config)
+                    os.unlink(creating)
                 except BaseException:
                     storage.umount()
                     storage.destroy()
@@ -242,8 +257,10 @@ class ContainerManager:
                 return False
             config = self.load(name)
             self._stop_locked(config, timeout=config.stop_timeout)
+            faults.point("destroy.stopped")
             self.storage(config).destroy()
             shutil.rmtree(self.layout.dump(name), ignore_errors=True)
+            faults.point("destroy.storage")
             self.store.remove(name)
             self._remove_run_dir(name, keep_lock=False)
         return True
@@ -281,6 +298,8 @@ class ContainerManager:
                     validate_hostname(value)
                 if key == "init":
                     validate_init(value)
+                if key == "labels":
+                    value = validate_labels(value)
                 if getattr(config, key) != value:
                     diff[key] = (getattr(config, key), value)
                     setattr(config, key, value)
@@ -326,6 +345,9 @@ class ContainerManager:
         try:
             storage.mount()
             undo.append(storage.umount)
+            faults.point("start.mount")
+            # Disk quota (issue 6): the stored limits, in force before the first process of the container exists.
+            ovz_quota.apply_at_start(config, storage)
             os.makedirs(guest_dir, mode=0o755, exist_ok=True)
             marker = os.path.join(guest_dir, BOOT_MARKER)
             if os.path.lexists(marker):
@@ -336,12 +358,15 @@ class ContainerManager:
             cgroups.create(PAYLOAD)
             # Limits (issue 5): in force before the first process of the container exists.
             ovz_limits.apply_at_start(cgroups, config.limits, storage)
+            faults.point("start.cgroups")
             undo.append(cgroups.kill_all)
             spec = InitSpec(
                 argv=[config.init],
                 rootfs=RootfsSpec(root=storage.root, console=os.path.join(run_dir, "console.log"),
                                   guest_dir=guest_dir, hostname=config.hostname,
-                                  lxcfs=find_lxcfs(self.layout.data_dir)),
+                                  lxcfs=find_lxcfs(self.layout.data_dir),
+                                  beancounters=find_bcd(self.layout.data_dir, name),
+                                  devices=ovz_quota.rootfs_devices(config, storage)),
                 cgroup_procs=cgroups.payload_procs(PAYLOAD),
                 cgroup2_dir=cgroups.payload_cgroup2(PAYLOAD),
                 dropped_capabilities=ns.DEFAULT_DROPPED_CAPABILITIES,
@@ -349,6 +374,7 @@ class ContainerManager:
             )
             undo.append(lambda: self._network_teardown(config))
             init_pid = spawn_init(spec, self._network_before_go(config, storage.root, before_go))
+            faults.point("start.spawned")
             starttime = process_starttime(init_pid)
             if starttime is None:
                 raise OvzError("the init of %s exited at once; see %s" % (name, spec.stdout_path))
@@ -395,6 +421,7 @@ class ContainerManager:
             if cgroups.frozen():
                 cgroups.thaw()
             self._halt(runtime, config, timeout)
+            faults.point("stop.halt")
         self._cleanup_stale(config)
         return was_running
 
@@ -440,6 +467,7 @@ class ContainerManager:
         if cgroups.exists():
             cgroups.kill_all()
             cgroups.remove()
+            faults.point("stop.cgroups")
         network_error: Optional[OvzError] = None
         try:
             self._network_teardown(config)

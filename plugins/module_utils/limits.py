@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import cgroups as cg
+from . import faults
 from .errors import InvalidParameter, KernelUnsupported, OvzError
 from .sizes import parse_count, parse_pair, parse_size
 
@@ -815,6 +816,7 @@ def update(manager: "ContainerManager", name: str, params: Mapping[str, Any], dr
         if change.changed and not dry_run:
             apply_settings(cgroups, settings, rollback=settings_for(cgroups, before, devices))
             change.applied = True
+            faults.point("limits.apply")
             if before != after:
                 config.limits = after
                 try:

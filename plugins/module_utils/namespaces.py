@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import threading
 from typing import Iterable, Optional
 
 CLONE_NEWNS = 0x00020000
@@ -67,10 +68,12 @@ CAPABILITIES = {
 }
 
 # What a container never gets by default: these act on the whole host
-# (modules, raw I/O, the clock, the kernel log, LSM policy, suspend).
+# (modules, raw I/O, the clock, the kernel log, LSM policy, suspend), and
+# dac_read_search, whose open_by_handle_at opens any inode of a filesystem
+# the container's root shares with the host ("Shocker"; Docker drops it too).
 DEFAULT_DROPPED_CAPABILITIES = (
     "sys_module", "sys_rawio", "sys_time", "mac_admin", "mac_override",
-    "syslog", "wake_alarm", "block_suspend", "audit_control",
+    "syslog", "wake_alarm", "block_suspend", "audit_control", "dac_read_search",
 )
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
@@ -86,6 +89,8 @@ def load_libc() -> ctypes.CDLL:
 
 
 _libc = load_libc()
+_libc_gil_held = ctypes.PyDLL(_libc._name, use_errno=True)  # pylint: disable=protected-access
+_libc_gil_held.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
@@ -126,6 +131,31 @@ def pivot_root(new_root: str, put_old: str) -> None:
     if number is None:
         raise OSError(38, "pivot_root: unsupported architecture %s" % platform.machine())
     _check(_libc.syscall(number, _b(new_root), _b(put_old)), "pivot_root", new_root)
+
+
+# The mount API (Linux 5.2): the same system call numbers on every architecture.
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
+
+def open_tree(path: str, flags: int) -> int:
+    """A descriptor of the mount at ``path`` (with OPEN_TREE_CLONE: a detached copy, a bind waiting for a place)."""
+    result = _libc.syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), _b(path), ctypes.c_uint(flags))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "open_tree: %s" % os.strerror(err), path)
+    return result
+
+
+def move_mount(tree_fd: int, target: str) -> None:
+    """Attach the detached mount ``tree_fd`` at ``target`` in the caller's mount namespace."""
+    result = _libc.syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(tree_fd), b"", ctypes.c_int(AT_FDCWD),
+                           _b(target), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "move_mount: %s" % os.strerror(err), target)
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
@@ -204,9 +234,23 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     args.flags = CLONE_INTO_CGROUP if cgroup_fd >= 0 else 0
     args.exit_signal = _signal.SIGCHLD
     args.cgroup = max(cgroup_fd, 0)
-    result = _libc.syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    # The call goes through a PyDLL handle, which keeps the GIL held: through a CDLL handle
+    # ctypes releases it, another thread may take it, and the child, a copy of that moment,
+    # then waits forever for a GIL held by a thread it does not have. With other Python
+    # threads alive, the interpreter's own at-fork protocol also runs (import lock,
+    # thread states, os.register_at_fork hooks), as os.fork does; alone, it is skipped
+    # for speed (about 1 ms).
+    threaded = threading.active_count() > 1
+    if threaded:
+        ctypes.pythonapi.PyOS_BeforeFork()
+    result = _libc_gil_held.syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    err = ctypes.get_errno()
+    if threaded:
+        if result == 0:
+            ctypes.pythonapi.PyOS_AfterFork_Child()
+        else:
+            ctypes.pythonapi.PyOS_AfterFork_Parent()
     if result < 0:
-        err = ctypes.get_errno()
         raise OSError(err, "clone3: %s" % os.strerror(err))
     return result
 

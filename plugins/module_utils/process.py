@@ -245,6 +245,13 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgr
                 os.dup2(in_r, 0)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
+                # The caller's ends: held open here, the command would never see EOF on stdin.
+                for fd in (in_w, out_r, err_r):
+                    os.close(fd)
+            # Nor the pipes of other commands the caller runs at the same time (threads): held
+            # here, they would keep those commands from seeing EOF until this one ends.
+            # (close_range: no allocation in a child that may be forked from a threaded caller.)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
             join_cgroups(cgroup_procs)
             ns.enter_namespaces(init_pid, ENTER_ORDER)
             try:
@@ -252,6 +259,14 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgr
             except OSError:
                 grandchild = os.fork()
             if grandchild == 0:
+                if capture:
+                    # Its own session inside the container, as a daemon's: what it leaves running
+                    # belongs to the container alone, and CRIU can checkpoint it (a session whose
+                    # leader is outside the container's pid namespace cannot be restored).
+                    os.setsid()
+                # Only stdio goes in: descriptors the caller leaked (without O_CLOEXEC) are the
+                # host's, and a daemon keeping one could not be checkpointed either.
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
                 os.chdir(cwd)
                 ns.drop_bounding_capabilities(dropped_capabilities)
                 full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "container": "ovz", "TERM": "dumb"}

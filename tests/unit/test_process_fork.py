@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 import pytest
 
+from ansible_collections.ovz.containers.plugins.module_utils import namespaces as ns
 from ansible_collections.ovz.containers.plugins.module_utils import process
 
 
@@ -35,3 +37,26 @@ def test_fallback_refused_move_raises_once_in_the_parent_and_the_child_does_noth
             marker.write_text("the caller's code ran a second time")
             os._exit(0)
     assert not marker.exists()
+
+
+@pytest.mark.timeout(120)
+def test_raw_fork_with_another_python_thread_running_never_hangs_the_child():
+    # The child of a raw clone3 is a copy of one instant: if another thread held the GIL
+    # then, the child would wait for it forever (seen as a hung exec helper).
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            sum(range(1000))
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        for _ in range(200):
+            pid = ns.raw_fork()
+            if pid == 0:
+                os._exit(len([str(i) for i in range(100)]) - 100)
+            assert os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 0
+    finally:
+        stop.set()
+        worker.join()
