@@ -6,6 +6,11 @@ sweep touches only those (and, for the multi-node harness, the netns
 ovz-m<6 hex>h / ovz-m<6 hex>n<i> and the sshd processes recorded with their
 start time in /var/tmp/ovz-tests-*/mn-*/harness.json); other ovz* objects on the host are reported, not
 removed.
+
+A work directory whose test session is still running (its owner.json names a live pid with the
+same start time) is left alone, and so is everything not attributable to one directory (cgroups,
+network namespaces): several test runs may share this host. Leftovers of finished sessions are
+removed as usual.
 """
 import glob
 import json
@@ -31,15 +36,40 @@ HARNESS_NETNS = re.compile(r"^ovz-m[0-9a-f]{6}(h|n[0-9])$")  # the multi-node ha
 HARNESS_GLOB = os.path.join(WORK_GLOB, "mn-*", "harness.json")
 
 
+SESSION_OWNER = "owner.json"  # written by tests/conftest.py session_dir
+
+
+def session_is_live(work):
+    try:
+        with open(os.path.join(work, SESSION_OWNER)) as handle:
+            owner = json.load(handle)
+        return process_starttime(int(owner["pid"])) == int(owner["starttime"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def finished_work_dirs():
+    return [w for w in glob.glob(WORK_GLOB) if not session_is_live(w)]
+
+
+def live_work_dirs():
+    return [w for w in glob.glob(WORK_GLOB) if session_is_live(w)]
+
+
+def in_finished_session(path):
+    live = live_work_dirs()
+    return "/ovz-tests-" in path and not any(path == w or path.startswith(w + "/") for w in live)
+
+
 def suite_mounts():
     with open("/proc/self/mountinfo") as handle:
         points = [line.split()[4] for line in handle]
-    return [p for p in points if "/ovz-tests-" in p]
+    return [p for p in points if in_finished_session(p)]
 
 
 def suite_loops():
     out = subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
-    return [line.split(":")[0] for line in out.splitlines() if "/ovz-tests-" in line]
+    return [line.split(":")[0] for line in out.splitlines() if in_finished_session(line.split(":", 1)[-1])]
 
 
 def suite_cgroups():
@@ -72,6 +102,8 @@ def process_starttime(pid):
 def harness_records():
     records = []
     for path in glob.glob(HARNESS_GLOB):
+        if not in_finished_session(path):
+            continue
         try:
             with open(path) as handle:
                 records.append(json.load(handle))
@@ -149,8 +181,9 @@ def remove_cgroup_tree(path):
 
 
 def main():
+    live = live_work_dirs()
     sweep_harnesses()
-    for work in glob.glob(WORK_GLOB):
+    for work in finished_work_dirs():
         for data in glob.glob(os.path.join(work, "node-*", "data")) + glob.glob(os.path.join(work, "*", "data")):
             manager = ContainerManager(data)
             for name in manager.layout.names():
@@ -163,15 +196,20 @@ def main():
         subprocess.run(["umount", "-l", point], check=False)
     for loop in suite_loops():
         subprocess.run(["losetup", "-d", loop], check=False)
-    for path in suite_cgroups():
-        remove_cgroup_tree(path)
-    for name in suite_netns():
-        # Deleting the namespace takes the veths and bridges made inside it along.
-        subprocess.run(["ip", "netns", "del", name], check=False)
-    for work in glob.glob(WORK_GLOB):
-        if not suite_mounts():
+    if not live:
+        for path in suite_cgroups():
+            remove_cgroup_tree(path)
+        for name in suite_netns():
+            # Deleting the namespace takes the veths and bridges made inside it along.
+            subprocess.run(["ip", "netns", "del", name], check=False)
+    for work in finished_work_dirs():
+        if not any(p.startswith(work + "/") for p in suite_mounts()):
             shutil.rmtree(work, ignore_errors=True)
-    left = suite_mounts() + suite_loops() + suite_cgroups() + suite_netns() + glob.glob(WORK_GLOB)
+    left = suite_mounts() + suite_loops() + finished_work_dirs()
+    if live:
+        print("sweep: %d test session(s) still running, their objects left alone: %s" % (len(live), " ".join(live)))
+    else:
+        left += suite_cgroups() + suite_netns()
     left += ["sshd pid %d" % pid for pid, _start in harness_sshds()]
     others = other_ovz_objects()
     if others:

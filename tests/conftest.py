@@ -22,6 +22,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 from collection_path import COLLECTIONS_ROOT, ensure_collection_path  # noqa: E402
+from sweep import SESSION_OWNER, process_starttime  # noqa: E402
 
 ensure_collection_path()
 
@@ -40,6 +41,9 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def session_dir():
     path = tempfile.mkdtemp(prefix="ovz-tests-", dir=WORK_ROOT)
+    # scripts/sweep.py leaves the work directories of live sessions alone (several runs share a host).
+    with open(os.path.join(path, SESSION_OWNER), "w") as handle:
+        json.dump({"pid": os.getpid(), "starttime": process_starttime(os.getpid())}, handle)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
