@@ -52,7 +52,7 @@ def test_raw_fork_with_another_python_thread_running_never_hangs_the_child():
     worker = threading.Thread(target=busy)
     worker.start()
     try:
-        for _ in range(200):
+        for _attempt in range(200):
             pid = ns.raw_fork()
             if pid == 0:
                 os._exit(len([str(i) for i in range(100)]) - 100)
