@@ -51,7 +51,7 @@ import stat
 import subprocess
 import traceback
 from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from . import faults
 from . import namespaces as ns
@@ -480,10 +480,12 @@ class NetworkPlan:
 
 def plan_network(name: str, data_dir: str, desired: Optional[Dict[str, Any]], current: Dict[str, Any],
                  runtime: Optional[Dict[str, Any]], running: bool,
-                 others: Iterable[Tuple[str, Dict[str, Any]]] = ()) -> NetworkPlan:
+                 others: Iterable[Tuple[str, Dict[str, Any]]] = (), view: Optional["HostView"] = None) -> NetworkPlan:
     """Validate ``desired`` (None: remove the network) against the stored settings and the host.
 
-    ``runtime`` is what ``setup_network`` recorded for the running container (or None).
+    ``runtime`` is what ``setup_network`` recorded for the running container (or None);
+    ``view`` a ``host_view()`` to check against instead of reading the host again (for many
+    containers in one call).
     """
     before = dict(current) if current else {}
     if desired is None:
@@ -491,38 +493,55 @@ def plan_network(name: str, data_dir: str, desired: Optional[Dict[str, Any]], cu
     else:
         after = normalize_network(name, data_dir, desired, current or None)
         check_address_conflicts(name, after, others)
-        check_host(after, runtime, before)
+        check_host(after, runtime, before, view)
     applied = (runtime or {}).get("config") or {}
     live = running and not same_config(applied, after)
     return NetworkPlan(before, after, live)
 
 
-def check_host(netconf: Dict[str, Any], runtime: Optional[Dict[str, Any]] = None,
-               current: Optional[Dict[str, Any]] = None) -> None:
-    """Read-only checks against this host's kernel: the bridge, the host end's name, address clashes."""
-    mine = {conf.get("host_ifname") for conf in (runtime, current) if conf and conf.get("host_ifname")}
+class HostView:
+    """This host's links (by name), local addresses and main-table routes, read once."""
+
+    def __init__(self, links: Dict[str, Any], local: Set[str], routes: List[Tuple[Any, int, Any]]) -> None:
+        self.links = links
+        self.local = local
+        self.routes = routes
+
+
+def host_view() -> HostView:
     with netlink() as ipr:
         links = {link.get_attr("IFLA_IFNAME"): link for link in ipr.get_links()}
-        if netconf["netif_mode"] == "bridged":
-            bridge = links.get(netconf["bridge"])
-            if bridge is None:
-                raise InvalidParameter("bridge %s does not exist on this host" % netconf["bridge"], "bridge")
-            if _link_kind(bridge) != "bridge":
-                kind = _link_kind(bridge) or "plain"
-                raise InvalidParameter("%s is not a bridge (it is a %s link)" % (netconf["bridge"], kind), "bridge")
-            bridge_mtu = bridge.get_attr("IFLA_MTU")
-            if netconf["mtu"] is not None and netconf["mtu"] < bridge_mtu:
-                raise InvalidParameter("%d is below the MTU of bridge %s (%d); the port would lower the bridge's MTU "
-                                       "for every port" % (netconf["mtu"], netconf["bridge"], bridge_mtu), "mtu")
-        host_ifname = netconf["host_ifname"]
-        existing = links.get(host_ifname)
-        if existing is not None and host_ifname not in mine and not _is_ours(existing):
-            raise InvalidParameter("%s already exists on this host and is not a container's host end" % host_ifname,
-                                   "host_ifname")
-        ours = {link["index"] for link in links.values() if link.get_attr("IFLA_IFNAME") in mine | {host_ifname}}
         local = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr()}
         routes = [(r.get_attr("RTA_DST"), r["dst_len"], r.get_attr("RTA_OIF"))
                   for family in (AF_INET, AF_INET6) for r in ipr.get_routes(family=family, table=MAIN_TABLE)]
+    return HostView(links, local, routes)
+
+
+def check_host(netconf: Dict[str, Any], runtime: Optional[Dict[str, Any]] = None,
+               current: Optional[Dict[str, Any]] = None, view: Optional[HostView] = None) -> None:
+    """Read-only checks against this host's kernel (or ``view`` of it): the bridge, the host end's name,
+    address clashes."""
+    mine = {conf.get("host_ifname") for conf in (runtime, current) if conf and conf.get("host_ifname")}
+    if view is None:
+        view = host_view()
+    links, local, routes = view.links, view.local, view.routes
+    if netconf["netif_mode"] == "bridged":
+        bridge = links.get(netconf["bridge"])
+        if bridge is None:
+            raise InvalidParameter("bridge %s does not exist on this host" % netconf["bridge"], "bridge")
+        if _link_kind(bridge) != "bridge":
+            kind = _link_kind(bridge) or "plain"
+            raise InvalidParameter("%s is not a bridge (it is a %s link)" % (netconf["bridge"], kind), "bridge")
+        bridge_mtu = bridge.get_attr("IFLA_MTU")
+        if netconf["mtu"] is not None and netconf["mtu"] < bridge_mtu:
+            raise InvalidParameter("%d is below the MTU of bridge %s (%d); the port would lower the bridge's MTU "
+                                   "for every port" % (netconf["mtu"], netconf["bridge"], bridge_mtu), "mtu")
+    host_ifname = netconf["host_ifname"]
+    existing = links.get(host_ifname)
+    if existing is not None and host_ifname not in mine and not _is_ours(existing):
+        raise InvalidParameter("%s already exists on this host and is not a container's host end" % host_ifname,
+                               "host_ifname")
+    ours = {links[ifname]["index"] for ifname in mine | {host_ifname} if ifname in links}
     for iface in address_objects(netconf):
         ip = str(iface.ip)
         if ip in local:

@@ -81,6 +81,22 @@ options:
       - For the V(image) layout the hard value is the filesystem's inode count.
       - Only used at creation; change it later with M(ovz.containers.ovz_quota).
     type: str
+  unprivileged:
+    description:
+      - Run the container in its own user namespace, like Incus C(security.idmap.isolated). Its uids and gids 0 to
+        65535 are a block of 65536 host ids of its own, taken from root's ranges in C(/etc/subuid) and C(/etc/subgid)
+        (or from 1000000000 up where root has none) and given back when the container is destroyed. Its root is
+        root inside only, and an unprivileged user on the host; its mount, pid, uts, ipc, net and cgroup namespaces
+        belong to that user namespace, so root inside cannot remount host-wide C(/proc/sys) entries, mount host
+        block devices or v1 cgroup hierarchies, or create device nodes (the host's allowed nodes are bound in).
+      - The files keep their ownership on disk and are seen through an idmapped mount where the kernel and
+        filesystem allow it (Linux 5.12 or later; ext4, XFS, Btrfs). Elsewhere they are shifted into the block
+        (C(chown), keeping setuid bits, ACLs and file capabilities) and back when made privileged again.
+        The returned C(container.idmap) says which is used.
+      - The container's payload cgroup is delegated to its root, as systemd's C(Delegate=yes) does.
+      - Defaults to V(false) at creation. An existing container can only be changed while it is stopped.
+      - Checkpoint, restore and migration of unprivileged containers are refused.
+    type: bool
   wait_boot:
     description:
       - After a start, wait until the container's startup scripts have run. The templates of this
@@ -133,6 +149,12 @@ EXAMPLES = r'''
     layout: directory
     wait_boot: true
 
+- name: An unprivileged container (its own user namespace and id block)
+  ovz.containers.ovz_container:
+    name: ct102
+    template: busybox
+    unprivileged: true
+
 - name: Remove it
   ovz.containers.ovz_container:
     name: web1
@@ -174,124 +196,34 @@ container:
       description: Its cgroup directories, by hierarchy, when running.
       type: dict
       sample: {"memory": "/sys/fs/cgroup/memory/ovz-101"}
+    unprivileged:
+      description: Whether it runs in its own user namespace.
+      type: bool
+      sample: true
+    idmap:
+      description:
+        - The id block of an unprivileged container - its first host uid and gid, the count, and whether its files
+          are seen through an idmapped mount (V(idmapped)) or were shifted on disk (V(shifted)); null otherwise.
+      type: dict
+      sample: {"uid": 1000000000, "gid": 1000000000, "count": 65536, "mode": "idmapped"}
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import (
-    DifferenceTracker, argument_spec, fail_from_error)
+from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import argument_spec, fail_from_error
 from ansible_collections.ovz.containers.plugins.module_utils.config import validate_labels, validate_name
-from ansible_collections.ovz.containers.plugins.module_utils.container import (
-    ContainerManager, validate_hostname)
-from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError, StateConflict
-from ansible_collections.ovz.containers.plugins.module_utils.sizes import parse_pair
-
-RUNNING = ('running', 'frozen')
-SETTINGS = ('hostname', 'onboot', 'bootorder', 'init', 'labels')
-
-
-def desired_run_state(wanted, current):
-    """The run state after the call, or raise for a transition that cannot be made."""
-    if wanted == 'absent':
-        return 'absent'
-    if wanted in ('started', 'restarted'):
-        return 'running'
-    if wanted == 'stopped':
-        return 'stopped'
-    if wanted == 'frozen':
-        if current not in RUNNING:
-            raise StateConflict('only a running container can be frozen; %s is %s'
-                                % ('it' if current == 'absent' else 'the container', current), 'state')
-        return 'frozen'
-    return 'stopped' if current == 'absent' else current  # present
-
-
-def plan(module, manager, name):
-    """Validate everything and describe the changes; touches nothing."""
-    params = module.params
-    current = manager.status(name)
-    wanted = desired_run_state(params['state'], current)
-    tracker = DifferenceTracker()
-    tracker.add('state', current, wanted)
-    settings = {}
-    if params['hostname'] is not None:
-        validate_hostname(params['hostname'])
-    create_config = None
-    if current == 'absent' and wanted != 'absent':
-        create_config = manager.plan_create(
-            name, params['template'], layout=params['layout'] or 'image', hostname=params['hostname'], init=params['init'],
-            onboot=bool(params['onboot']),
-            diskspace=parse_pair(params['diskspace'], 'diskspace') if params['diskspace'] else None,
-            diskinodes=parse_pair(params['diskinodes'], 'diskinodes', as_size=False) if params['diskinodes'] else None)
-        if params['bootorder'] is not None:
-            create_config.bootorder = params['bootorder']
-        if params['labels'] is not None:
-            create_config.labels = params['labels']
-        for key in SETTINGS:
-            tracker.add(key, None, getattr(create_config, key))
-        tracker.add('layout', None, create_config.layout)
-    elif current != 'absent':
-        config = manager.load(name)
-        if params['layout'] is not None and params['layout'] != config.layout:
-            raise StateConflict('the layout of an existing container cannot be changed (it is %s)'
-                                % config.layout, 'layout')
-        for key in SETTINGS:
-            value = params[key]
-            if value is None or wanted == 'absent':
-                tracker.add(key, getattr(config, key), getattr(config, key) if wanted != 'absent' else None)
-                continue
-            tracker.add(key, getattr(config, key), value)
-            if getattr(config, key) != value:
-                settings[key] = value
-    restart = params['state'] == 'restarted'
-    return current, wanted, tracker, settings, create_config, restart
-
-
-def apply(module, manager, name, current, wanted, settings, create_config, restart):
-    params = module.params
-    if wanted == 'absent':
-        manager.destroy(name)
-        return
-    if create_config is not None:
-        manager.create(name, params['template'], layout=create_config.layout, hostname=create_config.hostname,
-                       init=create_config.init, onboot=create_config.onboot,
-                       diskspace=create_config.diskspace, diskinodes=create_config.diskinodes)
-        if create_config.bootorder or create_config.labels:
-            manager.update(name, bootorder=create_config.bootorder, labels=create_config.labels)
-        current = 'stopped'
-    if settings:
-        manager.update(name, **settings)
-    if restart and current in RUNNING:
-        manager.stop(name, timeout=params['timeout'])
-        current = 'stopped'
-    if wanted in RUNNING and current == 'stopped':
-        manager.start(name, wait_boot=params['wait_boot'], timeout=params['timeout'])
-        current = 'running'
-    if wanted == 'running' and current == 'frozen':
-        manager.thaw(name)
-    elif wanted == 'frozen' and current == 'running':
-        manager.freeze(name)
-    elif wanted == 'stopped' and current in RUNNING:
-        manager.stop(name, timeout=params['timeout'])
+from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils.converge import apply_container, plan_container
+from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
+from ansible_collections.ovz.containers.plugins.module_utils.specs import CONTAINER_OPTIONS
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
             name=dict(type='str', required=True, aliases=['ctid']),
-            state=dict(type='str', default='started',
-                       choices=['present', 'started', 'stopped', 'restarted', 'frozen', 'absent']),
-            template=dict(type='str'),
-            hostname=dict(type='str'),
-            onboot=dict(type='bool'),
-            bootorder=dict(type='int'),
-            labels=dict(type='dict'),
-            init=dict(type='str', default='/sbin/init'),
-            layout=dict(type='str', choices=['image', 'directory']),
-            diskspace=dict(type='str'),
-            diskinodes=dict(type='str'),
-            wait_boot=dict(type='bool', default=False),
-            timeout=dict(type='int', default=60),
+            unprivileged=dict(type='bool'),
+            **CONTAINER_OPTIONS
         ),
         supports_check_mode=True,
     )
@@ -304,15 +236,15 @@ def main():
         if params['timeout'] < 0:
             raise OvzError('must not be negative, got %d' % params['timeout'], 'timeout')
         manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
-        current, wanted, tracker, settings, create_config, restart = plan(module, manager, name)
-        changed = tracker.changed or restart
+        plan = plan_container(manager, name, params)
+        changed = plan.changed
         if changed and not module.check_mode:
-            apply(module, manager, name, current, wanted, settings, create_config, restart)
+            apply_container(manager, plan, params)
         result['changed'] = changed
         if module._diff:
-            result['diff'] = tracker.diff()
+            result['diff'] = plan.tracker.diff()
         result['container'] = manager.facts(name) if not module.check_mode else dict(
-            manager.facts(name), state=wanted if changed else current)
+            manager.facts(name), state=plan.wanted if changed else plan.current)
     except Exception as exc:  # noqa: BLE001 - every failure is reported with its parameter
         fail_from_error(module, exc, **result)
     module.exit_json(**result)

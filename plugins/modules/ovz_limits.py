@@ -220,6 +220,7 @@ from ansible_collections.ovz.containers.plugins.module_utils.beancounters import
 from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils.limits import LIMIT_PARAMS, effective, update
+from ansible_collections.ovz.containers.plugins.module_utils.specs import LIMITS_OPTIONS
 
 RUNNING = ('running', 'frozen')
 
@@ -228,17 +229,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
             name=dict(type='str', required=True, aliases=['ctid']),
-            cpuunits=dict(type='int'),
-            cpulimit=dict(type='int'),
-            cpus=dict(type='int'),
-            cpumask=dict(type='str'),
-            ram=dict(type='str'),
-            swap=dict(type='str'),
-            numproc=dict(type='str'),
-            ioprio=dict(type='int'),
-            iolimit=dict(type='str'),
-            iopslimit=dict(type='int'),
-            ubc=dict(type='dict'),
+            **LIMITS_OPTIONS
         ),
         supports_check_mode=True,
     )

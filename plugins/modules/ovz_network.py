@@ -211,48 +211,11 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.ovz.containers.plugins.module_utils import network
 from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import argument_spec, fail_from_error
-from ansible_collections.ovz.containers.plugins.module_utils.config import iter_configs, validate_name
+from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils.converge import apply_network, plan_network
 from ansible_collections.ovz.containers.plugins.module_utils.errors import StateConflict
-
-RUNNING = ('running', 'frozen')
-SETTINGS = ('ip_address', 'netif_mode', 'bridge', 'ifname', 'host_ifname', 'mac', 'mtu', 'routes', 'nameserver',
-            'searchdomain', 'mac_filter')
-
-
-def plan(module, manager, name):
-    """Validate everything and describe the change; touches nothing."""
-    params = module.params
-    config = manager.load(name)
-    running = manager.status(name) in RUNNING
-    runtime_path = network.runtime_path(manager.layout.run(name))
-    runtime = network.load_runtime(runtime_path) if running else None
-    desired = None if params['state'] == 'absent' else dict((key, params[key]) for key in SETTINGS)
-    others = [(other.name, other.network) for other in iter_configs(manager.layout) if other.name != name]
-    result = network.plan_network(name, manager.layout.data_dir, desired, config.network, runtime, running, others)
-    return config, running, runtime, runtime_path, result
-
-
-def apply(module, manager, config, running, runtime, runtime_path, result):
-    """Change the running container first, then store the settings; a failed live change is undone."""
-    name = config.name
-    if running:
-        init_pid = manager.runtime(name).init_pid
-        try:
-            runtime = network.apply_network_live(name, result.after, init_pid, manager.layout.data_dir, runtime,
-                                                 runtime_path)
-        except Exception:
-            try:
-                network.apply_network_live(name, result.before, init_pid, manager.layout.data_dir,
-                                           network.load_runtime(runtime_path), runtime_path)
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
-            raise
-        for warning in (runtime or {}).get('warnings', []):
-            module.warn(warning)
-    config.network = result.after
-    manager.store.save(config)
-    return runtime
+from ansible_collections.ovz.containers.plugins.module_utils.specs import NETWORK_OPTIONS
 
 
 def main():
@@ -260,23 +223,7 @@ def main():
         argument_spec=argument_spec(
             name=dict(type='str', required=True, aliases=['ctid']),
             state=dict(type='str', default='present', choices=['present', 'absent']),
-            ip_address=dict(type='list', elements='str'),
-            netif_mode=dict(type='str', choices=['routed', 'bridged']),
-            bridge=dict(type='str'),
-            ifname=dict(type='str'),
-            host_ifname=dict(type='str'),
-            mac=dict(type='str'),
-            mtu=dict(type='int'),
-            routes=dict(type='list', elements='dict', options=dict(
-                dst=dict(type='str', required=True),
-                via=dict(type='str'),
-                mtu=dict(type='int'),
-                src=dict(type='str'),
-                metric=dict(type='int'),
-            )),
-            nameserver=dict(type='list', elements='str'),
-            searchdomain=dict(type='list', elements='str'),
-            mac_filter=dict(type='bool'),
+            **NETWORK_OPTIONS
         ),
         supports_check_mode=True,
     )
@@ -290,9 +237,10 @@ def main():
         if not manager.exists(name):
             raise StateConflict('container %s does not exist; create it with ovz_container first' % name, 'name')
         with manager.lock(name):
-            config, running, runtime, runtime_path, planned = plan(module, manager, name)
+            step = plan_network(manager, name, params)
+            planned, running, runtime = step.plan, step.running, step.runtime
             if planned.changed and not module.check_mode:
-                runtime = apply(module, manager, config, running, runtime, runtime_path, planned)
+                runtime = apply_network(manager, step, module.warn)
         result['changed'] = planned.changed
         if module._diff:
             result['diff'] = dict(before=planned.before, after=planned.after)

@@ -1,0 +1,315 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ovz.containers developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Converge many containers of one node in one call (the ``ovz_fleet`` module).
+
+Each container goes through the same plan and apply steps as the single
+modules (``converge.plan_container``/``apply_container``, ``converge.plan_network``/
+``apply_network``, ``limits.update``, ``quota.update``). Every container is
+planned before the first one is touched, so bad input changes nothing; the
+node's configurations are read once, and the address conflicts are checked
+against the planned state of the whole list.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from . import converge
+from . import network
+from . import limits as ovz_limits
+from . import quota as ovz_quota
+from .config import ContainerConfig, iter_configs, validate_labels, validate_name
+from .container import ContainerManager
+from .errors import InvalidParameter, OvzError
+
+FLEET_LABEL = "ovz_fleet"
+FLEET_STATES = ("present", "started", "stopped", "frozen", "absent")
+CREATE_FROM_QUOTA = ("diskspace", "diskinodes")
+
+
+class FleetError(OvzError):
+    """A failure of one container, naming it and the parameter (``containers[NAME].limits.ram``)."""
+
+    def __init__(self, name: str, section: str, exc: BaseException) -> None:
+        inner = exc.param if isinstance(exc, OvzError) else None
+        if section == "" and inner in CREATE_FROM_QUOTA:
+            section = "quota"
+        path = ".".join(part for part in (section, inner) if part)
+        param = "containers[%s]%s" % (name, "." + path if path else "")
+        if isinstance(exc, OvzError):
+            message = exc.args[0] if exc.args else str(exc)
+        else:
+            message = "%s: %s" % (type(exc).__name__, exc)
+        super().__init__(message, param)
+        self.name = name
+        self.cause = None if isinstance(exc, OvzError) else exc
+
+
+def select(items: Sequence[Mapping[str, Any]], node: Optional[str]) -> List[Tuple[int, Mapping[str, Any]]]:
+    """The items this node converges, with their index in the list."""
+    return [(index, item) for index, item in enumerate(items)
+            if node is None or item.get("node") in (None, node)]
+
+
+def _given(section: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    return dict((key, value) for key, value in (section or {}).items() if value is not None)
+
+
+def _differs(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str) -> List[str]:
+    return ["%s.%s" % (prefix, key) for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+
+
+@dataclass
+class ContainerWork:
+    """The plan for one container, and what happened to it."""
+
+    name: str
+    item: Mapping[str, Any]
+    params: Dict[str, Any]
+    plan: Optional[converge.ContainerPlan] = None
+    network: Optional[Dict[str, Any]] = None          # the network options given
+    network_change: Optional[Tuple[Dict[str, Any], Dict[str, Any]]] = None
+    network_plan: Optional[network.NetworkPlan] = None
+    limits: Dict[str, Any] = field(default_factory=dict)
+    limits_change: Optional[Tuple[Dict[str, Any], Dict[str, Any]]] = None
+    quota: Optional[ovz_quota.QuotaRequest] = None
+    quota_change: Optional[Tuple[Dict[str, Any], Dict[str, Any]]] = None
+    changes: List[str] = field(default_factory=list)
+    not_enforced: Dict[str, str] = field(default_factory=dict)
+    remove: bool = False
+    done: bool = False
+    state: Optional[str] = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+class FleetConverger:
+    """Plans and applies a fleet on one node (``manager``)."""
+
+    def __init__(self, manager: ContainerManager, fleet: Optional[str] = None,
+                 warn: Callable[[str], None] = lambda text: None) -> None:
+        self.manager = manager
+        self.fleet = fleet
+        self.warn = warn
+        self.work: List[ContainerWork] = []
+        self._host: Optional[ovz_limits.HostInfo] = None
+        self.networks: Dict[str, Dict[str, Any]] = {}   # every container's network after the run
+        self._view: Optional[network.HostView] = None
+
+    @property
+    def view(self) -> network.HostView:
+        """The node's links, addresses and routes, read once for the whole plan."""
+        if self._view is None:
+            self._view = network.host_view()
+        return self._view
+
+    @property
+    def host(self) -> ovz_limits.HostInfo:
+        if self._host is None:
+            self._host = ovz_limits.HostInfo.probe(self.manager.backend)
+        return self._host
+
+    # -- plan -------------------------------------------------------------------------------
+    def plan(self, items: Sequence[Tuple[int, Mapping[str, Any]]], prune: bool = False) -> None:
+        """Validate every item against the node and describe the changes; touches nothing."""
+        if prune and self.fleet is None:
+            raise InvalidParameter("prune removes the containers of one fleet: name it with fleet", "fleet")
+        if self.fleet is not None:
+            try:
+                validate_labels({FLEET_LABEL: self.fleet})
+            except OvzError as exc:
+                raise InvalidParameter(exc.args[0], "fleet") from None
+        configs: Dict[str, ContainerConfig] = dict((c.name, c) for c in iter_configs(self.manager.layout))
+        networks = self.networks
+        networks.update((name, c.network) for name, c in configs.items())
+        if prune and self.fleet is not None:
+            # Removed first, so that their addresses are free for the others.
+            listed = set(str(item.get("name")) for _index, item in items)
+            for name in sorted(configs):
+                if name not in listed and configs[name].labels.get(FLEET_LABEL) == self.fleet:
+                    self.work.append(ContainerWork(name, {}, {}, remove=True, changes=["removed"], state="absent"))
+                    networks.pop(name, None)
+        seen: Dict[str, int] = {}
+        for index, item in items:
+            try:
+                name = validate_name(item.get("name"))
+            except OvzError as exc:
+                raise InvalidParameter(exc.args[0], "containers[%d].name" % index) from None
+            if name in seen:
+                raise InvalidParameter("%s is also item %d of the list" % (name, seen[name]),
+                                       "containers[%d].name" % index)
+            seen[name] = index
+            try:
+                params = self._container_params(item, configs.get(name))
+            except Exception as exc:
+                raise FleetError(name, "", exc) from exc
+            work = ContainerWork(name, item, params)
+            self._plan_one(work, networks)
+            self.work.append(work)
+
+    def _container_params(self, item: Mapping[str, Any], config: Optional[ContainerConfig]) -> Dict[str, Any]:
+        keys = ("state", "template", "hostname", "onboot", "bootorder", "labels", "init", "layout", "unprivileged",
+                "wait_boot", "timeout")
+        params = dict((key, item.get(key)) for key in keys)
+        params["state"] = params["state"] or "started"
+        quota = item.get("quota") or {}
+        for key in CREATE_FROM_QUOTA:
+            params[key] = quota.get(key)
+        labels = params["labels"]
+        if labels is not None:
+            labels = validate_labels(labels)
+        if self.fleet is not None:
+            base = labels if labels is not None else (dict(config.labels) if config is not None else {})
+            labels = dict(base, **{FLEET_LABEL: self.fleet})
+        params["labels"] = labels
+        if params["timeout"] is not None and params["timeout"] < 0:
+            raise InvalidParameter("must not be negative, got %d" % params["timeout"], "timeout")
+        return params
+
+    def _plan_one(self, work: ContainerWork, networks: Dict[str, Dict[str, Any]]) -> None:
+        name, item = work.name, work.item
+        section = ""
+        try:
+            plan = work.plan = converge.plan_container(self.manager, name, work.params)
+            work.changes = (["created"] if plan.create_config is not None else []) + \
+                [key for key in plan.tracker.changes if key not in ("layout", "unprivileged") or plan.create_config is None]
+            work.state = plan.wanted
+            if plan.wanted == "absent":
+                if plan.current != "absent":
+                    work.changes = ["removed"]
+                networks.pop(name, None)
+                return
+            new = plan.create_config is not None
+            section = "network"
+            if item.get("network") is not None:
+                work.network = dict(item["network"], state="present")
+                others = [(other, conf) for other, conf in networks.items() if other != name]
+                if new:
+                    planned = converge.plan_new_network(self.manager, name, work.network, others, self.view)
+                else:
+                    planned = converge.plan_network(self.manager, name, work.network, others, self.view).plan
+                networks[name] = planned.after
+                if planned.changed:
+                    work.network_change = (planned.before, planned.after)
+                    work.network_plan = planned
+                    work.changes += _differs(planned.before, planned.after, "network") or ["network.live"]
+            section = "limits"
+            work.limits = _given(item.get("limits"))
+            if work.limits:
+                if new:
+                    request = ovz_limits.normalize_request(work.limits)
+                    after = ovz_limits.merge({}, request)
+                    ovz_limits.validate_combination(after, self.host)
+                    before = {}
+                    drift: List[str] = []
+                else:
+                    change = ovz_limits.update(self.manager, name, work.limits, dry_run=True)
+                    before, after, drift = change.before, change.after, change.drift
+                    work.not_enforced.update(change.not_enforced)
+                if before != after or drift:
+                    work.limits_change = (ovz_limits.effective(before), ovz_limits.effective(after))
+                    work.changes += _differs(*work.limits_change, prefix="limits")
+                    if before == after:      # the stored limits hold, the kernel does not
+                        work.changes.append("limits.kernel_differs")
+            section = "quota"
+            quota = _given(item.get("quota"))
+            if quota:
+                work.quota = converge.quota_request(quota)
+                if not new:
+                    qchange = ovz_quota.update(self.manager, name, work.quota, dry_run=True)
+                    work.not_enforced.update(qchange.not_enforced)
+                    if qchange.changed:
+                        work.quota_change = (qchange.before, qchange.after)
+                        work.changes += _differs(qchange.before, qchange.after, "quota") or ["quota.actions"]
+                elif set(quota) - set(CREATE_FROM_QUOTA) - {"restart"}:
+                    work.changes += ["quota.%s" % key for key in sorted(quota) if key not in CREATE_FROM_QUOTA]
+        except FleetError:
+            raise
+        except Exception as exc:
+            raise FleetError(name, section, exc) from exc
+        work.changes = list(dict.fromkeys(work.changes))
+
+    # -- apply ------------------------------------------------------------------------------
+    def apply(self) -> None:
+        """Make the planned changes, container after container."""
+        for work in self.work:
+            if not work.changed:
+                continue
+            if work.remove:
+                try:
+                    self.manager.destroy(work.name)
+                except Exception as exc:
+                    raise FleetError(work.name, "", exc) from exc
+                work.done = True
+                continue
+            section = {"value": ""}
+            try:
+                converge.apply_container(self.manager, work.plan, work.params,
+                                         before_run_state=functools.partial(self._settle, work, section))
+                section["value"] = ""
+                work.state = self.manager.status(work.name)
+            except Exception as exc:
+                raise FleetError(work.name, section["value"], exc) from exc
+            work.done = True
+
+    def _settle(self, work: ContainerWork, section: Dict[str, str]) -> None:
+        """Network, limits and quota of an existing (or just created) container, before its run state changes."""
+        name = work.name
+        if work.network_change is not None:
+            section["value"] = "network"
+            with self.manager.lock(name):
+                # The plan made and checked against the node before the first change of this run.
+                converge.apply_network(self.manager, converge.network_step(self.manager, name, work.network_plan),
+                                       self.warn)
+        if work.limits_change is not None:
+            section["value"] = "limits"
+            change = ovz_limits.update(self.manager, name, work.limits)
+            work.not_enforced.update(change.not_enforced)
+        if work.quota is not None and (work.quota_change is not None or work.plan.create_config is not None):
+            section["value"] = "quota"
+            change = ovz_quota.update(self.manager, name, work.quota)
+            work.not_enforced.update(change.not_enforced)
+        section["value"] = ""
+
+    # -- report -----------------------------------------------------------------------------
+    def report(self, check_mode: bool) -> Dict[str, Any]:
+        containers: Dict[str, Any] = {}
+        summary = dict(created=0, changed=0, unchanged=0, removed=0)
+        for work in self.work:
+            if not check_mode and work.changed and not work.done:
+                continue   # not reached (a failure came first)
+            containers[work.name] = dict(changed=work.changed, changes=list(work.changes), state=work.state)
+            if "created" in work.changes:
+                summary["created"] += 1
+            elif "removed" in work.changes:
+                summary["removed"] += 1
+            elif work.changed:
+                summary["changed"] += 1
+            else:
+                summary["unchanged"] += 1
+        not_enforced = dict((w.name, dict(w.not_enforced)) for w in self.work if w.not_enforced)
+        return dict(changed=any(w.changed for w in self.work), containers=containers, summary=summary,
+                    not_enforced=not_enforced)
+
+    def diff(self) -> Dict[str, Any]:
+        before: Dict[str, Any] = {}
+        after: Dict[str, Any] = {}
+        for work in self.work:
+            if not work.changed:
+                continue
+            if work.remove:
+                before[work.name], after[work.name] = {"state": "present"}, {"state": "absent"}
+                continue
+            old = dict(work.plan.tracker.before)
+            new = dict(work.plan.tracker.after)
+            for key, change in (("network", work.network_change), ("limits", work.limits_change),
+                                ("quota", work.quota_change)):
+                if change is not None:
+                    old[key], new[key] = change
+            before[work.name], after[work.name] = old, new
+        return dict(before=before, after=after)
