@@ -53,6 +53,16 @@ def busybox_template(session_dir):
     return build_busybox_template(os.path.join(session_dir, "templates"))
 
 
+def debian_template_path() -> str:
+    """OVZ_DEBIAN_TEMPLATE, or scripts/build-debian-template's build (cached by content: a hit is instant)."""
+    path = os.environ.get("OVZ_DEBIAN_TEMPLATE")
+    if not path or not os.path.exists(path):
+        out = subprocess.run([os.path.join(REPO, "scripts", "build-debian-template")], stdout=subprocess.PIPE,
+                             universal_newlines=True, check=True).stdout
+        path = out.strip().splitlines()[-1]
+    return path
+
+
 class Node:
     """One test node: its own data_dir and cgroup parent on this kernel."""
 
