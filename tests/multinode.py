@@ -225,7 +225,9 @@ class HarnessNode:
                 "ListenAddress %s" % self.ip6,
                 "Port 22",
                 "HostKey %s" % self.harness.host_key,
-                "AuthorizedKeysFile %s.pub" % self.harness.client_key,
+                # The harness's client key, and the node's own file (where the ovz_host role's SSH trust
+                # puts its peers' migration keys; the nodes share one filesystem).
+                "AuthorizedKeysFile %s.pub %s" % (self.harness.client_key, os.path.join(self.base, "authorized_keys")),
                 "PermitRootLogin prohibit-password",
                 "PubkeyAuthentication yes",
                 "PasswordAuthentication no",
@@ -387,8 +389,10 @@ class Harness:
         lines += ["", "[ovz_nodes:vars]", "ansible_user=root",
                   "ansible_ssh_private_key_file=%s" % self.client_key,
                   # No persistent ssh masters: one would outlive the harness, keep its netns alive and be
-                  # reused by the next harness whose node has the same address.
-                  "ansible_ssh_args='-o ControlMaster=no -o ControlPersist=no'",
+                  # reused by the next harness whose node has the same address. ControlPath=none: with
+                  # ControlPersist in ssh_args Ansible adds its own ControlPath, and ssh then rides on any
+                  # master another run left at the same address (another harness's node).
+                  "ansible_ssh_args='-o ControlMaster=no -o ControlPath=none'",
                   "ansible_ssh_pipelining=true",
                   "ansible_ssh_common_args='-F /dev/null -o IdentitiesOnly=yes -o UserKnownHostsFile=%s "
                   "-o StrictHostKeyChecking=yes'" % self.known_hosts,
