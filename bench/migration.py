@@ -7,8 +7,13 @@ busybox container, bench/dirty.c holds SIZE MiB and keeps dirtying RATE MiB/s.
 For each size and each number of pre-dumps:
 - checkpoint: ``Checkpointer.dump(leave_running=True)`` (after the pre-dumps, when asked);
   frozen = CRIU's own frozen time; total = the call;
-- migration: ``migration.migrate`` node 1 -> node 2; frozen = from the freeze to the end of
-  the restore on the target; total = the whole call (pre-flight to cleanup).
+- migration: ``migration.migrate(lazy=False)`` node 1 -> node 2, all memory copied while frozen
+  (after the pre-dumps); frozen = from the freeze to the end of the restore on the target;
+  total = the whole call (pre-flight to cleanup);
+- lazy migration: ``migration.migrate(lazy=True)`` of the same container back, node 2 -> node 1
+  (post-copy: CRIU lazy pages over userfaultfd, the pages fetched from the source's page server
+  after the restore); frozen as above (the pages still to come do not count: the container runs),
+  total includes the page transfer. No pre-dumps with lazy migration.
 
     python3 bench/migration.py                        # 64,256,1024 MiB x 0,3 pre-dumps
     python3 bench/migration.py --sizes 64 --runs 3
@@ -121,13 +126,20 @@ def checkpoint(node, name, predumps, scratch):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def migrate(node, name, target, predumps):
+def migrate(node, name, target, predumps, lazy):
     code = ("import json\n"
             "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
             "from ansible_collections.ovz.containers.plugins.module_utils import migration\n"
-            "r = migration.migrate(ContainerManager(%r, %r), %r, %r, pre_dump_iterations=%d)\n"
-            "print(json.dumps(r, default=str))\n" % (node.data_dir, node.cgroup_parent, name, target, predumps))
+            "r = migration.migrate(ContainerManager(%r, %r), %r, %r, pre_dump_iterations=%d, lazy=%r)\n"
+            "print(json.dumps(r, default=str))\n" % (node.data_dir, node.cgroup_parent, name, target, predumps, lazy))
     return node_json(node, code)
+
+
+def migration_row(mig):
+    return {"frozen_ms": (mig["frozen_time"] or 0) * 1000, "total_ms": mig["timings"]["total"] * 1000,
+            "lazy": mig.get("lazy"), "predumps_done": mig["pre_dump_iterations"],
+            "timings_ms": {k: v * 1000 for k, v in mig["timings"].items()},
+            "sizes": mig["sizes"], "warnings": mig.get("warnings", [])}
 
 
 def plot(results, path):
@@ -140,15 +152,16 @@ def plot(results, path):
     sizes = sorted({r["size_mib"] for r in results})
     series = sorted({r["predumps"] for r in results})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    width = 0.8 / (2 * len(series))
+    kinds = (("checkpoint", "checkpoint"), ("migration", "migration"), ("lazy", "lazy migration"))
+    width = 0.8 / (len(kinds) * len(series))
     for ax, key, title in ((axes[0], "frozen_ms", "frozen time"), (axes[1], "total_ms", "total time")):
         for k, predumps in enumerate(series):
-            for j, (kind, label) in enumerate((("checkpoint", "checkpoint"), ("migration", "migration"))):
+            for j, (kind, label) in enumerate(kinds):
                 ys = []
                 for size in sizes:
                     vals = [r[kind][key] for r in results if r["size_mib"] == size and r["predumps"] == predumps]
                     ys.append(sorted(vals)[len(vals) // 2] if vals else 0)
-                xs = [i + (2 * k + j - len(series) + 0.5) * width for i in range(len(sizes))]
+                xs = [i + (len(kinds) * k + j - len(kinds) * len(series) / 2 + 0.5) * width for i in range(len(sizes))]
                 ax.bar(xs, ys, width, label="%s, %d pre-dumps" % (label, predumps))
         if key == "frozen_ms":
             ax.axhline(GOAL_MS, color="red", linestyle="--", linewidth=1, label="goal 300 ms")
@@ -192,22 +205,19 @@ def main():
                         make(node1, name, template, binary, size, args.rate)
                         try:
                             ckpt = checkpoint(node1, name, predumps, os.path.join(work, "ckpt"))
-                            mig = migrate(node1, name, node2.target(), predumps)
+                            mig = migrate(node1, name, node2.target(), predumps, False)
+                            lazy = migrate(node2, name, node1.target(), predumps, True)
                         finally:
                             for node in (node1, node2):
                                 node.engine("manager.destroy(%r)" % name)
                         row = {"run": run, "size_mib": size, "predumps": predumps, "rate_mib_s": args.rate,
-                               "checkpoint": ckpt,
-                               "migration": {"frozen_ms": (mig["frozen_time"] or 0) * 1000,
-                                             "total_ms": mig["timings"]["total"] * 1000,
-                                             "predumps_done": mig["pre_dump_iterations"],
-                                             "timings_ms": {k: v * 1000 for k, v in mig["timings"].items()},
-                                             "sizes": mig["sizes"], "warnings": mig.get("warnings", [])}}
+                               "checkpoint": ckpt, "migration": migration_row(mig), "lazy": migration_row(lazy)}
                         results.append(row)
                         print("%5d MiB  %d pre-dumps: checkpoint frozen %8.1f ms total %8.1f ms | migration frozen "
-                              "%8.1f ms total %8.1f ms (pre-dumps done %d)"
+                              "%8.1f ms total %8.1f ms (pre-dumps done %d) | lazy frozen %8.1f ms total %8.1f ms"
                               % (size, predumps, ckpt["frozen_ms"], ckpt["total_ms"], row["migration"]["frozen_ms"],
-                                 row["migration"]["total_ms"], mig["pre_dump_iterations"]), flush=True)
+                                 row["migration"]["total_ms"], mig["pre_dump_iterations"], row["lazy"]["frozen_ms"],
+                                 row["lazy"]["total_ms"]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows, table = [], {}
@@ -215,12 +225,15 @@ def main():
         key = "%d MiB, %d pre-dumps" % (row["size_mib"], row["predumps"])
         if key not in table:
             rows.append(key)
-            table[key] = {"ckpt frozen": [], "ckpt total": [], "migr frozen": [], "migr total": []}
+            table[key] = {"ckpt frozen": [], "ckpt total": [], "migr frozen": [], "migr total": [],
+                          "lazy frozen": [], "lazy total": []}
         table[key]["ckpt frozen"].append(row["checkpoint"]["frozen_ms"])
         table[key]["ckpt total"].append(row["checkpoint"]["total_ms"])
         table[key]["migr frozen"].append(row["migration"]["frozen_ms"])
         table[key]["migr total"].append(row["migration"]["total_ms"])
-    columns = ["ckpt frozen", "ckpt total", "migr frozen", "migr total"]
+        table[key]["lazy frozen"].append(row["lazy"]["frozen_ms"])
+        table[key]["lazy total"].append(row["lazy"]["total_ms"])
+    columns = ["ckpt frozen", "ckpt total", "migr frozen", "migr total", "lazy frozen", "lazy total"]
     print(C.format_table(rows, columns, {c: {r: C.summarize(table[r][c]) for r in rows} for c in columns},
                          title="checkpoint and live migration, %d MiB/s dirtied" % args.rate))
     path = C.write_results(args.json, C.machine_info(), args.runs, {"rows": results},

@@ -51,7 +51,7 @@ from . import quota as ovz_quota
 from .cgroups import ContainerCgroups
 from .config import ContainerConfig, atomic_write_json, read_json, validate_name
 from .container import PAYLOAD, ContainerManager, Runtime
-from .criu import Criu, CriuError, CriuRun, read_stats
+from .criu import Criu, CriuError, CriuRun, log_errors, read_stats
 from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .namespaces import unescape_mount_path
 from .process import process_starttime
@@ -64,6 +64,8 @@ CONSOLE_KEY = "ovz-console"
 GUEST_KEY = "ovz-guest"
 NULL_PREFIX = "ovz-null:"
 LXCFS_PREFIX = "ovz-lxcfs:"
+LAZY_READY = "Starting lazy pages server"          # dump.log: images written, pages served from now on
+LAZY_DONE = "Lazy pages transfer finished successfully"
 TCP_REPAIR = 19
 SYS_PIDFD_GETFD = 438           # the same number on every architecture (generic syscall table)
 # File systems CRIU dumps itself; any other mount inside a container must be one of the known external ones.
@@ -224,6 +226,33 @@ def remove_criu_network_lock(pid: int) -> List[str]:
     return removed
 
 
+def _log_says(path: str, text: str) -> bool:
+    try:
+        with open(path, errors="replace") as handle:
+            return any(text in line for line in handle)
+    except OSError:
+        return False
+
+
+def end_page_server(stopped: Any) -> bool:
+    """Kill the page server of a lazy dump (recorded in the stopped file), if it still runs; True if it did."""
+    server = stopped.get("page_server") if isinstance(stopped, dict) else None
+    if not server or not server.get("pid") or process_starttime(server["pid"]) != server.get("starttime"):
+        return False
+    try:
+        os.kill(server["pid"], signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + 10
+    while process_starttime(server["pid"]) == server.get("starttime") and time.monotonic() < deadline:
+        try:
+            os.waitpid(server["pid"], os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.01)
+    return True
+
+
 def is_images_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, META_FILE))
 
@@ -285,6 +314,7 @@ class Checkpointer:
     # -- helpers ---------------------------------------------------------------------------
     def _running(self, name: str) -> Tuple[ContainerConfig, Runtime]:
         config = self.manager.load(name)
+        refuse_unprivileged(config)
         runtime = self.manager.runtime(name)
         if runtime is None or not runtime.alive():
             raise StateConflict("container %s is not running" % name, "name")
@@ -356,6 +386,24 @@ class Checkpointer:
                 files.add("file[%x:%x]" % (mnt_id, st.st_ino))
         return mounts, sorted(files)
 
+    def _freeze_and_check(self, name: str, runtime: Runtime, cgroups: ContainerCgroups) -> bool:
+        """Freeze the container, then check its process tree; True when it was frozen already.
+
+        The process tree and the cgroup's process list are read one after the other: only
+        with the cgroup frozen does a process that forks all the time show the same processes
+        in both. CRIU finds the cgroup frozen and leaves it so; a failed check thaws it again.
+        """
+        was_frozen = cgroups.frozen()
+        if not was_frozen:
+            cgroups.freeze()
+        try:
+            self._check_tree(name, runtime, cgroups)
+        except BaseException:
+            if not was_frozen:
+                self._ensure_running(runtime, cgroups)
+            raise
+        return was_frozen
+
     def _check_tree(self, name: str, runtime: Runtime, cgroups: ContainerCgroups) -> None:
         tree = set(process_tree(runtime.init_pid))
         strays = [pid for pid in cgroups.pids() if pid not in tree]
@@ -419,13 +467,17 @@ class Checkpointer:
         with self.manager.lock(name):
             config, runtime = self._running(name)
             cgroups = self.manager.cgroups_for(runtime)
-            self._check_tree(name, runtime, cgroups)
+            was_frozen = self._freeze_and_check(name, runtime, cgroups)
             os.makedirs(images_dir, mode=0o700, exist_ok=True)
             args = ["-t", str(runtime.init_pid), "--freeze-cgroup", self._freezer_dir(cgroups)]
             args.append("--track-mem")
             if parent_dir:
                 args += ["--prev-images-dir", os.path.relpath(os.path.abspath(parent_dir), os.path.abspath(images_dir))]
-            run = self.criu.run("pre-dump", images_dir, args, what="pre-dump of %s" % name)
+            try:
+                run = self.criu.run("pre-dump", images_dir, args, what="pre-dump of %s" % name)
+            finally:
+                if not was_frozen:
+                    self._ensure_running(runtime, cgroups)
         stats = run.stats
         return {
             "images_dir": images_dir,
@@ -440,7 +492,8 @@ class Checkpointer:
         }
 
     def dump(self, name: str, images_dir: str, parent_dir: Optional[str] = None, leave_running: bool = False,
-             leave_stopped: bool = False, tcp_established: bool = True) -> Dict[str, Any]:
+             leave_stopped: bool = False, tcp_established: bool = True,
+             lazy_port: Optional[int] = None) -> Dict[str, Any]:
         """Checkpoint the running container into ``images_dir``.
 
         Default: the container is stopped afterwards (its processes killed by CRIU, its
@@ -448,17 +501,32 @@ class Checkpointer:
         carry on; ``leave_stopped`` leaves its processes stopped, its network locked and
         its connections in repair mode, for ``resume_stopped`` or ``finish_stopped``.
         A failed dump leaves the container running and raises ``CriuError`` with CRIU's reasons.
+
+        ``lazy_port`` (with ``leave_stopped``): a lazy dump for a post-copy migration. The
+        images are written without the memory pages, and CRIU stays behind as a page server
+        on ``127.0.0.1:lazy_port`` that hands the pages to a restoring node's ``criu
+        lazy-pages`` daemon; this returns once the images are complete, with that process
+        as ``page_server`` (``finish_lazy`` waits for it).
         """
         validate_name(name)
         if leave_running and leave_stopped:
             raise InvalidParameter("leave_running and leave_stopped exclude each other", "leave_running")
+        if lazy_port is not None and not leave_stopped:
+            raise InvalidParameter("a lazy dump needs leave_stopped (the pages stay with the stopped tasks)",
+                                   "lazy")
         timings: Dict[str, float] = {}
         began = time.monotonic()
         with self.manager.lock(name):
             config, runtime = self._running(name)
             cgroups = self.manager.cgroups_for(runtime)
-            self._check_tree(name, runtime, cgroups)
-            meta = self._meta(config, runtime, tcp_established)
+            was_frozen = self._freeze_and_check(name, runtime, cgroups)
+            try:
+                meta = self._meta(config, runtime, tcp_established)
+            except BaseException:
+                if not was_frozen:
+                    self._ensure_running(runtime, cgroups)
+                raise
+            meta["frozen"] = was_frozen
             if os.path.isdir(images_dir):
                 for entry in os.listdir(images_dir):
                     if entry.endswith(".img") or entry in (META_FILE, "stats-dump", "dump.log", "restore.log",
@@ -475,29 +543,38 @@ class Checkpointer:
                 args.append("--leave-running")
             elif leave_stopped:
                 args.append("--leave-stopped")
+            if lazy_port is not None:
+                args += ["--lazy-pages", "--address", "127.0.0.1", "--port", str(lazy_port)]
             timings["prepare_ms"] = _ms(time.monotonic() - began)
+            server: Optional[subprocess.Popen] = None
             try:
-                run = self.criu.run("dump", images_dir, args, what="checkpoint of %s" % name)
+                if lazy_port is None:
+                    run = self.criu.run("dump", images_dir, args, what="checkpoint of %s" % name)
+                else:
+                    server, run = self._dump_lazy(name, runtime, images_dir, args)
             except CriuError as exc:
                 os.unlink(os.path.join(images_dir, META_FILE))
-                self._ensure_running(runtime, cgroups)
+                if not was_frozen:
+                    self._ensure_running(runtime, cgroups)
                 hints = [hint for marker, hint in DUMP_HINTS if any(marker in line for line in exc.errors)]
                 if hints:
                     raise CriuError("%s\n%s" % (exc, "\n".join(hints)), exc.log, exc.errors) from None
                 raise
             timings["dump_ms"] = _ms(run.seconds)
             mark = time.monotonic()
+            if leave_running and not was_frozen:
+                self._ensure_running(runtime, cgroups)   # CRIU restores the freezer state it found
             if leave_stopped:
-                atomic_write_json(self._stopped_path(name), {"images_dir": os.path.abspath(images_dir),
-                                                             "init_pid": runtime.init_pid,
-                                                             "init_starttime": runtime.init_starttime},
-                                  durable=False)
+                # Thawed, the tasks stay stopped (SIGSTOP): finish_stopped can kill them, resume_stopped resume them.
+                if not was_frozen:
+                    self._ensure_running(runtime, cgroups)
+                self._write_stopped(name, runtime, images_dir, server)
             elif not leave_running:
                 self.manager._cleanup_stale(config)  # pylint: disable=protected-access
             timings["cleanup_ms"] = _ms(time.monotonic() - mark)
         stats = run.stats
         timings["total_ms"] = _ms(time.monotonic() - began)
-        return {
+        report: Dict[str, Any] = {
             "images_dir": images_dir,
             "timings": timings,
             "frozen_ms": round(stats.get("frozen_time", 0) / 1000.0, 1),
@@ -509,6 +586,51 @@ class Checkpointer:
             "size": _dir_size(images_dir),
             "state": "running" if leave_running else ("stopped-after-dump" if leave_stopped else "stopped"),
         }
+        if server is not None:
+            report["page_server"] = server     # a lazy dump's page server (a Popen), for finish_lazy
+        return report
+
+    def _write_stopped(self, name: str, runtime: Runtime, images_dir: str,
+                       server: Optional[subprocess.Popen]) -> None:
+        data: Dict[str, Any] = {"images_dir": os.path.abspath(images_dir), "init_pid": runtime.init_pid,
+                                "init_starttime": runtime.init_starttime}
+        if server is not None:
+            data["page_server"] = {"pid": server.pid, "starttime": process_starttime(server.pid)}
+        atomic_write_json(self._stopped_path(name), data, durable=False)
+
+    def _dump_lazy(self, name: str, runtime: Runtime, images_dir: str,
+                   args: List[str]) -> Tuple[subprocess.Popen, CriuRun]:
+        """Start ``criu dump --lazy-pages``; return once its images are written and it serves the pages."""
+        began = time.monotonic()
+        server = self.criu.spawn("dump", images_dir, args)
+        # Recorded at once: whoever converges an interrupted migration finds (and ends) the page server.
+        self._write_stopped(name, runtime, images_dir, server)
+        log = os.path.join(images_dir, "dump.log")
+        while True:
+            if server.poll() is not None:
+                errors = log_errors(log)
+                raise CriuError("lazy checkpoint of %s failed (criu dump exited %d; log %s):\n%s"
+                                % (name, server.returncode, log, "\n".join(errors)), log, errors)
+            if _log_says(log, LAZY_READY):
+                break
+            time.sleep(0.005)
+        return server, CriuRun("dump", list(args), log, time.monotonic() - began, read_stats(images_dir, "dump"))
+
+    def finish_lazy(self, server: Optional[subprocess.Popen], images_dir: str, timeout: float = 600.0) -> float:
+        """Wait until a lazy dump's page server has handed out every page; the seconds it took."""
+        began = time.monotonic()
+        if server is None:
+            return 0.0
+        try:
+            server.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise OvzError("the page server of the lazy migration did not finish within %.0f s" % timeout) from None
+        log = os.path.join(images_dir, "dump.log")
+        if server.returncode != 0 or not _log_says(log, LAZY_DONE):
+            errors = log_errors(log)
+            raise CriuError("the lazy page transfer failed (criu dump exited %d; log %s):\n%s"
+                            % (server.returncode, log, "\n".join(errors)), log, errors)
+        return time.monotonic() - began
 
     def _ensure_running(self, runtime: Runtime, cgroups: ContainerCgroups) -> None:
         """After a failed dump CRIU thaws the container itself; make sure of it."""
@@ -533,6 +655,7 @@ class Checkpointer:
             if not self.stopped_after_dump(name):
                 raise StateConflict("container %s is not stopped after a checkpoint" % name, "name")
             _config, runtime = self._running(name)
+            end_page_server(read_json(self._stopped_path(name)))
             cgroups = self.manager.cgroups_for(runtime)
             pids = cgroups.pids()
             released = release_tcp_repair(pids)
@@ -555,19 +678,26 @@ class Checkpointer:
         with self.manager.lock(validate_name(name)):
             config = self.manager.load(name)
             runtime = self.manager.runtime(name)
+            end_page_server(read_json(self._stopped_path(name)))
             if runtime is not None and runtime.alive():
-                self.manager.cgroups_for(runtime).kill_all()
+                cgroups = self.manager.cgroups_for(runtime)
+                if cgroups.frozen():
+                    cgroups.thaw()
+                # A process with much memory can take long to exit on a loaded host (seen: > 10 s for 1 GiB).
+                cgroups.kill_all(timeout=120.0)
             self.manager._cleanup_stale(config)  # pylint: disable=protected-access
         return {"total_ms": _ms(time.monotonic() - began)}
 
     # -- restore --------------------------------------------------------------------------------
-    def restore(self, name: str, images_dir: str, tcp_established: bool = True) -> Dict[str, Any]:
+    def restore(self, name: str, images_dir: str, tcp_established: bool = True,
+                lazy: bool = False) -> Dict[str, Any]:
         """Restore the stopped container from ``images_dir`` on this node.
 
         Mounts its storage, makes its cgroups (with its limits), restores the process tree,
         gives the network its host side and records the runtime state, so that status, stop,
         exec and ovz_info work as on a started container. A failed restore removes all of it
-        again and leaves the images untouched.
+        again and leaves the images untouched. ``lazy``: the memory pages come on demand from
+        the ``criu lazy-pages`` daemon the caller started on ``images_dir`` (userfaultfd).
         """
         validate_name(name)
         meta = load_meta(images_dir)
@@ -578,6 +708,7 @@ class Checkpointer:
         began = time.monotonic()
         with self.manager.lock(name):
             config = self.manager.load(name)
+            refuse_unprivileged(config)
             if self.manager.status(name) in ("running", "frozen"):
                 raise StateConflict("container %s is already running" % name, "name")
             if meta.get("network") and not config.network:
@@ -586,7 +717,7 @@ class Checkpointer:
             self.manager._cleanup_stale(config)  # pylint: disable=protected-access
             undo: List[Callable[[], None]] = []
             try:
-                init_pid = self._restore_locked(config, meta, images_dir, tcp_established, timings, undo)
+                init_pid = self._restore_locked(config, meta, images_dir, tcp_established, timings, undo, lazy)
             except BaseException:
                 for step in reversed(undo):
                     try:
@@ -619,7 +750,7 @@ class Checkpointer:
         raise InvalidParameter("unknown external mount %r in the checkpoint" % key, "dump_dir")
 
     def _restore_locked(self, config: ContainerConfig, meta: Dict[str, Any], images_dir: str, tcp_established: bool,
-                        timings: Dict[str, float], undo: List[Callable[[], None]]) -> int:
+                        timings: Dict[str, float], undo: List[Callable[[], None]], lazy: bool = False) -> int:
         name = config.name
         manager = self.manager
         mark = time.monotonic()
@@ -655,6 +786,8 @@ class Checkpointer:
                 args += ["--cgroup-root", "%s:%s" % (controller, new)]
         if tcp_established and meta.get("tcp_established"):
             args.append("--tcp-established")
+        if lazy:
+            args.append("--lazy-pages")
         if self.criu.feature("network_lock_nftables"):
             args += ["--network-lock", "nftables"]
         for mount in meta.get("mounts") or []:
@@ -686,6 +819,10 @@ class Checkpointer:
         starttime = process_starttime(init_pid)
         if starttime is None:
             raise OvzError("the restored init of %s exited at once; see %s" % (name, run.log))
+        if meta.get("frozen") is False and cgroups.frozen():
+            cgroups.thaw()   # the dump froze it to check its tree; CRIU restores the freezer state it saw
+        # The second-level quota's block node in the restored /dev names the loop device of the dump (issue 6).
+        ovz_quota.refresh_rootfs_devices(config, storage, init_pid)
         runtime = Runtime(init_pid, starttime, cgroups.to_state(), backend.version, time.time())
         atomic_write_json(manager.state_path(name), runtime.__dict__, durable=False)
         if meta.get("network") and config.network:
@@ -712,6 +849,15 @@ class Checkpointer:
         result = self.restore(name, directory, tcp_established=tcp_established)
         shutil.rmtree(directory, ignore_errors=True)
         return result
+
+
+def refuse_unprivileged(config: ContainerConfig) -> None:
+    """CRIU restores a user namespace only with the namespaces it owns in one piece, which these
+    containers' start does not give it (the root is staged and idmapped from the host): refused."""
+    if config.unprivileged:
+        raise KernelUnsupported("container %s is unprivileged: checkpoint, restore and migration of unprivileged "
+                                "containers are not supported (set unprivileged: false while stopped)" % config.name,
+                                "unprivileged")
 
 
 def scratch_dir(manager: ContainerManager, name: str, purpose: str) -> str:

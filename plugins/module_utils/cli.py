@@ -5,9 +5,12 @@
 
     ovzctl [--data-dir D] [--cgroup-parent P] COMMAND NAME [...]
 
-    create NAME --ostemplate T [--layout image|directory] [--hostname H] [--diskspace S]
+    create NAME --ostemplate T [--layout image|directory] [--hostname H] [--diskspace S] [--unprivileged]
     start NAME [--wait]        stop NAME [--timeout S]      restart NAME
-    suspend NAME / resume NAME (freeze / thaw)              destroy NAME
+    suspend NAME               checkpoint (CRIU) into <data-dir>/dump/NAME, then stop (vzctl suspend)
+    resume NAME                restore from that checkpoint; it is removed once running (vzctl resume)
+    freeze NAME / thaw NAME    stop / continue every process in place (cgroup freezer), nothing saved
+    destroy NAME
     status NAME                list [--json]                exec NAME CMD [ARG...]
     enter NAME                 (an interactive shell inside)
     bcd start|stop|status      the live beancounters view (bcd.py) of this data dir:
@@ -48,14 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--layout", default="image", choices=["image", "directory"])
     create.add_argument("--hostname")
     create.add_argument("--diskspace")
+    create.add_argument("--unprivileged", action="store_true", help="its own user namespace and id block")
     start = commands.add_parser("start")
     start.add_argument("name")
     start.add_argument("--wait", action="store_true", help="wait until the startup scripts have run")
     stop = commands.add_parser("stop")
     stop.add_argument("name")
     stop.add_argument("--timeout", type=float)
-    for simple in ("restart", "suspend", "resume", "destroy", "status", "enter"):
+    for simple in ("restart", "destroy", "status", "enter", "freeze", "thaw"):
         commands.add_parser(simple).add_argument("name")
+    suspend = commands.add_parser("suspend", help="checkpoint to <data-dir>/dump/NAME and stop (vzctl suspend)")
+    suspend.add_argument("name")
+    suspend.add_argument("--no-tcp-established", dest="tcp_established", action="store_false",
+                         help="do not carry established TCP connections (they are reset)")
+    resume = commands.add_parser("resume", help="restore the suspended container (vzctl resume)")
+    resume.add_argument("name")
     listing = commands.add_parser("list")
     listing.add_argument("--json", action="store_true", help="every container's facts as a JSON list")
     boot = commands.add_parser("boot", help="start the onboot containers in boot order (host boot entry point)")
@@ -94,6 +104,22 @@ def _boot(manager: ContainerManager, args: argparse.Namespace) -> int:
     return 1 if any(e["action"] == "failed" for e in report) else 0
 
 
+def _suspend_resume(manager: ContainerManager, args: argparse.Namespace) -> None:
+    """vzctl suspend / resume: a CRIU checkpoint in <data-dir>/dump/NAME, the container stopped in between."""
+    from .checkpoint import Checkpointer
+    checkpointer = Checkpointer(manager)
+    if args.command == "suspend":
+        _say("Setting up checkpoint of container %s..." % args.name)
+        report = checkpointer.suspend(args.name, tcp_established=args.tcp_established)
+        _say("Container %s is suspended into %s (frozen %.1f ms, %d bytes)"
+             % (args.name, report["images_dir"], report["frozen_ms"], report["size"]))
+    else:
+        _say("Restoring container %s..." % args.name)
+        report = checkpointer.resume(args.name)
+        _say("Container %s is resumed (init pid %d, restore %.1f ms)"
+             % (args.name, report["init_pid"], report["timings"].get("total_ms", 0.0)))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bcd":
@@ -102,7 +128,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "create":
             manager.create(args.name, args.ostemplate, layout=args.layout, hostname=args.hostname,
-                           diskspace=parse_pair(args.diskspace, "diskspace") if args.diskspace else None)
+                           diskspace=parse_pair(args.diskspace, "diskspace") if args.diskspace else None,
+                           unprivileged=args.unprivileged)
         elif args.command == "start":
             if not manager.start(args.name, wait_boot=args.wait):
                 _say("Container %s is already running" % args.name, sys.stderr)
@@ -111,9 +138,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 _say("Container %s was not running" % args.name, sys.stderr)
         elif args.command == "restart":
             manager.restart(args.name)
-        elif args.command == "suspend":
+        elif args.command in ("suspend", "resume"):
+            _suspend_resume(manager, args)
+        elif args.command == "freeze":
             manager.freeze(args.name)
-        elif args.command == "resume":
+        elif args.command == "thaw":
             manager.thaw(args.name)
         elif args.command == "destroy":
             manager.destroy(args.name)

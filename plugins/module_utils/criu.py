@@ -188,12 +188,21 @@ class Criu:
             self._features[name] = proc.returncode == 0 and "Warn" not in proc.stdout
         return self._features[name]
 
+    def argv(self, action: str, images_dir: str, args: Sequence[str], log_name: Optional[str] = None) -> List[str]:
+        """``criu <action> -D images_dir -o <log_name> -v4 args...`` (the log defaults to ``<action>.log``)."""
+        return [self.binary, action, "-D", images_dir, "-o", log_name or action + ".log", "-v4"] + list(args)
+
+    def spawn(self, action: str, images_dir: str, args: Sequence[str]) -> "subprocess.Popen[bytes]":
+        """Start a CRIU run that keeps going in the background (a lazy dump's page server); the caller waits."""
+        return subprocess.Popen(self.argv(action, images_dir, args),  # pylint: disable=consider-using-with
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                close_fds=True)
+
     def run(self, action: str, images_dir: str, args: Sequence[str], pass_fds: Sequence[int] = (),
             timeout: Optional[float] = None, what: str = "") -> CriuRun:
         """``criu <action> -D images_dir -o <action>.log -v4 args...``; raises CriuError when it fails."""
-        log_name = action + ".log"
-        log = os.path.join(images_dir, log_name)
-        argv = [self.binary, action, "-D", images_dir, "-o", log_name, "-v4"] + list(args)
+        log = os.path.join(images_dir, action + ".log")
+        argv = self.argv(action, images_dir, args)
         began = time.monotonic()
         try:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

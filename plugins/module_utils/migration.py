@@ -15,6 +15,8 @@ Phases (each one's undo in brackets)::
                changed in the private area (rsync; an image: its blocks)  [same]
     restore    restore on the target; its addresses routed there (proxy
                ARP/NDP) and announced (gratuitous ARP, unsolicited NA)    [target killed and removed, source resumed]
+    transfer   lazy migration only: the memory pages follow the restore,
+               faulted in from the source's page server                    [same]
     commit     the target owns the container                              [none: from here we roll forward]
     cleanup    the source's stopped tasks killed and the container removed (or kept, stopped, with keep_source)
 
@@ -22,7 +24,10 @@ A journal (``dump/<name>/migrate.json`` on the source, ``dump/<name>/incoming.js
 on the target) records the phase before each step. If the migration process dies,
 a watchdog forked at the start (it holds nothing but a pipe to the migration) sees
 the pipe close and converges at once: before the commit it removes what the target
-got and resumes the source; after a successful restore it rolls forward. The next
+got and resumes the source; after a successful restore it rolls forward (a lazy
+restore counts as successful once the target's lazy-pages daemon got every page:
+until then the source keeps the only complete memory, and a broken transfer rolls
+back). The next
 ``migrate`` of the same container does the same first, then migrates (or reports
 that the container already runs on the target). The target's engine session, for
 its part, removes an unfinished, not-running incoming container when the source's
@@ -46,15 +51,19 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import faults, network
+from .namespaces import syncfs
 from .config import ContainerConfig, atomic_write_json, read_json, validate_name
-from .errors import InvalidParameter, OvzError, StateConflict
+from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .remote import RemoteSession, Target, Unreachable
 
 JOURNAL = "migrate.json"
 INCOMING = "incoming.json"
 LOCK = "migrate.lock"
 IMAGES = "migrate"
-PHASES = ("preflight", "copy", "predump", "dump", "sync", "restore", "commit", "cleanup")
+LAZY_RC = "lazy-pages.rc"      # on the target, in the images: the exit status of criu lazy-pages
+LAZY_PID = "lazy-pages.pid"
+LAZY_WAIT = 60.0               # how long a recovery waits for an interrupted lazy transfer to end
+PHASES = ("preflight", "copy", "predump", "dump", "sync", "restore", "transfer", "commit", "cleanup")
 DEFAULT_PRE_DUMPS = 3
 MAX_PRE_DUMPS = 20
 SHRINK = 0.8                 # a pre-dump must write < 80 % of the previous one to be worth another
@@ -169,9 +178,11 @@ def _rsync_argv(source: str, target: Target, destination: str, control_path: Opt
                                              target.remote_path(destination)]
 
 
-def _rsync_result(proc: subprocess.Popen, source: str, target: Target) -> int:
+def _rsync_result(proc: subprocess.Popen, source: str, target: Target, allow_vanished: bool = False) -> int:
     out, err = proc.communicate()
-    if proc.returncode != 0:
+    # 24: files vanished while rsync ran; fine for a copy of a running container, which the final
+    # sync (container frozen) completes.
+    if proc.returncode != 0 and not (allow_vanished and proc.returncode == 24):
         raise OvzError("copying %s to %s failed (rsync exit %d): %s"
                        % (source, target.host, proc.returncode, err.strip()[-1000:]), "target")
     match = re.search(r"Total bytes sent:\s*([\d,.]+)", out)
@@ -185,12 +196,12 @@ def _start_rsyncs(jobs: List[Tuple[str, str, List[str]]], target: Target,
                               universal_newlines=True), source) for source, destination, extra in jobs]
 
 
-def _finish_rsyncs(procs: List[Tuple[subprocess.Popen, str]], target: Target) -> List[int]:
+def _finish_rsyncs(procs: List[Tuple[subprocess.Popen, str]], target: Target, allow_vanished: bool = False) -> List[int]:
     results = []
     error: Optional[OvzError] = None
     for proc, source in procs:
         try:
-            results.append(_rsync_result(proc, source, target))
+            results.append(_rsync_result(proc, source, target, allow_vanished))
         except OvzError as exc:
             error = error or exc
     if error is not None:
@@ -198,15 +209,17 @@ def _finish_rsyncs(procs: List[Tuple[subprocess.Popen, str]], target: Target) ->
     return results
 
 
-def rsync_many(jobs: List[Tuple[str, str, List[str]]], target: Target, control_path: Optional[str]) -> List[int]:
+def rsync_many(jobs: List[Tuple[str, str, List[str]]], target: Target, control_path: Optional[str],
+               allow_vanished: bool = False) -> List[int]:
     """rsync each (source, destination on the target, options) at once, over the session's ssh master;
     the bytes each one sent."""
-    return _finish_rsyncs(_start_rsyncs(jobs, target, control_path), target)
+    return _finish_rsyncs(_start_rsyncs(jobs, target, control_path), target, allow_vanished)
 
 
-def rsync(source: str, target: Target, destination: str, control_path: Optional[str], extra: List[str]) -> int:
+def rsync(source: str, target: Target, destination: str, control_path: Optional[str], extra: List[str],
+          allow_vanished: bool = False) -> int:
     """rsync ``source`` to ``destination`` on the target over the session's ssh master; bytes sent."""
-    return rsync_many([(source, destination, extra)], target, control_path)[0]
+    return rsync_many([(source, destination, extra)], target, control_path, allow_vanished)[0]
 
 
 # The receiving end of an image copy: a few lines run by the target's Python from ``-c``.
@@ -323,18 +336,6 @@ class ImageSync:
         return sent
 
 
-def syncfs(path: str) -> None:
-    """Flush the filesystem holding ``path`` (the container's root: its image gets every block)."""
-    import ctypes
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if libc.syncfs(fd) != 0:
-            raise OSError(ctypes.get_errno(), "syncfs %s" % path)
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------------------
 # announcing moved addresses: gratuitous ARP and unsolicited neighbour advertisements
 # ---------------------------------------------------------------------------------------
@@ -407,7 +408,11 @@ def _incoming(manager: Any, name: str) -> Optional[Dict[str, Any]]:
 def _remote_status(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str) -> Dict[str, Any]:
     manager = _target_manager(data_dir, cgroup_parent)
     incoming = _incoming(manager, name)
-    return {"state": manager.status(name), "incoming": incoming}
+    result = {"state": manager.status(name), "incoming": incoming}
+    final = os.path.join(manager.layout.dump(name), IMAGES, "final")
+    if incoming and os.path.exists(os.path.join(final, LAZY_PID)):
+        result["lazy"] = _lazy_daemon(final)
+    return result
 
 
 def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str,
@@ -433,6 +438,7 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
         passes, output = criu.check()
         if not passes:
             raise OvzError("criu check fails on the target: %s" % output.splitlines()[-1:], "target")
+        info["lazy_pages"] = criu.feature("uffd-noncoop")
     netconf = config.get("network") or {}
     if netconf.get("ip_address") or netconf.get("host_ifname"):
         from .config import iter_configs
@@ -474,6 +480,7 @@ def _remote_prepare(session: Dict[str, Any], data_dir: str, cgroup_parent: str, 
 
 def _discard(manager: Any, name: str) -> None:
     """Remove an incoming container completely (killed if it runs). Caller holds the container lock."""
+    _end_lazy_daemon(os.path.join(manager.layout.dump(name), IMAGES, "final"))
     config = manager.store.load(name)
     if config is not None:
         manager._stop_locked(config, timeout=0)  # pylint: disable=protected-access
@@ -497,14 +504,86 @@ def _remote_abort(session: Dict[str, Any], data_dir: str, cgroup_parent: str, na
     return True
 
 
+def _lazy_daemon(images_dir: str) -> Dict[str, Any]:
+    """What the ``criu lazy-pages`` daemon in ``images_dir`` says: its exit status (None while it runs)."""
+    try:
+        with open(os.path.join(images_dir, LAZY_RC)) as handle:
+            rc: Optional[int] = int(handle.read().strip() or "-1")
+    except (OSError, ValueError):
+        rc = None
+    pid = read_json(os.path.join(images_dir, LAZY_PID)) or {}
+    from .process import process_starttime
+    alive = bool(pid.get("pid")) and process_starttime(pid["pid"]) == pid.get("starttime")
+    return {"rc": rc, "alive": alive and rc is None}
+
+
+def _end_lazy_daemon(images_dir: str) -> None:
+    from .process import process_starttime
+    pid = read_json(os.path.join(images_dir, LAZY_PID)) or {}
+    if pid.get("pid") and process_starttime(pid["pid"]) == pid.get("starttime"):
+        try:
+            os.killpg(pid["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _start_lazy_daemon(images_dir: str, port: int) -> None:
+    """Start ``criu lazy-pages`` on ``images_dir``, fetching pages from ``127.0.0.1:port`` (the source's page
+    server, forwarded by ssh); it ends by itself once every page is in, writing its exit status."""
+    from .process import process_starttime
+    criu = _criu()
+    for entry in (LAZY_RC, "lazy-pages.socket"):
+        try:
+            os.unlink(os.path.join(images_dir, entry))
+        except FileNotFoundError:
+            pass
+    argv = ["/bin/sh", "-c", '"$0" "$@"; echo $? > %s' % LAZY_RC] + criu.argv(
+        "lazy-pages", images_dir, ["--page-server", "--address", "127.0.0.1", "--port", str(port)], "lazy-pages.log")
+    proc = subprocess.Popen(argv, cwd=images_dir, stdin=subprocess.DEVNULL,  # pylint: disable=consider-using-with
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    atomic_write_json(os.path.join(images_dir, LAZY_PID), {"pid": proc.pid, "starttime": process_starttime(proc.pid)},
+                      durable=False)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.path.join(images_dir, "lazy-pages.socket")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _end_lazy_daemon(images_dir)
+            from .criu import log_errors
+            raise OvzError("criu lazy-pages did not start on the target: %s"
+                           % "; ".join(log_errors(os.path.join(images_dir, "lazy-pages.log"))), "lazy")
+        time.sleep(0.005)
+
+
 def _remote_restore(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str, images_dir: str,
-                    tcp_established: bool) -> Dict[str, Any]:
+                    tcp_established: bool, lazy_port: Optional[int] = None) -> Dict[str, Any]:
     manager = _target_manager(data_dir, cgroup_parent)
     began = time.monotonic()
-    result = _checkpointer(manager).restore(name, images_dir, tcp_established=tcp_established)
+    if lazy_port:
+        _start_lazy_daemon(images_dir, lazy_port)
+    try:
+        result = _checkpointer(manager).restore(name, images_dir, tcp_established=tcp_established,
+                                                lazy=bool(lazy_port))
+    except BaseException:
+        if lazy_port:
+            _end_lazy_daemon(images_dir)
+        raise
     seconds = time.monotonic() - began
     announced = announce(manager, name)
     return {"seconds": seconds, "announced": announced, "result": result if isinstance(result, dict) else None}
+
+
+def _remote_lazy_wait(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str, images_dir: str,
+                      timeout: float = 600.0) -> Dict[str, Any]:
+    """Wait until the lazy-pages daemon has every page in (or failed): its status and, if it failed, why."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = _lazy_daemon(images_dir)
+        if state["rc"] is not None or not state["alive"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if state["rc"] != 0:
+        from .criu import log_errors
+        state["errors"] = log_errors(os.path.join(images_dir, "lazy-pages.log"))
+    return state
 
 
 def _remote_announce(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str) -> List[List[str]]:
@@ -552,6 +631,7 @@ REMOTE_CALLS: Dict[str, Callable[..., Any]] = {
     "preflight": _remote_preflight,
     "prepare": _remote_prepare,
     "restore": _remote_restore,
+    "lazy_wait": _remote_lazy_wait,
     "announce": _remote_announce,
     "commit": _remote_commit,
     "abort": _remote_abort,
@@ -662,6 +742,9 @@ def recover(manager: Any, name: str, session: Optional[RemoteSession] = None) ->
                                       name=name)
                 incoming = status.get("incoming") or {}
                 forward = status["state"] in ("running", "frozen") and incoming.get("id") == journal["id"]
+                if forward and journal.get("lazy"):
+                    # Restored lazily: it only counts as moved once every page reached the target.
+                    forward = _lazy_complete(session, target, name, status)
             if forward:
                 if session is not None:
                     session.call("commit", data_dir=target.data_dir, cgroup_parent=target.cgroup_parent, name=name,
@@ -678,6 +761,17 @@ def recover(manager: Any, name: str, session: Optional[RemoteSession] = None) ->
         finally:
             if own and session is not None:
                 session.close()
+
+
+def _lazy_complete(session: RemoteSession, target: Target, name: str, status: Dict[str, Any]) -> bool:
+    """Did the target's lazy-pages daemon get every page? Waits (a while) for a transfer still going on."""
+    deadline = time.monotonic() + LAZY_WAIT
+    while True:
+        lazy = status.get("lazy") or {}
+        if lazy.get("rc") is not None or not lazy.get("alive") or time.monotonic() > deadline:
+            return lazy.get("rc") == 0
+        time.sleep(0.2)
+        status = session.call("status", data_dir=target.data_dir, cgroup_parent=target.cgroup_parent, name=name)
 
 
 def _resume_source(manager: Any, name: str, journal: Dict[str, Any]) -> None:
@@ -714,21 +808,30 @@ def plan(manager: Any, name: str, target: Any, **options: Any) -> Target:
 
 def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: int = DEFAULT_PRE_DUMPS,
             keep_source: bool = False, tcp_established: bool = True, check_mode: bool = False,
-            hook: Optional[Hook] = None, watchdog: bool = True) -> Dict[str, Any]:
+            hook: Optional[Hook] = None, watchdog: bool = True, lazy: Optional[bool] = None) -> Dict[str, Any]:
     """Move ``name`` from this node (``manager``) to ``target`` (a ``Target``, a dict or ``user@host``).
 
     Returns ``changed``, per-phase ``timings`` (seconds), ``frozen_time``, ``sizes``,
-    ``pre_dump_iterations`` done, and ``recovered`` when an earlier run had to be converged first.
+    ``pre_dump_iterations`` done, ``lazy`` (whether memory followed after the restore), and
+    ``recovered`` when an earlier run had to be converged first.
     ``hook(phase)`` is called after each phase (tests use it to inject faults).
+
+    ``lazy`` (post-copy): the final dump leaves the memory pages with the stopped tasks, the
+    target restores at once and faults them in from the source's page server (CRIU lazy pages,
+    userfaultfd), so the frozen time no longer grows with the memory size. None (the default)
+    uses it when both CRIUs support it (``criu check --feature uffd-noncoop``); True requires it;
+    False copies all memory while the container is frozen (after pre-dumps, where possible).
     """
     validate_name(name)
     target = Target.from_param(target)
     if not isinstance(pre_dump_iterations, int) or isinstance(pre_dump_iterations, bool) or \
             not 0 <= pre_dump_iterations <= MAX_PRE_DUMPS:
         raise InvalidParameter("must be 0 to %d, got %r" % (MAX_PRE_DUMPS, pre_dump_iterations), "pre_dump_iterations")
+    if lazy is not None and not isinstance(lazy, bool):
+        raise InvalidParameter("must be true, false or null (automatic), got %r" % (lazy,), "lazy")
     result: Dict[str, Any] = {"changed": False, "name": name, "target": target.host, "timings": {},
                               "frozen_time": None, "sizes": {}, "pre_dump_iterations": 0, "recovered": None,
-                              "mode": None}
+                              "mode": None, "lazy": False}
     began = time.monotonic()
     if not check_mode and read_journal(manager, name) is not None:
         result["recovered"] = recover(manager, name)
@@ -754,6 +857,10 @@ def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: int = DEF
                 return result      # already migrated: nothing to do
             raise StateConflict("container %s does not exist here (nor on %s)" % (name, target.host), "name")
         config = manager.load(name)
+        if config.unprivileged:
+            raise KernelUnsupported("container %s is unprivileged: checkpoint, restore and migration of unprivileged "
+                                    "containers are not supported (set unprivileged: false while stopped)" % name,
+                                    "unprivileged")
         live = state in ("running", "frozen")
         result["mode"] = "online" if live else "offline"
         storage = manager.storage(config)
@@ -766,6 +873,13 @@ def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: int = DEF
                             criu_version=criu_version, source=source_id(manager))
         result["target_info"] = info
         result["timings"]["preflight"] = time.monotonic() - t0
+        if live and lazy is not False:
+            supported = _criu().feature("uffd-noncoop") and bool(info.get("lazy_pages"))
+            if lazy and not supported:
+                raise KernelUnsupported("lazy migration needs userfaultfd with non-cooperative events on both hosts "
+                                        "(criu check --feature uffd-noncoop fails on %s)"
+                                        % ("the target" if _criu().feature("uffd-noncoop") else "this host"), "lazy")
+            result["lazy"] = supported
         _call_hook(hook, "preflight")
         result["changed"] = True
         if check_mode:
@@ -793,8 +907,9 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
     timings = result["timings"]
     sizes = result["sizes"]
     where = {"data_dir": target.data_dir, "cgroup_parent": target.cgroup_parent, "name": name}
+    lazy = bool(result.get("lazy"))
     journal: Dict[str, Any] = {"id": uuid.uuid4().hex, "name": name, "target": dict(target.__dict__),
-                               "keep_source": keep_source, "stopped": False, "froze": False,
+                               "keep_source": keep_source, "stopped": False, "froze": False, "lazy": lazy,
                                "started": time.time()}
     local_images = os.path.join(manager.layout.dump(name), IMAGES)
     storage = manager.storage(config)
@@ -812,13 +927,15 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
             sizes["copied"] = image_sync.send()
         else:
             sizes["copied"] = rsync(source_private, target, paths["private"] + "/", session.control_path,
-                                    ["--delete", "-S"])
+                                    ["--delete", "-S"], allow_vanished=live)
         timings["copy"] = time.monotonic() - t0
         _call_hook(hook, "copy")
         # -- pre-dumps ------------------------------------------------------------------
         checkpointer = _checkpointer(manager) if live else None
         parent: Optional[str] = None
         predumps: List[int] = []
+        if lazy:
+            iterations = 0    # post-copy: the memory follows the restore, nothing to copy before
         if live and iterations and not checkpointer.criu.feature("mem_dirty_track"):
             # CRIU's pre-dumps need the kernel's soft-dirty bits (CONFIG_MEM_SOFT_DIRTY).
             result.setdefault("warnings", []).append(
@@ -844,7 +961,13 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
             timings["predump"] = time.monotonic() - t0
         sizes["predump"] = predumps
         result["pre_dump_iterations"] = len(predumps)
+        ports = None
+        if lazy:
+            # The target's lazy-pages daemon reaches the page server here through the ssh master.
+            local_port = _free_port()
+            ports = (local_port, session.forward_to_here(local_port))
         frozen_at = time.monotonic()
+        dumped: Dict[str, Any] = {}
         if live:
             # -- freeze and final dump; the tasks stay stopped here ------------------------------
             journal["stopped"] = True
@@ -852,11 +975,13 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
             final = os.path.join(local_images, "final")
             os.makedirs(final, mode=0o700, exist_ok=True)
             try:
-                checkpointer.dump(name, final, parent_dir=parent, leave_stopped=True, tcp_established=tcp_established)
+                dumped = checkpointer.dump(name, final, parent_dir=parent, leave_stopped=True,
+                                           tcp_established=tcp_established, lazy_port=ports[0] if ports else None)
             except BaseException:
                 journal["stopped"] = manager.status(name) in ("running", "frozen") and _tasks_stopped(manager, name)
                 raise
             _write_journal(manager, journal, "dump")
+            result["dump_timings"] = dumped.get("timings")
             sizes["dump"] = pages_bytes(final)
             sizes["dump_total"] = tree_bytes(final)
             timings["dump"] = time.monotonic() - frozen_at
@@ -869,6 +994,8 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
         if storage.mounted() and image:
             with open(storage.image, "rb") as handle:
                 os.fsync(handle.fileno())
+                # The loop device writes the image with direct I/O: pages the first pass cached must not answer.
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         jobs = [] if image else [(source_private, paths["private"] + "/", ["--delete"])]
         if live:
             jobs.append((final, paths["images"] + "/", ["--whole-file"]))
@@ -887,10 +1014,21 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
         t0 = time.monotonic()
         if live:
             restored = session.call("restore", timeout=600, images_dir=os.path.join(paths["images"], "final"),
-                                    tcp_established=tcp_established, **where)
+                                    tcp_established=tcp_established, lazy_port=ports[1] if ports else None, **where)
             result["announced"] = restored.get("announced")
             timings["restore"] = time.monotonic() - t0
             result["frozen_time"] = time.monotonic() - frozen_at
+            result["restore_timings"] = (restored.get("result") or {}).get("timings")
+        if lazy:
+            # -- the pages follow: the source's page server ends when the target has them all ------------
+            _call_hook(hook, "transfer")
+            t0 = time.monotonic()
+            checkpointer.finish_lazy(dumped.get("page_server"), final)
+            daemon = session.call("lazy_wait", timeout=660, images_dir=os.path.join(paths["images"], "final"), **where)
+            if daemon.get("rc") != 0:
+                raise OvzError("the target did not get every memory page (criu lazy-pages exit %s): %s"
+                               % (daemon.get("rc"), "; ".join(daemon.get("errors") or [])), "lazy")
+            timings["lazy_transfer"] = time.monotonic() - t0
         _call_hook(hook, "restore")
     except BaseException as exc:
         _rollback(manager, name, journal, session, where, exc)
@@ -908,6 +1046,13 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
         except OvzError:
             pass
     timings["cleanup"] = time.monotonic() - t0
+
+
+def _free_port() -> int:
+    """A TCP port free on this host's loopback now (for the page server of a lazy dump)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _tasks_stopped(manager: Any, name: str) -> bool:

@@ -196,8 +196,9 @@ class Unreachable(OvzError):
 # the client side
 # ---------------------------------------------------------------------------------------
 
-# What the target needs besides the calls' own module (some are imported lazily there).
-ENGINE_MODULES = ("remote", "container", "checkpoint", "criu", "network", "config", "errors", "faults")
+# What the target needs besides the calls' own module (some are imported lazily there:
+# devices_bpf by cgroups only on cgroup v2, so a source that has not loaded it must still send it).
+ENGINE_MODULES = ("remote", "container", "checkpoint", "criu", "network", "config", "errors", "faults", "devices_bpf")
 
 
 def engine_sources(module: str) -> Dict[str, bytes]:
@@ -275,6 +276,21 @@ class RemoteSession:
             raise Unreachable("cannot run the engine on %s over ssh: %s%s"
                               % (self.target.destination, exc, ("; " + detail) if detail else ""), "target") from None
         return self.hello
+
+    def forward_to_here(self, local_port: int) -> int:
+        """Let the target reach ``127.0.0.1:local_port`` of this host through the session's ssh master
+        (``ssh -O forward -R``); the port on the target's loopback that leads here."""
+        if self.control_path is None:
+            raise Unreachable("no session with %s" % self.target.destination, "target")
+        argv = self.target.ssh_argv(self.control_path) + ["-O", "forward", "-R", "127.0.0.1:0:127.0.0.1:%d" % local_port,
+                                                          self.target.destination]
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=self.target.connect_timeout + 20, check=False)
+        port = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        if proc.returncode != 0 or not port.isdigit():
+            raise OvzError("ssh could not forward a port from %s to this host: %s"
+                           % (self.target.destination, (proc.stderr or proc.stdout).strip()[-500:]), "target")
+        return int(port)
 
     def _stderr(self) -> str:
         if self.proc is None or self.proc.stderr is None:

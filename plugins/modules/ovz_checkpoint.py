@@ -117,6 +117,19 @@ options:
         when the dirty pages stop shrinking. C(0) disables pre-copy.
     type: int
     default: 3
+  lazy:
+    description:
+      - With V(migrated), post-copy (lazy) migration. The final dump leaves the memory with the stopped
+        tasks, the container is restored on the target at once and its memory pages follow on demand
+        from a page server on this host (CRIU lazy pages, C(userfaultfd)), through the SSH connection.
+        The frozen time then no longer grows with the container's memory. The container counts as
+        moved only once every page reached the target; a transfer broken before that rolls back
+        (the incomplete copy on the target is killed and the container resumes here).
+      - Unset (the default) uses it when C(criu check --feature uffd-noncoop) passes on both hosts;
+        V(true) requires it (fails naming O(lazy) otherwise); V(false) copies all memory while the
+        container is frozen (after pre-dumps, where the kernel can track dirty memory).
+      - With lazy migration no pre-dumps are made.
+    type: bool
   keep_source:
     description:
       - With V(migrated), keep the stopped container (configuration and private area) on this host.
@@ -171,6 +184,7 @@ EXAMPLES = r'''
     state: migrated
     target: root@node2.example.com
     pre_dump_iterations: 3
+    lazy: true
   register: moved
 
 - name: How long the container was frozen
@@ -210,10 +224,14 @@ checkpoint:
   type: dict
   sample: {"pages_written": 18, "memdump_ms": 1.1, "restore_ms": 190.2}
 migration:
-  description: The migration's result (phases, frozen time, sizes, target) from the migration engine.
+  description:
+    - The migration's result (phases, frozen time, sizes, target) from the migration engine.
+    - C(lazy) says whether the memory followed the restore (lazy migration); then C(timings.lazy_transfer)
+      is the time from the restore until the target had every page.
   returned: when O(state=migrated)
   type: dict
-  sample: {"mode": "online", "frozen_time": 0.42, "pre_dump_iterations": 2}
+  sample: {"mode": "online", "lazy": true, "frozen_time": 0.42, "pre_dump_iterations": 0,
+           "timings": {"dump": 0.3, "sync": 0.6, "restore": 1.1, "lazy_transfer": 2.4}}
 '''
 
 import os
@@ -393,7 +411,7 @@ def do_migrated(module, manager, name, result):
                                ssh_options=list(params['ssh_options'] or []))
     report = migrate(manager, name, target, pre_dump_iterations=params['pre_dump_iterations'],
                      keep_source=params['keep_source'], tcp_established=params['tcp_established'],
-                     check_mode=module.check_mode)
+                     check_mode=module.check_mode, lazy=params['lazy'])
     result['changed'] = bool(report.get('changed'))
     result['migration'] = report
     timings = report.get('timings') or {}
@@ -441,6 +459,7 @@ def main():
             ssh_options=dict(type='list', elements='str', default=[]),
             pre_dump_iterations=dict(type='int', default=3),
             keep_source=dict(type='bool', default=False),
+            lazy=dict(type='bool'),
         ),
         mutually_exclusive=[('dumpfile', 'dump_dir')],
         required_if=[('state', 'migrated', ('target',))],

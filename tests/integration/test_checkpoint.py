@@ -357,6 +357,37 @@ def test_checkpoint_leave_running(lab, session_dir):
     lab.echo(lab.connect(), "after")
 
 
+def test_checkpoint_busy_forking_workload(lab, session_dir):
+    """A workload forking all the time is checkpointed: the tree check runs with the cgroup frozen,
+    so the process tree and the cgroup's process list agree. The container is thawed again after."""
+    name = lab.create()
+    lab.start_with_workload(name)
+    manager = lab.node.manager
+    result = manager.exec(name, ["sh", "-c", "while :; do /bin/true; done </dev/null >/dev/null 2>&1 &"])
+    assert result.rc == 0, result
+    checkpointer = Checkpointer(manager)
+    images = os.path.join(session_dir, "%s-forking" % name)
+    for _attempt in range(5):
+        report = lab.call(checkpointer.dump, name, images, leave_running=True)
+        assert report["state"] == "running"
+        assert manager.status(name) == "running"     # thawed again, not left frozen
+    before = lab.wait_status(name, predicate=lambda s: s["counter"] > 5)
+    # A container frozen by its owner is checkpointed as it is and stays frozen.
+    lab.call(manager.freeze, name)
+    lab.call(checkpointer.dump, name, images, leave_running=True)
+    assert manager.status(name) == "frozen"
+    lab.call(manager.thaw, name)
+    # The last checkpoint of the running container restores running (not frozen), forking on.
+    lab.call(checkpointer.dump, name, images)
+    assert manager.status(name) == "stopped"
+    lab.call(checkpointer.restore, name, images)
+    assert manager.status(name) == "running"
+    after = lab.wait_status(name, predicate=lambda s: s["counter"] > before["counter"] + 5)
+    assert after["pid"] == before["pid"]
+    forks = [lab.call(manager.exec, name, ["cat", "/proc/loadavg"]).stdout.decode().split()[-1] for _attempt in range(2)]
+    assert int(forks[1]) > int(forks[0])        # the last PID allocated inside goes up: it still forks
+
+
 # ---------------------------------------------------------------------------------------------
 # suspend and resume (image layout: loop device and mount go and come back)
 # ---------------------------------------------------------------------------------------------

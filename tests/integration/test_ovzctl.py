@@ -27,9 +27,25 @@ def test_vzctl_vocabulary_end_to_end(node, busybox_template):
     result = ovzctl(node, "exec", name, "hostname")
     assert (result.returncode, result.stdout) == (0, name + "\n")
     assert ovzctl(node, "exec", name, "sh", "-c", "exit 3").returncode == 3
-    assert ovzctl(node, "suspend", name).returncode == 0
+    # freeze / thaw: every process stopped in place, nothing saved.
+    assert ovzctl(node, "freeze", name).returncode == 0
     assert json.loads(ovzctl(node, "status", name).stdout)["state"] == "frozen"
-    assert ovzctl(node, "resume", name).returncode == 0
+    assert ovzctl(node, "thaw", name).returncode == 0
+    assert json.loads(ovzctl(node, "status", name).stdout)["state"] == "running"
+    # suspend / resume as vzctl: a CRIU checkpoint to <data-dir>/dump/NAME, stopped in between. The hostname
+    # set at run time lives only in the kernel's memory: a stop and start would lose it, a resume keeps it.
+    assert ovzctl(node, "exec", name, "hostname", "ovz-suspended").returncode == 0
+    result = ovzctl(node, "suspend", name)
+    assert result.returncode == 0 and "suspended into" in result.stdout, result.stderr
+    assert json.loads(ovzctl(node, "status", name).stdout)["state"] == "stopped"
+    assert os.path.isfile(os.path.join(node.data_dir, "dump", name, "ovz-checkpoint.json"))
+    result = ovzctl(node, "resume", name)
+    assert result.returncode == 0 and "is resumed" in result.stdout, result.stderr
+    assert json.loads(ovzctl(node, "status", name).stdout)["state"] == "running"
+    assert ovzctl(node, "exec", name, "hostname").stdout == "ovz-suspended\n"
+    assert not os.path.exists(os.path.join(node.data_dir, "dump", name))
+    again = ovzctl(node, "resume", name)
+    assert again.returncode == 1 and "no suspended state" in again.stderr, again.stderr
     assert ovzctl(node, "stop", name).returncode == 0
     assert ovzctl(node, "destroy", name).returncode == 0
     missing = ovzctl(node, "start", name)

@@ -56,7 +56,7 @@ def test_engine_zip_holds_the_engine():
 
 
 def test_remote_calls_are_an_explicit_table():
-    assert set(migration.REMOTE_CALLS) == {"status", "preflight", "prepare", "restore", "announce", "commit", "abort"}
+    assert set(migration.REMOTE_CALLS) == {"status", "preflight", "prepare", "restore", "announce", "commit", "abort", "lazy_wait"}
     with pytest.raises(InvalidParameter):
         remote.RemoteSession(remote.Target.from_param("h"), module="os")
 
