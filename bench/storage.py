@@ -1,10 +1,12 @@
 """Storage benchmark (issue 6): fio inside an image-layout and a directory-layout container
 vs the host filesystem underneath, in one run.
 
-  host       fio on the host, in a directory of the filesystem that holds the bench's data_dir
-  directory  fio inside a directory-layout container (its private directory is on that filesystem)
-  image      fio inside an image-layout container (ext4 in a sparse image file on that filesystem,
-             through a loop device)
+  host            fio on the host, in a directory of the filesystem that holds the bench's data_dir
+  directory       fio inside a directory-layout container (its private directory is on that filesystem)
+  image           fio inside an image-layout container (ext4 in a sparse image file on that filesystem,
+                  through a loop device doing direct I/O on the file, as the engine attaches it)
+  image-buffered  the same, with the loop device switched to buffered I/O (LOOP_SET_DIRECT_IO 0): the
+                  engine's behaviour before direct I/O, measured in the same run for comparison
 
 Jobs (each --runtime seconds, on a --size file, interleaved: job j on every target, then job j+1):
 
@@ -15,9 +17,14 @@ Jobs (each --runtime seconds, on a --size file, interleaved: job j on every targ
 
 fio runs inside the containers through the engine's exec (their namespaces and cgroups): the
 busybox template has no fio, so the host's /usr/bin/fio and its libraries are copied into each
-container's tree first. The image's loop device does buffered I/O on its backing file (no
-LO_FLAGS_DIRECT_IO), so O_DIRECT inside the image reaches the host's page cache, not the disk:
-the image rows of O_DIRECT jobs can be faster than the host's. The README says so next to the numbers.
+container's tree first. With a buffered loop device O_DIRECT inside the image stops at the host's
+page cache of the image file, not the disk, so image-buffered rows of O_DIRECT jobs can be faster
+than the host's.
+
+The machine is shared and noisy, so besides the median of the rounds each target gets a paired
+ratio: in every round the target's run is divided by the host's run of the same job a few seconds
+earlier, and the median of those per-round ratios is reported (``paired``); the load average is
+recorded at the start of every round.
 
     python3 bench/storage.py                        # bench/results/storage.json
     python3 bench/storage.py --runtime 5 --size 256M --repeat 1
@@ -43,7 +50,8 @@ JOBS = {
     "rand-read": ["--rw=randread", "--bs=4k", "--direct=1", "--ioengine=libaio", "--iodepth=16"],
     "rand-write": ["--rw=randwrite", "--bs=4k", "--direct=1", "--ioengine=libaio", "--iodepth=16"],
 }
-TARGETS = ("host", "directory", "image")
+TARGETS = ("host", "directory", "image", "image-buffered")
+LOOP_SET_DIRECT_IO = 0x4C08
 FIO = "/usr/bin/fio"
 
 
@@ -70,6 +78,30 @@ def install_fio(root: str) -> None:
         shutil.copy2(os.path.realpath(path), target)
 
 
+def set_loop_direct_io(device: str, on: bool) -> None:
+    """LOOP_SET_DIRECT_IO on an attached loop device (what ``losetup --direct-io=on|off`` does)."""
+    import fcntl
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, LOOP_SET_DIRECT_IO, 1 if on else 0)
+    finally:
+        os.close(fd)
+
+
+def reset_scheduler(device: str) -> str:
+    """Give a loop device the kernel's default I/O scheduler for loop devices (none) and return the one
+    it had: a loop device keeps its queue settings between attachments, so a scheduler an earlier user
+    chose (bfq idles between a process's synchronous requests) would skew one image row against another."""
+    path = "/sys/block/%s/queue/scheduler" % os.path.basename(device)
+    with open(path) as handle:
+        text = handle.read()
+    before = text[text.index("[") + 1:text.index("]")] if "[" in text else text.strip()
+    if before != "none":
+        with open(path, "w") as handle:
+            handle.write("none")
+    return before
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runtime", type=int, default=10, help="seconds per job (default 10)")
@@ -82,12 +114,13 @@ def main() -> int:
         print("fio is missing (apt-get install fio)", file=sys.stderr)
         return 2
     C.install_interrupt_handlers()
+    machine = C.machine_info({"fio": C.dpkg_version("fio")})
     tmp = C.make_tmpdir("bench", args.base)
     manager = None
     names = []
     try:
         tree = C.collections_tree(tmp / "collections")
-        engine, why = C.import_engine(tree, "container", "templates")
+        engine, why = C.import_engine(tree, "container", "templates", "storage")
         if engine is None:
             print("engine not importable: %s" % why, file=sys.stderr)
             return 2
@@ -96,15 +129,27 @@ def main() -> int:
         host_dir = tmp / "host"
         host_dir.mkdir()
         dirs = {"host": str(host_dir)}
-        for layout in ("directory", "image"):
-            name = "ovzb%d%s" % (os.getpid(), layout[0])
+        loops = {}
+        for target in TARGETS[1:]:
+            layout = target.split("-", maxsplit=1)[0]
+            name = "ovzb%d%s" % (os.getpid(), "".join(word[0] for word in target.split("-")))
             names.append(name)
             manager.create(name, template, layout=layout, diskspace=[2 << 30, 2 << 30] if layout == "image" else None)
             manager.start(name, wait_boot=True, timeout=30)
             install_fio(manager.layout.root(name))
-            dirs[layout] = name
+            dirs[target] = name
+            if layout == "image":
+                device = manager.storage(manager.load(name)).loop_device()
+                if target == "image-buffered":
+                    set_loop_direct_io(device, False)
+                loops[target] = {"device": device, "direct_io": engine["storage"].loop_direct_io(device),
+                                 "scheduler": reset_scheduler(device)}
+                print("%-14s %s %s" % (target, device, loops[target]), flush=True)
         results = {job: {target: [] for target in TARGETS} for job in JOBS}
+        loadavg_rounds = []
         for _round in range(args.repeat):
+            loadavg_rounds.append([round(x, 2) for x in os.getloadavg()])
+            print("round %d, load average %s" % (_round + 1, loadavg_rounds[-1]), flush=True)
             for job in JOBS:
                 for target in TARGETS:
                     if target == "host":
@@ -117,26 +162,32 @@ def main() -> int:
                             raise C.StepError("fio in %s: %s" % (target, res.stderr.decode(errors="replace")[-500:]))
                         out = res.stdout.decode()
                     results[job][target].append(parse_fio(out, job))
-                    print("%-10s %-9s %s" % (job, target, results[job][target][-1]), flush=True)
+                    print("%-10s %-14s %s" % (job, target, results[job][target][-1]), flush=True)
         summary = {}
-        print("\n%-10s | %-24s | %-31s | %-31s" % ("job", "host", "directory (vs host)", "image (vs host)"))
-        print("-" * 106)
+        header = ["%-24s" % "host"] + ["%-38s" % ("%s (vs host, paired)" % t) for t in TARGETS[1:]]
+        print("\n%-10s | %s" % ("job", " | ".join(header)))
+        print("-" * (13 + 27 + 41 * (len(TARGETS) - 1)))
         for job in JOBS:
             row = {}
             for target in TARGETS:
                 runs = results[job][target]
                 row[target] = {"mib_s": round(statistics.median(r["mib_s"] for r in runs), 1),
                                "iops": round(statistics.median(r["iops"] for r in runs)), "runs": runs}
-            for target in ("directory", "image"):
+            for target in TARGETS[1:]:
                 base = row["host"]["mib_s"] or 1
                 row[target]["vs_host"] = round(row[target]["mib_s"] / base, 3)
+                pairs = [r["mib_s"] / (h["mib_s"] or 1) for r, h in zip(results[job][target], results[job]["host"])]
+                row[target]["paired_ratios"] = [round(x, 3) for x in pairs]
+                row[target]["paired"] = round(statistics.median(pairs), 3)
             summary[job] = row
-            cells = ["%7.1f MiB/s %6d IOPS" % (row[t]["mib_s"], row[t]["iops"]) for t in TARGETS]
-            print("%-10s | %s | %s (%4.0f%%) | %s (%4.0f%%)"
-                  % (job, cells[0], cells[1], 100 * row["directory"]["vs_host"], cells[2], 100 * row["image"]["vs_host"]))
+            cells = ["%7.1f MiB/s %6d IOPS" % (row["host"]["mib_s"], row["host"]["iops"])]
+            cells += ["%7.1f MiB/s %6d IOPS (%4.0f%%)" % (row[t]["mib_s"], row[t]["iops"], 100 * row[t]["paired"])
+                      for t in TARGETS[1:]]
+            print("%-10s | %s" % (job, " | ".join(cells)))
         fs = C.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", str(tmp)]).stdout.strip()
-        path = C.write_results(args.json, C.machine_info({"fio": C.dpkg_version("fio")}), args.repeat, summary,
+        path = C.write_results(args.json, machine, args.repeat, summary,
                                settings={"runtime_s": args.runtime, "size": args.size, "filesystem": fs,
+                                         "loops": loops, "loadavg_rounds": loadavg_rounds,
                                          "jobs": {k: " ".join(v) for k, v in JOBS.items()}})
         print("\nwrote %s" % path)
         return 0

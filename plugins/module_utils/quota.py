@@ -49,7 +49,7 @@ from .config import ContainerConfig
 from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .namespaces import load_libc, unescape_mount_path
 from .sizes import Pair, parse_pair
-from .storage import LOOP_SET_CAPACITY, MIN_DISKSPACE, Storage, mount_entry, run
+from .storage import LOOP_SET_CAPACITY, MIN_DISKSPACE, Storage, drop_cached_pages, loop_direct_io, run
 
 if TYPE_CHECKING:  # pragma: no cover
     from .container import ContainerManager
@@ -364,6 +364,7 @@ def du(top: str) -> Tuple[int, int]:
 # -- ext4 images ------------------------------------------------------------------------
 def ext4_info(image: str) -> Dict[str, int]:
     """Counts from the image's superblock (``dumpe2fs -h``; read-only, works while mounted)."""
+    drop_cached_pages(image)
     out = run(["dumpe2fs", "-h", image], "diskspace", "dumpe2fs")
     keys = {"Inode count": "inodes", "Block count": "blocks", "Free blocks": "free_blocks",
             "Free inodes": "free_inodes", "Block size": "block_size", "Inodes per group": "inodes_per_group",
@@ -385,6 +386,7 @@ def inodes_after_resize(info: Mapping[str, int], new_bytes: int) -> int:
 
 def min_image_bytes(image: str) -> int:
     """The smallest size ``resize2fs`` can shrink the (unmounted) image to."""
+    drop_cached_pages(image)
     out = run(["resize2fs", "-P", image], "diskspace", "resize2fs -P")
     match = re.search(r"minimum size of the filesystem:\s*(\d+)", out)
     if not match:
@@ -408,10 +410,7 @@ def has_capability(number: int) -> bool:
 
 
 def loop_device(storage: Storage) -> Optional[str]:
-    entry = mount_entry(storage.root)
-    if entry is None or not entry["source"].startswith("/dev/loop"):
-        return None
-    return entry["source"]
+    return storage.loop_device()
 
 
 def grow_image_online(storage: Storage, new_bytes: int) -> None:
@@ -456,6 +455,7 @@ def resize_image_offline(storage: Storage, new_bytes: int) -> None:
 
 
 def _fsck(image: str) -> None:
+    drop_cached_pages(image)        # the offline tools read and write the file through the page cache
     proc = subprocess.run(["e2fsck", "-f", "-p", image], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, check=False)
     if proc.returncode not in (0, 1):
@@ -734,10 +734,10 @@ def _plan_image(config: ContainerConfig, storage: Storage, running: bool, reques
                                    % (new_size, floor), "diskspace")
         if running and not request.restart:
             raise StateConflict("shrinking the filesystem of running container %s needs it stopped: stop it, or set "
-                                "restart=true to stop, shrink and start it; nothing changed" % config.name, "diskspace")
+                                "restart: true to stop, shrink and start it; nothing changed" % config.name, "diskspace")
     if want_second != has_second and running and not request.restart:
         raise StateConflict("turning the second-level quota %s changes the filesystem of running container %s, which "
-                            "needs it stopped: stop it, or set restart=true; nothing changed"
+                            "needs it stopped: stop it, or set restart: true; nothing changed"
                             % ("on" if want_second else "off", config.name), "quotaugidlimit")
     inodes = after["diskinodes"]
     have = info["inodes"]
@@ -758,9 +758,10 @@ def _plan_image(config: ContainerConfig, storage: Storage, running: bool, reques
     if grow_live and not has_capability(CAP_SYS_RESOURCE):
         if not request.restart:
             raise StateConflict(
-                "growing the mounted filesystem of running container %s online needs CAP_SYS_RESOURCE (the kernel's "
-                "ext4 online resize checks it), which this process does not hold; stop the container, or set "
-                "restart=true to stop, grow and start it; nothing changed" % config.name, "diskspace")
+                "growing the mounted filesystem of running container %s online needs the capability CAP_SYS_RESOURCE "
+                "(the kernel's ext4 online resize checks it), which this process does not hold even as root; set "
+                "restart: true to stop, grow and start it (or stop the container first); nothing changed"
+                % config.name, "diskspace")
         offline = True
     kind = "offline" if offline and running else ("live" if running else "stopped")
     plan: List[Tuple[str, Any]] = []
@@ -921,6 +922,41 @@ def rootfs_devices(config: ContainerConfig, storage: Storage) -> List[Tuple[str,
     return [(os.path.basename(device), "b", os.major(rdev), os.minor(rdev), 0o600)]
 
 
+LOOP_MAJOR = 7
+
+
+def refresh_rootfs_devices(config: ContainerConfig, storage: Storage, init_pid: int) -> None:
+    """Make the running container's /dev hold the block node ``rootfs_devices`` names now.
+
+    At start the nodes are made in a new /dev. A restored container gets its /dev back as it
+    was dumped, with the node of the loop device its image was on then; the image is now on
+    whichever loop device was free, so the stale node goes and the current one is made.
+    Only loop block nodes are touched, through descriptors that follow no symlink of the
+    container's tree.
+    """
+    if not second_level(config):
+        return
+    wanted = {name: (os.makedev(major, minor), mode)
+              for name, kind, major, minor, mode in rootfs_devices(config, storage) if kind == "b"}
+    root_fd = os.open("/proc/%d/root" % init_pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        dev_fd = os.open("dev", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+    finally:
+        os.close(root_fd)
+    try:
+        for entry in os.listdir(dev_fd):
+            st = os.stat(entry, dir_fd=dev_fd, follow_symlinks=False)
+            is_loop = stat.S_ISBLK(st.st_mode) and os.major(st.st_rdev) == LOOP_MAJOR
+            if entry in wanted and is_loop and st.st_rdev == wanted[entry][0]:
+                del wanted[entry]
+            elif is_loop or (entry in wanted and not stat.S_ISDIR(st.st_mode)):
+                os.unlink(entry, dir_fd=dev_fd)
+        for name, (rdev, mode) in wanted.items():
+            os.mknod(name, stat.S_IFBLK | mode, rdev, dir_fd=dev_fd)
+    finally:
+        os.close(dev_fd)
+
+
 # -- usage --------------------------------------------------------------------------------
 def usage(config: ContainerConfig, storage: Storage, running: bool) -> Dict[str, Any]:
     """Blocks and inodes used and their limits, with the grace state where there is one."""
@@ -943,6 +979,9 @@ def usage(config: ContainerConfig, storage: Storage, running: bool) -> Dict[str,
                           bytes_free=info["free_blocks"] * info["block_size"],
                           inodes_used=info["inodes"] - info["free_inodes"], inodes_hard=info["inodes"],
                           inodes_free=info["free_inodes"])
+        device = storage.loop_device() if running else None
+        if device is not None:
+            result.update(loop_device=device, direct_io=loop_direct_io(device))
         result.update(bytes_soft=config.diskspace[0], inodes_soft=config.diskinodes[0], image_bytes=storage.image_size(),
                       grace_blocks={"state": "none", "expires": None}, grace_inodes={"state": "none", "expires": None})
         if second_level(config) and running and storage.mounted() and not missing_kernel_features("ext4"):

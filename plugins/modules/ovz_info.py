@@ -13,7 +13,7 @@ short_description: List the containers of a host with their state and configurat
 version_added: 0.1.0
 description:
   - Lists the containers of a node (one O(data_dir)), like C(vzlist -a), with their state, configuration,
-    paths, limits and, for running ones, init PID, cgroups, disk usage and user beancounters.
+    paths, limits, disk quota usage and, for running ones, init PID, cgroups, disk usage and user beancounters.
   - It changes no container. Outside check mode it keeps the beancounters' C(maxheld) bookkeeping in
     O(data_dir)C(/run/<name>/) and refreshes the snapshot that root inside a container reads at
     C(/run/ovz/user_beancounters), as M(ovz.containers.ovz_limits) does (the live view of
@@ -60,11 +60,22 @@ containers:
     - C(limits) holds the container's limits as M(ovz.containers.ovz_limits) returns them.
     - For a running or frozen container, C(beancounters) holds its user beancounters as
       M(ovz.containers.ovz_limits) returns them.
+    - C(quota_usage) holds the container's disk usage and quota limits (bytes and inodes used, soft and hard
+      limits, grace state) as the C(usage) return value of M(ovz.containers.ovz_quota); for the V(image) layout
+      from C(statfs) of the mounted filesystem (running) or from its superblock (stopped), for the V(directory)
+      layout from its project quota or, without one, from counting its files (C(source) says which). Where
+      it cannot be read, it holds C(error) with the reason instead.
   returned: always
   type: list
   elements: dict
   sample: [{"name": "101", "state": "running", "hostname": "ct101", "init_pid": 4242,
             "limits": {"cpuunits": 1000, "ram": 536870912},
+            "quota_usage": {"layout": "image", "source": "statfs", "bytes_used": 1204224, "bytes_hard": 133152768,
+                            "bytes_soft": null, "bytes_free": 131948544, "inodes_used": 512, "inodes_hard": 32768,
+                            "inodes_soft": null, "inodes_free": 32256, "image_bytes": 134217728,
+                            "loop_device": "/dev/loop3", "direct_io": true,
+                            "grace_blocks": {"state": "none", "expires": null},
+                            "grace_inodes": {"state": "none", "expires": null}},
             "beancounters": {"numproc": {"held": 3, "maxheld": 5, "barrier": null, "limit": null,
                                          "failcnt": 0, "enforced": true, "unit": "count", "mechanism": "pids.max"}}}]
 '''
@@ -74,6 +85,18 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import argument_spec, fail_from_error
 from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
+from ansible_collections.ovz.containers.plugins.module_utils.quota import usage
+
+
+def quota_usage(manager, entry):
+    """The container's disk usage and quota limits, as ovz_quota reports them; a container whose usage
+    cannot be read (its image half-made, a race with its removal) gets the reason, not a failed listing."""
+    try:
+        config = manager.load(entry['name'])
+        return usage(config, manager.storage(config), entry['state'] in ('running', 'frozen'))
+    except (OvzError, OSError) as exc:
+        return {'layout': entry.get('layout'), 'error': str(exc)}
 
 
 def main():
@@ -89,6 +112,9 @@ def main():
         else:
             names = manager.layout.names()
         containers = [manager.facts(n, beancounters=True, persist=not module.check_mode) for n in names]
+        for entry in containers:
+            if entry['state'] != 'absent':
+                entry['quota_usage'] = quota_usage(manager, entry)
     except Exception as exc:  # noqa: BLE001
         fail_from_error(module, exc)
     module.exit_json(changed=False, containers=containers)

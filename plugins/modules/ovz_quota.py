@@ -17,7 +17,10 @@ description:
     are stored in the container's configuration and put in force at every start.
   - 'First level, V(image) layout (the default): O(diskspace) (hard) is the size of the container''s own ext4
     filesystem. Raising it on a running container is live: the image file grows, the loop device''s capacity is
-    refreshed and the mounted filesystem grows online, with no restart. Shrinking needs the filesystem unmounted:
+    refreshed and the mounted filesystem grows online, with no restart. The online grow needs the capability
+    C(CAP_SYS_RESOURCE) (ext4 checks it), which root lacks in some environments (a container, a restricted VM):
+    there it fails naming the capability and changes nothing, and O(restart=true) grows it stopped instead.
+    Shrinking needs the filesystem unmounted:
     on a running container it fails and changes nothing, unless O(restart=true) lets the module stop the container,
     shrink it and start it again. O(diskinodes) is the inode count the filesystem was made with (C(mkfs -N)); it
     grows in proportion when O(diskspace) grows and cannot be changed otherwise, so a value above what the
@@ -32,6 +35,8 @@ description:
     C(setquota), C(repquota) as on any Linux host. Turning it on or off changes the filesystem, which needs it
     unmounted (the container stopped, or O(restart=true)). The container''s C(/dev) gets the one block node its
     C(/proc/mounts) names, for C(quotactl(2)) to look up; the device cgroup grants no read or write on it.
+    The node is made at every start and, after a restore from a checkpoint, replaced by the one of the loop
+    device the image is on now.
     O(users) and O(groups) set the same limits from the host; O(quotatime) is then the grace time of those
     limits.'
   - Where the kernel lacks quota support (no C(CONFIG_QFMT_V2) for ext4, no C(CONFIG_XFS_QUOTA) for XFS), every
@@ -164,11 +169,15 @@ usage:
     - The container's disk usage and limits, with C(source) saying where they come from.
     - C(grace_blocks) and C(grace_inodes) give the grace state (C(none), C(running), C(expired)) and when it ends.
     - With the second level on and the container running, C(users) and C(groups) by ID, in the same form.
+    - For a running image-layout container, C(loop_device) is the loop device its filesystem is on and
+      C(direct_io) whether that device does direct I/O on the image file (V(false) where the host's filesystem
+      refuses it; the module then warns, as the image's blocks are cached twice).
   returned: always
   type: dict
   sample: {"layout": "image", "source": "statfs", "bytes_used": 1204224, "bytes_hard": 133152768,
            "bytes_free": 131948544, "inodes_used": 512, "inodes_hard": 32768, "inodes_free": 32256,
            "bytes_soft": 134217728, "inodes_soft": null, "image_bytes": 134217728,
+           "loop_device": "/dev/loop3", "direct_io": true,
            "grace_blocks": {"state": "none", "expires": null}, "grace_inodes": {"state": "none", "expires": null}}
 not_enforced:
   description: Settings that are stored but that nothing in the kernel enforces for this container, with the reason.
@@ -199,22 +208,16 @@ from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import
     DifferenceTracker, argument_spec, fail_from_error)
 from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.quota import QuotaRequest, update, usage
-
-ENTRY = dict(name=dict(type='str', required=True), blocks=dict(type='str'), inodes=dict(type='str'))
+from ansible_collections.ovz.containers.plugins.module_utils.converge import quota_request
+from ansible_collections.ovz.containers.plugins.module_utils.quota import update, usage
+from ansible_collections.ovz.containers.plugins.module_utils.specs import QUOTA_OPTIONS
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
             name=dict(type='str', required=True, aliases=['ctid']),
-            diskspace=dict(type='str'),
-            diskinodes=dict(type='str'),
-            quotatime=dict(type='str'),
-            quotaugidlimit=dict(type='int'),
-            users=dict(type='list', elements='dict', options=ENTRY),
-            groups=dict(type='list', elements='dict', options=ENTRY),
-            restart=dict(type='bool', default=False),
+            **QUOTA_OPTIONS
         ),
         supports_check_mode=True,
     )
@@ -223,11 +226,7 @@ def main():
     try:
         name = validate_name(params['name'])
         manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
-        entries = {}
-        for key in ('users', 'groups'):
-            if params[key] is not None:
-                entries[key] = [dict((k, v) for k, v in entry.items() if v is not None) for entry in params[key]]
-        request = QuotaRequest.parse(dict(params, **entries))
+        request = quota_request(params)
         change = update(manager, name, request, dry_run=module.check_mode)
         tracker = DifferenceTracker()
         for key in sorted(change.after):
@@ -242,7 +241,10 @@ def main():
         if module._diff:
             result['diff'] = tracker.diff()
         config = manager.load(name)
-        result['usage'] = usage(config, manager.storage(config), manager.status(name) in ('running', 'frozen'))
+        storage = manager.storage(config)
+        result['usage'] = usage(config, storage, manager.status(name) in ('running', 'frozen'))
+        if result['usage'].get('direct_io') is False:
+            module.warn(storage.direct_io_note() or 'the loop device of the image does buffered I/O')
     except Exception as exc:  # noqa: BLE001 - every failure is reported with its parameter
         fail_from_error(module, exc, **result)
     module.exit_json(**result)

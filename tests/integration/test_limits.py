@@ -232,6 +232,9 @@ def bfq_node(node, session_dir):
             subprocess.run(["umount", mount], check=False)
             os.rmdir(mount)
     finally:
+        # The loop device keeps its queue settings after the detach: give the next user the default back.
+        with open("/sys/block/%s/queue/scheduler" % os.path.basename(device), "w") as handle:
+            handle.write("none")
         subprocess.run(["losetup", "-d", device], check=False)
         os.unlink(image)
 

@@ -14,12 +14,19 @@ Project and second-level quota are tested on the VM tier (tests/vm/test_quota.py
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import stat
+import subprocess
+import time
 
 import pytest
 
 from conftest import host_snapshot, run_module, sh
 from ansible_collections.ovz.containers.plugins.module_utils import quota as q
+from ansible_collections.ovz.containers.plugins.module_utils import storage as st
+from ansible_collections.ovz.containers.plugins.module_utils.namespaces import syncfs
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -131,7 +138,7 @@ def test_raising_diskspace_of_a_running_container_lets_the_write_succeed(node, b
         before = image_state(node, name)
         refused = run_module("ovz_quota", args(node, name, diskspace="128M"))
         assert refused.get("failed") is True and "diskspace" in refused["msg"], refused
-        assert "CAP_SYS_RESOURCE" in refused["msg"]
+        assert "capability CAP_SYS_RESOURCE" in refused["msg"] and "restart: true" in refused["msg"], refused["msg"]
         assert image_state(node, name) == before
         # ... and grows it with an explicit restart.
         result = run_module("ovz_quota", args(node, name, diskspace="128M", restart=True))
@@ -256,3 +263,287 @@ def test_module_three_ways_and_diff(node, busybox_template):
     node.manager.start(name, wait_boot=True, timeout=20)
     running = run_module("ovz_quota", module_args)
     assert running["changed"] is False and running["usage"]["source"] == "statfs", running
+
+
+# --------------------------------------------------------------------------- the loop device's direct I/O
+def losetup_dio(device):
+    """The DIO column of ``losetup --list -O NAME,DIO`` for ``device``."""
+    out = subprocess.run(["losetup", "--list", "--noheadings", "-O", "NAME,DIO", device], stdout=subprocess.PIPE,
+                         universal_newlines=True, check=True).stdout.split()
+    assert out[0] == device, out
+    return out[1]
+
+
+def read_image(image):
+    """The image file as a buffered reader sees it (migration's chunk copy reads it this way)."""
+    with open(image, "rb") as handle:
+        return handle.read()
+
+
+def file_in_image_copy(image_bytes, workdir, path):
+    """sha256 of ``path`` in a copy of the image, after e2fsck replays its journal (as the target's mount would)."""
+    copy = os.path.join(workdir, "ovz-copy.img")
+    with open(copy, "wb") as handle:
+        handle.write(image_bytes)
+    try:
+        fsck = subprocess.run(["e2fsck", "-fy", copy], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+        assert fsck.returncode in (0, 1), fsck.stdout
+        out = subprocess.run(["debugfs", "-R", "cat %s" % path, copy], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             check=True).stdout
+        return hashlib.sha256(out).hexdigest()
+    finally:
+        os.unlink(copy)
+
+
+def test_image_loop_device_does_direct_io_and_readers_of_the_image_see_synced_data(node, busybox_template):
+    name = image_container(node, busybox_template, size=64 * MIB)
+    storage = node.manager.storage(node.manager.load(name))
+    device = storage.loop_device()
+    assert device is not None and losetup_dio(device) == "1"
+    assert storage.direct_io_note() is None
+    usage = run_module("ovz_quota", args(node, name))
+    assert usage["usage"]["loop_device"] == device and usage["usage"]["direct_io"] is True, usage
+    assert not usage.get("warnings"), usage
+    # A reader of the image file through the host's page cache (migration's chunk copy) caches the old
+    # blocks; the loop device then writes new data in place with direct I/O: after the container's
+    # filesystem is synced, the same reader sees the new data, not its cached pages.
+    sh(node.manager, name, "dd if=/dev/urandom of=/pattern bs=64k count=32 2>/dev/null; sync")
+    old = sh(node.manager, name, "sha256sum /pattern").stdout.decode().split()[0]
+    first = read_image(storage.image)
+    assert file_in_image_copy(first, node.data_dir, "/pattern") == old
+    sh(node.manager, name, "dd if=/dev/urandom of=/pattern bs=64k count=32 conv=notrunc 2>/dev/null")
+    new = sh(node.manager, name, "sha256sum /pattern").stdout.decode().split()[0]
+    assert new != old
+    syncfs(storage.root)
+    with open(storage.image, "rb") as handle:
+        os.fsync(handle.fileno())
+    assert file_in_image_copy(read_image(storage.image), node.data_dir, "/pattern") == new
+
+
+def test_direct_io_refused_falls_back_to_buffered_and_says_so(node, monkeypatch):
+    """ramfs has no direct I/O: the loop device is attached buffered and the storage says why."""
+    ramfs = os.path.join(node.data_dir, "ovz-ramfs")
+    os.makedirs(ramfs)
+    subprocess.run(["mount", "-t", "ramfs", "-o", "size=64m", "ovz-ramfs", ramfs], check=True)
+    try:
+        storage = st.Storage("image", os.path.join(ramfs, "private"), os.path.join(ramfs, "root"))
+        storage.create(32 * MIB, None)
+        storage.mount()
+        try:
+            device = storage.loop_device()
+            assert losetup_dio(device) == "0" and st.loop_direct_io(device) is False
+            note = storage.direct_io_note()
+            assert note and "buffered" in note and "ramfs" in note and device in note, note
+            with open(os.path.join(storage.root, "data"), "wb") as handle:
+                handle.write(b"x" * MIB)
+        finally:
+            storage.umount()
+    finally:
+        subprocess.run(["umount", ramfs], check=True)
+    # A kernel that rejects the flag itself (EINVAL from LOOP_CONFIGURE) gets a buffered device too.
+    image = os.path.join(node.data_dir, "ovz-einval.img")
+    with open(image, "wb") as handle:
+        handle.truncate(16 * MIB)
+    real_ioctl = st.fcntl.ioctl
+    asked = []
+
+    def refusing_ioctl(fd, request, arg=0, *rest):
+        if request == st.LOOP_CONFIGURE:
+            flags = st.LoopConfig.from_buffer_copy(arg).info.lo_flags
+            asked.append(flags)
+            if flags & st.LO_FLAGS_DIRECT_IO:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        return real_ioctl(fd, request, arg, *rest)
+    monkeypatch.setattr(st.fcntl, "ioctl", refusing_ioctl)
+    device, loop_fd = st.attach_loop(image)
+    monkeypatch.undo()
+    try:
+        assert asked == [st.LO_FLAGS_AUTOCLEAR | st.LO_FLAGS_DIRECT_IO, st.LO_FLAGS_AUTOCLEAR], asked
+        assert losetup_dio(device) == "0"
+    finally:
+        os.close(loop_fd)
+        os.unlink(image)
+
+
+# --------------------------------------------------------------------------- ovz_info reports quota usage
+def test_ovz_info_reports_quota_usage_on_both_layouts(node, busybox_template):
+    running = image_container(node, busybox_template, size=64 * MIB)
+    stopped = image_container(node, busybox_template, size=48 * MIB, inodes=2000, start=False)
+    directory = node.name()
+    node.manager.create(directory, busybox_template, layout="directory")
+    sh(node.manager, running, "dd if=/dev/zero of=/data bs=1M count=10 2>/dev/null; sync")
+    info_args = {"data_dir": node.data_dir, "cgroup_parent": node.cgroup_parent}
+    before = node_snapshot(node)
+    checked = run_module("ovz_info", info_args, check=True)
+    result = run_module("ovz_info", info_args)
+    for outcome in (checked, result):
+        assert outcome["changed"] is False and not outcome.get("failed"), outcome
+    assert node_snapshot(node)["mounts"] == before["mounts"] and node_snapshot(node)["loops"] == before["loops"]
+    by_name = {c["name"]: c["quota_usage"] for c in result["containers"]}
+    live = by_name[running]
+    total, used, _avail = df_inside(node, running)
+    assert live["layout"] == "image" and live["source"] == "statfs" and live["direct_io"] is True, live
+    assert abs(live["bytes_hard"] - total) <= 0.01 * total and abs(live["bytes_used"] - used) <= 0.01 * used, (live, used)
+    assert live["bytes_used"] > 10 * MIB and live["image_bytes"] == 64 * MIB
+    inodes = sh(node.manager, running, "df -i / | tail -n 1").stdout.decode().split()
+    assert live["inodes_hard"] == int(inodes[1]) and live["inodes_used"] == int(inodes[2]), (live, inodes)
+    assert live == dict(run_module("ovz_quota", args(node, running))["usage"], bytes_free=live["bytes_free"],
+                        bytes_used=live["bytes_used"], inodes_free=live["inodes_free"], inodes_used=live["inodes_used"])
+    cold = by_name[stopped]
+    assert cold["source"] == "superblock" and cold["image_bytes"] == 48 * MIB, cold
+    assert 2000 <= cold["inodes_hard"] < 2000 + 512 and 0 < cold["inodes_used"] < 100, cold
+    assert 0.8 * 48 * MIB < cold["bytes_hard"] <= 48 * MIB and cold["bytes_used"] > 0, cold
+    plain = by_name[directory]
+    assert plain["layout"] == "directory" and plain["source"] == "du", plain      # no project quota set
+    du_bytes, du_inodes = q.du(node.manager.layout.private(directory))
+    assert plain["bytes_used"] == du_bytes > 0 and plain["inodes_used"] == du_inodes > 10, plain
+    assert plain["bytes_hard"] is None and plain["inodes_hard"] is None, plain
+    # One container, by name; an unknown one is absent, with no quota entry; a bad name fails naming it.
+    one = run_module("ovz_info", dict(info_args, name=[stopped, "ovznone"]))
+    assert [c["name"] for c in one["containers"]] == [stopped, "ovznone"]
+    assert one["containers"][0]["quota_usage"] == cold and "quota_usage" not in one["containers"][1]
+    bad = run_module("ovz_info", dict(info_args, name=["../etc"]))
+    assert bad.get("failed") is True and "name" in bad["msg"], bad
+    assert node_snapshot(node)["mounts"] == before["mounts"]
+
+
+# --------------------------------------------------------------------------- the second level's block node
+def loop_nodes_inside(node, name):
+    """{name: (major, minor)} of the block nodes in the container's /dev."""
+    out = sh(node.manager, name, "for f in /dev/*; do [ -b \"$f\" ] && stat -c '%n %t %T' \"$f\"; done; true")
+    return {line.split()[0]: (int(line.split()[1], 16), int(line.split()[2], 16))
+            for line in out.stdout.decode().splitlines() if line.strip()}
+
+
+def mounted_loop(node, name):
+    device = node.manager.storage(node.manager.load(name)).loop_device()
+    rdev = os.stat(device).st_rdev
+    return device, (os.major(rdev), os.minor(rdev))
+
+
+def with_second_level(node, name):
+    """The stored second level (quotaugidlimit) without the ext4 quota feature: on this kernel
+    (no CONFIG_QFMT_V2) the feature cannot be mounted, but the mount options and the /dev node
+    that go with the setting are the same."""
+    config = node.manager.load(name)
+    config.quota = dict(config.quota or {}, quotaugidlimit=10)
+    node.manager.store.save(config)
+
+
+def hold_loop(node, device):
+    """Attach scratch images until ``device`` is one of them (it is released asynchronously after the
+    unmount, and other tests take loop devices meanwhile): the next attach gets another number.
+    Returns the descriptors that hold them."""
+    image = os.path.join(node.data_dir, "ovz-hold.img")
+    with open(image, "wb") as handle:
+        handle.truncate(16 * MIB)
+    held = []
+    try:
+        for _attempt in range(200):
+            if not os.path.exists("/sys/block/%s/loop" % os.path.basename(device)):
+                got, loop_fd = st.attach_loop(image)
+                held.append(loop_fd)
+                if got == device:
+                    return held
+            else:
+                time.sleep(0.05)
+    except BaseException:
+        for loop_fd in held:
+            os.close(loop_fd)
+        raise
+    finally:
+        os.unlink(image)
+    for loop_fd in held:
+        os.close(loop_fd)
+    raise AssertionError("%s was not released" % device)
+
+
+def test_second_level_node_follows_the_loop_device_across_restarts(node, busybox_template):
+    name = image_container(node, busybox_template, size=64 * MIB, start=False)
+    with_second_level(node, name)
+    node.manager.start(name, wait_boot=True, timeout=20)
+    first, numbers = mounted_loop(node, name)
+    assert loop_nodes_inside(node, name) == {first: numbers}
+    assert "usrquota" in q.filesystem_of(node.manager.layout.root(name))["super"]
+    node.manager.stop(name)
+    held = hold_loop(node, first)
+    try:
+        node.manager.start(name, wait_boot=True, timeout=20)
+        second, numbers2 = mounted_loop(node, name)
+    finally:
+        for loop_fd in held:
+            os.close(loop_fd)
+    assert second != first
+    assert loop_nodes_inside(node, name) == {second: numbers2}
+    # What the quota tools inside read: /proc/mounts names that same node.
+    mounts = sh(node.manager, name, "cat /proc/mounts").stdout.decode().splitlines()
+    assert any(line.split()[:2] == [second, "/"] for line in mounts), mounts
+
+
+def test_second_level_node_follows_the_loop_device_after_restore(node, busybox_template):
+    from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer
+    from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, find_criu
+    try:
+        criu = Criu(find_criu())
+    except q.OvzError as exc:
+        pytest.skip(str(exc))
+    ok, output = criu.check()
+    if not ok:
+        pytest.skip("criu check fails on this kernel: %s" % output.splitlines()[-1:])
+    name = image_container(node, busybox_template, size=64 * MIB, start=False)
+    with_second_level(node, name)
+    node.manager.start(name, wait_boot=True, timeout=20)
+    first, numbers = mounted_loop(node, name)
+    assert loop_nodes_inside(node, name) == {first: numbers}
+    images = os.path.join(node.data_dir, "ovz-ckpt")
+    checkpointer = Checkpointer(node.manager, criu)
+    checkpointer.dump(name, images)
+    assert node.manager.status(name) == "stopped"
+    held = hold_loop(node, first)
+    try:
+        checkpointer.restore(name, images)
+        second, numbers2 = mounted_loop(node, name)
+    finally:
+        for loop_fd in held:
+            os.close(loop_fd)
+    assert second != first
+    assert loop_nodes_inside(node, name) == {second: numbers2}
+    mode = stat.S_IMODE(os.stat("/proc/%d/root%s" % (node.manager.runtime(name).init_pid, second)).st_mode)
+    assert mode == 0o600
+
+
+def test_a_copy_of_the_mount_elsewhere_keeps_one_loop_device_per_image(node, busybox_template):
+    """A mount namespace made elsewhere while the container runs (any other container's start,
+    any service with a private /tmp) keeps the image's ext4 alive after the stop; the next start
+    mounts the same loop device again (the same ext4 instance), never a second device on the file,
+    which would run two ext4 instances on the same blocks and corrupt it."""
+    name = image_container(node, busybox_template)
+    storage = node.manager.storage(node.manager.load(name))
+    device = storage.loop_device()
+    sh(node.manager, name, "echo one > /marker")
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "120"])
+    try:
+        for _attempt in range(500):
+            try:
+                with open("/proc/%d/mountinfo" % holder.pid) as handle:
+                    if storage.root in handle.read() and os.readlink("/proc/%d/exe" % holder.pid).endswith("sleep"):
+                        break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        node.manager.stop(name)
+        assert st.loops_of(storage.image) == [device], "the copy of the mount keeps the device bound"
+        node.manager.start(name, wait_boot=True, timeout=20)
+        assert st.loops_of(storage.image) == [device] and storage.loop_device() == device
+        assert sh(node.manager, name, "cat /marker").stdout == b"one\n"
+        sh(node.manager, name, "echo two > /marker; sync")
+        node.manager.stop(name)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert st.wait_released(device, storage.image, timeout=20)
+    assert st.loops_of(storage.image) == []
+    fsck = subprocess.run(["e2fsck", "-fn", storage.image], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    assert fsck.returncode == 0, fsck.stdout.decode()
+    node.manager.start(name, wait_boot=True, timeout=20)
+    assert sh(node.manager, name, "cat /marker").stdout == b"two\n"
