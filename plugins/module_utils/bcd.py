@@ -54,6 +54,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import namespaces as ns
 from .config import NAME_RE, HostLayout
 from .container import ContainerManager
+from .errors import OvzError
 from .process import process_starttime
 from .rootfs import BCD_FSTYPE, BCD_MOUNT, GUEST_BEANCOUNTERS, mount_points
 
@@ -172,13 +173,21 @@ class Tables:
         self.manager = ContainerManager(data_dir)
 
     def running(self) -> List[Tuple[str, int, int]]:
-        """(name, init pid, init start time) of this node's running containers."""
+        """(name, init pid, init start time) of this node's running containers.
+
+        Unprivileged ones keep the snapshot: their root is not the host's, which owns the view's files."""
         found = []
         for name in self.manager.layout.names():
             runtime = self.manager.runtime(name)
-            if runtime is not None and runtime.alive():
+            if runtime is not None and runtime.alive() and not self._unprivileged(name):
                 found.append((name, runtime.init_pid, runtime.init_starttime))
         return found
+
+    def _unprivileged(self, name: str) -> bool:
+        try:
+            return self.manager.load(name).unprivileged
+        except (OvzError, OSError, ValueError):
+            return False
 
     def exists(self, name: str) -> bool:
         return bool(NAME_RE.fullmatch(name)) and os.path.isfile(self.manager.layout.conf(name))

@@ -417,10 +417,12 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
     if pids_dir:
         held["numproc"] = _int(os.path.join(pids_dir, "pids.current"))
         peak["numproc"] = _int(os.path.join(pids_dir, "pids.peak"))
-        # v1 counts failed forks in the cgroup of the forking task (payload); v2 in the cgroup
-        # whose pids.max was hit and its ancestors.
-        failcnt["numproc"] = _subtree_sum(pids_dir, "pids.events", "max") if version == 1 else \
-            _keyed(os.path.join(pids_dir, "pids.events")).get("max", 0)
+        # v1, and v2 before Linux 6.14, count failed forks in the cgroup of the forking task
+        # (payload, .ovz-exec); v2 since 6.14 (which added pids.events.local) in the cgroup whose
+        # pids.max was hit and its ancestors.
+        hierarchical = version != 1 and os.path.exists(os.path.join(pids_dir, "pids.events.local"))
+        failcnt["numproc"] = _keyed(os.path.join(pids_dir, "pids.events")).get("max", 0) if hierarchical else \
+            _subtree_sum(pids_dir, "pids.events", "max")
         enforced["numproc"], mechanism["numproc"] = True, "pids.max"
     procs_dir = pids_dir or mem or next(iter(cgroups.paths.values()))
     pids = container_pids(procs_dir)
@@ -488,13 +490,15 @@ def _load_state(state_dir: Optional[str]) -> Dict[str, int]:
         return {}
 
 
-def _atomic_text(path: str, text: str, mode: int) -> None:
+def _atomic_text(path: str, text: str, mode: int, owner: Optional[Tuple[int, int]] = None) -> None:
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".ovz-", dir=directory)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             os.fchmod(handle.fileno(), mode)
+            if owner is not None:
+                os.fchown(handle.fileno(), owner[0], owner[1])
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -517,7 +521,10 @@ def _save_state(state_dir: str, maxheld: Dict[str, int], previous: Dict[str, int
 def write_guest_file(guest_dir: str, text: str) -> None:
     """The snapshot root inside reads at /run/ovz/user_beancounters (rename: a symlink placed inside is replaced, not followed)."""
     try:
-        _atomic_text(os.path.join(guest_dir, GUEST_FILE), text, 0o400)
+        # An unprivileged container's root owns its guest dir (idmap.py) and must read the file as its owner.
+        stat_dir = os.stat(guest_dir)
+        owner = (stat_dir.st_uid, stat_dir.st_gid) if stat_dir.st_uid != 0 else None
+        _atomic_text(os.path.join(guest_dir, GUEST_FILE), text, 0o400, owner)
     except OSError:
         pass
 

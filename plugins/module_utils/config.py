@@ -118,6 +118,7 @@ class ContainerConfig:
     limits: Dict[str, Any] = field(default_factory=dict)
     network: Dict[str, Any] = field(default_factory=dict)
     quota: Dict[str, Any] = field(default_factory=dict)
+    unprivileged: bool = False      # a user namespace with its own id block (idmap.py)
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> Dict[str, Any]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import faults
+from . import idmap as ovz_idmap
 from . import limits as ovz_limits
 from . import namespaces as ns
 from . import network
@@ -26,7 +27,7 @@ from . import quota as ovz_quota
 from .cgroups import CgroupBackend, ContainerCgroups, select_backend, validate_cgroup_parent
 from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
                      validate_labels, validate_name)
-from .errors import InvalidParameter, OvzError, StateConflict
+from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .process import ExecResult, InitSpec, exec_in, process_starttime, spawn_init
 from .rootfs import DEVICE_ALLOW, RootfsSpec, find_bcd, find_lxcfs
 from .storage import Storage, extract_template, validate_layout
@@ -45,6 +46,12 @@ def validate_hostname(hostname: str) -> str:
             any(not (c.isalnum() or c in "-.") for c in hostname) or hostname[0] in "-.":
         raise InvalidParameter("%r is not a valid hostname" % (hostname,), "hostname")
     return hostname
+
+
+def validate_unprivileged(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidParameter("must be a boolean, got %r" % (value,), "unprivileged")
+    return value
 
 
 def validate_init(init: str) -> str:
@@ -86,6 +93,7 @@ class ContainerManager:
         self.layout = HostLayout(data_dir)
         self.cgroup_parent = validate_cgroup_parent(cgroup_parent)
         self.store = ConfigStore(self.layout)
+        self.idmap = ovz_idmap.IdmapPool(self.layout.data_dir)
         self._backend = backend
 
     # -- helpers ------------------------------------------------------------------
@@ -154,6 +162,8 @@ class ContainerManager:
             "init_pid": runtime.init_pid if runtime else None,
             "cgroups": runtime.cgroups if runtime else {},
             "ip_address": list(config.network.get("ip_address", [])),
+            "unprivileged": config.unprivileged,
+            "idmap": self.idmap.lookup(name) if config.unprivileged else None,
             "paths": {
                 "config": self.layout.conf(name),
                 "private": self.layout.private(name),
@@ -183,9 +193,11 @@ class ContainerManager:
     def plan_create(self, name: str, template: Optional[str], layout: str = "image",
                     hostname: Optional[str] = None, init: str = "/sbin/init", onboot: bool = False,
                     diskspace: Optional[Sequence[Optional[int]]] = None,
-                    diskinodes: Optional[Sequence[Optional[int]]] = None) -> ContainerConfig:
+                    diskinodes: Optional[Sequence[Optional[int]]] = None,
+                    unprivileged: bool = False) -> ContainerConfig:
         """Validate everything a create needs, touching nothing; returns the config it would write."""
         validate_name(name)
+        validate_unprivileged(unprivileged)
         validate_layout(layout)
         validate_init(init)
         if hostname is not None:
@@ -200,7 +212,7 @@ class ContainerManager:
         if layout == "image" and inodes[1] is not None and inodes[1] < 64:
             raise InvalidParameter("an image needs at least 64 inodes, got %d" % inodes[1], "diskinodes")
         return ContainerConfig(name=name, layout=layout, hostname=hostname or name, init=init, onboot=onboot,
-                               template=source, diskspace=space, diskinodes=inodes)
+                               template=source, diskspace=space, diskinodes=inodes, unprivileged=unprivileged)
 
     def create(self, name: str, template: Optional[str], **options: Any) -> ContainerConfig:
         config = self.plan_create(name, template, **options)
@@ -230,6 +242,8 @@ class ContainerManager:
                     try:
                         extract_template(config.template, storage.root)
                         faults.point("create.extract")
+                        if config.unprivileged:
+                            self._make_unprivileged(name, storage)
                     finally:
                         storage.umount()
                     self.store.save(config)
@@ -237,6 +251,7 @@ class ContainerManager:
                 except BaseException:
                     storage.umount()
                     storage.destroy()
+                    self.idmap.release(name)
                     raise
         except BaseException:
             if not self.store.exists(name):
@@ -259,6 +274,7 @@ class ContainerManager:
             self._stop_locked(config, timeout=config.stop_timeout)
             faults.point("destroy.stopped")
             self.storage(config).destroy()
+            self.idmap.release(name)
             shutil.rmtree(self.layout.dump(name), ignore_errors=True)
             faults.point("destroy.storage")
             self.store.remove(name)
@@ -308,6 +324,63 @@ class ContainerManager:
                 if "hostname" in diff and self.status(name) in ("running", "frozen"):
                     self._set_live_hostname(name, config.hostname)
         return diff
+
+    # -- unprivileged (issue 9) -----------------------------------------------------------------
+    def _make_unprivileged(self, name: str, storage: Storage) -> Dict[str, Any]:
+        """Reserve the container's id block; where idmapped mounts are refused, shift its mounted tree into it."""
+        mode = ovz_idmap.FORCE_MODE or ("idmapped" if ovz_idmap.idmap_supported(storage.root) else "shifted")
+        entry = self.idmap.allocate(name, mode)
+        if entry["mode"] == "shifted":
+            ovz_idmap.shift_tree(storage.root, entry["uid"])
+        return entry
+
+    def set_unprivileged(self, name: str, unprivileged: bool) -> bool:
+        """Make a stopped container unprivileged (or privileged again); returns whether it changed."""
+        validate_unprivileged(unprivileged)
+        with self.lock(name):
+            config = self.load(name)
+            if config.unprivileged == unprivileged:
+                return False
+            state = self.status(name)
+            if state != "stopped":
+                raise StateConflict("container %s is %s; unprivileged can only be changed while it is stopped"
+                                    % (name, state), "unprivileged")
+            storage = self.storage(config)
+            storage.mount()
+            try:
+                if unprivileged:
+                    self._make_unprivileged(name, storage)
+                else:
+                    entry = self.idmap.lookup(name)
+                    if entry is not None and entry.get("mode") == "shifted":
+                        ovz_idmap.shift_tree(storage.root, -int(entry["uid"]))
+            finally:
+                storage.umount()
+            config.unprivileged = unprivileged
+            self.store.save(config)
+            if not unprivileged:
+                self.idmap.release(name)
+        return True
+
+    def _prepare_userns(self, config: ContainerConfig, storage: Storage, cgroups: ContainerCgroups,
+                        host_files: Sequence[str]) -> Dict[str, Any]:
+        """Unprivileged start: the container's user namespace and idmapped root (descriptors the
+        caller closes), with ``host_files`` and the payload cgroups given to its root."""
+        entry = self.idmap.lookup(config.name) or self._make_unprivileged(config.name, storage)
+        first = int(entry["uid"])
+        ovz_idmap.chown_for(host_files, first)
+        ovz_idmap.delegate_cgroups([os.path.join(path, PAYLOAD) for path in cgroups.paths.values()], first)
+        userns_fd = ovz_idmap.make_userns(first, int(entry.get("count", ovz_idmap.ID_COUNT)))
+        tree_fd = None
+        if entry.get("mode") == "idmapped":
+            try:
+                tree_fd = ovz_idmap.idmapped_tree(storage.root, userns_fd)
+            except OSError as exc:
+                os.close(userns_fd)
+                raise KernelUnsupported("an idmapped mount of %s is refused here (%s); make the container privileged "
+                                        "and unprivileged again while stopped to shift its files instead"
+                                        % (storage.root, exc.strerror), "unprivileged") from None
+        return {"userns_fd": userns_fd, "root_tree_fd": tree_fd}
 
     def _set_live_hostname(self, name: str, hostname: str) -> None:
         result = self.exec(name, ["hostname", hostname])
@@ -373,7 +446,17 @@ class ContainerManager:
                 stdout_path=os.path.join(run_dir, "console.log"),
             )
             undo.append(lambda: self._network_teardown(config))
-            init_pid = spawn_init(spec, self._network_before_go(config, storage.root, before_go))
+            if config.unprivileged:
+                console = spec.stdout_path
+                os.close(os.open(console, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                userns = self._prepare_userns(config, storage, cgroups, [guest_dir, console])
+                spec.userns_fd, spec.root_tree_fd, spec.rootfs.userns = userns["userns_fd"], userns["root_tree_fd"], True
+            try:
+                init_pid = spawn_init(spec, self._network_before_go(config, storage.root, before_go))
+            finally:
+                for fd in (spec.userns_fd, spec.root_tree_fd):
+                    if fd is not None:
+                        os.close(fd)
             faults.point("start.spawned")
             starttime = process_starttime(init_pid)
             if starttime is None:

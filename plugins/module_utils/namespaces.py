@@ -11,6 +11,7 @@ Python 3.11 has no ``os.unshare``/``os.setns``, and glibc has no wrapper for
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import threading
@@ -126,6 +127,15 @@ def umount(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), flags), "umount", target)
 
 
+def syncfs(path: str) -> None:
+    """Write out the filesystem that ``path`` is on (syncfs(2)), not every filesystem of the host."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _check(_libc.syncfs(fd), "syncfs", path)
+    finally:
+        os.close(fd)
+
+
 def pivot_root(new_root: str, put_old: str) -> None:
     number = _SYS_PIVOT_ROOT.get(platform.machine())
     if number is None:
@@ -156,6 +166,30 @@ def move_mount(tree_fd: int, target: str) -> None:
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, "move_mount: %s" % os.strerror(err), target)
+
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+SYS_MOUNT_SETATTR = 442
+MOUNT_ATTR_IDMAP = 0x00100000
+
+
+class MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool = True) -> None:
+    """Make the (detached) mount ``tree_fd`` an idmapped mount with the id mapping of ``userns_fd`` (Linux 5.12)."""
+    attr = MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    result = _libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(tree_fd), b"", ctypes.c_uint(flags),
+                           ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "mount_setattr(MOUNT_ATTR_IDMAP): %s" % os.strerror(err))
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
@@ -234,22 +268,20 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     args.flags = CLONE_INTO_CGROUP if cgroup_fd >= 0 else 0
     args.exit_signal = _signal.SIGCHLD
     args.cgroup = max(cgroup_fd, 0)
+    # With other Python threads alive, a child made here can hang forever: when clone3 returns,
+    # the child's interpreter checks its eval breaker before any Python code could run
+    # PyOS_AfterFork_Child, finds the GIL drop request another thread had posted in the parent,
+    # drops the GIL and waits for that thread to take it; the child has no such thread.
+    # os.fork runs the at-fork protocol in C before the child executes a bytecode, so a
+    # threaded caller gets os.fork, or, for a cgroup, the callers' fork-then-move fallback.
+    if threading.active_count() > 1:
+        if cgroup_fd < 0:
+            return os.fork()
+        raise OSError(errno.EAGAIN, "clone3 from a threaded process: fork, then move the child")
     # The call goes through a PyDLL handle, which keeps the GIL held: through a CDLL handle
-    # ctypes releases it, another thread may take it, and the child, a copy of that moment,
-    # then waits forever for a GIL held by a thread it does not have. With other Python
-    # threads alive, the interpreter's own at-fork protocol also runs (import lock,
-    # thread states, os.register_at_fork hooks), as os.fork does; alone, it is skipped
-    # for speed (about 1 ms).
-    threaded = threading.active_count() > 1
-    if threaded:
-        ctypes.pythonapi.PyOS_BeforeFork()
+    # ctypes releases it, and the child, a copy of that moment, would wait for the GIL.
     result = _libc_gil_held.syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
     err = ctypes.get_errno()
-    if threaded:
-        if result == 0:
-            ctypes.pythonapi.PyOS_AfterFork_Child()
-        else:
-            ctypes.pythonapi.PyOS_AfterFork_Parent()
     if result < 0:
         raise OSError(err, "clone3: %s" % os.strerror(err))
     return result

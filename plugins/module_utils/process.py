@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import namespaces as ns
-from .rootfs import RootfsSpec, enter_rootfs
+from .idmap import become_root, other_userns
+from .rootfs import RootfsSpec, enter_rootfs, stage_for_userns
 
 CONTAINER_NAMESPACES = (ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC | ns.CLONE_NEWNET
                         | ns.CLONE_NEWPID | ns.CLONE_NEWCGROUP)
@@ -36,6 +37,8 @@ class InitSpec:
     dropped_capabilities: Sequence[str]
     stdout_path: str                    # console log on the host
     env: Dict[str, str] = field(default_factory=dict)
+    userns_fd: Optional[int] = None     # unprivileged: the container's user namespace (idmap.make_userns)
+    root_tree_fd: Optional[int] = None  # unprivileged: the idmapped root mount to attach on rootfs.root
 
 
 class SpawnError(Exception):
@@ -143,6 +146,8 @@ def spawn_init(spec: InitSpec, before_go: Optional[Callable[[int], None]] = None
             os.close(err_r)
             os.setsid()
             join_cgroups(spec.cgroup_procs)
+            if spec.userns_fd is not None:
+                enter_userns(spec)
             ns.unshare(CONTAINER_NAMESPACES)
             init_pid = os.fork()
             if init_pid == 0:
@@ -183,6 +188,31 @@ def spawn_init(spec: InitSpec, before_go: Optional[Callable[[int], None]] = None
                     os.close(fd)
                 except OSError:
                     pass
+
+
+def enter_userns(spec: InitSpec) -> None:  # pragma: no cover - runs in the forked child
+    """Unprivileged: stage the idmapped root and the host files the container needs (still root on
+    the host, in a private mount namespace), then join the container's user namespace as its
+    root; the namespaces unshared next belong to it."""
+    ns.unshare(ns.CLONE_NEWNS)
+    ns.mount(None, "/", None, ns.MS_REC | ns.MS_SLAVE)
+    spec.rootfs = stage_for_userns(spec.rootfs, spec.root_tree_fd)
+    if spec.root_tree_fd is not None:
+        os.close(spec.root_tree_fd)
+    if spec.userns_fd is None:
+        raise SpawnError("no user namespace to enter")
+    ns.setns(spec.userns_fd, ns.CLONE_NEWUSER)
+    os.close(spec.userns_fd)
+    become_root()
+
+
+def enter_container(init_pid: int) -> None:
+    """Join the namespaces of the container whose init is ``init_pid`` (its user namespace first, if it has one)."""
+    if other_userns(init_pid):
+        ns.enter_namespaces(init_pid, ("user",) + ENTER_ORDER)
+        become_root()
+    else:
+        ns.enter_namespaces(init_pid, ENTER_ORDER)
 
 
 def _kill_quietly(pid: int) -> None:
@@ -253,7 +283,7 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgr
             # (close_range: no allocation in a child that may be forked from a threaded caller.)
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))
             join_cgroups(cgroup_procs)
-            ns.enter_namespaces(init_pid, ENTER_ORDER)
+            enter_container(init_pid)
             try:
                 grandchild = ns.raw_fork()
             except OSError:

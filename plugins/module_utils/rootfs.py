@@ -53,6 +53,7 @@ class RootfsSpec:
     lxcfs: Optional[str] = None     # a running LXCFS's mount point: its /proc and /sys views are bound in
     beancounters: Optional[str] = None  # a running ovz-bcd's file for this container, bound over the snapshot
     devices: List[Tuple[str, str, int, int, int]] = field(default_factory=list)  # extra nodes, as DEVICE_NODES
+    userns: bool = False            # unprivileged: no mknod in a user namespace, the host's nodes are bound
 
 
 def _mkdir(path: str, mode: int = 0o755) -> None:
@@ -168,12 +169,26 @@ def setup_lxcfs(root: str, lxcfs: str) -> None:
             ns.mount(source, target, None, ns.MS_BIND)
 
 
-def setup_dev(root: str, console: Optional[str], devices: Tuple[Tuple[str, str, int, int, int], ...] = ()) -> None:
+def _bind_node(name: str, path: str) -> None:
+    """An unprivileged container's device node: the host's own ``/dev/<name>`` bound on an empty file."""
+    source = os.path.join("/dev", name)
+    if not os.path.exists(source):
+        return
+    with open(path, "w"):
+        pass
+    ns.mount(source, path, None, ns.MS_BIND)
+
+
+def setup_dev(root: str, console: Optional[str], devices: Tuple[Tuple[str, str, int, int, int], ...] = (),
+              bind_nodes: bool = False) -> None:
     dev = _safe_join(root, "dev")
     _mkdir(dev)
     ns.mount("ovz-dev", dev, "tmpfs", ns.MS_NOSUID | ns.MS_NOEXEC, "mode=755,size=65536k,nr_inodes=4096")
     for name, kind, major, minor, mode in DEVICE_NODES + tuple(devices):
         path = os.path.join(dev, name)
+        if bind_nodes:
+            _bind_node(name, path)
+            continue
         os.mknod(path, mode | (0o020000 if kind == "c" else 0o060000), os.makedev(major, minor))
         os.chmod(path, mode)
     for sub in ("pts", "shm", "mqueue"):
@@ -220,6 +235,48 @@ def setup_live_beancounters(target: str, source: str) -> None:
         pass
 
 
+STAGE = "/tmp"   # world-searchable on every host; hidden by a tmpfs in a private mount namespace
+
+
+def _stage_bind(source: str, target: str) -> str:
+    if os.path.isdir(source):
+        _mkdir(target)
+    else:
+        with open(target, "w"):
+            pass
+    ns.mount(source, target, None, ns.MS_BIND | ns.MS_REC)
+    return target
+
+
+def stage_for_userns(spec: RootfsSpec, root_tree_fd: Optional[int]) -> RootfsSpec:
+    """Unprivileged: what the container's root needs from the host, where it can reach it.
+
+    Runs as root on the host in a private mount namespace, before joining the container's user
+    namespace. Host paths under ``data_dir`` may sit below directories only the host's root may
+    search (mode 0700); the container's root is another user on the host. So everything is bound
+    on a tmpfs over ``/tmp`` of this namespace (never the host's): the idmapped root mount, the
+    boot-marker directory, the console, the LXCFS views and extra binds.
+    """
+    ns.mount("ovz-stage", STAGE, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=755,size=64k")
+    staged = RootfsSpec(root=os.path.join(STAGE, "root"), hostname=spec.hostname, devices=list(spec.devices),
+                        userns=True)
+    _mkdir(staged.root)
+    if root_tree_fd is not None:
+        ns.move_mount(root_tree_fd, staged.root)
+    else:
+        _stage_bind(spec.root, staged.root)
+    if spec.console:
+        staged.console = _stage_bind(spec.console, os.path.join(STAGE, "console"))
+    if spec.guest_dir:
+        staged.guest_dir = _stage_bind(spec.guest_dir, os.path.join(STAGE, "guest"))
+    if spec.lxcfs:
+        staged.lxcfs = _stage_bind(spec.lxcfs, os.path.join(STAGE, "lxcfs"))
+    # No live beancounters view (bcd.py): its files are the host root's, unreadable to this root; the snapshot stays.
+    for index, (source, rel, read_only) in enumerate(spec.extra_binds):
+        staged.extra_binds.append((_stage_bind(source, os.path.join(STAGE, "bind%d" % index)), rel, read_only))
+    return staged
+
+
 def enter_rootfs(spec: RootfsSpec) -> None:
     """Build the container's mount tree on ``spec.root`` and pivot into it."""
     # Nothing mounted from here on may propagate back to the host.
@@ -230,7 +287,7 @@ def enter_rootfs(spec: RootfsSpec) -> None:
     setup_sys(root)
     if spec.lxcfs:
         setup_lxcfs(root, spec.lxcfs)
-    setup_dev(root, spec.console, tuple(spec.devices))
+    setup_dev(root, spec.console, tuple(spec.devices), bind_nodes=spec.userns)
     setup_run(root, spec.guest_dir, spec.beancounters)
     for source, rel, read_only in spec.extra_binds:
         target = _safe_join(root, rel)

@@ -2,10 +2,13 @@
 """The escape suite (issue 9): each attack runs as root inside a default container and must fail,
 and the host is checked unchanged afterwards.
 
-``test_attack[<attack>]`` lists every attack with its result. An attack that succeeds against a
-privileged container on a stock kernel is marked ``xfail(strict=True)`` with the exact reason,
-so that the day it is prevented the mark must go. The README's "Security" section is the
-table of these results.
+``test_attack[<kind>-<attack>]`` lists every attack with its result, against a privileged container
+and an unprivileged one (``unprivileged: true``: its own user namespace and id block), and
+``test_network_attack[<attack>-<kind>]`` the network ones. An attack that succeeds on a stock
+kernel is marked ``xfail(strict=True)`` with the exact reason, so that the day it is prevented
+the mark must go: the CAP_SYS_ADMIN and blkio v1 holes are marked for privileged containers only
+(a user namespace closes them, which the unprivileged runs prove). The README's "Security"
+section is the table of these results.
 
 Attacks run two ways, both as the container's root: shell commands through ``exec`` (what
 a user inside types), and Python code run by ``inside()`` in a process that joined the
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import json
 import os
 import signal
@@ -37,7 +41,7 @@ from conftest import REPO, sh
 from ansible_collections.ovz.containers.plugins.module_utils import limits as lim
 from ansible_collections.ovz.containers.plugins.module_utils import namespaces as ns
 from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
-from ansible_collections.ovz.containers.plugins.module_utils.process import ENTER_ORDER, join_cgroups
+from ansible_collections.ovz.containers.plugins.module_utils.process import enter_container, join_cgroups
 
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 import test_network as netlab  # noqa: E402  pylint: disable=wrong-import-position
@@ -105,7 +109,7 @@ def inside(manager, name, fn, *args):
             if cgroup2:
                 with open(os.path.join(cgroup2, "cgroup.procs"), "w") as handle:
                     handle.write("0")
-            ns.enter_namespaces(runtime.init_pid, ENTER_ORDER)
+            enter_container(runtime.init_pid)   # an unprivileged container's user namespace first
             grandchild = os.fork()
             if grandchild == 0:
                 try:
@@ -168,11 +172,16 @@ def assert_host_unchanged(before):
     assert after == before
 
 
+PRIVILEGES = ("privileged", "unprivileged")
+
+
 @pytest.fixture
-def target(node, busybox_template):
-    """A default container (image layout, 64M), started; the host's state is checked after the test."""
+def target(request, node, busybox_template):
+    """A default container (image layout, 64M), privileged or unprivileged (``request.param``), started;
+    the host's state is checked after the test. Containers an attack makes besides get the same kind."""
+    node.unprivileged = getattr(request, "param", "privileged") == "unprivileged"
     name = node.name()
-    node.manager.create(name, busybox_template, diskspace=[DISKSPACE, DISKSPACE])
+    node.manager.create(name, busybox_template, diskspace=[DISKSPACE, DISKSPACE], unprivileged=node.unprivileged)
     node.manager.start(name, wait_boot=True, timeout=20)
     before = host_state()
     yield node, name
@@ -358,7 +367,7 @@ def attack_host_process(node, name):
 
 def attack_ptrace_other_container(node, name, busybox_template):
     other = node.name()
-    node.manager.create(other, busybox_template, diskspace=[DISKSPACE, DISKSPACE])
+    node.manager.create(other, busybox_template, diskspace=[DISKSPACE, DISKSPACE], unprivileged=node.unprivileged)
     node.manager.start(other, wait_boot=True, timeout=20)
     victim = node.manager.runtime(other).init_pid
     own = set(sh(node.manager, name, "ls /proc").stdout.split())
@@ -378,7 +387,7 @@ def attack_ptrace_other_container(node, name, busybox_template):
 def attack_open_by_handle_host_root(node, name, busybox_template):
     """Shocker: open_by_handle_at with the inode of the filesystem's root, from a directory-layout root."""
     shocked = node.name()
-    node.manager.create(shocked, busybox_template, layout="directory")
+    node.manager.create(shocked, busybox_template, layout="directory", unprivileged=node.unprivileged)
     node.manager.start(shocked, wait_boot=True, timeout=20)
 
     def shocker():
@@ -542,15 +551,28 @@ ATTACKS = [
     ("reboot_host", attack_reboot_host, None),
 ]
 NEEDS_TEMPLATE = (attack_ptrace_other_container, attack_open_by_handle_host_root)
+# The holes ATTACKS names are those of privileged containers. In an unprivileged container (its own user
+# namespace, unprivileged: true) root has CAP_SYS_ADMIN only over its own namespaces: the CAP_SYS_ADMIN and
+# blkio v1 holes are closed there (no mknod, no ext4 or cgroup v1 mount, /proc/sys entries of the host belong
+# to the host's root). These stay open for both kinds:
+UNPRIVILEGED_HOLES = {
+    "fill_host_disk_via_run_ovz": OPEN_DISK_HOLE % "/run/ovz, the host directory run/<name>/guest bound writable "
+                                                   "(given to the container's root),",
+    "fill_host_disk_via_console": OPEN_DISK_HOLE % "/dev/console, the host file run/<name>/console.log bound "
+                                                   "writable (given to the container's root),",
+}
 
 
 def _params():
-    for attack_id, function, hole in ATTACKS:
-        marks = [pytest.mark.xfail(strict=True, reason=hole)] if hole else []
-        yield pytest.param(function, id=attack_id, marks=marks)
+    for privilege in PRIVILEGES:
+        for attack_id, function, hole in ATTACKS:
+            if privilege == "unprivileged":
+                hole = UNPRIVILEGED_HOLES.get(attack_id)
+            marks = [pytest.mark.xfail(strict=True, reason=hole)] if hole else []
+            yield pytest.param(function, privilege, id="%s-%s" % (privilege, attack_id), marks=marks)
 
 
-@pytest.mark.parametrize("attack", list(_params()))
+@pytest.mark.parametrize("attack,target", list(_params()), indirect=["target"])
 def test_attack(target, attack, busybox_template):
     node, name = target
     if attack in NEEDS_TEMPLATE:
@@ -559,11 +581,16 @@ def test_attack(target, attack, busybox_template):
         attack(node, name)
 
 
+@pytest.mark.parametrize("privilege", PRIVILEGES)
 @pytest.mark.parametrize("attack", [pytest.param(attack_sniff_and_spoof_routed, id="sniff_and_spoof_routed"),
                                     pytest.param(attack_arp_poison_bridged, id="arp_poison_and_sniff_bridged")])
-def test_network_attack(request, attack):
+def test_network_attack(request, monkeypatch, attack, privilege):
     # The labs of test_network.py (imported above as fixtures): a host namespace, a third party, a bridge.
     lab = request.getfixturevalue("bridged_lab" if attack is attack_arp_poison_bridged else "routed_lab")
+    if privilege == "unprivileged":   # every container the lab creates gets its own user namespace
+        monkeypatch.setattr(lab.manager, "create", functools.partial(lab.manager.create, unprivileged=True))
     before = host_state()
     attack(lab)
+    names = lab.manager.layout.names()
+    assert names and all(lab.manager.load(n).unprivileged == (privilege == "unprivileged") for n in names)
     assert_host_unchanged(before)

@@ -233,6 +233,21 @@ def test_v2_beancounters_from_v2_counters(v2, ct):
     assert len(text.splitlines()) == 2 + len(bc.UBC_ORDER)
 
 
+def test_v2_numproc_failcnt_before_and_since_hierarchical_pids_events(v2, ct):
+    """Before Linux 6.14 a refused fork counts in the forking task's cgroup (the payload), since
+    then (pids.events.local exists) in the cgroup whose pids.max was hit and its ancestors."""
+    base = ct.paths[UNIFIED]
+    payload = os.path.join(base, "payload")
+    os.makedirs(payload, exist_ok=True)
+    v2.set(os.path.join(base, "pids.events"), "max 0")
+    v2.set(os.path.join(payload, "pids.events"), "max 4")
+    limits = limits_of(numproc="40")
+    assert bc.collect(ct, os.getpid(), limits)["numproc"]["failcnt"] == 4
+    v2.set(os.path.join(base, "pids.events"), "max 5")
+    v2.set(os.path.join(base, "pids.events.local"), "max 5")
+    assert bc.collect(ct, os.getpid(), limits)["numproc"]["failcnt"] == 5
+
+
 # --------------------------------------------------------------------------- v1, for comparison
 def test_v1_blk_throttle_is_flat_so_every_level_gets_it(tmp_path, monkeypatch):
     throttle = {"blkio.throttle.%s_%s_device" % (d, k): "" for d in ("read", "write") for k in ("bps", "iops")}

@@ -39,24 +39,43 @@ def test_fallback_refused_move_raises_once_in_the_parent_and_the_child_does_noth
     assert not marker.exists()
 
 
-@pytest.mark.timeout(120)
-def test_raw_fork_with_another_python_thread_running_never_hangs_the_child():
-    # The child of a raw clone3 is a copy of one instant: if another thread held the GIL
-    # then, the child would wait for it forever (seen as a hung exec helper).
-    stop = threading.Event()
+class BusyThread:
+    """Another Python thread that keeps asking for the GIL."""
 
-    def busy():
-        while not stop.is_set():
+    def __enter__(self):
+        self.stop = threading.Event()
+        self.worker = threading.Thread(target=self.busy)
+        self.worker.start()
+        return self
+
+    def busy(self):
+        while not self.stop.is_set():
             sum(range(1000))
 
-    worker = threading.Thread(target=busy)
-    worker.start()
-    try:
-        for _attempt in range(200):
+    def __exit__(self, *_exc):
+        self.stop.set()
+        self.worker.join()
+
+
+@pytest.mark.timeout(120)
+def test_raw_fork_with_another_python_thread_running_never_hangs_the_child():
+    # The child of a raw clone3 is a copy of one instant: it found the GIL drop request the
+    # other thread had posted and waited forever for that thread (seen as a hung exec helper).
+    with BusyThread():
+        for _attempt in range(500):
             pid = ns.raw_fork()
             if pid == 0:
                 os._exit(len([str(i) for i in range(100)]) - 100)
             assert os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 0
-    finally:
-        stop.set()
-        worker.join()
+
+
+@pytest.mark.timeout(120)
+def test_fork_in_cgroup_with_another_python_thread_running_forks_then_moves(tmp_path):
+    (tmp_path / "cgroup.procs").write_text("")
+    with BusyThread():
+        for _attempt in range(100):
+            pid = process.fork_in_cgroup(str(tmp_path))
+            if pid == 0:
+                os._exit(len([str(i) for i in range(100)]) - 100)
+            assert os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 0
+            assert (tmp_path / "cgroup.procs").read_text() == str(pid)
