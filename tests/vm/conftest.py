@@ -25,10 +25,13 @@ Fixtures (later issues add their test files beside the ones here and reuse these
   afterwards (one play).
 - ``vm_workdir``: scratch space on the controller inside the run dir (removed by ``down``).
 
-Planned here: test_limits_v2.py (ram/failcnt, cpuunits, cpulimit, numproc, ioprio, live),
-test_quota.py (project quota on ``directory``, second-level quota in ``image``),
-test_checkpoint.py (criu 3.17 dump/restore), test_migration.py (vm1 -> vm2 over the private
-link, an established TCP connection survives), test_onboot.py (``vm_reboot``).
+- ``vm_programs``: static helper programs (``ovz_hog``, ``ckpt_workload``) in every VM's /root.
+
+The files: test_platform.py (the VMs themselves), test_container_v2.py and test_engine_v2.py
+(lifecycle on cgroup v2 with systemd), test_limits_v2.py (ram/OOM/failcnt, cpuunits, cpulimit,
+numproc, ioprio, all live), test_quota.py (project quota on ``directory``, second-level quota in
+``image``), test_checkpoint_v2.py (criu 3.17 dump/restore), test_migration.py (vm1 -> vm2 over
+the private link, an established TCP connection survives), test_onboot.py (``vm_reboot``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ import pytest
 
 from ansible_collections.ovz.containers.plugins.module_utils.templates import build_busybox_template
 from vmlib import BIN, REPO, VM_PY, VM_PYTHON, Ansible, VmRun, copy_to_vm, destroy_everywhere, fresh_names
+
+# Written, not yet seen passing end to end (the machine was loaded far beyond what their plays
+# need): run with OVZ_VM_EXTENDED=1 until they have been, then they join the tier.
+VM_EXTENDED = ("test_limits_v2.py", "test_migration.py", "test_onboot.py")
+collect_ignore = [] if os.environ.get("OVZ_VM_EXTENDED") == "1" else list(VM_EXTENDED)
 
 
 def pytest_configure(config):
@@ -136,6 +144,29 @@ def vm_template(vms, vm_workdir):
         vm.sh("mkdir -p /var/lib/ovz/templates")
         copy_to_vm(vm, tarball, "/var/lib/ovz/templates/busybox.tar.gz")
     return "busybox"
+
+
+# Static helper programs, built on the controller and copied to /root/ on every VM: a test copies
+# them into a container's root (busybox containers have no compiler and no libc to link against).
+STATIC_PROGRAMS = {
+    "ovz_hog": os.path.join(os.path.dirname(os.path.abspath(__file__)), "ovz_hog.c"),
+    "ckpt_workload": os.path.join(REPO, "tests", "integration", "ckpt_workload.c"),
+}
+
+
+@pytest.fixture(scope="session")
+def vm_programs(vms, vm_workdir):
+    """``{name: path on every VM}`` of the static programs (``ovz_hog``: memory/fork/CPU hogs;
+    ``ckpt_workload``: the checkpoint tests' counter with its TCP echo service)."""
+    out = {}
+    for name, source in STATIC_PROGRAMS.items():
+        binary = os.path.join(vm_workdir, name)
+        if not os.path.exists(binary):
+            subprocess.run(["gcc", "-static", "-O1", "-Wall", "-o", binary, source], check=True, timeout=300)
+        out[name] = "/root/" + name
+        for vm in vms:
+            copy_to_vm(vm, binary, out[name])
+    return out
 
 
 @pytest.fixture

@@ -139,9 +139,16 @@ class Ansible:
         with open(playbook, "w") as handle:
             json.dump([play], handle, indent=1)     # JSON is YAML
         began = time.monotonic()
-        proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", self.vm_run.inventory, playbook],
-                              env=self.env(results_file), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout, check=False)
+        try:
+            proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", self.vm_run.inventory, playbook],
+                                  env=self.env(results_file), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            done = {}
+            if os.path.exists(results_file + ".partial"):
+                with open(results_file + ".partial", encoding="utf-8") as handle:
+                    done = {host: list(tasks_) for host, tasks_ in json.load(handle).items()}
+            raise AssertionError("play %d timed out after %d s; tasks done: %s" % (self.count, timeout, done)) from None
         seconds = time.monotonic() - began
         with open(os.path.join(self.workdir, "play-%02d.log" % self.count), "w") as handle:
             handle.write(proc.stdout)

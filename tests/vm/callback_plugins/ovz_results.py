@@ -31,6 +31,7 @@ class CallbackModule(CallbackBase):
         data = dict(result._result)  # pylint: disable=protected-access
         data["_status"] = status
         self.results.setdefault(host.get_name(), {})[result.task_name or result._task.get_name()] = data
+        self._write(final=False)
 
     def v2_runner_on_ok(self, result):
         self._record(result, "ok")
@@ -45,9 +46,15 @@ class CallbackModule(CallbackBase):
         self._record(result, "unreachable")
 
     def v2_playbook_on_stats(self, stats):
+        self._write(final=True)
+
+    def _write(self, final):
+        """The results so far after every task (``<file>.partial``: what a play cut short by its
+        timeout got done), and all of them at the end."""
         path = os.environ.get("OVZ_RESULTS_FILE")
         if not path:
             return
-        with open(path + ".tmp", "w") as handle:
+        target = path if final else path + ".partial"
+        with open(target + ".tmp", "w", encoding="utf-8") as handle:
             json.dump(self.results, handle, default=str, sort_keys=True)
-        os.replace(path + ".tmp", path)
+        os.replace(target + ".tmp", target)

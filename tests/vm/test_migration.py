@@ -1,0 +1,171 @@
+# -*- coding: utf-8 -*-
+"""Live migration VM 1 -> VM 2 over their private link, an established TCP connection surviving (issue 3).
+
+One batched play on VM 1 (VM 2's side through ``delegate_to``). A routed busybox container on
+VM 1 with an address of the private link's prefix (10.213.77.1: each host answers ARP for it on
+eth1 while it runs there) runs ``ckpt_workload``, whose echo service listens on port 7000. A
+client on VM 1's host side, bound to VM 1's private address, connects and exchanges a line every
+half second, never reconnecting. ``ovz_checkpoint`` with ``state: migrated`` moves the container
+to VM 2 (rsync and the engine over SSH on the private link: the platform gives both VMs the same
+root key and a known_hosts entry for 10.213.*, which ``scripts/vm.py`` writes into the image).
+Afterwards the container runs on VM 2 only, its workload is the same process (same PID inside,
+the counter carried on, still one accepted connection) and the client's connection, now crossing
+the link, goes on exchanging data on the same socket.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+CT_IP = "10.213.77.1"
+PORT = 7000
+STATUS = "/root/status"
+CLIENT = "/root/ovz-mig-client.py"
+CLIENT_LOG = "/root/ovz-mig-client.log"
+CLIENT_STOP = "/root/ovz-mig-client.stop"
+
+# The client: one connection, one line every 0.5 s, echoed back by the workload ("echo:" + line).
+# It never reconnects: any error ends it (and its log says so). On the stop file: one last
+# exchange, then a summary line.
+CLIENT_PY = r'''
+import os, socket, sys, time
+src, dst, port, log_path, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+log = open(log_path, "w", buffering=1)
+sock = socket.socket()
+sock.bind((src, 0))
+sock.settimeout(180)
+sock.connect((dst, port))
+local = "%s:%d" % sock.getsockname()
+log.write("connected local=%s\n" % local)
+
+def echo(token):
+    sock.sendall(token.encode())
+    want, got = ("echo:" + token).encode(), b""
+    while len(got) < len(want):
+        chunk = sock.recv(4096)
+        if not chunk:
+            log.write("closed\n")
+            sys.exit(1)
+        got += chunk
+    if got != want:
+        log.write("garbled %r\n" % got)
+        sys.exit(1)
+
+count, gap, last = 0, 0.0, time.monotonic()
+try:
+    while not os.path.exists(stop):
+        echo("tick%d" % count)
+        now = time.monotonic()
+        count, gap, last = count + 1, max(gap, now - last), now
+        log.write("n=%d\n" % count)
+        time.sleep(0.5)
+    echo("final")
+    log.write("final-ok local=%s n=%d maxgap=%.1f\n" % (local, count, gap))
+except Exception as exc:
+    log.write("error %r\n" % exc)
+    sys.exit(1)
+'''
+
+
+def wait_status(private: str, above: str) -> str:
+    """A raw command: wait until the workload's counter is above ``above``, then print its status."""
+    path = private + STATUS
+    return ("for i in $(seq 300); do s=$(cat %s 2>/dev/null); n=${s#counter=}; n=${n%%%% *};"
+            " [ -n \"$n\" ] && [ \"$n\" -gt %s ] && break; sleep 0.2; done; cat %s" % (path, above, path))
+
+
+def status(text: str) -> dict:
+    return dict(item.split("=", 1) for item in text.split() if "=" in item)
+
+
+@pytest.fixture(scope="module")
+def migration(ansible, vm1, vm2, vm_template, vm_programs, ct_names_module):
+    name, = ct_names_module(1)
+    private = "/var/lib/ovz/private/%s" % name
+    ct = {"name": name}
+    on_vm2 = {"delegate_to": vm2.name}
+    forwarding = "sysctl -qw net.ipv4.ip_forward=1 && echo ok"
+    client = ("rm -f %s %s; cat > %s <<'EOF'\n%s\nEOF\nsetsid python3 %s {{ ovz_private_ip }} %s %d %s %s"
+              " </dev/null >/dev/null 2>&1 & for i in $(seq 150); do grep -q '^n=2$' %s 2>/dev/null && break;"
+              " sleep 0.2; done; cat %s"
+              % (CLIENT_LOG, CLIENT_STOP, CLIENT, CLIENT_PY, CLIENT, CT_IP, PORT, CLIENT_LOG, CLIENT_STOP,
+                 CLIENT_LOG, CLIENT_LOG))
+    # at least 4 more exchanges after the migration, then the last one and the summary
+    client_after = ("n=$(grep -c '^n=' %s); for i in $(seq 100); do [ $(grep -c '^n=' %s) -ge $((n + 4)) ] && break;"
+                    " grep -q -e error -e closed %s && break; sleep 0.2; done; touch %s; for i in $(seq 150); do"
+                    " grep -q -e final-ok -e error -e closed %s && break; sleep 0.2; done; tail -n 1 %s;"
+                    " ip route get %s | head -n 1"
+                    % (CLIENT_LOG, CLIENT_LOG, CLIENT_LOG, CLIENT_STOP, CLIENT_LOG, CLIENT_LOG, CT_IP))
+    cleanup = ("rm -f %s %s %s; ls /var/lib/ovz/conf /var/lib/ovz/private; ip route | grep -c %s; true"
+               % (CLIENT, CLIENT_LOG, CLIENT_STOP, CT_IP))
+    migrate = {"name": name, "state": "migrated", "target": "root@{{ hostvars[vm2].ovz_private_ip }}",
+               "target_python": "/usr/bin/python3", "identity_file": "/root/.ssh/id_ed25519",
+               "known_hosts": "/root/.ssh/known_hosts", "pre_dump_iterations": 1}
+    tasks = [
+        {"name": "forwarding", "ansible.builtin.raw": forwarding},
+        dict(on_vm2, name="forwarding vm2", **{"ansible.builtin.raw": forwarding}),
+        {"name": "start", "ovz.containers.ovz_container": dict(
+            ct, template=vm_template, layout="directory", state="started", wait_boot=True)},
+        {"name": "address", "ovz.containers.ovz_network": dict(ct, ip_address=[CT_IP])},
+        {"name": "install workload",
+         "ansible.builtin.raw": "cp %s %s/usr/bin/ckpt_workload && echo ok" % (vm_programs["ckpt_workload"], private)},
+        {"name": "run workload", "ovz.containers.ovz_exec": dict(
+            ct, command="/usr/bin/ckpt_workload %d %s </dev/null >/dev/null 2>&1 &" % (PORT, STATUS))},
+        {"name": "status before", "ansible.builtin.raw": wait_status(private, "5")},
+        {"name": "client", "ansible.builtin.raw": client},
+        {"name": "status connected", "register": "connected", "ansible.builtin.raw": wait_status(private, "5")},
+        {"name": "migrate check", "check_mode": True, "ovz.containers.ovz_checkpoint": migrate},
+        {"name": "migrate", "ovz.containers.ovz_checkpoint": migrate},
+        dict(on_vm2, name="status on vm2", **{"ansible.builtin.raw": wait_status(
+            private, "{{ connected.stdout.split()[0].split('=')[1] | int }}")}),
+        {"name": "client after", "ansible.builtin.raw": client_after},
+        {"name": "info vm1", "ovz.containers.ovz_info": {}},
+        dict(on_vm2, name="info vm2", **{"ovz.containers.ovz_info": {"name": [name]}}),
+        {"name": "migrate again", "ovz.containers.ovz_checkpoint": migrate},
+        dict(on_vm2, name="destroy on vm2", **{"ovz.containers.ovz_container": dict(ct, state="absent")}),
+        {"name": "cleanup vm1", "ansible.builtin.raw": cleanup},
+    ]
+    return ansible.play(tasks, hosts=vm1.name, variables={"vm2": vm2.name}), vm1.name, name
+
+
+def test_live_migration_moves_the_running_container(migration):
+    play, host, name = migration
+    play.ok(host, "forwarding")
+    play.ok(host, "forwarding vm2")
+    checked = play.ok(host, "migrate check")
+    assert checked["changed"] is True and checked["migration"]["target_info"]["criu_version"], checked
+    moved = play.ok(host, "migrate")
+    assert moved["changed"] is True and moved["frozen_ms"] > 0, moved
+    print("migration timings: %s, frozen %s ms" % (moved["timings"], moved["frozen_ms"]))
+    assert name not in [c["name"] for c in play.ok(host, "info vm1")["containers"]]
+    on_vm2 = play.ok(host, "info vm2")["containers"][0]
+    assert on_vm2["state"] == "running", on_vm2
+    assert play.ok(host, "migrate again")["changed"] is False
+
+
+def test_the_workload_is_the_same_process_on_vm2(migration):
+    play, host, _name = migration
+    before = status(play.stdout(host, "status connected"))
+    after = status(play.stdout(host, "status on vm2"))
+    assert after["pid"] == before["pid"], (before, after)
+    assert int(after["counter"]) > int(before["counter"]), (before, after)
+    assert after["accepted"] == before["accepted"] == "1", (before, after)     # no new connection was made
+
+
+def test_established_tcp_connection_survives(migration):
+    play, host, _name = migration
+    first = play.stdout(host, "client")
+    assert first.startswith("connected local=") and "n=2" in first, first
+    local = first.split("\n")[0].split("=", 1)[1]
+    last, route = play.stdout(host, "client after").split("\n")
+    assert last.startswith("final-ok local=%s " % local), last        # the same socket, never reconnected
+    summary = dict(item.split("=", 1) for item in last.split()[1:])
+    assert int(summary["n"]) >= 6, summary
+    assert "dev eth1" in route, route        # VM 1 now reaches the container over the private link
+
+
+def test_cleanup(migration):
+    play, host, name = migration
+    assert play.ok(host, "destroy on vm2")["changed"] is True
+    left = play.stdout(host, "cleanup vm1")
+    assert name not in left and left.split("\n")[-1] == "0", left
