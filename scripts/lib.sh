@@ -54,7 +54,8 @@ ovz_apt_packages() {
         busybox-static debootstrap nftables lxc e2fsprogs xfsprogs quota util-linux \
         iproute2 rsync python3-venv python3-dev hyperfine sysbench fio iperf3 dpkg-dev \
         openssh-server openssh-client qemu-system-x86 qemu-utils zstd xz-utils tar \
-        procps psmisc iptables bridge-utils shellcheck python3-pyroute2 lxcfs
+        procps psmisc iptables bridge-utils shellcheck python3-pyroute2 lxcfs \
+        systemd-container gcc libc6-dev
 }
 
 # Print the packages (from the arguments, or ovz_apt_packages) not installed.
