@@ -63,6 +63,11 @@ def debian_template_path() -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def debian_template():
+    return debian_template_path()
+
+
 class Node:
     """One test node: its own data_dir and cgroup parent on this kernel."""
 

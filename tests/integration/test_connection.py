@@ -13,12 +13,10 @@ import sys
 import pytest
 
 from conftest import COLLECTIONS_ROOT, REPO, sh
-import test_debian
 from test_debian import wait_system_running
 
 BIN = os.path.dirname(sys.executable)
 PLUGIN = "ovz.containers.ovz"
-debian_template = test_debian.debian_template  # the fixture, used by name
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
 
 

@@ -11,19 +11,9 @@ import time
 
 import pytest
 
-from conftest import REPO, sh
+from conftest import sh
 
 pytestmark = pytest.mark.debian
-
-
-@pytest.fixture(scope="module")
-def debian_template():
-    path = os.environ.get("OVZ_DEBIAN_TEMPLATE")
-    if not path or not os.path.exists(path):
-        out = subprocess.run([os.path.join(REPO, "scripts", "build-debian-template")], stdout=subprocess.PIPE,
-                             universal_newlines=True, check=True).stdout
-        path = out.strip().splitlines()[-1]
-    return path
 
 
 def wait_system_running(manager, name, timeout=120.0):

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import REPO, host_snapshot
+from conftest import host_snapshot
 
 pytest_plugins = ["multinode"]   # the harness fixture
 
@@ -49,17 +49,6 @@ case "$1" in
 esac
 exit 0
 """
-
-
-@pytest.fixture(scope="module")
-def debian_template():
-    """OVZ_DEBIAN_TEMPLATE, or the cached build (as tests/integration/test_debian.py)."""
-    path = os.environ.get("OVZ_DEBIAN_TEMPLATE")
-    if not path or not os.path.exists(path):
-        out = subprocess.run([os.path.join(REPO, "scripts", "build-debian-template")], stdout=subprocess.PIPE,
-                             universal_newlines=True, check=True).stdout
-        path = out.strip().splitlines()[-1]
-    return path
 
 
 DATA_MD5 = hashlib.md5(b"ovz-migration-data\n" * 1000).hexdigest()
