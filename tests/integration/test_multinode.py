@@ -80,9 +80,13 @@ def test_record_lists_what_to_sweep(harness):
         assert saved["netns"].startswith("ovz-m") and saved["cgroup_parent"].startswith("ovz-t")
 
 
-def test_sweep_finds_the_harness(harness):
-    """scripts/sweep.py (not run here: it would remove other sessions' work) lists this harness's objects."""
+def test_sweep_finds_the_harness_once_its_session_ended(harness, monkeypatch):
+    """scripts/sweep.py (not run here: it would remove other sessions' work) leaves this running session's
+    harness alone, and lists every object of it once the session counts as ended."""
     import sweep
+    assert not any(record["tag"] == harness.tag for record in sweep.harness_records())
+    assert not [n for n in harness.nodes if (n.sshd_pid, n.sshd_starttime) in sweep.harness_sshds()]
+    monkeypatch.setattr(sweep, "session_is_live", lambda _work: False)
     sshds = sweep.harness_sshds()
     for node in harness.nodes:
         assert (node.sshd_pid, node.sshd_starttime) in sshds
