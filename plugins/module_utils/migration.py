@@ -879,9 +879,7 @@ def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: int = DEF
                 raise KernelUnsupported("lazy migration needs userfaultfd with non-cooperative events on both hosts "
                                         "(criu check --feature uffd-noncoop fails on %s)"
                                         % ("the target" if _criu().feature("uffd-noncoop") else "this host"), "lazy")
-            # Unset: pre-copy (pre-dumps while it runs) where this kernel tracks dirty memory, since
-            # the source then stays whole until the end; post-copy where it cannot.
-            result["lazy"] = supported and (bool(lazy) or not _criu().feature("mem_dirty_track"))
+            result["lazy"] = supported
         _call_hook(hook, "preflight")
         result["changed"] = True
         if check_mode:

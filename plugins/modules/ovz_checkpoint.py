@@ -125,10 +125,8 @@ options:
         The frozen time then no longer grows with the container's memory. The container counts as
         moved only once every page reached the target; a transfer broken before that rolls back
         (the incomplete copy on the target is killed and the container resumes here).
-      - Unset (the default) uses it when C(criu check --feature uffd-noncoop) passes on both hosts and
-        this kernel cannot track dirty memory for pre-dumps (C(criu check --feature mem_dirty_track)
-        fails, no C(CONFIG_MEM_SOFT_DIRTY)); where it can, pre-dumps copy the memory while the container
-        runs and the source stays whole until the end. V(true) requires it (fails naming O(lazy) otherwise); V(false) copies all memory while the
+      - Unset (the default) uses it when C(criu check --feature uffd-noncoop) passes on both hosts;
+        V(true) requires it (fails naming O(lazy) otherwise); V(false) copies all memory while the
         container is frozen (after pre-dumps, where the kernel can track dirty memory).
       - With lazy migration no pre-dumps are made.
     type: bool
