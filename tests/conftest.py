@@ -7,6 +7,7 @@ on failure too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -99,8 +100,9 @@ class Node:
                     print("cgroup %s not removed: %s" % (directory, exc), file=sys.stderr)
 
 
-@pytest.fixture
-def node(session_dir):
+@contextlib.contextmanager
+def new_node(session_dir: str):
+    """A Node with a fresh tag under session_dir, removed with everything it holds afterwards."""
     tag = uuid.uuid4().hex[:6]
     base = os.path.join(session_dir, "node-" + tag)
     os.makedirs(base)
@@ -110,6 +112,12 @@ def node(session_dir):
     finally:
         result.cleanup()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def node(session_dir):
+    with new_node(session_dir) as result:
+        yield result
 
 
 @pytest.fixture

@@ -30,8 +30,8 @@ import uuid
 import pytest
 
 from conftest import COLLECTIONS_ROOT, MODULES_DIR, Node, host_snapshot
+from test_network import in_ns, run
 
-from ansible_collections.ovz.containers.plugins.module_utils import namespaces as ns
 from ansible_collections.ovz.containers.plugins.module_utils import network as net
 from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer
 from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, CriuError, find_criu
@@ -44,37 +44,6 @@ STATUS = "/root/ckpt_status"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-def run(argv, check=True, timeout=60):
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError("%s exited %d: %s %s" % (argv, proc.returncode, proc.stdout, proc.stderr))
-    return proc
-
-
-def in_ns(path, fn, *args, **kwargs):
-    """Call ``fn`` in a thread that entered the network namespace at ``path``."""
-    box = {}
-
-    def target():
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            ns.setns(fd, ns.CLONE_NEWNET)
-        finally:
-            os.close(fd)
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: B036 - handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 @pytest.fixture(scope="session")

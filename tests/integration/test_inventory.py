@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 
 import pytest
 
-from conftest import REPO, Node, run_module
+from conftest import REPO, new_node, run_module
 from test_connection import BIN, run
 
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
@@ -19,15 +17,8 @@ OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
 
 @pytest.fixture
 def node2(session_dir):
-    tag = uuid.uuid4().hex[:6]
-    base = os.path.join(session_dir, "node-" + tag)
-    os.makedirs(base)
-    result = Node(base, tag)
-    try:
+    with new_node(session_dir) as result:
         yield result
-    finally:
-        result.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def container(node, template, state, labels=None):

@@ -18,16 +18,14 @@ import importlib
 import io
 import json
 import os
-import shutil
 import stat
-import uuid
 from contextlib import redirect_stdout
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Node
+from conftest import new_node
 
 from ansible_collections.ovz.containers.plugins.module_utils.network import default_host_ifname
 
@@ -110,16 +108,9 @@ def run_main(module, args):
 @pytest.fixture(scope="module")
 def fuzz_node(session_dir, busybox_template):
     """One node for all examples: a stopped container with no network."""
-    tag = uuid.uuid4().hex[:6]
-    base = os.path.join(session_dir, "node-" + tag)
-    os.makedirs(base)
-    node = Node(base, tag)
-    try:
+    with new_node(session_dir) as node:
         node.manager.create("ovzfz1", busybox_template, layout="directory")
         yield node
-    finally:
-        node.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def args_strategy(module):
