@@ -27,7 +27,7 @@ from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzEr
 
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 from test_network import A4, OUT4, routed_lab  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
-from test_debian import debian_template, wait_system_running  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from test_debian import wait_system_running  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def status_ids(pid, key):
