@@ -12,6 +12,7 @@ here without the protobuf library.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -26,6 +27,9 @@ from .errors import KernelUnsupported, OvzError
 CRIU_CANDIDATES = ("/usr/local/sbin/criu", "/usr/sbin/criu", "/usr/local/bin/criu", "/usr/bin/criu", "/sbin/criu")
 CRIU_ENV = "OVZ_CRIU"
 LOG_TAIL = 12
+# What ``criu --version`` and ``criu check --feature`` said, per binary and boot: each answer costs a
+# CRIU start (tens of ms), and a migration asks while the container is frozen. tmpfs: gone at reboot.
+ANSWERS_CACHE = "/run/ovz/criu-answers.json"
 
 IMG_SERVICE_MAGIC = 0x55105940
 STATS_MAGIC = 0x57093306
@@ -148,11 +152,55 @@ class CriuRun:
 class Criu:
     """One criu binary. Finding it and asking it questions happen on first use, not in the constructor."""
 
-    def __init__(self, binary: Optional[str] = None) -> None:
+    def __init__(self, binary: Optional[str] = None, cache: Optional[str] = ANSWERS_CACHE) -> None:
         self._wanted = binary
         self._binary: Optional[str] = None
         self._version: Optional[str] = None
         self._features: Dict[str, bool] = {}
+        self._cache = cache
+        self._cache_key: Optional[str] = None
+
+    def _identity(self) -> str:
+        """The binary (path, size, mtime) and this boot: a cached answer holds while all of them do."""
+        if self._cache_key is None:
+            info = os.stat(self.binary)
+            try:
+                with open("/proc/sys/kernel/random/boot_id") as handle:
+                    boot = handle.read().strip()
+            except OSError:
+                boot = ""
+            self._cache_key = "%s:%d:%d:%s" % (os.path.realpath(self.binary), info.st_size, info.st_mtime_ns, boot)
+        return self._cache_key
+
+    def _load_cache(self) -> Dict[str, Dict[str, object]]:
+        if not self._cache:
+            return {}
+        try:
+            with open(self._cache) as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+    def _cached(self) -> Dict[str, object]:
+        return self._load_cache().get(self._identity(), {})
+
+    def _remember(self, key: str, value: object) -> None:
+        if not self._cache:
+            return
+        data = self._load_cache()
+        answers = data.pop(self._identity(), {})
+        answers[key] = value
+        data = dict(list(data.items())[-7:])   # a few binaries at most (tests use fake ones)
+        data[self._identity()] = answers
+        try:
+            os.makedirs(os.path.dirname(self._cache), mode=0o755, exist_ok=True)
+            temp = "%s.%d" % (self._cache, os.getpid())
+            with open(temp, "w") as handle:
+                json.dump(data, handle)
+            os.replace(temp, self._cache)
+        except OSError:
+            pass   # a cache only: the next caller asks CRIU again
 
     @property
     def binary(self) -> str:
@@ -163,12 +211,17 @@ class Criu:
     def version(self) -> str:
         """``4.1.1``, from ``criu --version``."""
         if self._version is None:
+            cached = self._cached().get("version")
+            if isinstance(cached, str):
+                self._version = cached
+                return cached
             proc = subprocess.run([self.binary, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   universal_newlines=True, check=False)
             match = re.search(r"Version:\s*(\S+)", proc.stdout)
             if proc.returncode != 0 or not match:
                 raise KernelUnsupported("%s --version failed: %s" % (self.binary, proc.stdout.strip()), "criu")
             self._version = match.group(1)
+            self._remember("version", self._version)
         return self._version
 
     def version_tuple(self) -> Tuple[int, ...]:
@@ -183,9 +236,14 @@ class Criu:
     def feature(self, name: str) -> bool:
         """``criu check --feature NAME`` (cached): e.g. ``mem_dirty_track``, ``network_lock_nftables``."""
         if name not in self._features:
+            cached = self._cached().get("feature:" + name)
+            if isinstance(cached, bool):
+                self._features[name] = cached
+                return cached
             proc = subprocess.run([self.binary, "check", "--feature", name], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, universal_newlines=True, check=False)
             self._features[name] = proc.returncode == 0 and "Warn" not in proc.stdout
+            self._remember("feature:" + name, self._features[name])
         return self._features[name]
 
     def argv(self, action: str, images_dir: str, args: Sequence[str], log_name: Optional[str] = None) -> List[str]:

@@ -114,3 +114,25 @@ def test_pre_dump_refused_without_dirty_tracking(tmp_path):
     with pytest.raises(KernelUnsupported, match="pre_dump_iterations.*CONFIG_MEM_SOFT_DIRTY"):
         checkpointer.pre_dump("ct1", str(tmp_path / "images"))
     assert not os.path.exists(str(tmp_path / "data"))
+
+
+def test_answers_are_cached_per_binary_and_boot(tmp_path):
+    calls = tmp_path / "calls"
+    fake = tmp_path / "criu"
+    fake.write_text("#!/bin/sh\necho \"$*\" >> %s\necho 'Version: 4.1.1'\n" % calls)
+    fake.chmod(0o755)
+    cache = str(tmp_path / "answers.json")
+    first = Criu(str(fake), cache=cache)
+    assert first.version() == "4.1.1" and first.feature("lazy_pages") is True
+    # Another process (another Criu) asks nothing again: a migration asks while the container is frozen.
+    second = Criu(str(fake), cache=cache)
+    assert second.version() == "4.1.1" and second.feature("lazy_pages") is True
+    assert calls.read_text().splitlines() == ["--version", "check --feature lazy_pages"]
+    # A new binary (size or mtime) is asked afresh.
+    fake.write_text(fake.read_text() + "exit 0\n")
+    third = Criu(str(fake), cache=cache)
+    assert third.feature("lazy_pages") is True
+    assert calls.read_text().splitlines()[-1] == "check --feature lazy_pages" and len(calls.read_text().splitlines()) == 3
+    # No cache: every instance asks.
+    Criu(str(fake), cache=None).version()
+    assert len(calls.read_text().splitlines()) == 4
