@@ -139,7 +139,8 @@ def migration_row(mig):
     return {"frozen_ms": (mig["frozen_time"] or 0) * 1000, "total_ms": mig["timings"]["total"] * 1000,
             "lazy": mig.get("lazy"), "predumps_done": mig["pre_dump_iterations"],
             "timings_ms": {k: v * 1000 for k, v in mig["timings"].items()},
-            "sizes": mig["sizes"], "warnings": mig.get("warnings", [])}
+            "sizes": mig["sizes"], "warnings": mig.get("warnings", []),
+            "criu_dump_ms": mig.get("dump_timings"), "criu_restore_ms": mig.get("restore_timings")}
 
 
 def plot(results, path):

@@ -520,6 +520,7 @@ class Checkpointer:
             config, runtime = self._running(name)
             cgroups = self.manager.cgroups_for(runtime)
             was_frozen = self._freeze_and_check(name, runtime, cgroups)
+            timings["freeze_check_ms"] = _ms(time.monotonic() - began)
             try:
                 meta = self._meta(config, runtime, tcp_established)
             except BaseException:
@@ -801,7 +802,9 @@ class Checkpointer:
                 args += ["--inherit-fd", "fd[%d]:%s" % (console_fd, key)]
             netconf = config.network or None
             if meta.get("network") and netconf:
+                mark = time.monotonic()
                 network.prepare_host_end(name, netconf, manager.layout.data_dir)
+                timings["host_end_ms"] = _ms(time.monotonic() - mark)
                 undo.append(lambda: manager._network_teardown(config))  # pylint: disable=protected-access
                 veth = "veth[%s]:%s" % (meta["network"]["ifname"], netconf["host_ifname"])
                 if netconf["netif_mode"] == "bridged":

@@ -10,9 +10,11 @@ Phases (each one's undo in brackets)::
     copy       config and private area copied while the container runs    [target: incoming removed]
     predump    iterative memory pre-dumps, each copied to the target;
                stop when the dirty pages stop shrinking                   [same]
-    dump       freeze, final dump (the tasks stay stopped on the source)  [source resumed]
-    sync       filesystem synced; final copy of the images and of what
-               changed in the private area (rsync; an image: its blocks)  [same]
+    dump       freeze, final dump (the tasks stay stopped on the source); while
+               CRIU dumps, what changed in the private area is copied
+               (rsync; an image: its blocks), the files being quiescent   [source resumed]
+    sync       final copy of the images (small ones, as after a lazy
+               dump, travel inside the restore request instead)           [same]
     restore    restore on the target; its addresses routed there (proxy
                ARP/NDP) and announced (gratuitous ARP, unsolicited NA)    [target killed and removed, source resumed]
     transfer   lazy migration only: the memory pages follow the restore,
@@ -36,7 +38,9 @@ connection drops.
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import threading
 import ipaddress
 import os
 import re
@@ -70,6 +74,7 @@ SHRINK = 0.8                 # a pre-dump must write < 80 % of the previous one 
 SMALL_PAGES = 1 << 20        # stop pre-dumping when a pass writes less than this
 SPACE_MARGIN = 64 << 20
 RSYNC_OPTS = ["-aHAX", "--numeric-ids", "--stats"]
+INLINE_IMAGES_MAX = 8 << 20  # images up to this size go inside the restore request: no rsync start-up while frozen
 
 Hook = Callable[[str], None]
 
@@ -105,6 +110,10 @@ def _checkpointer(manager: Any) -> Any:
 def _criu() -> Any:
     from .criu import Criu
     return Criu()
+
+
+def _ms_since(mark: float) -> float:
+    return round((time.monotonic() - mark) * 1000.0, 1)
 
 
 def tree_bytes(path: str) -> int:
@@ -172,6 +181,50 @@ def _clear_journal(manager: Any, name: str) -> None:
         pass
 
 
+def pack_images(path: str, limit: int = INLINE_IMAGES_MAX) -> Optional[List[List[str]]]:
+    """The files and symlinks of a flat images directory as [name, "file", base64] / [name, "link", target];
+    None when they exceed ``limit`` bytes or there is anything else (those go by rsync)."""
+    entries: List[List[str]] = []
+    total = 0
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_symlink():
+            entries.append([entry.name, "link", os.readlink(entry.path)])
+        elif entry.is_file(follow_symlinks=False):
+            total += entry.stat(follow_symlinks=False).st_size
+            if total > limit:
+                return None
+            with open(entry.path, "rb") as handle:
+                entries.append([entry.name, "file", base64.b64encode(handle.read()).decode("ascii")])
+        else:
+            return None
+    return entries
+
+
+def unpack_images(path: str, entries: List[List[str]]) -> int:
+    """Write what ``pack_images`` packed into ``path`` (made afresh); the bytes written."""
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+    os.makedirs(path, mode=0o700)
+    written = 0
+    for name, kind, value in entries:
+        if not name or "/" in name or name in (".", ".."):
+            raise InvalidParameter("bad image name %r" % (name,), "images")
+        target = os.path.join(path, name)
+        if kind == "link":
+            os.symlink(value, target)
+            continue
+        data = base64.b64decode(value)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        written += len(data)
+    return written
+
+
 def _rsync_argv(source: str, target: Target, destination: str, control_path: Optional[str],
                 extra: List[str]) -> List[str]:
     return ["rsync"] + RSYNC_OPTS + extra + ["-e", target.ssh_command(control_path), source,
@@ -207,6 +260,13 @@ def _finish_rsyncs(procs: List[Tuple[subprocess.Popen, str]], target: Target, al
     if error is not None:
         raise error
     return results
+
+
+def _kill_rsyncs(procs: List[Tuple[subprocess.Popen, str]]) -> None:
+    for proc, _source in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def rsync_many(jobs: List[Tuple[str, str, List[str]]], target: Target, control_path: Optional[str],
@@ -336,6 +396,53 @@ class ImageSync:
         return sent
 
 
+class _FinalSync:
+    """The last copy of the private area, started once its files are quiescent (frozen or stopped
+    container), so that it runs while CRIU dumps; ``wait`` for the bytes sent."""
+
+    def __init__(self, storage: Any, image_sync: Optional[ImageSync], source_private: str, destination: str,
+                 target: Target, control_path: Optional[str]) -> None:
+        self.target = target
+        self.sent = 0
+        self.error: Optional[BaseException] = None
+        self.thread: Optional[threading.Thread] = None
+        self.procs: List[Tuple[subprocess.Popen, str]] = []
+        if storage.mounted():
+            syncfs(storage.root)
+        if image_sync is None:
+            self.procs = _start_rsyncs([(source_private, destination, ["--delete"])], target, control_path)
+            return
+        if storage.mounted():
+            with open(storage.image, "rb") as handle:
+                os.fsync(handle.fileno())
+                # The loop device writes the image with direct I/O: pages the first pass cached must not answer.
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        self.thread = threading.Thread(target=self._send, args=(image_sync,), name="ovz-image-sync", daemon=True)
+        self.thread.start()
+
+    def _send(self, image_sync: ImageSync) -> None:
+        try:
+            self.sent = image_sync.send()
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()
+            self.error = exc
+
+    def wait(self) -> int:
+        if self.thread is not None:
+            self.thread.join()
+            if self.error is not None:
+                raise self.error
+            return self.sent
+        procs, self.procs = self.procs, []
+        return _finish_rsyncs(procs, self.target)[0]
+
+    def cancel(self) -> None:
+        """After a failure: end what still runs."""
+        _kill_rsyncs(self.procs)
+        self.procs = []
+        if self.thread is not None:
+            self.thread.join()
+
+
 # ---------------------------------------------------------------------------------------
 # announcing moved addresses: gratuitous ARP and unsolicited neighbour advertisements
 # ---------------------------------------------------------------------------------------
@@ -439,6 +546,7 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
         if not passes:
             raise OvzError("criu check fails on the target: %s" % output.splitlines()[-1:], "target")
         info["lazy_pages"] = criu.feature("uffd-noncoop")
+        criu.feature("network_lock_nftables")   # asked now (and cached), not while the container is frozen
     netconf = config.get("network") or {}
     if netconf.get("ip_address") or netconf.get("host_ifname"):
         from .config import iter_configs
@@ -554,21 +662,37 @@ def _start_lazy_daemon(images_dir: str, port: int) -> None:
 
 
 def _remote_restore(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str, images_dir: str,
-                    tcp_established: bool, lazy_port: Optional[int] = None) -> Dict[str, Any]:
+                    tcp_established: bool, lazy_port: Optional[int] = None,
+                    images: Optional[List[List[str]]] = None) -> Dict[str, Any]:
     manager = _target_manager(data_dir, cgroup_parent)
     began = time.monotonic()
+    steps: Dict[str, float] = {}
+    if images is not None:
+        incoming = _incoming(manager, name)
+        if not incoming or os.path.dirname(os.path.abspath(images_dir)) != \
+                os.path.join(manager.layout.dump(name), IMAGES):
+            raise StateConflict("no incoming migration of %s to write images for" % name, "name")
+        unpack_images(images_dir, images)
+        steps["unpack_ms"] = _ms_since(began)
     if lazy_port:
+        mark = time.monotonic()
         _start_lazy_daemon(images_dir, lazy_port)
+        steps["lazy_daemon_ms"] = _ms_since(mark)
     try:
+        mark = time.monotonic()
         result = _checkpointer(manager).restore(name, images_dir, tcp_established=tcp_established,
                                                 lazy=bool(lazy_port))
+        steps["restore_call_ms"] = _ms_since(mark)
     except BaseException:
         if lazy_port:
             _end_lazy_daemon(images_dir)
         raise
     seconds = time.monotonic() - began
+    mark = time.monotonic()
     announced = announce(manager, name)
-    return {"seconds": seconds, "announced": announced, "result": result if isinstance(result, dict) else None}
+    steps["announce_ms"] = _ms_since(mark)
+    return {"seconds": seconds, "announced": announced, "result": result if isinstance(result, dict) else None,
+            "steps": steps}
 
 
 def _remote_lazy_wait(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str, images_dir: str,
@@ -954,7 +1078,7 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
                 predumps.append(written)
                 sizes.setdefault("predump_sent", []).append(
                     rsync(images, target, paths["images"] + "/", session.control_path, ["--whole-file"]))
-                parent = os.path.join("..", "pre%d" % index)
+                parent = images   # absolute: the checkpointer makes it relative to the next images dir
                 _call_hook(hook, "predump")
                 if written < SMALL_PAGES or (len(predumps) > 1 and written > predumps[-2] * SHRINK):
                     break
@@ -968,45 +1092,55 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
             ports = (local_port, session.forward_to_here(local_port))
         frozen_at = time.monotonic()
         dumped: Dict[str, Any] = {}
+        final = os.path.join(local_images, "final")
+        inline: Optional[List[List[str]]] = None
+        we_froze = False
         if live:
-            # -- freeze and final dump; the tasks stay stopped here ------------------------------
+            checkpointer.criu.feature("network_lock_nftables")   # asked now (and cached), not while frozen
             journal["stopped"] = True
             _write_journal(manager, journal, "dump")
-            final = os.path.join(local_images, "final")
-            os.makedirs(final, mode=0o700, exist_ok=True)
-            try:
-                dumped = checkpointer.dump(name, final, parent_dir=parent, leave_stopped=True,
-                                           tcp_established=tcp_established, lazy_port=ports[0] if ports else None)
-            except BaseException:
-                journal["stopped"] = manager.status(name) in ("running", "frozen") and _tasks_stopped(manager, name)
-                raise
-            _write_journal(manager, journal, "dump")
-            result["dump_timings"] = dumped.get("timings")
-            sizes["dump"] = pages_bytes(final)
-            sizes["dump_total"] = tree_bytes(final)
-            timings["dump"] = time.monotonic() - frozen_at
-            _call_hook(hook, "dump")
-        # -- final sync: images and what changed in the private area ---------------------------------
-        _write_journal(manager, journal, "sync")
-        t0 = time.monotonic()
-        if storage.mounted():
-            syncfs(storage.root)
-        if storage.mounted() and image:
-            with open(storage.image, "rb") as handle:
-                os.fsync(handle.fileno())
-                # The loop device writes the image with direct I/O: pages the first pass cached must not answer.
-                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        jobs = [] if image else [(source_private, paths["private"] + "/", ["--delete"])]
-        if live:
-            jobs.append((final, paths["images"] + "/", ["--whole-file"]))
-        pending = _start_rsyncs(jobs, target, session.control_path)
-        if image:
-            sizes["final_sync_sent"] = image_sync.send()
-        sent = _finish_rsyncs(pending, target)
-        if not image:
-            sizes["final_sync_sent"] = sent.pop(0)
-        if live:
-            sizes["dump_sent"] = sent[0]
+            we_froze = manager.freeze(name)
+        # -- what changed in the private area: copied while CRIU dumps, the files being quiescent now ----
+        final_sync = _FinalSync(storage, image_sync if image else None, source_private, paths["private"] + "/",
+                                target, session.control_path)
+        pending: List[Tuple[subprocess.Popen, str]] = []
+        try:
+            if live:
+                # -- final dump; the tasks stay stopped here ------------------------------------------------
+                os.makedirs(final, mode=0o700, exist_ok=True)
+                try:
+                    dumped = checkpointer.dump(name, final, parent_dir=parent, leave_stopped=True,
+                                               tcp_established=tcp_established,
+                                               lazy_port=ports[0] if ports else None)
+                except BaseException:
+                    journal["stopped"] = manager.status(name) in ("running", "frozen") and \
+                        _tasks_stopped(manager, name)
+                    raise
+                if we_froze:
+                    manager.thaw(name)   # the tasks stay stopped (SIGSTOP) for finish_stopped or resume_stopped
+                _write_journal(manager, journal, "dump")
+                result["dump_timings"] = dumped.get("timings")
+                sizes["dump"] = pages_bytes(final)
+                sizes["dump_total"] = tree_bytes(final)
+                timings["dump"] = time.monotonic() - frozen_at
+                _call_hook(hook, "dump")
+            # -- final sync: the images (small ones go inside the restore request) -----------------------
+            _write_journal(manager, journal, "sync")
+            t0 = time.monotonic()
+            if live:
+                inline = pack_images(final)
+                if inline is None:
+                    pending = _start_rsyncs([(final, paths["images"] + "/", ["--whole-file"])], target,
+                                            session.control_path)
+                else:
+                    sizes["dump_sent"] = sum(len(value) * 3 // 4 for _name, kind, value in inline if kind == "file")
+            sizes["final_sync_sent"] = final_sync.wait()
+            if pending:
+                sizes["dump_sent"] = _finish_rsyncs(pending, target)[0]
+                pending = []
+        finally:
+            final_sync.cancel()
+            _kill_rsyncs(pending)
         timings["sync"] = time.monotonic() - t0
         _call_hook(hook, "sync")
         # -- restore on the target -----------------------------------------------------------------
@@ -1014,11 +1148,13 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
         t0 = time.monotonic()
         if live:
             restored = session.call("restore", timeout=600, images_dir=os.path.join(paths["images"], "final"),
-                                    tcp_established=tcp_established, lazy_port=ports[1] if ports else None, **where)
+                                    tcp_established=tcp_established, lazy_port=ports[1] if ports else None,
+                                    images=inline, **where)
             result["announced"] = restored.get("announced")
             timings["restore"] = time.monotonic() - t0
             result["frozen_time"] = time.monotonic() - frozen_at
-            result["restore_timings"] = (restored.get("result") or {}).get("timings")
+            result["restore_timings"] = dict((restored.get("result") or {}).get("timings") or {},
+                                             **(restored.get("steps") or {}))
         if lazy:
             # -- the pages follow: the source's page server ends when the target has them all ------------
             _call_hook(hook, "transfer")

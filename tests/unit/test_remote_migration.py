@@ -97,3 +97,27 @@ def test_bad_pre_dump_iterations(tmp_path):
             migration.migrate(manager, "c1", "node2", pre_dump_iterations=value)
         assert info.value.param == "pre_dump_iterations"
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_small_images_travel_inside_the_restore_request(tmp_path):
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "pages-1.img").write_bytes(os.urandom(5000))
+    (final / "inventory.img").write_bytes(b"\0\1\2")
+    os.symlink("../pre2", str(final / "parent"))
+    packed = migration.pack_images(str(final))
+    assert [entry[:2] for entry in packed] == [["inventory.img", "file"], ["pages-1.img", "file"], ["parent", "link"]]
+    out = tmp_path / "target" / "final"
+    out.parent.mkdir()
+    out.mkdir()
+    (out / "stale.img").write_bytes(b"from an earlier attempt")
+    assert migration.unpack_images(str(out), packed) == 5003
+    assert sorted(os.listdir(str(out))) == ["inventory.img", "pages-1.img", "parent"]
+    assert (out / "pages-1.img").read_bytes() == (final / "pages-1.img").read_bytes()
+    assert os.readlink(str(out / "parent")) == "../pre2"
+    # Big ones, and anything but files and symlinks, go by rsync.
+    assert migration.pack_images(str(final), limit=4000) is None
+    (final / "sub").mkdir()
+    assert migration.pack_images(str(final)) is None
+    with pytest.raises(InvalidParameter, match="images"):
+        migration.unpack_images(str(out), [["../escape", "file", ""]])
