@@ -193,7 +193,7 @@ class Tables:
         return bool(NAME_RE.fullmatch(name)) and os.path.isfile(self.manager.layout.conf(name))
 
     def guest_dir(self, name: str) -> str:
-        return os.path.join(self.manager.layout.run(name), "guest")
+        return self.manager.layout.guest(name)
 
     def render(self, name: str) -> bytes:
         from .beancounters import collect, render

@@ -367,7 +367,7 @@ class Checkpointer:
                 raise StateConflict(
                     "container %s has a mount CRIU cannot take along: %s (%s, from %s); unmount it inside first"
                     % (config.name, target, fstype, mount["root"]), "name")
-        console = os.path.realpath(os.path.join(self.manager.layout.run(config.name), "console.log"))
+        console = os.path.realpath(self.manager.layout.console(config.name))
         files = set()
         for pid in process_tree(runtime.init_pid):
             try:
@@ -736,9 +736,9 @@ class Checkpointer:
     def _mount_source(self, name: str, key: str, run_dir: str) -> str:
         """The host path on this node for an external mount of the checkpoint."""
         if key == CONSOLE_KEY:
-            return os.path.join(run_dir, "console.log")
+            return self.manager.layout.console(name)
         if key == GUEST_KEY:
-            return os.path.join(run_dir, "guest")
+            return self.manager.layout.guest(name)
         if key.startswith(NULL_PREFIX):
             return "/dev/null"
         if key.startswith(LXCFS_PREFIX):
@@ -763,12 +763,11 @@ class Checkpointer:
             raise StateConflict("the checkpoint was made on a cgroup v%s host; this one is v%d"
                                 % (meta.get("cgroup_version"), backend.version), "name")
         run_dir = manager.layout.run(name)
-        guest_dir = os.path.join(run_dir, "guest")
         undo.append(lambda: manager._remove_run_dir(name))  # pylint: disable=protected-access
         storage.mount()
         undo.append(storage.umount)
         ovz_quota.apply_at_start(config, storage)
-        os.makedirs(guest_dir, mode=0o755, exist_ok=True)
+        manager.prepare_volatile(name)
         parent = backend.resolve_parent(manager.cgroup_parent)
         cgroups = ContainerCgroups(backend, backend.container_paths(parent, name))
         undo.append(cgroups.remove)
@@ -794,7 +793,7 @@ class Checkpointer:
         for mount in meta.get("mounts") or []:
             args += ["--external", "mnt[%s]:%s" % (mount["key"], self._mount_source(name, mount["key"], run_dir))]
         # The console log as a start makes it (CRIU checks the mode of the file it inherits).
-        console_fd = os.open(os.path.join(run_dir, "console.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+        console_fd = os.open(manager.layout.console(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                              0o600)
         try:
             os.fchmod(console_fd, 0o600)

@@ -10,7 +10,8 @@ Layout under ``data_dir`` (default ``/var/lib/ovz``)::
     root/<name>         the mount point of its root filesystem
     dump/<name>         checkpoint images
     templates/          OS templates
-    run/<name>/         runtime state (state.json, lock, console.log)
+    run/<name>/         runtime state (state.json, lock; volatile/: a small tmpfs with
+                        guest/ and console.log, so a container cannot fill the host's disk)
 """
 
 from __future__ import annotations
@@ -87,6 +88,18 @@ class HostLayout:
 
     def run(self, name: str) -> str:
         return os.path.join(self.data_dir, "run", name)
+
+    def volatile(self, name: str) -> str:
+        """A small tmpfs while the container runs: what it writes onto the host (guest, console.log)."""
+        return os.path.join(self.data_dir, "run", name, "volatile")
+
+    def guest(self, name: str) -> str:
+        """Bound on /run/ovz inside (boot and halt markers, user_beancounters)."""
+        return os.path.join(self.volatile(name), "guest")
+
+    def console(self, name: str) -> str:
+        """The init's stdout and /dev/console (run/<name>/console.log links to it)."""
+        return os.path.join(self.volatile(name), "console.log")
 
     def templates(self) -> str:
         return os.path.join(self.data_dir, "templates")

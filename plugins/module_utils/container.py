@@ -38,6 +38,8 @@ PAYLOAD = "payload"
 BOOT_MARKER = "booted"
 CREATING_MARKER = "creating"  # in run/<name>/ while a create is under way
 HALT_MARKER = "halted"
+# run/<name>/volatile: room for the markers, user_beancounters and 1-2 MiB of console output.
+VOLATILE_OPTIONS = "size=2m,nr_inodes=64,mode=0755"
 HOSTNAME_MAX = 64
 
 
@@ -182,7 +184,7 @@ class ContainerManager:
             from .beancounters import collect
             facts["beancounters"] = collect(self.cgroups_for(runtime), runtime.init_pid, config.limits,
                                             state_dir=self.layout.run(name),
-                                            guest_dir=os.path.join(self.layout.run(name), "guest"), ctid=name,
+                                            guest_dir=self.layout.guest(name), ctid=name,
                                             persist=persist)
         return facts
 
@@ -281,10 +283,35 @@ class ContainerManager:
             self._remove_run_dir(name, keep_lock=False)
         return True
 
+    def prepare_volatile(self, name: str) -> None:
+        """A fresh tmpfs on run/<name>/volatile with guest/ and console.log, before a start or a restore.
+
+        Both are bound writable into the container (/run/ovz, /dev/console and the init's output):
+        on the host's disk they would let it write past its disk quota. The tmpfs caps them, and
+        its pages are charged to the memory of the container that writes them.
+        """
+        run_dir = self.layout.run(name)
+        volatile = self.layout.volatile(name)
+        self._release_volatile(name)
+        os.makedirs(volatile, mode=0o755, exist_ok=True)
+        ns.mount("ovz-volatile", volatile, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC, VOLATILE_OPTIONS)
+        os.mkdir(self.layout.guest(name), 0o755)
+        os.close(os.open(self.layout.console(name), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        link = os.path.join(run_dir, "console.log")
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(os.path.join("volatile", "console.log"), link)   # where operators look for it
+
+    def _release_volatile(self, name: str) -> None:
+        volatile = self.layout.volatile(name)
+        while os.path.ismount(volatile):
+            ns.umount(volatile, ns.MNT_DETACH)
+
     def _remove_run_dir(self, name: str, keep_lock: bool = True) -> None:
         run_dir = self.layout.run(name)
         if not os.path.isdir(run_dir):
             return
+        self._release_volatile(name)
         for entry in os.listdir(run_dir):
             if keep_lock and entry == "lock":
                 continue
@@ -409,8 +436,8 @@ class ContainerManager:
         storage = self.storage(config)
         if not storage.exists():
             raise StateConflict("the private area of %s is missing (%s)" % (name, storage.private), "name")
-        run_dir = self.layout.run(name)
-        guest_dir = os.path.join(run_dir, "guest")
+        guest_dir = self.layout.guest(name)
+        console = self.layout.console(name)
         backend = self.backend
         parent = backend.resolve_parent(self.cgroup_parent)
         cgroups = ContainerCgroups(backend, backend.container_paths(parent, name))
@@ -421,10 +448,8 @@ class ContainerManager:
             faults.point("start.mount")
             # Disk quota (issue 6): the stored limits, in force before the first process of the container exists.
             ovz_quota.apply_at_start(config, storage)
-            os.makedirs(guest_dir, mode=0o755, exist_ok=True)
-            marker = os.path.join(guest_dir, BOOT_MARKER)
-            if os.path.lexists(marker):
-                os.unlink(marker)
+            self.prepare_volatile(name)
+            undo.append(lambda: self._release_volatile(name))
             undo.append(cgroups.remove)
             cgroups.create()
             cgroups.apply_device_policy(DEVICE_ALLOW)
@@ -435,7 +460,7 @@ class ContainerManager:
             undo.append(cgroups.kill_all)
             spec = InitSpec(
                 argv=[config.init],
-                rootfs=RootfsSpec(root=storage.root, console=os.path.join(run_dir, "console.log"),
+                rootfs=RootfsSpec(root=storage.root, console=console,
                                   guest_dir=guest_dir, hostname=config.hostname,
                                   lxcfs=find_lxcfs(self.layout.data_dir),
                                   beancounters=find_bcd(self.layout.data_dir, name),
@@ -443,12 +468,10 @@ class ContainerManager:
                 cgroup_procs=cgroups.payload_procs(PAYLOAD),
                 cgroup2_dir=cgroups.payload_cgroup2(PAYLOAD),
                 dropped_capabilities=ns.DEFAULT_DROPPED_CAPABILITIES,
-                stdout_path=os.path.join(run_dir, "console.log"),
+                stdout_path=console,
             )
             undo.append(lambda: self._network_teardown(config))
             if config.unprivileged:
-                console = spec.stdout_path
-                os.close(os.open(console, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
                 userns = self._prepare_userns(config, storage, cgroups, [guest_dir, console])
                 spec.userns_fd, spec.root_tree_fd, spec.rootfs.userns = userns["userns_fd"], userns["root_tree_fd"], True
             try:
@@ -474,7 +497,7 @@ class ContainerManager:
 
     def wait_booted(self, name: str, timeout: float = 60.0) -> None:
         """Wait until the container's startup scripts have run (they touch /run/ovz/booted)."""
-        marker = os.path.join(self.layout.run(name), "guest", BOOT_MARKER)
+        marker = os.path.join(self.layout.guest(name), BOOT_MARKER)
         runtime = self.runtime(name)
         began = time.monotonic()
         checked = began
@@ -484,7 +507,7 @@ class ContainerManager:
                 checked = now
                 if runtime is None or not runtime.alive():
                     raise OvzError("container %s stopped while booting; see %s"
-                                   % (name, os.path.join(self.layout.run(name), "console.log")))
+                                   % (name, self.layout.console(name)))
             if now - began > timeout:
                 raise OvzError("container %s did not finish booting within %.0f s" % (name, timeout), "timeout")
             # A short, flat poll: boots of small containers take milliseconds.
@@ -515,7 +538,7 @@ class ContainerManager:
         as the busybox template does) are not waited for beyond that point.
         """
         signum = halt_signal_for(runtime.init_pid, config.halt_signal)
-        halted = os.path.join(self.layout.run(config.name), "guest", HALT_MARKER)
+        halted = os.path.join(self.layout.guest(config.name), HALT_MARKER)
         try:
             pidfd = os.pidfd_open(runtime.init_pid)
         except ProcessLookupError:

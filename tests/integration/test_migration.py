@@ -424,7 +424,7 @@ def _snapshots(harness):
     for node in harness.nodes[:2]:
         shot = host_snapshot(node.data_dir)
         shot["files"] = {k: v for k, v in shot["files"].items()
-                         if not re.match(r"((private|root)/[^/]+/root/status|run/[^/]+/console.log)$", k)}
+                         if not re.match(r"((private|root)/[^/]+/root/status|run/[^/]+/volatile/console.log)$", k)}
         shot["links"] = node.netns.links()
         shot["routes"] = node.netns.ip("route", "show") + node.netns.ip("neigh", "show", "proxy")
         shots.append(shot)

@@ -64,9 +64,6 @@ BLKIO_V1_HOLE = (
     "(memory, CPU and pids limits sit one level up, out of reach); cgroup v2 io.max is hierarchical and nsdelegate "
     "protects the namespace root")
 
-OPEN_DISK_HOLE = (
-    "open: %s lives on the host's disk, outside the image's quota, and has no bound; "
-    "the fix is a size-limited tmpfs under run/<name>/ (not done yet)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -432,20 +429,47 @@ def _host_file_growth(node, name, inside_path, host_path):
         sh(node.manager, name, "rm -f %s" % inside_path, check=False)
 
 
+def _disk_free(node):
+    stats = os.statvfs(node.data_dir)
+    return stats.f_bavail * stats.f_frsize
+
+
+def _volatile(node, name):
+    """run/<name>/volatile, where /run/ovz and /dev/console land: a small tmpfs, not the host's disk."""
+    volatile = node.manager.layout.volatile(name)
+    fields = [line.split() for line in open("/proc/self/mountinfo") if line.split()[4] == volatile]
+    assert fields and fields[-1][fields[-1].index("-") + 1] == "tmpfs", fields
+    return os.statvfs(volatile)
+
+
 def attack_fill_host_disk_via_run_ovz(node, name):
-    host_path = os.path.join(node.manager.layout.run(name), "guest", "fill")
-    landed = _host_file_growth(node, name, "/run/ovz/fill", host_path)
-    assert landed <= DISKSPACE, "%d MiB landed on the host's disk through /run/ovz" % (landed >> 20)
+    host_path = os.path.join(node.manager.layout.guest(name), "fill")
+    free_before = _disk_free(node)
+    result = sh(node.manager, name, "dd if=/dev/zero of=/run/ovz/fill bs=1M count=%d" % ((DISKSPACE >> 20) * 2),
+                check=False)
+    try:
+        assert b"No space left on device" in result.stderr, result
+        volatile = _volatile(node, name)
+        assert os.stat(host_path).st_blocks * 512 <= volatile.f_blocks * volatile.f_frsize
+        assert free_before - _disk_free(node) < DISKSPACE, "/run/ovz wrote onto the host's disk"
+    finally:
+        sh(node.manager, name, "rm -f /run/ovz/fill", check=False)
+    sh(node.manager, name, "touch /run/ovz/after && rm /run/ovz/after")   # usable again once freed
 
 
 def attack_fill_host_disk_via_console(node, name):
-    host_path = os.path.join(node.manager.layout.run(name), "console.log")
+    host_path = node.manager.layout.console(name)
+    free_before = _disk_free(node)
     sh(node.manager, name, "dd if=/dev/zero of=/dev/console bs=1M count=%d 2>/dev/null; true"
        % ((DISKSPACE >> 20) * 2))
     landed = os.stat(host_path).st_blocks * 512
+    volatile = _volatile(node, name)
     with open(host_path, "w"):
-        pass   # give the space back at once
-    assert landed <= DISKSPACE, "%d MiB landed on the host's disk through /dev/console" % (landed >> 20)
+        pass   # give the room back at once
+    assert landed <= volatile.f_blocks * volatile.f_frsize
+    assert free_before - _disk_free(node) < DISKSPACE, "/dev/console wrote onto the host's disk"
+    # The operator's path to the log still leads there.
+    assert os.path.realpath(os.path.join(node.manager.layout.run(name), "console.log")) == host_path
 
 
 def attack_fork_bomb(node, name):
@@ -542,9 +566,8 @@ ATTACKS = [
     ("ptrace_other_container", attack_ptrace_other_container, None),
     ("open_by_handle_host_root", attack_open_by_handle_host_root, None),
     ("fill_host_disk_image", attack_fill_host_disk, None),
-    ("fill_host_disk_via_run_ovz", attack_fill_host_disk_via_run_ovz, OPEN_DISK_HOLE % "/run/ovz, the host directory run/<name>/guest bound writable,"),
-    ("fill_host_disk_via_console", attack_fill_host_disk_via_console,
-     OPEN_DISK_HOLE % "/dev/console, the host file run/<name>/console.log bound writable,"),
+    ("fill_host_disk_via_run_ovz", attack_fill_host_disk_via_run_ovz, None),
+    ("fill_host_disk_via_console", attack_fill_host_disk_via_console, None),
     ("fork_bomb", attack_fork_bomb, None),
     ("memory_bomb", attack_memory_bomb, None),
     ("set_host_clock", attack_set_host_clock, None),
@@ -554,13 +577,8 @@ NEEDS_TEMPLATE = (attack_ptrace_other_container, attack_open_by_handle_host_root
 # The holes ATTACKS names are those of privileged containers. In an unprivileged container (its own user
 # namespace, unprivileged: true) root has CAP_SYS_ADMIN only over its own namespaces: the CAP_SYS_ADMIN and
 # blkio v1 holes are closed there (no mknod, no ext4 or cgroup v1 mount, /proc/sys entries of the host belong
-# to the host's root). These stay open for both kinds:
-UNPRIVILEGED_HOLES = {
-    "fill_host_disk_via_run_ovz": OPEN_DISK_HOLE % "/run/ovz, the host directory run/<name>/guest bound writable "
-                                                   "(given to the container's root),",
-    "fill_host_disk_via_console": OPEN_DISK_HOLE % "/dev/console, the host file run/<name>/console.log bound "
-                                                   "writable (given to the container's root),",
-}
+# to the host's root). None stays open for unprivileged containers.
+UNPRIVILEGED_HOLES: dict = {}
 
 
 def _params():
