@@ -921,3 +921,41 @@ def test_system_python_with_debian_pyroute2(routed_lab):
     assert lab.network(a, interpreter=py, ip_address=A4 + A6[:1])["changed"] is False
     assert lab.network(a, interpreter=py, state="absent")["changed"] is True
     assert_nothing_left(lab, a, A4 + A6)
+
+
+ADDRESS_DUMP_CHECK = r"""
+import json, subprocess
+from pyroute2 import IPRoute
+from ansible_collections.ovz.containers.plugins.module_utils import network as net
+def sh(*argv):
+    subprocess.run(argv, check=True)
+sh("ip", "link", "set", "lo", "up")
+for i in range(40):   # like host ends: many links, each with a gateway address
+    sh("ip", "link", "add", "ovzdum%d" % i, "type", "veth", "peer", "name", "ovzdup%d" % i)
+    sh("ip", "link", "set", "ovzdum%d" % i, "up")
+    sh("ip", "addr", "add", "169.254.0.1/32", "dev", "ovzdum%d" % i)
+    sh("ip", "addr", "add", "fe80::1/64", "dev", "ovzdum%d" % i, "nodad")
+sh("ip", "addr", "add", "10.213.60.1/24", "dev", "ovzdum7")
+sh("ip", "addr", "add", "10.213.61.1/28", "dev", "ovzdum7")
+sh("ip", "addr", "add", "fd00:213::60:1/112", "dev", "ovzdum9", "nodad")
+out = {}
+with IPRoute() as ipr:
+    for family in (net.AF_INET, net.AF_INET6):
+        mine = sorted(net.interface_addresses(family))
+        theirs = sorted((a["index"], a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(family=family))
+        out[family] = [len(mine), mine == theirs]
+    iface = __import__("ipaddress").ip_interface("10.213.60.9")
+    out["proxy4"] = net._proxy_devices(ipr, iface, skip=())
+    out["proxy6"] = net._proxy_devices(ipr, __import__("ipaddress").ip_interface("fd00:213::60:9"), skip=("ovzdum1",))
+print(json.dumps(out))
+"""
+
+
+def test_address_dump_matches_pyroute2():
+    """The raw address dump behind proxy ARP/NDP (fast with one host end per container) sees what pyroute2 sees."""
+    proc = run(["env", "PYTHONPATH=" + COLLECTIONS_ROOT, "unshare", "--net", sys.executable, "-c", ADDRESS_DUMP_CHECK],
+               timeout=120)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out[str(socket.AF_INET)] == [43, True] and out[str(socket.AF_INET6)][1] is True, out
+    assert out[str(socket.AF_INET6)][0] >= 41, out
+    assert out["proxy4"] == ["ovzdum7"] and out["proxy6"] == ["ovzdum9"], out
