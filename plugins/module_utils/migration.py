@@ -162,10 +162,12 @@ def read_journal(manager: Any, name: str) -> Optional[Dict[str, Any]]:
     return data if isinstance(data, dict) and data.get("name") == name else None
 
 
-def _write_journal(manager: Any, journal: Dict[str, Any], phase: str) -> None:
+def _write_journal(manager: Any, journal: Dict[str, Any], phase: str, durable: bool = True) -> None:
+    """``durable``: False for the steps between the freeze and the restore: a recovery after a host crash
+    that finds the phase before them (dump instead of sync) takes the same path."""
     journal["phase"] = phase
     journal.setdefault("history", []).append([phase, time.time()])
-    atomic_write_json(journal_path(manager, journal["name"]), journal)
+    atomic_write_json(journal_path(manager, journal["name"]), journal, durable=durable)
 
 
 def _clear_journal(manager: Any, name: str) -> None:
@@ -407,12 +409,12 @@ class _FinalSync:
         self.error: Optional[BaseException] = None
         self.thread: Optional[threading.Thread] = None
         self.procs: List[Tuple[subprocess.Popen, str]] = []
-        if storage.mounted():
-            syncfs(storage.root)
         if image_sync is None:
+            # rsync reads the files through the page cache: nothing to write out first.
             self.procs = _start_rsyncs([(source_private, destination, ["--delete"])], target, control_path)
             return
         if storage.mounted():
+            syncfs(storage.root)   # the file system inside the image, down to the image
             with open(storage.image, "rb") as handle:
                 os.fsync(handle.fileno())
                 # The loop device writes the image with direct I/O: pages the first pass cached must not answer.
@@ -1090,7 +1092,6 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
             # The target's lazy-pages daemon reaches the page server here through the ssh master.
             local_port = _free_port()
             ports = (local_port, session.forward_to_here(local_port))
-        frozen_at = time.monotonic()
         dumped: Dict[str, Any] = {}
         final = os.path.join(local_images, "final")
         inline: Optional[List[List[str]]] = None
@@ -1099,6 +1100,8 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
             checkpointer.criu.feature("network_lock_nftables")   # asked now (and cached), not while frozen
             journal["stopped"] = True
             _write_journal(manager, journal, "dump")
+        frozen_at = time.monotonic()
+        if live:
             we_froze = manager.freeze(name)
         # -- what changed in the private area: copied while CRIU dumps, the files being quiescent now ----
         final_sync = _FinalSync(storage, image_sync if image else None, source_private, paths["private"] + "/",
@@ -1118,14 +1121,14 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
                     raise
                 if we_froze:
                     manager.thaw(name)   # the tasks stay stopped (SIGSTOP) for finish_stopped or resume_stopped
-                _write_journal(manager, journal, "dump")
+                _write_journal(manager, journal, "dump", durable=False)
                 result["dump_timings"] = dumped.get("timings")
                 sizes["dump"] = pages_bytes(final)
                 sizes["dump_total"] = tree_bytes(final)
                 timings["dump"] = time.monotonic() - frozen_at
                 _call_hook(hook, "dump")
             # -- final sync: the images (small ones go inside the restore request) -----------------------
-            _write_journal(manager, journal, "sync")
+            _write_journal(manager, journal, "sync", durable=not live)
             t0 = time.monotonic()
             if live:
                 inline = pack_images(final)
@@ -1144,7 +1147,7 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
         timings["sync"] = time.monotonic() - t0
         _call_hook(hook, "sync")
         # -- restore on the target -----------------------------------------------------------------
-        _write_journal(manager, journal, "restore")
+        _write_journal(manager, journal, "restore")   # durable: an unreachable target then means "wait", not "resume"
         t0 = time.monotonic()
         if live:
             restored = session.call("restore", timeout=600, images_dir=os.path.join(paths["images"], "final"),
