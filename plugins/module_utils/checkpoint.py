@@ -66,6 +66,7 @@ NULL_PREFIX = "ovz-null:"
 LXCFS_PREFIX = "ovz-lxcfs:"
 LAZY_READY = "Starting lazy pages server"          # dump.log: images written, pages served from now on
 LAZY_DONE = "Lazy pages transfer finished successfully"
+LAZY_READY_TIMEOUT = 300.0   # seconds a lazy dump may take to write its images (CRIU's own dump has no limit either)
 TCP_REPAIR = 19
 SYS_PIDFD_GETFD = 438           # the same number on every architecture (generic syscall table)
 # File systems CRIU dumps itself; any other mount inside a container must be one of the known external ones.
@@ -224,6 +225,27 @@ def remove_criu_network_lock(pid: int) -> List[str]:
                 raise OvzError("removing CRIU's network lock %s failed: %s" % (table["name"], result.stderr.strip()))
             removed.append(table["name"])
     return removed
+
+
+class _LogFollower:
+    """Reads a growing log from where it left off (polled while the container is frozen: no rereading)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+        self.tail = ""
+
+    def says(self, text: str) -> bool:
+        try:
+            with open(self.path, errors="replace") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+                self.offset = handle.tell()
+        except OSError:
+            return False
+        window = self.tail + chunk
+        self.tail = window[-len(text):]
+        return text in window
 
 
 def _log_says(path: str, text: str) -> bool:
@@ -607,13 +629,19 @@ class Checkpointer:
         # Recorded at once: whoever converges an interrupted migration finds (and ends) the page server.
         self._write_stopped(name, runtime, images_dir, server)
         log = os.path.join(images_dir, "dump.log")
-        while True:
+        follower = _LogFollower(log)
+        deadline = began + LAZY_READY_TIMEOUT
+        while not follower.says(LAZY_READY):
             if server.poll() is not None:
                 errors = log_errors(log)
                 raise CriuError("lazy checkpoint of %s failed (criu dump exited %d; log %s):\n%s"
                                 % (name, server.returncode, log, "\n".join(errors)), log, errors)
-            if _log_says(log, LAZY_READY):
-                break
+            if time.monotonic() > deadline:
+                server.kill()
+                server.wait()
+                errors = log_errors(log)
+                raise CriuError("lazy checkpoint of %s: criu dump did not start its page server within %.0f s "
+                                "(log %s):\n%s" % (name, LAZY_READY_TIMEOUT, log, "\n".join(errors)), log, errors)
             time.sleep(0.005)
         return server, CriuRun("dump", list(args), log, time.monotonic() - began, read_stats(images_dir, "dump"))
 

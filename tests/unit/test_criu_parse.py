@@ -136,3 +136,15 @@ def test_answers_are_cached_per_binary_and_boot(tmp_path):
     # No cache: every instance asks.
     Criu(str(fake), cache=None).version()
     assert len(calls.read_text().splitlines()) == 4
+
+
+def test_log_follower_reads_only_what_is_new(tmp_path):
+    log = tmp_path / "dump.log"
+    follower = ckpt._LogFollower(str(log))
+    assert follower.says("Starting lazy pages server") is False          # no log yet
+    log.write_text("(00.01) one\n(00.02) Starting lazy ")
+    assert follower.says("Starting lazy pages server") is False
+    with open(str(log), "a") as handle:
+        handle.write("pages server\n")                                   # the marker split across two reads
+    assert follower.says("Starting lazy pages server") is True
+    assert follower.offset == log.stat().st_size
