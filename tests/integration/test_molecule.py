@@ -3,7 +3,7 @@
 
 A scenario in ``extensions/molecule/`` is *local* unless it runs on the VM platform: its
 ``molecule.yml`` sets ``OVZ_VM_ID`` in ``ansible.env`` or takes its create playbook from
-``../vm/`` (``vm``, ``ovz_host``: ``tests/vm`` and ``molecule test -s`` run those by hand).
+``../vm/`` (``vm``, ``ovz_host``: tests/vm/test_molecule_vm.py runs those on the VM tier's VMs).
 Local scenarios bring their own platform up and down in create/destroy (a Debian container
 for ``ovz_host_local``, the multi-node harness of ``tests/multinode.py`` for the others).
 Each run must exit 0, and its idempotence step must report zero changed tasks; when it
@@ -13,7 +13,6 @@ fails, ``molecule destroy`` runs again so that nothing is left behind.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -22,13 +21,12 @@ import pytest
 import yaml
 
 from conftest import REPO, debian_template_path
+from molecule_output import assert_molecule_test_passed
 
 pytestmark = pytest.mark.slow
 
 SCENARIOS = os.path.join(REPO, "extensions", "molecule")
 BIN = os.path.dirname(sys.executable)
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-RECAP = re.compile(r"^\s*(?:\d+\.\d+\s+)?[│|]?\s*(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
 def is_local(name: str) -> bool:
@@ -53,13 +51,6 @@ def molecule_env() -> dict:
     return env
 
 
-def step_output(output: str, step: str) -> str:
-    """The part of molecule's output between its lines ``[scenario > step] Executing`` and ``... Executed``
-    (``scenario ➜ step: Executing`` with colours)."""
-    match = re.search(r"(?:>|➜) %s\]?:? Executing(.*?)(?:>|➜) %s\]?:? Executed" % (step, step), output, re.S)
-    return match.group(1) if match else ""
-
-
 def test_scenarios_are_found():
     names = local_scenarios()
     assert "ovz_template" in names and "ovz_host_local" in names
@@ -74,15 +65,8 @@ def test_molecule_scenario(scenario):
     proc = subprocess.run([molecule, "test", "-s", scenario], cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=2400, check=False)
     elapsed = time.monotonic() - start
-    output = ANSI.sub("", proc.stdout)
     try:
-        assert proc.returncode == 0, output[-6000:]
-        idempotence = step_output(output, "idempotence")
-        recaps = RECAP.findall(idempotence)
-        assert recaps, "no play recap in the idempotence step: " + idempotence[-3000:]
-        changed = {host: int(count) for host, _ok, count, _u, _f in recaps if int(count)}
-        assert not changed, "idempotence reported changed tasks: %s" % changed
-        assert re.search(r"(?:>|➜) verify\]?:? Executed: Successful", output), output[-3000:]
+        assert_molecule_test_passed(proc.returncode, proc.stdout)
     finally:
         if proc.returncode != 0:
             subprocess.run([molecule, "destroy", "-s", scenario], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
