@@ -352,6 +352,29 @@ def test_lazy_migration_memory_and_connection(harness, busybox_template, workloa
             node.engine("manager.destroy(%r)" % name)
 
 
+def test_rolled_back_migration_keeps_the_connection(harness, busybox_template, workload):
+    """A migration that dies after the final dump (the tasks stopped, sockets in repair, the network
+    locked) rolls back: the container carries on here with the same established TCP connection."""
+    node1, _node2, _node3 = harness.nodes
+    name = "ovzmrb"
+    ips = addresses(33)
+    make_container(node1, name, busybox_template, workload, ips, tcp=True)
+    conn = harness.tcp_connect(ips[0], PORT)
+    try:
+        assert echo(conn, "before") == "echo:before"
+        before = status_of(node1, name)
+        assert run_migration(node1, name, harness.nodes[1].target(), fault="dump") is None
+        wait_converged(node1, name)
+        assert states(harness, name)[:2] == ["running", "absent"]
+        assert echo(conn, "after") == "echo:after"         # the same socket: no reset, no reconnect
+        after = status_of(node1, name)
+        assert after["pid"] == before["pid"] and after["accepted"] == before["accepted"]
+    finally:
+        conn.close()
+        for node in harness.nodes[:2]:
+            node.engine("manager.destroy(%r)" % name)
+
+
 # ---------------------------------------------------------------------------------------
 # faults: the migration is killed after (or during) each phase
 # ---------------------------------------------------------------------------------------

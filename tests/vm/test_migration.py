@@ -33,7 +33,7 @@ src, dst, port, log_path, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys
 log = open(log_path, "w", buffering=1)
 sock = socket.socket()
 sock.bind((src, 0))
-sock.settimeout(180)
+sock.settimeout(600)
 sock.connect((dst, port))
 local = "%s:%d" % sock.getsockname()
 log.write("connected local=%s\n" % local)
@@ -90,8 +90,11 @@ def migration(ansible, vm1, vm2, vm_template, vm_programs, ct_names_module):
               " sleep 0.2; done; cat %s"
               % (CLIENT_LOG, CLIENT_STOP, CLIENT, CLIENT_PY, CLIENT, CT_IP, PORT, CLIENT_LOG, CLIENT_STOP,
                  CLIENT_LOG, CLIENT_LOG))
-    # at least 4 more exchanges after the migration, then the last one and the summary
-    client_after = ("n=$(grep -c '^n=' %s); for i in $(seq 100); do [ $(grep -c '^n=' %s) -ge $((n + 4)) ] && break;"
+    # At least 4 more exchanges after the migration, then the last one and the summary. The client's
+    # segments sent while the container was frozen were dropped (CRIU's network lock), so it goes on
+    # only at its next retransmission: TCP's backoff makes that up to about the frozen time later,
+    # and under TCG the frozen time is tens of seconds. Hence up to 5 minutes.
+    client_after = ("n=$(grep -c '^n=' %s); for i in $(seq 1500); do [ $(grep -c '^n=' %s) -ge $((n + 4)) ] && break;"
                     " grep -q -e error -e closed %s && break; sleep 0.2; done; touch %s; for i in $(seq 150); do"
                     " grep -q -e final-ok -e error -e closed %s && break; sleep 0.2; done; tail -n 1 %s;"
                     " ip route get %s | head -n 1"
