@@ -438,3 +438,14 @@ def signals_deferred():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def clean_up_run(node, tmp, mine: str) -> None:
+    """A bench's ``finally``: its node's containers and cgroups, its temp dir, then a warning for any
+    ``ovz*`` cgroup left on the host (``mine``: the prefix of this run's own), with signals held back."""
+    with signals_deferred():
+        problems = node.cleanup() if node is not None else []
+        problems += remove_tmpdir(tmp)
+        for problem in problems:
+            print("cleanup: " + problem, file=sys.stderr)
+        warn_leftovers("ovz", mine=mine)

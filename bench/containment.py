@@ -50,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402  pylint: disable=wrong-import-position
-from fairness import Node  # noqa: E402  pylint: disable=wrong-import-position
+from fairness import Node, engine_node  # noqa: E402  pylint: disable=wrong-import-position
 
 PORT = 8080
 GOAL_PCT = 10.0
@@ -323,14 +323,9 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ovz-bench-containment-", dir=args.tmpdir))
     node = None
     try:
-        tree = C.collections_tree(tmp / "collections", Path(args.repo_root))
-        mods, why = C.import_engine(tree, "container", "limits", "templates")
-        if mods is None:
-            print("ovz: engine not available: %s" % why, file=sys.stderr)
+        node, machine = engine_node(tmp, args.repo_root, "ovzcont%d" % os.getpid())
+        if node is None:
             return 2
-        template = mods["templates"].build_busybox_template(str(tmp / "templates"))
-        machine = C.machine_info({"busybox": C.dpkg_version("busybox-static")})
-        node = Node(mods, tmp / "data", "ovzcont%d" % os.getpid(), template)
         limits = {"cpuunits": 1000, "ram": args.ram, "numproc": args.numproc, "iolimit": args.iolimit}
         neighbour = setup_neighbour(node, dict(limits, numproc=args.neighbour_numproc))
         noisy = node.container(limits)
@@ -356,12 +351,7 @@ def main(argv=None) -> int:
         return 0 if not error else 1
     finally:
         signal.alarm(0)
-        with C.signals_deferred():
-            problems = node.cleanup() if node is not None else []
-            problems += C.remove_tmpdir(tmp)
-            for problem in problems:
-                print("cleanup: " + problem, file=sys.stderr)
-            C.warn_leftovers("ovz", mine="ovzcont")
+        C.clean_up_run(node, tmp, mine="ovzcont")
 
 
 if __name__ == "__main__":

@@ -376,6 +376,19 @@ def plot(results: dict, path: str) -> str | None:
     return None
 
 
+def engine_node(tmp: Path, repo_root: str, cgroup_parent: str):
+    """(a Node with the engine imported from ``repo_root`` and a busybox template, this machine's info);
+    (None, None) with the reason on stderr when the engine cannot be imported."""
+    tree = C.collections_tree(tmp / "collections", Path(repo_root))
+    mods, why = C.import_engine(tree, "container", "limits", "templates")
+    if mods is None:
+        print("ovz: engine not available: %s" % why, file=sys.stderr)
+        return None, None
+    template = mods["templates"].build_busybox_template(str(tmp / "templates"))
+    machine = C.machine_info({"busybox": C.dpkg_version("busybox-static")})
+    return Node(mods, tmp / "data", cgroup_parent, template), machine
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     only = set(args.only.split(","))
@@ -385,14 +398,9 @@ def main(argv=None) -> int:
     results: dict = {}
     errors: dict = {}
     try:
-        tree = C.collections_tree(tmp / "collections", Path(args.repo_root))
-        mods, why = C.import_engine(tree, "container", "limits", "templates")
-        if mods is None:
-            print("ovz: engine not available: %s" % why, file=sys.stderr)
+        node, machine = engine_node(tmp, args.repo_root, "ovzfair%d" % os.getpid())
+        if node is None:
             return 2
-        template = mods["templates"].build_busybox_template(str(tmp / "templates"))
-        machine = C.machine_info({"busybox": C.dpkg_version("busybox-static")})
-        node = Node(mods, tmp / "data", "ovzfair%d" % os.getpid(), template)
         if only & {"cpuunits", "cpulimit"}:
             warm = node.container({})
             node.weight_parent(args.node_weight)
@@ -405,7 +413,7 @@ def main(argv=None) -> int:
                     errors[key] = str(exc)
         if "ioprio" in only:
             try:
-                results["ioprio"] = run_ioprio(mods, tmp, template, args)
+                results["ioprio"] = run_ioprio(node.mods, tmp, node.template, args)
             except (C.StepError, OSError) as exc:
                 errors["ioprio"] = str(exc)
         totals = summary(results)
@@ -426,12 +434,7 @@ def main(argv=None) -> int:
             print(problem or "PNG: %s" % args.png)
         return 0 if not errors else 1
     finally:
-        with C.signals_deferred():
-            problems = node.cleanup() if node is not None else []
-            problems += C.remove_tmpdir(tmp)
-            for problem in problems:
-                print("cleanup: " + problem, file=sys.stderr)
-            C.warn_leftovers("ovz", mine="ovzfair")
+        C.clean_up_run(node, tmp, mine="ovzfair")
 
 
 if __name__ == "__main__":
