@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from typing import Sequence
 
@@ -29,9 +30,41 @@ ensure_collection_path()
 
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager  # noqa: E402
 from ansible_collections.ovz.containers.plugins.module_utils.network import default_host_ifname  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils.rootfs import find_lxcfs  # noqa: E402
 from ansible_collections.ovz.containers.plugins.module_utils.templates import build_busybox_template  # noqa: E402
 
 WORK_ROOT = "/var/tmp"
+
+
+@contextlib.contextmanager
+def running_lxcfs(data_dir: str, before_stop=None):
+    """A node's own LXCFS at ``<data_dir>/lxcfs`` (so no other container on this host sees it).
+
+    ``before_stop`` runs first on the way out: the node's containers go before their LXCFS."""
+    binary = shutil.which("lxcfs")
+    if binary is None:
+        pytest.skip("lxcfs is not installed (Debian package lxcfs)")
+    mount = os.path.join(data_dir, "lxcfs")
+    os.makedirs(mount, exist_ok=True)
+    proc = subprocess.Popen([binary, "-f", "-p", os.path.join(data_dir, "ovz-lxcfs.pid"), mount],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while find_lxcfs(data_dir) != mount:
+            assert proc.poll() is None and time.monotonic() < deadline, "lxcfs did not come up"
+            time.sleep(0.05)
+        yield mount
+    finally:
+        if before_stop is not None:
+            before_stop()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if find_lxcfs(data_dir) == mount:
+            subprocess.run(["umount", "-l", mount], check=False)
 
 
 def pytest_configure(config):
@@ -156,6 +189,9 @@ def host_snapshot(data_dir: str, cgroup_parent: str = "", names: Sequence[str] =
             dirs[:] = []
             entries = []
         if rel_dir == "bcd":  # the live beancounters view computes its files at every read
+            entries = []
+        if rel_dir == "lxcfs":  # so does a node's own LXCFS
+            dirs[:] = []
             entries = []
         for entry in sorted(entries) + [d + "/" for d in dirs]:
             path = os.path.join(directory, entry.rstrip("/"))

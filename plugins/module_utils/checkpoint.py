@@ -113,6 +113,12 @@ def _mountinfo(pid: int) -> List[Dict[str, str]]:
     return mounts
 
 
+def lxcfs_views(pid: int) -> List[str]:
+    """The LXCFS files (relative to LXCFS's mount, as in ``LXCFS_FILES``) bound into the container of ``pid``:
+    its checkpoint needs LXCFS running where it is restored."""
+    return sorted(m["target"].lstrip("/") for m in _mountinfo(pid)[1:] if m["fstype"] == "fuse.lxcfs")
+
+
 def _children(pid: int) -> List[int]:
     result: List[int] = []
     try:
@@ -201,30 +207,63 @@ def release_tcp_repair(pids: List[int]) -> int:
     return len(done)
 
 
-def _nft_in_netns(pid: int, args: List[str]) -> subprocess.CompletedProcess:
+def _run_in_netns(pid: int, argv: List[str], stdin: Optional[str] = None) -> subprocess.CompletedProcess:
     with network.in_netns(pid):
-        return subprocess.run([network.nft_binary()] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        return subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True, check=False)
 
 
-def remove_criu_network_lock(pid: int) -> List[str]:
-    """Delete the ``inet CRIU-*`` tables (CRIU's network lock) from the netns of ``pid``; returns their names."""
-    listing = _nft_in_netns(pid, ["-j", "list", "tables"])
-    if listing.returncode != 0:
-        return []
+# CRIU's own unlock script for its iptables network lock (criu/net.c), used when CRIU was built
+# without nftables (Debian 12's 3.17): a chain CRIU jumped to from INPUT and OUTPUT.
+IPTABLES_UNLOCK = "*filter\n:CRIU - [0:0]\n-D INPUT -j CRIU\n-D OUTPUT -j CRIU\n-X CRIU\nCOMMIT\n"
+
+
+def _remove_nft_lock(pid: int) -> List[str]:
     try:
-        items = json.loads(listing.stdout).get("nftables", [])
+        nft = network.nft_binary()
+    except OvzError:
+        return []   # no nft here: CRIU cannot have locked with it either
+    listing = _run_in_netns(pid, [nft, "-j", "list", "tables"])
+    try:
+        items = json.loads(listing.stdout).get("nftables", []) if listing.returncode == 0 else None
     except ValueError:
-        return []
+        items = None
+    if items is None:
+        raise OvzError("listing the nftables tables of the container's network namespace failed, CRIU's network "
+                       "lock may still be in place: %s" % (listing.stderr.strip() or listing.stdout.strip()[:200]))
     removed = []
     for item in items:
         table = item.get("table") or {}
         if str(table.get("name", "")).startswith("CRIU-"):
-            result = _nft_in_netns(pid, ["delete", "table", table.get("family", "inet"), table["name"]])
+            result = _run_in_netns(pid, [nft, "delete", "table", table.get("family", "inet"), table["name"]])
             if result.returncode != 0:
                 raise OvzError("removing CRIU's network lock %s failed: %s" % (table["name"], result.stderr.strip()))
             removed.append(table["name"])
     return removed
+
+
+def _remove_iptables_lock(pid: int) -> List[str]:
+    removed = []
+    for tool in ("iptables", "ip6tables"):
+        binary = shutil.which(tool)
+        restore = shutil.which(tool + "-restore")
+        if not binary or not restore:
+            continue
+        if _run_in_netns(pid, [binary, "-w", "-t", "filter", "-S", "CRIU"]).returncode != 0:
+            continue    # no CRIU chain: not locked with this tool
+        result = _run_in_netns(pid, [restore, "-w", "--noflush"], stdin=IPTABLES_UNLOCK)
+        if result.returncode != 0:
+            raise OvzError("removing CRIU's network lock (%s chain CRIU) failed: %s"
+                           % (tool, result.stderr.strip() or result.stdout.strip()))
+        removed.append("%s:CRIU" % tool)
+    return removed
+
+
+def remove_criu_network_lock(pid: int) -> List[str]:
+    """Delete CRIU's network lock from the netns of ``pid``: its ``inet CRIU-*`` nftables tables, or the
+    ``CRIU`` iptables/ip6tables chain of a CRIU built without nftables. Returns what was removed; fails
+    (rather than leaving the container's connections silently cut off) when the lock cannot be inspected."""
+    return _remove_nft_lock(pid) + _remove_iptables_lock(pid)
 
 
 class _LogFollower:

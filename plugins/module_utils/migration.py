@@ -107,6 +107,11 @@ def _checkpointer(manager: Any) -> Any:
     return Checkpointer(manager)
 
 
+def _lxcfs_views(runtime: Any) -> Optional[List[str]]:
+    from .checkpoint import lxcfs_views
+    return lxcfs_views(runtime.init_pid) if runtime is not None else None
+
+
 def _criu() -> Any:
     from .criu import Criu
     return Criu()
@@ -526,7 +531,7 @@ def _remote_status(session: Dict[str, Any], data_dir: str, cgroup_parent: str, n
 
 def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str,
                       config: Dict[str, Any], need_bytes: int, criu_version: Optional[List[int]],
-                      source: str) -> Dict[str, Any]:
+                      source: str, lxcfs: Optional[List[str]] = None) -> Dict[str, Any]:
     manager = _target_manager(data_dir, cgroup_parent)
     info: Dict[str, Any] = {"kernel": os.uname().release, "hostname": socket.gethostname()}
     incoming = _incoming(manager, name)
@@ -549,6 +554,16 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
             raise OvzError("criu check fails on the target: %s" % output.splitlines()[-1:], "target")
         info["lazy_pages"] = criu.feature("uffd-noncoop")
         criu.feature("network_lock_nftables")   # asked now (and cached), not while the container is frozen
+    if lxcfs:
+        from .rootfs import LXCFS_FILES, find_lxcfs
+        if find_lxcfs(data_dir) is None:
+            raise StateConflict("container %s shows LXCFS's views (%s) but LXCFS does not run on the target, where "
+                                "its restore would fail: start LXCFS there (the ovz_host role does) or restart the "
+                                "container without it" % (name, ", ".join(lxcfs)), "target")
+        missing = sorted(set(lxcfs) - set(LXCFS_FILES))
+        if missing:
+            raise StateConflict("container %s shows LXCFS files the target does not know: %s"
+                                % (name, ", ".join(missing)), "target")
     netconf = config.get("network") or {}
     if netconf.get("ip_address") or netconf.get("host_ifname"):
         from .config import iter_configs
@@ -994,9 +1009,11 @@ def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: int = DEF
         result["sizes"]["private"] = private_bytes
         t0 = time.monotonic()
         criu_version = list(_criu().version_tuple()) if live else None
+        runtime = manager.runtime(name) if live else None
         info = session.call("preflight", timeout=120, data_dir=target.data_dir, cgroup_parent=target.cgroup_parent,
                             name=name, config=config.to_dict(), need_bytes=private_bytes + SPACE_MARGIN,
-                            criu_version=criu_version, source=source_id(manager))
+                            criu_version=criu_version, source=source_id(manager),
+                            lxcfs=_lxcfs_views(runtime))
         result["target_info"] = info
         result["timings"]["preflight"] = time.monotonic() - t0
         if live and lazy is not False:

@@ -11,17 +11,15 @@ container's cpuacct (v1) or cpu.stat (v2) counters, taken by the host.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import uuid
 
 import pytest
 
-from conftest import host_snapshot, run_module, sh
+from conftest import host_snapshot, run_module, running_lxcfs, sh
 from ansible_collections.ovz.containers.plugins.module_utils import limits as lim
 from ansible_collections.ovz.containers.plugins.module_utils.beancounters import UBC_ORDER
-from ansible_collections.ovz.containers.plugins.module_utils.rootfs import find_lxcfs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -314,30 +312,9 @@ def test_beancounter_table_complete_and_held_moves(node, busybox_template):
 # --------------------------------------------------------------------------- LXCFS
 @pytest.fixture
 def lxcfs_node(node):
-    """The node with its own LXCFS at <data_dir>/lxcfs (so no other container on this host sees it)."""
-    binary = shutil.which("lxcfs")
-    if binary is None:
-        pytest.skip("lxcfs is not installed (Debian package lxcfs)")
-    mount = os.path.join(node.data_dir, "lxcfs")
-    os.makedirs(mount)
-    proc = subprocess.Popen([binary, "-f", "-p", os.path.join(node.data_dir, "ovz-lxcfs.pid"), mount],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while find_lxcfs(node.data_dir) != mount:
-            assert proc.poll() is None and time.monotonic() < deadline, "lxcfs did not come up"
-            time.sleep(0.05)
+    """The node with its own LXCFS at <data_dir>/lxcfs."""
+    with running_lxcfs(node.data_dir, before_stop=node.cleanup):
         yield node
-    finally:
-        node.cleanup()                       # the containers go before their LXCFS
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        if find_lxcfs(node.data_dir) == mount:
-            subprocess.run(["umount", "-l", mount], check=False)
 
 
 def test_lxcfs_shows_the_containers_memory_and_cpus_inside(lxcfs_node, busybox_template):

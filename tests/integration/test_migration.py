@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import host_snapshot
+from conftest import host_snapshot, running_lxcfs
 
 pytest_plugins = ["multinode"]   # the harness fixture
 
@@ -513,6 +513,25 @@ def test_bad_inputs_change_nothing(harness, busybox_template, workload):
         for node in (node1, node2):
             for other in (name, "ovzmother"):
                 node.engine("manager.destroy(%r)" % other)
+
+
+def test_lxcfs_on_the_source_only_is_refused_before_the_freeze(harness, busybox_template, workload):
+    """A container showing LXCFS's views cannot be restored where LXCFS does not run: the preflight says
+    so (naming the target) before anything is frozen or copied."""
+    node1, node2, _node3 = harness.nodes
+    name = "ovzmlxc"
+    ips = addresses(51)
+    with running_lxcfs(node1.data_dir, before_stop=lambda: node1.engine("manager.destroy(%r)" % name)):
+        make_container(node1, name, busybox_template, workload, ips, tcp=False)
+        assert "proc/meminfo" in sh(node1, name, "grep lxcfs /proc/mounts | sed -n 's@^[^ ]* /@@p' | cut -d' ' -f1")
+        before = status_of(node1, name)
+        snapshot = _snapshots(harness)
+        result = run_migration(node1, name, node2.target())
+        assert result.get("failed") and result["param"] == "target", result
+        assert "LXCFS does not run on the target" in result["msg"] and "proc/meminfo" in result["msg"], result
+        assert_unchanged(snapshot, _snapshots(harness))
+        assert states(harness, name) == ["running", "absent"]
+        assert wait_status(node1, name, above=int(before["counter"]))["pid"] == before["pid"]
 
 
 def test_offline_migration(harness, busybox_template):
