@@ -55,6 +55,10 @@ def test_scenarios_are_found():
     names = local_scenarios()
     assert "ovz_template" in names and "ovz_host_local" in names
     assert "vm" not in names and "ovz_host" not in names
+    # Every role's scenario here has its twin on the VM platform (tests/vm/test_molecule_vm.py).
+    roles = {name for name in names if name != "ovz_host_local"}
+    assert roles and all(os.path.isfile(os.path.join(SCENARIOS, role + "_vm", "molecule.yml")) for role in roles), roles
+    assert not [name for name in names if name.endswith("_vm")]
 
 
 @pytest.mark.parametrize("scenario", local_scenarios())
