@@ -1268,6 +1268,22 @@ def _bring_up_host_end(netconf: Dict[str, Any]) -> None:
         ipr.link("set", index=index, state="up")
 
 
+def _new_saved_runtime(netconf: Dict[str, Any], owner: str, state_path: Optional[str]) -> Dict[str, Any]:
+    require_pyroute2()
+    runtime = _new_runtime(netconf, owner)
+    _save(state_path, runtime)
+    return runtime
+
+
+def _name_netns(name: str, init_pid: int, runtime: Dict[str, Any], state_path: Optional[str]) -> None:
+    """Name the container's netns (``ip netns``), or warn that the name is taken; saved."""
+    runtime["netns"] = bind_netns(name, init_pid)
+    if runtime["netns"] is None:
+        runtime["warnings"].append("the netns name %s is taken; use nsenter --net=/proc/%d/ns/net instead"
+                                   % (netns_path(name), init_pid))
+    _save(state_path, runtime)
+
+
 def setup_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str, root: Optional[str] = None,
                   state_path: Optional[str] = None) -> Dict[str, Any]:
     """Give the container of ``init_pid`` its network; returns (and saves) the runtime state.
@@ -1276,15 +1292,9 @@ def setup_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str,
     ``owner`` is the node's data_dir; ``root`` the container's root directory on the host
     (default ``/proc/<init_pid>/root``). Undoes its own work if a step fails.
     """
-    require_pyroute2()
-    runtime = _new_runtime(netconf, owner)
-    _save(state_path, runtime)
+    runtime = _new_saved_runtime(netconf, owner, state_path)
     try:
-        runtime["netns"] = bind_netns(name, init_pid)
-        if runtime["netns"] is None:
-            runtime["warnings"].append("the netns name %s is taken; use nsenter --net=/proc/%d/ns/net instead"
-                                       % (netns_path(name), init_pid))
-        _save(state_path, runtime)
+        _name_netns(name, init_pid, runtime, state_path)
         faults.point("network.netns")
         _create_link(name, netconf, init_pid, owner)
         faults.point("network.link")
@@ -1322,15 +1332,9 @@ def adopt_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str,
     host end, the anti-spoofing rules, the host routes and proxy neighbours, and the netns
     name. Undoes its own work (and removes the pair) if a step fails.
     """
-    require_pyroute2()
-    runtime = _new_runtime(netconf, owner)
-    _save(state_path, runtime)
+    runtime = _new_saved_runtime(netconf, owner, state_path)
     try:
-        runtime["netns"] = bind_netns(name, init_pid)
-        if runtime["netns"] is None:
-            runtime["warnings"].append("the netns name %s is taken; use nsenter --net=/proc/%d/ns/net instead"
-                                       % (netns_path(name), init_pid))
-        _save(state_path, runtime)
+        _name_netns(name, init_pid, runtime, state_path)
         with netlink() as ipr:
             bridge_index = _link_index(ipr, netconf["bridge"]) if netconf["netif_mode"] == "bridged" else None
             mtu = netconf["mtu"]
