@@ -64,6 +64,8 @@ CONSOLE_KEY = "ovz-console"
 GUEST_KEY = "ovz-guest"
 NULL_PREFIX = "ovz-null:"
 LXCFS_PREFIX = "ovz-lxcfs:"
+# The first CRIU seen to always lift its network lock after a restore (4.1 here; 3.17 does not).
+UNLOCKS_AFTER_RESTORE = (4, 0)
 LAZY_READY = "Starting lazy pages server"          # dump.log: images written, pages served from now on
 LAZY_DONE = "Lazy pages transfer finished successfully"
 LAZY_READY_TIMEOUT = 300.0   # seconds a lazy dump may take to write its images (CRIU's own dump has no limit either)
@@ -786,6 +788,7 @@ class Checkpointer:
             undo: List[Callable[[], None]] = []
             try:
                 init_pid = self._restore_locked(config, meta, images_dir, tcp_established, timings, undo, lazy)
+                leftover_locks = self._remove_leftover_lock(meta, init_pid, timings)
             except BaseException:
                 for step in reversed(undo):
                     try:
@@ -796,9 +799,20 @@ class Checkpointer:
         stats_restore = read_stats(images_dir, "restore")
         timings["total_ms"] = _ms(time.monotonic() - began)
         return {"images_dir": images_dir, "init_pid": init_pid, "timings": timings,
+                "network_locks_removed": leftover_locks,
                 "restore_ms": round(stats_restore.get("restore_time", 0) / 1000.0, 1),
                 "forking_ms": round(stats_restore.get("forking_time", 0) / 1000.0, 1),
                 "pages_restored": stats_restore.get("pages_restored", 0)}
+
+    def _remove_leftover_lock(self, meta: Dict[str, Any], init_pid: int, timings: Dict[str, float]) -> List[str]:
+        """CRIU before 4 (seen with Debian 12's 3.17) can leave its network lock in the restored netns: the
+        container runs, but every packet of its established connections is dropped. Removed here."""
+        if not meta.get("network") or self.criu.version_tuple() >= UNLOCKS_AFTER_RESTORE:
+            return []
+        mark = time.monotonic()
+        removed = remove_criu_network_lock(init_pid)
+        timings["network_unlock_ms"] = _ms(time.monotonic() - mark)
+        return removed
 
     def _mount_source(self, name: str, key: str, run_dir: str) -> str:
         """The host path on this node for an external mount of the checkpoint."""

@@ -357,6 +357,38 @@ def test_checkpoint_busy_forking_workload(lab, session_dir):
     assert int(forks[1]) > int(forks[0])        # the last PID allocated inside goes up: it still forks
 
 
+def test_restore_lifts_a_network_lock_criu_left_behind(lab, session_dir, monkeypatch):
+    """Debian 12's CRIU 3.17 leaves its ``inet CRIU-<pid>`` table in the restored netns (seen on the VMs:
+    the restored server's replies dropped, its peer timing out). Emulated here, as that CRIU would
+    leave it, on a restore of the established connection: the restore removes it and the same
+    connection carries on."""
+    name = lab.create()
+    lab.start_with_workload(name)
+    sock = lab.connect()
+    lab.echo(sock, "before")
+    manager = lab.node.manager
+    checkpointer = Checkpointer(manager)
+    images = os.path.join(session_dir, "%s-lock" % name)
+    lab.call(checkpointer.dump, name, images)
+    restore_locked = checkpointer._restore_locked    # pylint: disable=protected-access
+    nft = shutil.which("nft")
+
+    def like_criu_3_17(*args, **kwargs):
+        init_pid = restore_locked(*args, **kwargs)
+        lock = ("add table inet CRIU-4242\n"
+                "add chain inet CRIU-4242 output { type filter hook output priority 0; policy drop; }\n"
+                "add chain inet CRIU-4242 input { type filter hook input priority 0; policy drop; }\n")
+        subprocess.run(["nsenter", "--net=/proc/%d/ns/net" % init_pid, nft, "-f", "-"], input=lock,
+                       universal_newlines=True, check=True)
+        return init_pid
+
+    monkeypatch.setattr(checkpointer, "_restore_locked", like_criu_3_17)
+    monkeypatch.setattr(checkpointer.criu, "version_tuple", lambda: (3, 17, 1))
+    result = lab.call(checkpointer.restore, name, images)
+    assert result["network_locks_removed"] == ["CRIU-4242"], result
+    lab.echo(sock, "after")
+
+
 # ---------------------------------------------------------------------------------------------
 # suspend and resume (image layout: loop device and mount go and come back)
 # ---------------------------------------------------------------------------------------------
