@@ -45,10 +45,9 @@ import pytest
 from ansible_collections.ovz.containers.plugins.module_utils.templates import build_busybox_template
 from vmlib import BIN, REPO, VM_PY, VM_PYTHON, Ansible, VmRun, copy_to_vm, destroy_everywhere, fresh_names
 
-# Opt-in files, by the variable that brings them in (README, "VM tier"): VM-to-VM migration, whose
-# play failed on its latest run (the cause is being looked into), and the roles' Molecule scenarios
-# on these VMs, which take more than is left of the tier's 25-minute budget.
-VM_OPT_IN = {"test_migration.py": "OVZ_VM_EXTENDED", "test_molecule_vm.py": "OVZ_VM_MOLECULE"}
+# Opt-in files, by the variable that brings them in (README, "VM tier"): the roles' Molecule
+# scenarios on these VMs, which take more than is left of the tier's 25-minute budget.
+VM_OPT_IN = {"test_molecule_vm.py": "OVZ_VM_MOLECULE"}
 collect_ignore = [name for name, variable in VM_OPT_IN.items() if os.environ.get(variable) != "1"]
 
 
