@@ -152,6 +152,14 @@ class Lab:
             time.sleep(0.05)
         raise AssertionError("workload status never matched: %r" % (last,))
 
+    def serving(self, layout="directory"):
+        """A new container running the workload, and a client connection to it that has exchanged a line."""
+        name = self.create(layout=layout)
+        self.start_with_workload(name)
+        sock = self.connect()
+        self.echo(sock, "before")
+        return name, sock
+
     # -- the client -------------------------------------------------------------------------
     def connect(self):
         sock = in_ns(self.client_path, socket.socket, socket.AF_INET, socket.SOCK_STREAM)
@@ -250,10 +258,7 @@ def timings(label, result):
 # ---------------------------------------------------------------------------------------------
 
 def test_checkpoint_to_file_and_restore(lab, session_dir):
-    name = lab.create()
-    lab.start_with_workload(name)
-    sock = lab.connect()
-    lab.echo(sock, "before")
+    name, sock = lab.serving()
     before = lab.wait_status(name, predicate=lambda s: s["accepted"] == 1 and s["counter"] > 20)
     dumpfile = os.path.join(session_dir, "%s.dump" % name)
     args = {"name": name, "state": "checkpointed", "dumpfile": dumpfile}
@@ -362,10 +367,7 @@ def test_restore_lifts_a_network_lock_criu_left_behind(lab, session_dir, monkeyp
     the restored server's replies dropped, its peer timing out). Emulated here, as that CRIU would
     leave it, on a restore of the established connection: the restore removes it and the same
     connection carries on."""
-    name = lab.create()
-    lab.start_with_workload(name)
-    sock = lab.connect()
-    lab.echo(sock, "before")
+    name, sock = lab.serving()
     manager = lab.node.manager
     checkpointer = Checkpointer(manager)
     images = os.path.join(session_dir, "%s-lock" % name)
@@ -394,10 +396,7 @@ def test_restore_lifts_a_network_lock_criu_left_behind(lab, session_dir, monkeyp
 # ---------------------------------------------------------------------------------------------
 
 def test_suspend_then_resume(lab):
-    name = lab.create(layout="image")
-    lab.start_with_workload(name)
-    sock = lab.connect()
-    lab.echo(sock, "before")
+    name, sock = lab.serving(layout="image")
     before = lab.wait_status(name, predicate=lambda s: s["accepted"] == 1)
     suspend = {"name": name, "state": "suspended"}
     result = lab.module(suspend, check=True)
@@ -468,10 +467,7 @@ def test_restore_on_another_node(lab, second_node, session_dir):
 # ---------------------------------------------------------------------------------------------
 
 def test_failed_checkpoint_keeps_running_and_says_why(lab, session_dir):
-    name = lab.create()
-    lab.start_with_workload(name)
-    sock = lab.connect()
-    lab.echo(sock, "before")
+    name, sock = lab.serving()
     manager = lab.node.manager
     # A daemon inside holding a file of the host open (its stdout), which CRIU cannot take along.
     outside = os.path.join(session_dir, "%s-outside.log" % name)
@@ -513,10 +509,7 @@ def test_failed_checkpoint_keeps_running_and_says_why(lab, session_dir):
 
 
 def test_failed_restore_leaves_nothing(lab, session_dir):
-    name = lab.create()
-    lab.start_with_workload(name)
-    sock = lab.connect()
-    lab.echo(sock, "before")
+    name, sock = lab.serving()
     images = os.path.join(session_dir, "%s-images" % name)
     manager = lab.node.manager
     result = lab.module({"name": name, "state": "checkpointed", "dump_dir": images})
@@ -549,10 +542,7 @@ def test_failed_restore_leaves_nothing(lab, session_dir):
 def test_leave_stopped_then_resume_or_finish(lab, session_dir, lock, monkeypatch):
     """Also with CRIU's iptables network lock, as a CRIU built without nftables takes (Debian 12's 3.17):
     the resume must remove it too, or the resumed container's connections stay cut off."""
-    name = lab.create()
-    lab.start_with_workload(name)
-    sock = lab.connect()
-    lab.echo(sock, "before")
+    name, sock = lab.serving()
     manager = lab.node.manager
     checkpointer = Checkpointer(manager)
     if lock == "iptables":
