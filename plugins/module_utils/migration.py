@@ -562,8 +562,8 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
                                 "container without it" % (name, ", ".join(lxcfs)), "target")
         missing = sorted(set(lxcfs) - set(LXCFS_FILES))
         if missing:
-            raise StateConflict("container %s shows LXCFS files the target does not know: %s"
-                                % (name, ", ".join(missing)), "target")
+            raise StateConflict("container %s has LXCFS mounts that ovz did not make, which no restore can "
+                                "take along: %s; unmount them inside first" % (name, ", ".join(missing)), "name")
     netconf = config.get("network") or {}
     if netconf.get("ip_address") or netconf.get("host_ifname"):
         from .config import iter_configs

@@ -42,4 +42,5 @@ def test_role_scenario_on_the_vms(vm_run, ansible, scenario):
         assert_molecule_test_passed(proc.returncode, proc.stdout)
     finally:
         destroy_everywhere(ansible, VM_SCENARIOS[scenario])
-        shutil.rmtree(CONTROLLER_DIRS.get(scenario, "/nonexistent"), ignore_errors=True)
+        if scenario in CONTROLLER_DIRS:
+            shutil.rmtree(CONTROLLER_DIRS[scenario], ignore_errors=True)
