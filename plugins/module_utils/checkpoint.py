@@ -54,7 +54,7 @@ from .container import PAYLOAD, ContainerManager, Runtime
 from .criu import Criu, CriuError, CriuRun, log_errors, read_stats
 from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .namespaces import unescape_mount_path
-from .process import process_starttime
+from .process import process_starttime, process_tree
 from .rootfs import DEVICE_ALLOW, LXCFS_FILES, find_lxcfs
 
 META_FILE = "ovz-checkpoint.json"
@@ -119,34 +119,6 @@ def lxcfs_views(pid: int) -> List[str]:
     """The LXCFS files (relative to LXCFS's mount, as in ``LXCFS_FILES``) bound into the container of ``pid``:
     its checkpoint needs LXCFS running where it is restored."""
     return sorted(m["target"].lstrip("/") for m in _mountinfo(pid)[1:] if m["fstype"] == "fuse.lxcfs")
-
-
-def _children(pid: int) -> List[int]:
-    result: List[int] = []
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return result
-    for tid in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, tid)) as handle:
-                result.extend(int(p) for p in handle.read().split())
-        except OSError:
-            pass
-    return result
-
-
-def process_tree(root: int) -> List[int]:
-    """``root`` and all its descendants."""
-    seen: List[int] = []
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.append(pid)
-        todo.extend(_children(pid))
-    return seen
 
 
 def _comm(pid: int) -> str:

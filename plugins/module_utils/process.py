@@ -215,6 +215,35 @@ def enter_container(init_pid: int) -> None:
         ns.enter_namespaces(init_pid, ENTER_ORDER)
 
 
+def children(pid: int) -> List[int]:
+    """The PIDs of ``pid``'s children (``/proc/<pid>/task/*/children``)."""
+    result: List[int] = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return result
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as handle:
+                result.extend(int(p) for p in handle.read().split())
+        except OSError:
+            pass
+    return result
+
+
+def process_tree(root: int) -> List[int]:
+    """``root`` and all its descendants."""
+    seen: List[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        todo.extend(children(pid))
+    return seen
+
+
 def _kill_quietly(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -326,6 +355,20 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgr
     return ExecResult(rc, stdout, stderr)
 
 
+def _end_command(child: int) -> None:
+    """At an exec's deadline: kill the command (the exec helper's child, in the container's pid namespace)
+    with its process group, then the helper. The helper alone is not enough: the command, reparented to
+    the container's init, would run on and hold the output pipes open."""
+    for command in children(child):
+        try:
+            if os.getpgid(command) == command:    # its own session (capture mode), its process group
+                os.killpg(command, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _kill_quietly(command)
+    _kill_quietly(child)
+
+
 def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[float],
           child: int) -> Tuple[bytes, bytes]:
     buffers: Dict[int, List[bytes]] = {out_r: [], err_r: []}
@@ -338,7 +381,7 @@ def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[floa
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         ready_r, ready_w, _errors = select.select(readers, writers, [], wait)
         if not ready_r and not ready_w:
-            _kill_quietly(child)
+            _end_command(child)
             deadline = None
             continue
         for fd in ready_w:

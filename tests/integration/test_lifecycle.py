@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import host_snapshot, sh
+from conftest import host_snapshot, run_module, sh
 
 STOP_SCRIPT = """#!/bin/sh
 case "$1" in
@@ -192,3 +192,15 @@ def test_init_runs_the_startup_scripts_in_order(node, busybox_template):
     # S10loopback brought lo up.
     assert b"UP" in sh(manager, name, "ip -o link show lo").stdout
     assert sh(manager, name, "cat /proc/1/cmdline").stdout.startswith(b"init")  # busybox rewrites its argv
+
+
+def test_exec_timeout_ends_the_command(node, container):
+    """``ovz_exec``'s ``timeout`` ends the command itself (with its process group), not only the helper
+    that entered the container: the call returns soon after the deadline and nothing of it runs on."""
+    began = time.monotonic()
+    result = run_module("ovz_exec", {"name": container, "command": "sleep 600; echo never", "timeout": 2,
+                                     "data_dir": node.data_dir, "cgroup_parent": node.cgroup_parent})
+    elapsed = time.monotonic() - began
+    assert result.get("failed") and result["rc"] != 0 and "never" not in result["stdout"], result
+    assert elapsed < 30, elapsed
+    assert sh(node.manager, container, "ps -o args | grep -c '[s]leep 600' || true").stdout.decode().strip() == "0"
