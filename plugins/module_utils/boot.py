@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from .container import ContainerManager
+from .criu import Criu
 from .errors import OvzError
 
 
@@ -36,6 +37,12 @@ def boot(manager: ContainerManager, wait_boot: bool = False, timeout: float = 60
     Returns one entry per ``onboot`` container: ``action`` is ``started``,
     ``running`` (it already ran: nothing done) or ``failed`` (with ``error``).
     """
+    try:
+        # Where /run is not a tmpfs, the CRIU kerndat cache of the previous boot is replaced before
+        # anyone else's CRIU could load it (see Criu.keep_kdat_cache).
+        Criu().keep_kdat_cache()
+    except (OvzError, OSError):
+        pass   # no CRIU here: nothing to refresh
     report = []
     for entry in boot_plan(manager):
         try:

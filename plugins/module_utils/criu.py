@@ -12,6 +12,7 @@ here without the protobuf library.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -28,8 +29,17 @@ CRIU_CANDIDATES = ("/usr/local/sbin/criu", "/usr/sbin/criu", "/usr/local/bin/cri
 CRIU_ENV = "OVZ_CRIU"
 LOG_TAIL = 12
 # What ``criu --version`` and ``criu check --feature`` said, per binary and boot: each answer costs a
-# CRIU start (tens of ms), and a migration asks while the container is frozen. tmpfs: gone at reboot.
+# CRIU start (tens of ms), and a migration asks while the container is frozen. Keyed by the boot id.
 ANSWERS_CACHE = "/run/ovz/criu-answers.json"
+# CRIU (run as root) keeps what it learnt of the kernel (kerndat: an ``iptables -L``, vDSO and
+# pagemap probes, 40 ms a run here) in /run/criu.kdat, but only where /run is a tmpfs, so that a
+# reboot drops it. See ``Criu.keep_kdat_cache`` for hosts where /run is not a tmpfs.
+KDAT_DIR = "/run"
+KDAT_FILE = "criu.kdat"
+TMPFS_MAGIC = 0x01021994
+# A criu.kdat.tmp older than this was left by a CRIU killed while saving its cache; while it is
+# there no CRIU saves one (it opens it O_EXCL).
+STALE_KDAT_TMP_S = 60.0
 
 IMG_SERVICE_MAGIC = 0x55105940
 STATS_MAGIC = 0x57093306
@@ -40,6 +50,15 @@ DUMP_STATS_FIELDS = {1: "freezing_time", 2: "frozen_time", 3: "memdump_time", 4:
                      13: "shpages_skipped_parent", 14: "shpages_written"}
 RESTORE_STATS_FIELDS = {1: "pages_compared", 2: "pages_skipped_cow", 3: "forking_time", 4: "restore_time",
                         5: "pages_restored"}
+
+
+def filesystem_type(path: str) -> int:
+    """``statfs(2)``'s ``f_type`` of ``path`` (0 when it cannot be read)."""
+    buf = ctypes.create_string_buffer(256)   # struct statfs is 120 bytes on 64-bit Linux
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(os.fsencode(path), buf) != 0:
+        return 0
+    return ctypes.c_long.from_buffer(buf).value
 
 
 class CriuError(OvzError):
@@ -159,6 +178,8 @@ class Criu:
         self._features: Dict[str, bool] = {}
         self._cache = cache
         self._cache_key: Optional[str] = None
+        self._kdat_dir = KDAT_DIR if cache == ANSWERS_CACHE else None
+        self._kdat_checked = False
 
     def _identity(self) -> str:
         """The binary (path, size, mtime) and this boot: a cached answer holds while all of them do."""
@@ -229,6 +250,7 @@ class Criu:
 
     def check(self) -> Tuple[bool, str]:
         """``criu check``: (passes, its output)."""
+        self._keep_kdat_cache_once()
         proc = subprocess.run([self.binary, "check"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True, check=False)
         return proc.returncode == 0, proc.stdout.strip()
@@ -240,14 +262,90 @@ class Criu:
             if isinstance(cached, bool):
                 self._features[name] = cached
                 return cached
+            self._keep_kdat_cache_once()
             proc = subprocess.run([self.binary, "check", "--feature", name], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, universal_newlines=True, check=False)
             self._features[name] = proc.returncode == 0 and "Warn" not in proc.stdout
             self._remember("feature:" + name, self._features[name])
         return self._features[name]
 
+    def keep_kdat_cache(self, kdat_dir: Optional[str] = None) -> Optional[str]:
+        """Let CRIU load its kerndat cache where it will not keep one itself; the cache file, or None.
+
+        CRIU saves the cache only on a tmpfs (gone at reboot). Where ``/run`` is a tmpfs this only
+        removes a ``criu.kdat.tmp`` a killed CRIU left behind, which would keep CRIU from saving a
+        cache until reboot. Where it is not, CRIU computes kerndat anew in every run: a dump, the
+        target's ``criu lazy-pages`` and the restore of a migration each spend 40 ms of the frozen
+        window on it here. So this makes the cache as CRIU would, in a private mount namespace with a
+        tmpfs on ``/run`` (``criu check``), and puts it in place; it is tied to this binary and this
+        boot (the answers cache records the file it made; another binary's or boot's is made anew,
+        CRIU itself drops one built by another binary). Once per binary and boot, about 100 ms.
+        """
+        directory = kdat_dir or self._kdat_dir
+        if not directory or os.geteuid() != 0:
+            return None
+        path = os.path.join(directory, KDAT_FILE)
+        if filesystem_type(directory) == TMPFS_MAGIC:
+            self._remove_stale_kdat_tmp(path)
+            return None
+        try:
+            info = os.stat(path)
+            current = [info.st_ino, info.st_size, info.st_mtime_ns]
+        except OSError:
+            current = None
+        if current is not None and self._cached().get("kdat") == current:
+            return path
+        # Not made for this binary and boot (a previous boot's, say: its zero-page PFN would be wrong).
+        if current is not None:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._remove_stale_kdat_tmp(path)
+        try:
+            proc = subprocess.run(
+                ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+                 'mount -t tmpfs -o size=1m,mode=0755 ovz-kdat "$1" && "$0" check >/dev/null 2>&1; cat "$1/%s"'
+                 % KDAT_FILE, self.binary, directory],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+        except OSError:
+            return None   # no unshare(1)
+        if proc.returncode != 0 or not proc.stdout:
+            return None   # the cache only saves time: CRIU computes kerndat itself as before
+        temp = "%s.ovz%d" % (path, os.getpid())
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(proc.stdout)
+            os.replace(temp, path)
+            info = os.stat(path)
+        except OSError:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            return None
+        self._remember("kdat", [info.st_ino, info.st_size, info.st_mtime_ns])
+        return path
+
+    def _keep_kdat_cache_once(self) -> None:
+        """Before this object's first CRIU run that computes kerndat (all but ``--version``)."""
+        if not self._kdat_checked:
+            self._kdat_checked = True
+            self.keep_kdat_cache()
+
+    @staticmethod
+    def _remove_stale_kdat_tmp(path: str) -> None:
+        temp = path + ".tmp"
+        try:
+            if time.time() - os.stat(temp).st_mtime > STALE_KDAT_TMP_S:
+                os.unlink(temp)
+        except OSError:
+            pass
+
     def argv(self, action: str, images_dir: str, args: Sequence[str], log_name: Optional[str] = None) -> List[str]:
         """``criu <action> -D images_dir -o <log_name> -v4 args...`` (the log defaults to ``<action>.log``)."""
+        self._keep_kdat_cache_once()
         return [self.binary, action, "-D", images_dir, "-o", log_name or action + ".log", "-v4"] + list(args)
 
     def spawn(self, action: str, images_dir: str, args: Sequence[str]) -> "subprocess.Popen[bytes]":

@@ -315,6 +315,10 @@ def test_checkpoint_leave_running(lab, session_dir):
     assert result["changed"] and not result.get("failed"), result.get("msg", result)
     timings("checkpoint leave_running", result)
     assert result["state"] == "running" and os.path.isfile(os.path.join(images, "dump.log"))
+    # CRIU did not recompute what it knows of the kernel while the container was frozen, also where
+    # /run is not a tmpfs (as here) and CRIU does not keep that cache itself.
+    with open(os.path.join(images, "dump.log")) as handle:
+        assert "Loaded kdat cache from /run/criu.kdat" in handle.read()
     # It never stopped: the same connection, the same process, carrying on.
     lab.echo(sock, "two")
     after = lab.wait_status(name, predicate=lambda s: s["counter"] > before["counter"] + 5)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import tempfile
+import time
 
 import pytest
 
@@ -136,6 +139,71 @@ def test_answers_are_cached_per_binary_and_boot(tmp_path):
     # No cache: every instance asks.
     Criu(str(fake), cache=None).version()
     assert len(calls.read_text().splitlines()) == 4
+
+
+FAKE_KDAT_CRIU = """#!/bin/sh
+echo "$*" >> %s
+# As CRIU: the cache is written only where its directory is a tmpfs.
+if [ "$1" = check ] && [ "$(stat -f -c %%T "$OVZ_TEST_KDAT_DIR")" = tmpfs ]; then
+    echo "kdat of $$" > "$OVZ_TEST_KDAT_DIR/criu.kdat"
+fi
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a mount namespace")
+def test_kdat_cache_is_made_where_criu_would_not_keep_it(tmp_path, monkeypatch):
+    calls = tmp_path / "calls"
+    fake = tmp_path / "criu"
+    fake.write_text(FAKE_KDAT_CRIU % calls)
+    fake.chmod(0o755)
+    run_dir = tmp_path / "run"   # /var/tmp: not a tmpfs, as /run on this machine
+    run_dir.mkdir()
+    monkeypatch.setenv("OVZ_TEST_KDAT_DIR", str(run_dir))
+    cache = str(tmp_path / "answers.json")
+    (run_dir / "criu.kdat.tmp").write_text("")
+    os.utime(str(run_dir / "criu.kdat.tmp"), (time.time() - 120, time.time() - 120))
+    made = Criu(str(fake), cache=cache).keep_kdat_cache(str(run_dir))
+    assert made == str(run_dir / "criu.kdat")
+    assert (run_dir / "criu.kdat").read_text().startswith("kdat of ")
+    assert oct((run_dir / "criu.kdat").stat().st_mode & 0o777) == "0o600"
+    assert not (run_dir / "criu.kdat.tmp").exists()   # a killed CRIU's leftover, gone
+    assert sorted(os.listdir(str(run_dir))) == ["criu.kdat"]
+    # Made once per binary and boot: the next run (another process) finds it in place.
+    assert Criu(str(fake), cache=cache).keep_kdat_cache(str(run_dir)) == made
+    assert calls.read_text().splitlines() == ["check"]
+    # CRIU dropped it (another binary's): made again.
+    (run_dir / "criu.kdat").unlink()
+    assert Criu(str(fake), cache=cache).keep_kdat_cache(str(run_dir)) == made
+    assert calls.read_text().splitlines() == ["check", "check"]
+    # One this binary did not make in this boot (a previous boot's): replaced.
+    (run_dir / "criu.kdat").write_text("from another boot")
+    assert Criu(str(fake), cache=cache).keep_kdat_cache(str(run_dir)) == made
+    assert (run_dir / "criu.kdat").read_text().startswith("kdat of ")
+    assert calls.read_text().splitlines() == ["check", "check", "check"]
+    # A new binary: its own cache.
+    fake.write_text(fake.read_text() + "exit 0\n")
+    assert Criu(str(fake), cache=cache).keep_kdat_cache(str(run_dir)) == made
+    assert len(calls.read_text().splitlines()) == 4
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs as root only")
+def test_kdat_cache_on_tmpfs_is_left_to_criu(tmp_path):
+    run_dir = tempfile.mkdtemp(prefix="ovz-tests-kdat-", dir="/dev/shm")
+    try:
+        fake = tmp_path / "criu"
+        fake.write_text("#!/bin/sh\necho called >> %s\n" % (tmp_path / "calls"))
+        fake.chmod(0o755)
+        stale = os.path.join(run_dir, "criu.kdat.tmp")
+        open(stale, "w").close()
+        os.utime(stale, (time.time() - 120, time.time() - 120))
+        assert Criu(str(fake), cache=str(tmp_path / "a.json")).keep_kdat_cache(run_dir) is None
+        assert not os.path.exists(stale) and not (tmp_path / "calls").exists()
+        # One being written right now (a CRIU saving its cache) stays.
+        open(stale, "w").close()
+        Criu(str(fake), cache=str(tmp_path / "a.json")).keep_kdat_cache(run_dir)
+        assert os.path.exists(stale)
+    finally:
+        shutil.rmtree(run_dir)
 
 
 def test_log_follower_reads_only_what_is_new(tmp_path):
