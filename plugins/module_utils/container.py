@@ -635,6 +635,16 @@ class ContainerManager:
             return True
 
     # -- exec -----------------------------------------------------------------------------
+    def path_exists_inside(self, name: str, path: str, param: str = "path") -> bool:
+        """Whether ``path`` (absolute, as the running container sees it) exists in its mount namespace;
+        resolved inside it, so a symlink the container planted cannot make this look at a host file."""
+        if not path.startswith("/"):
+            raise InvalidParameter("%s must be an absolute path inside the container, got %r" % (param, path), param)
+        runtime = self.runtime(validate_name(name))
+        if runtime is None or not runtime.alive():
+            raise StateConflict("container %s is not running" % name, "name")
+        return ns.exists_in_root("/proc/%d/root" % runtime.init_pid, path, param)
+
     def exec(self, name: str, argv: Sequence[str], stdin: Optional[bytes] = None, capture: bool = True,
              env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None) -> ExecResult:
         if not argv:

@@ -90,6 +90,59 @@ def load_libc() -> ctypes.CDLL:
         return ctypes.CDLL(find_library("c"), use_errno=True)
 
 
+SYS_OPENAT2 = 437           # the same number on every architecture (generic syscall table)
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def open_in_root(root_fd: int, path: str, flags: int, mode: int = 0o644, needed_for: str = "",
+                 param: Optional[str] = None) -> int:
+    """openat2 with RESOLVE_IN_ROOT: symlinks and ``..`` planted by the container stay inside it."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    fd = _openat2_libc().syscall(SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how),
+                                 ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOSYS:
+            from .errors import KernelUnsupported
+            raise KernelUnsupported("this kernel has no openat2 (Linux 5.6+), needed %s" % (needed_for or "here"),
+                                    param)
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
+def exists_in_root(root: str, path: str, param: Optional[str] = None) -> bool:
+    """Whether ``path`` exists under ``root`` (a directory, or ``/proc/<pid>/root``), resolved as the
+    container would: its symlinks cannot point the check at a host file."""
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = open_in_root(root_fd, path, os.O_PATH, needed_for="to look at a path inside a container", param=param)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            return False
+        raise
+    finally:
+        os.close(root_fd)
+    os.close(fd)
+    return True
+
+
+_LIBC: Optional[ctypes.CDLL] = None
+
+
+def _openat2_libc() -> ctypes.CDLL:
+    global _LIBC  # pylint: disable=global-statement
+    if _LIBC is None:
+        _LIBC = load_libc()
+    return _LIBC
+
+
 _libc = load_libc()
 _libc_gil_held = ctypes.PyDLL(_libc._name, use_errno=True)  # pylint: disable=protected-access
 _libc_gil_held.syscall.restype = ctypes.c_long

@@ -37,7 +37,6 @@ so a container never sees the unicast traffic of others that a bridge floods.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -115,9 +114,6 @@ RT_SCOPE_LINK = 253
 RTPROT_STATIC = 4
 MAIN_TABLE = 254
 MS_SHARED = 1 << 20
-SYS_OPENAT2 = 437           # the same number on every architecture (generic syscall table)
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_IN_ROOT = 0x10
 
 DEFAULTS: Dict[str, Any] = {
     "netif_mode": "routed",
@@ -822,26 +818,6 @@ def _unlink(path: str) -> None:
         pass
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-_libc = ns.load_libc()
-
-
-def open_in_root(root_fd: int, path: str, flags: int, mode: int = 0o644) -> int:
-    """openat2 with RESOLVE_IN_ROOT: symlinks and ``..`` planted by the container stay inside it."""
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
-    if fd < 0:
-        err = ctypes.get_errno()
-        if err == errno.ENOSYS:
-            raise KernelUnsupported("this kernel has no openat2 (Linux 5.6+), needed to write resolv.conf safely",
-                                    "nameserver")
-        raise OSError(err, os.strerror(err), path)
-    return fd
-
-
 def resolv_conf_text(netconf: Dict[str, Any]) -> Optional[str]:
     if not netconf.get("nameserver") and not netconf.get("searchdomain"):
         return None
@@ -857,7 +833,8 @@ def write_resolv_conf(root: str, text: str) -> None:
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:
-            fd = open_in_root(root_fd, RESOLV_CONF, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY)
+            fd = ns.open_in_root(root_fd, RESOLV_CONF, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY,
+                                 needed_for="to write resolv.conf safely", param="nameserver")
         except OSError as exc:
             if isinstance(exc, OvzError):
                 raise

@@ -14,8 +14,9 @@ version_added: 0.1.0
 description:
   - Runs a command inside a running container, like C(vzctl exec), entering all of its namespaces and
     cgroups, with the container's capability bounding set.
-  - Like M(ansible.builtin.command), it always reports a change (use C(changed_when) in the task to
-    say otherwise), and it is skipped in check mode.
+  - Like M(ansible.builtin.command), it reports a change whenever it runs the command (use C(changed_when) in
+    the task to say otherwise); O(creates) and O(removes) make it idempotent, and are what check mode can
+    judge. Without them the command is not run in check mode, and the task reports that it would have run.
 options:
   argv:
     description:
@@ -40,14 +41,26 @@ options:
       - Seconds after which the command is killed. V(0) waits forever.
     type: int
     default: 0
+  creates:
+    description:
+      - An absolute path inside the container. If it exists there, the command is not run (V(changed=false)).
+      - Resolved as the container sees it (its mounts, its symlinks kept inside it).
+    type: path
+  removes:
+    description:
+      - An absolute path inside the container. If it does not exist there, the command is not run
+        (V(changed=false)).
+    type: path
 extends_documentation_fragment:
   - ovz.containers.common
   - ovz.containers.common.attributes
   - ovz.containers.common.name
 attributes:
   check_mode:
-    support: none
-    description: The command is not run in check mode.
+    support: partial
+    description: Reports whether the command would run, and runs nothing.
+    details: The command is never run in check mode. With O(creates) or O(removes) the task reports whether it
+      would run; without them it reports that it would have run (V(changed=true)).
   diff_mode:
     support: none
     description: Nothing to compare.
@@ -69,27 +82,35 @@ EXAMPLES = r'''
     name: "101"
     command: "hostname && cat /etc/os-release | head -1"
   changed_when: false
+
+- name: Run once (a second run, or check mode after it, changes nothing)
+  ovz.containers.ovz_exec:
+    name: "101"
+    command: "ssh-keygen -A && touch /etc/ssh/.keys-made"
+    creates: /etc/ssh/.keys-made
 '''
 
 RETURN = r'''
 rc:
-  description: The command's exit status (125 when entering the container failed, 127 when not found).
-  returned: when run
+  description: The command's exit status (125 when entering the container failed, 127 when not found); V(0) when
+    it was not run.
+  returned: always
   type: int
   sample: 0
 stdout:
-  description: Its standard output, without trailing newlines.
-  returned: when run
+  description: Its standard output, without trailing newlines; C(skipped, since PATH exists) (or C(does not exist))
+    when O(creates) or O(removes) kept it from running.
+  returned: always
   type: str
   sample: "ct101"
 stderr:
   description: Its standard error.
-  returned: when run
+  returned: always
   type: str
   sample: ""
 stdout_lines:
   description: RV(stdout) split into lines.
-  returned: when run
+  returned: always
   type: list
   elements: str
   sample: ["ct101"]
@@ -111,10 +132,12 @@ def main():
             stdin=dict(type='str'),
             env=dict(type='dict'),
             timeout=dict(type='int', default=0),
+            creates=dict(type='path'),
+            removes=dict(type='path'),
         ),
         required_one_of=[('argv', 'command')],
         mutually_exclusive=[('argv', 'command')],
-        supports_check_mode=False,
+        supports_check_mode=True,
     )
     params = module.params
     argv = params['argv'] or ['/bin/sh', '-c', params['command']]
@@ -122,9 +145,29 @@ def main():
         manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
         if params['timeout'] < 0:
             module.fail_json(msg='timeout: must not be negative, got %d' % params['timeout'], param='timeout')
-        if manager.status(params['name']) not in ('running',):
-            module.fail_json(msg='name: container %s is %s; it must be running'
-                             % (params['name'], manager.status(params['name'])), param='name')
+        for path_param in ('creates', 'removes'):
+            if params[path_param] and not params[path_param].startswith('/'):
+                module.fail_json(msg='%s: must be an absolute path inside the container, got %r'
+                                 % (path_param, params[path_param]), param=path_param)
+        status = manager.status(params['name'])
+        if status != 'running' and module.check_mode:
+            # An earlier task of the same check run would have started it: the command would run then.
+            module.exit_json(changed=True, rc=0, stdout='', stderr='', stdout_lines=[], cmd=argv,
+                             msg='the command would run once container %s runs (it is %s now)' % (params['name'], status))
+        if status != 'running':
+            module.fail_json(msg='name: container %s is %s; it must be running' % (params['name'], status), param='name')
+        skip = None
+        if params['creates'] and manager.path_exists_inside(params['name'], params['creates'], 'creates'):
+            skip = '%s exists' % params['creates']
+        if skip is None and params['removes'] and \
+                not manager.path_exists_inside(params['name'], params['removes'], 'removes'):
+            skip = '%s does not exist' % params['removes']
+        if skip is not None:
+            module.exit_json(changed=False, rc=0, stdout='skipped, since %s' % skip, stderr='', stdout_lines=[],
+                             cmd=argv)
+        if module.check_mode:
+            module.exit_json(changed=True, rc=0, stdout='', stderr='', stdout_lines=[], cmd=argv,
+                             msg='the command would have run (not in check mode)')
         env = dict((str(k), str(v)) for k, v in (params['env'] or {}).items())
         result = manager.exec(params['name'], argv, stdin=to_bytes(params['stdin']) if params['stdin'] else None,
                               env=env, timeout=params['timeout'] or None)

@@ -204,3 +204,43 @@ def test_exec_timeout_ends_the_command(node, container):
     assert result.get("failed") and result["rc"] != 0 and "never" not in result["stdout"], result
     assert elapsed < 30, elapsed
     assert sh(node.manager, container, "ps -o args | grep -c '[s]leep 600' || true").stdout.decode().strip() == "0"
+
+
+def test_exec_creates_and_removes_three_ways(node, container, tmp_path):
+    """``creates``/``removes`` (paths inside the container) make ``ovz_exec`` idempotent, as with
+    ansible.builtin.command: first run changed, second not, check mode reports and runs nothing."""
+    base = {"name": container, "data_dir": node.data_dir, "cgroup_parent": node.cgroup_parent}
+    inside = "/proc/%d/root" % node.manager.runtime(container).init_pid
+    make = dict(base, command="echo made > /root/ovz-made", creates="/root/ovz-made")
+    checked = run_module("ovz_exec", make, check=True)
+    assert checked["changed"] and not checked.get("failed"), checked
+    assert not os.path.exists(inside + "/root/ovz-made")   # check mode ran nothing
+    first = run_module("ovz_exec", make)
+    assert first["changed"] and first["rc"] == 0, first
+    with open(inside + "/root/ovz-made") as handle:
+        assert handle.read() == "made\n"
+    second = run_module("ovz_exec", make)
+    assert second["changed"] is False and second["stdout"] == "skipped, since /root/ovz-made exists", second
+    assert run_module("ovz_exec", make, check=True)["changed"] is False
+    drop = dict(base, argv=["rm", "/root/ovz-made"], removes="/root/ovz-made")
+    assert run_module("ovz_exec", drop, check=True)["changed"] is True
+    assert os.path.exists(inside + "/root/ovz-made")
+    assert run_module("ovz_exec", drop)["changed"] is True and not os.path.exists(inside + "/root/ovz-made")
+    assert run_module("ovz_exec", drop)["changed"] is False
+    # A symlink the container plants is resolved inside it: a host file does not count as existing.
+    host_file = tmp_path / "ovz-host-only"
+    host_file.write_text("host")
+    sh(node.manager, container, "ln -s %s /root/ovz-link" % host_file)
+    try:
+        linked = run_module("ovz_exec", dict(base, command="true", creates="/root/ovz-link"))
+        assert linked["changed"] is True, linked
+    finally:
+        sh(node.manager, container, "rm -f /root/ovz-link")
+    # Bad input: named, nothing run.
+    bad = run_module("ovz_exec", dict(base, command="touch /root/ovz-never", creates="relative/path"))
+    assert bad.get("failed") and bad["msg"].startswith("creates:") and bad.get("param") == "creates", bad
+    assert not os.path.exists(inside + "/root/ovz-never")
+    # Check mode on a container not running yet (an earlier task of the same check run would start it):
+    # reported as would-run, not as a failure.
+    missing = run_module("ovz_exec", dict(base, name="ovznotyet", command="true"), check=True)
+    assert missing["changed"] and not missing.get("failed"), missing

@@ -34,7 +34,7 @@ from ansible.module_utils import basic
 OPTIONS = {
     "ovz_container": ("state", "template", "hostname", "onboot", "bootorder", "labels", "init", "layout", "diskspace",
                       "diskinodes", "unprivileged", "wait_boot", "timeout"),
-    "ovz_exec": ("argv", "command", "stdin", "env", "timeout"),
+    "ovz_exec": ("argv", "command", "stdin", "env", "timeout", "creates", "removes"),
     "ovz_info": (),
     "ovz_network": ("state", "ip_address", "netif_mode", "bridge", "ifname", "host_ifname", "mac", "mtu", "routes",
                     "nameserver", "searchdomain", "mac_filter"),
