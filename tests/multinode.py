@@ -139,8 +139,28 @@ class Netns:
     def ping(self, address: str, wait: int = 2) -> bool:
         return self.run(["busybox", "ping", "-c1", "-W%d" % wait, address], check=False).returncode == 0
 
+    def end_processes(self) -> List[int]:
+        """SIGKILL every process still in this netns: what its sshd started (sessions and their
+        commands) outlives the daemon when the client side vanished with its own netns."""
+        if not self.exists():
+            return []
+        inode = os.stat(self.path).st_ino
+        ended = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.stat("/proc/%s/ns/net" % entry).st_ino != inode:
+                    continue
+                os.kill(int(entry), 9)
+                ended.append(int(entry))
+            except OSError:
+                continue
+        return ended
+
     def delete(self) -> None:
         if self.exists():
+            self.end_processes()
             run(["ip", "netns", "del", self.name], check=False)
 
 
@@ -236,6 +256,9 @@ class HarnessNode:
                 "StrictModes no",
                 "UseDNS no",
                 "PidFile none",
+                # A session whose client vanished (its netns deleted with it) ends within 15 s.
+                "ClientAliveInterval 5",
+                "ClientAliveCountMax 3",
                 "MaxStartups 64",
                 "MaxSessions 64",
                 "SetEnv PATH=%s" % SBIN_PATH,

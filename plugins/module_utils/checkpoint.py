@@ -550,6 +550,7 @@ class Checkpointer:
             raise InvalidParameter("a lazy dump needs leave_stopped (the pages stay with the stopped tasks)",
                                    "lazy")
         timings: Dict[str, float] = {}
+        self.criu.warm(self.criu_features(parent_dir is not None))
         began = time.monotonic()
         with self.manager.lock(name):
             config, runtime = self._running(name)
@@ -625,6 +626,11 @@ class Checkpointer:
         if server is not None:
             report["page_server"] = server     # a lazy dump's page server (a Popen), for finish_lazy
         return report
+
+    @staticmethod
+    def criu_features(incremental: bool = False) -> Tuple[str, ...]:
+        """The ``criu check --feature`` answers a dump (``incremental``: on a parent) or a restore uses."""
+        return ("network_lock_nftables", "mem_dirty_track") if incremental else ("network_lock_nftables",)
 
     def _write_stopped(self, name: str, runtime: Runtime, images_dir: str,
                        server: Optional[subprocess.Popen]) -> None:

@@ -328,6 +328,15 @@ class Criu:
         self._remember("kdat", [info.st_ino, info.st_size, info.st_mtime_ns])
         return path
 
+    def warm(self, features: Sequence[str] = ()) -> None:
+        """Ask now, outside a frozen window, what a dump or restore will ask: the kerndat cache, the
+        version and ``features`` (all cached per binary and boot, so a migration's frozen window only
+        reads them)."""
+        self._keep_kdat_cache_once()
+        self.version()
+        for name in features:
+            self.feature(name)
+
     def _keep_kdat_cache_once(self) -> None:
         """Before this object's first CRIU run that computes kerndat (all but ``--version``)."""
         if not self._kdat_checked:

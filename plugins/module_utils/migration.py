@@ -582,9 +582,15 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
 
 
 def _remote_prepare(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str, config: Dict[str, Any],
-                    migration_id: str, source: str) -> Dict[str, Any]:
-    """Record the incoming container and write its config (the container shows as stopped until restored)."""
+                    migration_id: str, source: str, live: bool = False) -> Dict[str, Any]:
+    """Record the incoming container and write its config (the container shows as stopped until restored).
+
+    ``live``: the restore will follow while the container is frozen, so what it would load or ask first
+    (the checkpoint engine's code, CRIU's kerndat cache and answers) is loaded and asked now."""
     manager = _target_manager(data_dir, cgroup_parent)
+    if live:
+        checkpointer = _checkpointer(manager)
+        checkpointer.criu.warm(checkpointer.criu_features())
     with manager.lock(name):
         incoming = _incoming(manager, name)
         if manager.exists(name) and not (incoming and incoming.get("source") == source):
@@ -604,8 +610,14 @@ def _remote_prepare(session: Dict[str, Any], data_dir: str, cgroup_parent: str, 
 
 
 def _discard(manager: Any, name: str) -> None:
-    """Remove an incoming container completely (killed if it runs). Caller holds the container lock."""
+    """Remove an incoming container completely (killed if it runs). Caller holds the container lock.
+
+    The transfers of a source that died go on by themselves (its final rsync was started before
+    the freeze): ended first, or their receiver would write the private area again behind its removal,
+    and the next migration would find "a container of that name" on this host."""
     _end_lazy_daemon(os.path.join(manager.layout.dump(name), IMAGES, "final"))
+    from .process import end_processes_working_in
+    end_processes_working_in([manager.layout.private(name), manager.layout.dump(name)])
     config = manager.store.load(name)
     if config is not None:
         manager._stop_locked(config, timeout=0)  # pylint: disable=protected-access
@@ -818,6 +830,9 @@ class _Watchdog:
                     said += chunk
                 if not said.endswith(b"done"):
                     try:
+                        for path in self.leftovers:
+                            if path:
+                                RemoteSession.end_transfers(path)
                         if self.converge:
                             recover(self.manager, self.name)
                     finally:
@@ -1063,7 +1078,7 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
         # -- copy: config and private area while the container runs -----------------------
         t0 = time.monotonic()
         paths = session.call("prepare", config=config.to_dict(), migration_id=journal["id"],
-                             source=source_id(manager), **where)
+                             source=source_id(manager), live=live, **where)
         if image:
             image_sync = ImageSync(storage.image, target, os.path.join(paths["private"], "root.img"),
                                    session.control_path)

@@ -36,6 +36,7 @@ import re
 import select
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ MODULES = ("migration",)                       # modules whose REMOTE_CALLS a se
 HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+|[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252}))$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CONTROL_SOCKET = "cm"                          # the ssh master's socket in a session's control directory
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
 
 # Runs on the target as ``python3 -c``: read the zip (length line, bytes), import, serve.
@@ -254,7 +256,7 @@ class RemoteSession:
 
     @property
     def control_path(self) -> Optional[str]:
-        return os.path.join(self.control_dir, "cm") if self.control_dir else None
+        return os.path.join(self.control_dir, CONTROL_SOCKET) if self.control_dir else None
 
     def open(self) -> Dict[str, Any]:
         self.control_dir = tempfile.mkdtemp(prefix="ovz-ssh-")
@@ -361,6 +363,30 @@ class RemoteSession:
         if self.control_dir:
             shutil.rmtree(self.control_dir, ignore_errors=True)
             self.control_dir = None
+
+    @staticmethod
+    def end_transfers(control_dir: str) -> List[int]:
+        """SIGKILL the transfers (rsync and its ssh) that still go through the ssh master of a session
+        whose process died; the PIDs ended. They would otherwise write on the target after the target
+        undid the migration. The master itself and the call it carries (a restore the target finishes
+        and reports to whoever converges) are left alone."""
+        marker = ("ControlPath=" + os.path.join(control_dir, CONTROL_SOCKET)).encode()
+        ended: List[int] = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                    cmdline = handle.read()
+            except OSError:
+                continue
+            if marker in cmdline and b"ControlMaster=yes" not in cmdline:
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                    ended.append(int(entry))
+                except OSError:
+                    pass
+        return ended
 
     def __enter__(self) -> "RemoteSession":
         self.open()
