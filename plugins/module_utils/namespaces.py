@@ -103,8 +103,8 @@ def open_in_root(root_fd: int, path: str, flags: int, mode: int = 0o644, needed_
                  param: Optional[str] = None) -> int:
     """openat2 with RESOLVE_IN_ROOT: symlinks and ``..`` planted by the container stay inside it."""
     how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-    fd = _openat2_libc().syscall(SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how),
-                                 ctypes.c_size_t(ctypes.sizeof(how)))
+    fd = _libc.syscall(SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how),
+                       ctypes.c_size_t(ctypes.sizeof(how)))
     if fd < 0:
         err = ctypes.get_errno()
         if err == errno.ENOSYS:
@@ -131,16 +131,6 @@ def exists_in_root(root: str, path: str, param: Optional[str] = None) -> bool:
         os.close(root_fd)
     os.close(fd)
     return True
-
-
-_LIBC: Optional[ctypes.CDLL] = None
-
-
-def _openat2_libc() -> ctypes.CDLL:
-    global _LIBC  # pylint: disable=global-statement
-    if _LIBC is None:
-        _LIBC = load_libc()
-    return _LIBC
 
 
 _libc = load_libc()

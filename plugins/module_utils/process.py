@@ -244,28 +244,39 @@ def process_tree(root: int) -> List[int]:
     return seen
 
 
-def end_processes_working_in(directories: Sequence[str], timeout: float = 5.0) -> List[int]:
-    """SIGKILL every process whose working directory is one of ``directories`` or below (also when it
-    was removed meanwhile); the PIDs ended. For transfers into a directory about to be removed: an
-    rsync receiver works in its destination and would fill it again behind the removal."""
-    roots = [os.path.realpath(d).rstrip("/") for d in directories]
+def end_processes(matches: Callable[[int], bool], timeout: float = 5.0) -> List[int]:
+    """SIGKILL every other process for which ``matches(pid)`` holds, and wait (up to ``timeout``) until
+    they are gone; the PIDs ended. ``matches`` may raise OSError for a process that went away."""
     ended: List[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
-            cwd = os.readlink("/proc/%s/cwd" % entry)
+            if not matches(int(entry)):
+                continue
         except OSError:
             continue
-        if cwd.endswith(" (deleted)"):
-            cwd = cwd[:-len(" (deleted)")]
-        if any(cwd == root or cwd.startswith(root + "/") for root in roots):
-            _kill_quietly(int(entry))
-            ended.append(int(entry))
+        _kill_quietly(int(entry))
+        ended.append(int(entry))
     deadline = time.monotonic() + timeout
     while any(process_starttime(pid) is not None for pid in ended) and time.monotonic() < deadline:
         time.sleep(0.01)
     return ended
+
+
+def end_processes_working_in(directories: Sequence[str], timeout: float = 5.0) -> List[int]:
+    """End every process whose working directory is one of ``directories`` or below (also when it was
+    removed meanwhile). For transfers into a directory about to be removed: an rsync receiver works in
+    its destination and would fill it again behind the removal."""
+    roots = [os.path.realpath(d).rstrip("/") for d in directories]
+
+    def works_there(pid: int) -> bool:
+        cwd = os.readlink("/proc/%d/cwd" % pid)
+        if cwd.endswith(" (deleted)"):
+            cwd = cwd[:-len(" (deleted)")]
+        return any(cwd == root or cwd.startswith(root + "/") for root in roots)
+
+    return end_processes(works_there, timeout)
 
 
 def _kill_quietly(pid: int) -> None:

@@ -36,7 +36,6 @@ import re
 import select
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -370,23 +369,15 @@ class RemoteSession:
         whose process died; the PIDs ended. They would otherwise write on the target after the target
         undid the migration. The master itself and the call it carries (a restore the target finishes
         and reports to whoever converges) are left alone."""
+        from .process import end_processes
         marker = ("ControlPath=" + os.path.join(control_dir, CONTROL_SOCKET)).encode()
-        ended: List[int] = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open("/proc/%s/cmdline" % entry, "rb") as handle:
-                    cmdline = handle.read()
-            except OSError:
-                continue
-            if marker in cmdline and b"ControlMaster=yes" not in cmdline:
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                    ended.append(int(entry))
-                except OSError:
-                    pass
-        return ended
+
+        def uses_it(pid: int) -> bool:
+            with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                cmdline = handle.read()
+            return marker in cmdline and b"ControlMaster=yes" not in cmdline
+
+        return end_processes(uses_it)
 
     def __enter__(self) -> "RemoteSession":
         self.open()

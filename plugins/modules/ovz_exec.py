@@ -141,6 +141,11 @@ def main():
     )
     params = module.params
     argv = params['argv'] or ['/bin/sh', '-c', params['command']]
+
+    def not_run(changed, stdout='', **extra):
+        module.exit_json(changed=changed, rc=0, stdout=stdout, stderr='', stdout_lines=stdout.splitlines(), cmd=argv,
+                         **extra)
+
     try:
         manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
         if params['timeout'] < 0:
@@ -152,8 +157,7 @@ def main():
         status = manager.status(params['name'])
         if status != 'running' and module.check_mode:
             # An earlier task of the same check run would have started it: the command would run then.
-            module.exit_json(changed=True, rc=0, stdout='', stderr='', stdout_lines=[], cmd=argv,
-                             msg='the command would run once container %s runs (it is %s now)' % (params['name'], status))
+            not_run(True, msg='the command would run once container %s runs (it is %s now)' % (params['name'], status))
         if status != 'running':
             module.fail_json(msg='name: container %s is %s; it must be running' % (params['name'], status), param='name')
         skip = None
@@ -163,11 +167,9 @@ def main():
                 not manager.path_exists_inside(params['name'], params['removes'], 'removes'):
             skip = '%s does not exist' % params['removes']
         if skip is not None:
-            module.exit_json(changed=False, rc=0, stdout='skipped, since %s' % skip, stderr='', stdout_lines=[],
-                             cmd=argv)
+            not_run(False, 'skipped, since %s' % skip)
         if module.check_mode:
-            module.exit_json(changed=True, rc=0, stdout='', stderr='', stdout_lines=[], cmd=argv,
-                             msg='the command would have run (not in check mode)')
+            not_run(True, msg='the command would have run (not in check mode)')
         env = dict((str(k), str(v)) for k, v in (params['env'] or {}).items())
         result = manager.exec(params['name'], argv, stdin=to_bytes(params['stdin']) if params['stdin'] else None,
                               env=env, timeout=params['timeout'] or None)

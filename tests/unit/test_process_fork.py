@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import subprocess
 import threading
+import time
 
 import pytest
 
@@ -79,3 +82,43 @@ def test_fork_in_cgroup_with_another_python_thread_running_forks_then_moves(tmp_
                 os._exit(len([str(i) for i in range(100)]) - 100)
             assert os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 0
             assert (tmp_path / "cgroup.procs").read_text() == str(pid)
+
+
+def test_end_processes_working_in_ends_only_those(tmp_path):
+    """What a migration's target ends before it removes an incoming area: processes working in it
+    (a leftover rsync receiver), also once the directory is gone; not others."""
+    from ansible_collections.ovz.containers.plugins.module_utils.process import end_processes_working_in
+    area, elsewhere = tmp_path / "private" / "ct", tmp_path / "other"
+    (area / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    below = subprocess.Popen(["sleep", "60"], cwd=str(area / "sub"))
+    there = subprocess.Popen(["sleep", "60"], cwd=str(area))
+    outside = subprocess.Popen(["sleep", "60"], cwd=str(elsewhere))
+    try:
+        time.sleep(0.1)
+        shutil.rmtree(str(area))     # removed meanwhile: their cwd reads "... (deleted)"
+        ended = end_processes_working_in([str(area)])
+        assert sorted(ended) == sorted([below.pid, there.pid])
+        assert below.wait(5) == -9 and there.wait(5) == -9 and outside.poll() is None
+    finally:
+        for proc in (below, there, outside):
+            proc.kill()
+            proc.wait()
+
+
+def test_end_transfers_spares_the_master(tmp_path):
+    """What the watchdog of a killed migration ends: processes using its ssh control socket, not the
+    master (which still carries the call the target finishes)."""
+    from ansible_collections.ovz.containers.plugins.module_utils.remote import RemoteSession
+    control = str(tmp_path / "ovz-ssh-x")
+    transfer = subprocess.Popen(["sh", "-c", "sleep 60; true", "-o", "ControlPath=%s/cm" % control])
+    master = subprocess.Popen(["sh", "-c", "sleep 60; true", "-o", "ControlPath=%s/cm" % control, "-o", "ControlMaster=yes"])
+    other = subprocess.Popen(["sh", "-c", "sleep 60; true", "-o", "ControlPath=%s-2/cm" % control])
+    try:
+        time.sleep(0.1)
+        assert RemoteSession.end_transfers(control) == [transfer.pid]
+        assert transfer.wait(5) == -9 and master.poll() is None and other.poll() is None
+    finally:
+        for proc in (transfer, master, other):
+            proc.kill()
+            proc.wait()
