@@ -65,6 +65,18 @@ def test_name_follows_symlink_and_prefers_suffix_order(templates):
     assert resolve_template("busybox", str(templates)) == str(templates / "busybox.tar.zst")
 
 
+def test_both_debian_releases_side_by_side(templates):
+    """The ovz_template role's layout: each release's name links to its own content-named build."""
+    for release, digest in (("debian-12", "0123456789ab"), ("debian-13", "ba9876543210")):
+        _touch(templates / ("%s-%s.tar.zst" % (release, digest)))
+        os.symlink("%s-%s.tar.zst" % (release, digest), str(templates / (release + ".tar.zst")))
+    assert resolve_template("debian-12", str(templates)) == str(templates / "debian-12-0123456789ab.tar.zst")
+    assert resolve_template("debian-13", str(templates)) == str(templates / "debian-13-ba9876543210.tar.zst")
+    with pytest.raises(InvalidParameter) as err:
+        resolve_template("debian-1", str(templates))
+    _assert_names_template(err)
+
+
 def test_name_of_a_directory_template(templates):
     (templates / "debian-12" / "sbin").mkdir(parents=True)
     assert resolve_template("debian-12", str(templates)) == str(templates / "debian-12")
