@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from typing import NamedTuple
 
 import pytest
@@ -31,6 +32,18 @@ RELEASES = {
     "debian-12": Release("bookworm", "OVZ_DEBIAN_TEMPLATE", "12", 252, "3.11"),
     "debian-13": Release("trixie", "OVZ_DEBIAN13_TEMPLATE", "13", 257, "3.13"),
 }
+
+
+def wait_system_running(manager, name, timeout=120.0):
+    """Poll until systemd has finished starting up (running or degraded); other test modules use it too."""
+    deadline = time.monotonic() + timeout
+    state = b""
+    while time.monotonic() < deadline:
+        state = manager.exec(name, ["systemctl", "is-system-running"], timeout=30).stdout.strip()
+        if state in (b"running", b"degraded"):
+            return state
+        time.sleep(0.2)
+    raise AssertionError("systemd reached only %r" % state)
 
 
 def debian_release_template(release: str) -> str:
