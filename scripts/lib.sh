@@ -7,8 +7,46 @@
 # when there is nothing to do.  Nothing here sets shell options: the caller
 # chooses (the scripts use `set -euo pipefail`).
 
-# The Python the project targets (Debian 12's 3.11), never a pyenv shim.
+# The Python the project targets: the distribution's own (Debian 12's 3.11,
+# Debian 13's 3.13), never a pyenv shim.
 OVZ_PYTHON="${OVZ_PYTHON:-/usr/bin/python3}"
+
+# The Debian releases the scripts know.
+OVZ_DEBIAN_RELEASES="12 13"
+
+# Print this host's Debian major release ("12", "13"), from /etc/debian_version
+# (a testing/sid host says "trixie/sid" there: then VERSION_ID from os-release).
+ovz_debian_release() {
+    local v
+    v="$(cut -d. -f1 /etc/debian_version 2>/dev/null || true)"
+    case "$v" in
+        [0-9]*) printf '%s\n' "$v" ;;
+        # shellcheck disable=SC1091  # the host's own file
+        *) (. /etc/os-release 2>/dev/null && printf '%s\n' "${VERSION_ID:-}") ;;
+    esac
+}
+
+# Print the codename of a Debian major release (12 -> bookworm, 13 -> trixie).
+ovz_debian_codename() {
+    case "${1:-$(ovz_debian_release)}" in
+        12) echo bookworm ;;
+        13) echo trixie ;;
+        *) return 1 ;;
+    esac
+}
+
+# Fail with one line unless this is a Debian release the scripts support.
+ovz_require_debian() {
+    case " $OVZ_DEBIAN_RELEASES " in
+        *" $(ovz_debian_release) "*) return 0 ;;
+    esac
+    ovz_die "this host is not Debian 12 or 13 (/etc/debian_version: $(cat /etc/debian_version 2>/dev/null || echo none))"
+}
+
+# Print the "major.minor" of $OVZ_PYTHON (3.11 on Debian 12, 3.13 on Debian 13).
+ovz_python_version() {
+    "$OVZ_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])'
+}
 
 ovz_log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 ovz_die() { printf '%s: ERROR: %s\n' "${0##*/}" "$*" >&2; return 1; }
@@ -47,8 +85,8 @@ ovz_ensure_venv() {
     fi
 }
 
-# The Debian 12 packages the project needs (host tools, test peers, VM platform),
-# one per line.
+# The packages the project needs (host tools, test peers, VM platform), one per
+# line: the same names on Debian 12 and 13.
 ovz_apt_packages() {
     printf '%s\n' \
         busybox-static debootstrap nftables lxc e2fsprogs xfsprogs quota util-linux \
@@ -90,16 +128,17 @@ ovz_ensure_apt() {
 # ~/.ansible/test/venv, and bootstraps pip into each one with a script it
 # downloads from ci-files.testing.ansible.com, which the build machines cannot
 # reach.  Seed its cache with an equivalent stand-in that runs pip from the
-# PyPI wheel, so `ansible-test sanity --python 3.11` works with PyPI alone.
+# PyPI wheel, so `ansible-test sanity --python X.Y` works with PyPI alone.
 # Call with the venv active (or after ovz_ensure_venv).  Idempotent.
 ovz_ansible_test_offline() {
     local venv py ver cache
     venv="$(ovz_venv)"
     py="$venv/bin/python"
     ver="$("$py" - <<'EOF'
+import sys
 import types
 from ansible_test._internal.python_requirements import get_venv_packages
-print(get_venv_packages(types.SimpleNamespace(version="3.11"))["pip"])
+print(get_venv_packages(types.SimpleNamespace(version="%d.%d" % sys.version_info[:2]))["pip"])
 EOF
 )" || { ovz_die "cannot ask ansible-test for its pip version"; return 1; }
     cache="$HOME/.ansible/test/cache"
