@@ -70,6 +70,15 @@ def running_lxcfs(data_dir: str, before_stop=None):
 def pytest_configure(config):
     config.addinivalue_line("markers", "debian: needs the Debian 12 template (built once, cached)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line(
+        "markers", "serial: shares a host-wide resource (the CPUs it measures, a fixed port, the host's own data "
+                   "dir or services); scripts/test runs these alone, after the parallel phase")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The slow tests first (a stable sort): parallel workers then take them at the start, and the
+    run does not end waiting on one long test that a worker drew last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -154,6 +154,7 @@ DEBIAN_PLAY = """
 """
 
 
+@pytest.mark.slow
 def test_playbook_installs_a_package_and_templates_a_config(node, debian_template, tmp_path):
     name = node.name()
     node.manager.create(name, debian_template, layout="directory", hostname="greeter.ovz.test")

@@ -25,6 +25,8 @@ from test_connection import recap
 from test_migration import PORT, addresses, echo, make_container, ping_all, status_of
 from test_migration import workload  # noqa: F401 pylint: disable=unused-import
 
+pytestmark = pytest.mark.slow
+
 PLAYBOOK = os.path.join(REPO, "playbooks", "evacuate-and-return.yml")
 
 TRUST_PLAY = """

@@ -810,6 +810,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("running", [True, False], ids=["running", "stopped"])
 def test_bad_input_fails_naming_parameter_and_changes_nothing(routed_lab, running):
     lab = routed_lab
