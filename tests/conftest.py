@@ -68,7 +68,7 @@ def running_lxcfs(data_dir: str, before_stop=None):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "debian: needs the Debian 12 template (built once, cached)")
+    config.addinivalue_line("markers", "debian: needs the Debian 12 or 13 template (built once, cached)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line(
         "markers", "serial: shares a host-wide resource (the CPUs it measures, a fixed port, the host's own data "
