@@ -1,23 +1,30 @@
 # -*- coding: utf-8 -*-
-"""Debian 12 virtual machines under QEMU (TCG) for the VM test tier.
+"""Debian 12 (bookworm) and Debian 13 (trixie) virtual machines under QEMU (TCG) for the VM test tier.
 
-    python3 scripts/vm.py build [--force]        # cached Debian 12 image (debootstrap on the host)
-    python3 scripts/vm.py up [N] [--id ID]       # boot N VMs (default 2), wait for SSH, write an inventory
+    python3 scripts/vm.py build [--release R] [--force]  # cached image of release R (debootstrap on the host)
+    python3 scripts/vm.py up [N] [--id ID] [--release R[,R...]] [--internet] [--root-size S] [--memory MB]
+                                                 # boot N VMs (default 2), wait for SSH, write an inventory
     python3 scripts/vm.py down [--id ID]         # poweroff, then SIGTERM/SIGKILL by recorded PID, remove all
     python3 scripts/vm.py reboot NAME [--id ID]  # a real reboot of one VM, wait for SSH again
     python3 scripts/vm.py ssh NAME [CMD...]      # a shell or a command on a VM
     python3 scripts/vm.py status | sweep         # list runs | down the runs whose owner process is gone
+    python3 scripts/vm.py selftest [--release R] [--tests ARGS] [--log FILE] [--command CMD]
+                                                 # README's two commands inside one VM, on a clean checkout
 
 ``scripts/vm`` is a wrapper that runs this file with /usr/bin/python3.
 
-Image: debootstrap (minbase) of bookworm into a directory under /var/cache/ovz/vm,
+Releases: ``bookworm`` (the default; ``OVZ_VM_RELEASE`` changes the default) and ``trixie``.
+``up --release bookworm,trixie`` boots one VM of each (a mixed fleet).
+
+Image: debootstrap (minbase) of the release into a directory under /var/cache/ovz/vm,
 configured for a serial console, DHCP on the user NIC (eth0), a static address of
 10.213.0.0/16 and fd00:213::/64 on the private NIC (eth1, from the kernel command
 line), root SSH with the platform key, and an XFS data disk mounted on /var/lib/ovz
 with usrquota,grpquota,prjquota; then a raw ext4 root image made with
 ``mkfs.ext4 -d``. VMs boot the image's own kernel and initrd with -kernel/-initrd.
-The cache key hashes the package list, the build recipe and the kernel package
-version; a build whose key exists returns at once.
+The cache key hashes the release, the package list, the build recipe and the kernel
+package version; a build whose key exists returns at once. Each release keeps its own
+newest image (building one never removes the other's).
 
 Run: everything of one run is in /var/tmp/ovz-vm-<id>/ (state.json, pidfiles, qcow2
 overlays, QMP sockets, console logs, inventory.ini, ssh_config, known_hosts). The
@@ -25,6 +32,9 @@ VMs get user-mode networking restricted to themselves (restrict=on: no outside
 address is reachable) with SSH forwarded from a free 127.0.0.1 port, and a private
 link: a QEMU socket netdev, VM 1 listening and VM 2 connecting on 127.0.0.1 (with
 more than two VMs, all connect to a small frame hub run by this script).
+``up --internet`` lifts the restriction (restrict=off) and gives the guests slirp's DNS
+(10.0.2.3): opt-in, for runs that install packages from the Debian mirror and PyPI
+(``selftest``). Such a guest can also reach the host's 127.0.0.1 services as 10.0.2.2.
 """
 
 from __future__ import annotations
@@ -50,7 +60,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("OVZ_VM_CACHE", "/var/cache/ovz/vm")
 RUN_BASE = os.environ.get("OVZ_VM_RUN_BASE", "/var/tmp")
 RUN_PREFIX = "ovz-vm-"
-SUITE = "bookworm"
 MIRROR = os.environ.get("OVZ_VM_MIRROR", "http://deb.debian.org/debian")
 KEY_NAME = "id_ed25519"
 
@@ -201,6 +210,39 @@ export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 chroot "$ROOTFS" /debootstrap/debootstrap --second-stage
 """
 
+# The releases an image can be built of. FILES, PACKAGES, ENABLE, DISABLE and MASK above are
+# bookworm's recipe, unchanged, so that a bookworm image's cache key stays what it was; a release
+# lists only what differs from it ("files" replaces entries of FILES, "mask" adds units).
+DEFAULT_RELEASE = os.environ.get("OVZ_VM_RELEASE", "bookworm")
+RELEASES = {
+    "bookworm": {"debian": "12", "files": {}, "mask": (), "append": ""},
+    "trixie": {
+        "debian": "13",
+        "files": {"etc/apt/sources.list": ("deb http://deb.debian.org/debian trixie main\n", 0o644)},
+        # xfs_scrub_all.timer: a weekly scrub of the data disk, like e2scrub_all (new in trixie's
+        # xfsprogs); udev-load-credentials: no credentials here (systemd 257 wants it at boot)
+        "mask": ("xfs_scrub_all.timer", "systemd-udev-load-credentials.service"),
+        # systemd 257's ssh generator probes AF_VSOCK, which this machine model has not, and
+        # fails in the journal at every boot; sshd is started by ssh.service as on bookworm.
+        "append": "systemd.ssh_auto=no",
+    },
+}
+
+
+def check_release(release: str) -> str:
+    if release not in RELEASES:
+        raise VmError("unknown release %r (known: %s)" % (release, ", ".join(sorted(RELEASES))))
+    return release
+
+
+def recipe(release: str) -> dict:
+    """The build recipe of ``release``: bookworm's, with the release's differences applied."""
+    spec = RELEASES[check_release(release)]
+    files = dict(FILES)
+    files.update(spec["files"])
+    return {"files": files, "enable": ENABLE, "disable": DISABLE, "mask": MASK + tuple(spec["mask"]),
+            "packages": PACKAGES}
+
 
 # --------------------------------------------------------------------------------------------------
 # small helpers
@@ -302,31 +344,88 @@ def platform_key() -> str:
     return key
 
 
-def kernel_package_version() -> str:
-    """linux-image-amd64's version in bookworm main, from the host's apt lists (no network)."""
+def _host_apt_suite(release: str) -> bool:
+    """Whether the host's own apt lists index ``release``'s binary packages (the host's release)."""
     try:
-        out = run(["apt-cache", "madison", "linux-image-amd64"], stdout=subprocess.PIPE,
+        with open("/etc/os-release") as handle:
+            return "VERSION_CODENAME=%s" % release in handle.read().split()
+    except OSError:
+        return False
+
+
+def release_apt(release: str, refresh: bool = False) -> list:
+    """apt options for a private index of ``release``'s main (binary packages) under the cache.
+
+    The host's /etc/apt stays as it is: a binary ``deb`` line of another release there would
+    offer that release's libc to the host. The index is fetched when missing, and by ``build``
+    once it is a day old (best effort: an old index serves when the mirror cannot be reached).
+    """
+    base = os.path.join(CACHE, "apt", release)
+    opts = ["-o", "Dir::Etc::SourceList=%s/sources.list" % base, "-o", "Dir::Etc::SourceParts=-",
+            "-o", "Dir::Etc::Preferences=%s/preferences" % base, "-o", "Dir::Etc::PreferencesParts=-",
+            "-o", "Dir::State::Lists=%s/lists" % base, "-o", "Dir::State::status=%s/status" % base,
+            "-o", "Dir::Cache=%s/cache" % base, "-o", "APT::Architecture=amd64",
+            "-o", "APT::Architectures::=amd64", "-o", "Debug::NoLocking=1"]
+    os.makedirs(os.path.join(base, "lists", "partial"), exist_ok=True)
+    os.makedirs(os.path.join(base, "cache", "archives", "partial"), exist_ok=True)
+    sources = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n" % (MIRROR, release)
+    try:
+        with open(os.path.join(base, "sources.list")) as handle:
+            same = handle.read() == sources
+    except OSError:
+        same = False
+    if not same:
+        write_file(os.path.join(base, "sources.list"), sources)
+    if not os.path.exists(os.path.join(base, "status")):
+        write_file(os.path.join(base, "status"), "")
+    stamp = os.path.join(base, "lists", "ovz-updated")
+    try:
+        age = time.time() - os.stat(stamp).st_mtime
+    except OSError:
+        age = None
+    if age is None or (refresh and age > 86400):
+        with open(os.path.join(base, ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            result = run(["apt-get", "-q", "update"] + opts, check=False, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True)
+            if result.returncode == 0:
+                write_file(stamp, time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+            else:
+                log("apt index of %s not refreshed (apt-get update: %s)"
+                    % (release, result.stdout.strip().splitlines()[-1:] or "?"))
+    return opts
+
+
+def kernel_package_version(release: str = "bookworm", refresh: bool = False) -> str:
+    """linux-image-amd64's version in the release's main: from the host's apt lists (no network)
+    when the host runs that release, else from the release's private index (``release_apt``)."""
+    opts = [] if _host_apt_suite(release) else release_apt(release, refresh)
+    try:
+        out = run(["apt-cache"] + opts + ["madison", "linux-image-amd64"], stdout=subprocess.PIPE,
                   stderr=subprocess.DEVNULL, universal_newlines=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     for line in out.splitlines():
         parts = [p.strip() for p in line.split("|")]
-        if len(parts) == 3 and parts[2].split()[1:2] == ["%s/main" % SUITE]:
+        # (madison also lists source packages of deb-src lines: only the binary package counts)
+        if len(parts) == 3 and parts[0] == "linux-image-amd64" and parts[2].split()[1:2] == ["%s/main" % release] \
+                and parts[2].endswith("Packages"):
             return parts[1]
     return "unknown"
 
 
-def cache_key(pubkey: str) -> dict:
-    recipe = json.dumps({"files": FILES, "enable": ENABLE, "disable": DISABLE, "mask": MASK,
-                         "initrd": [INITRD_MODULES, INITRD_INIT],
-                         "stage1": STAGE1, "stage2": STAGE2, "root": ROOT_SIZE, "data": DATA_SIZE},
-                        sort_keys=True)
+def cache_key(pubkey: str, release: str = "bookworm", refresh: bool = False) -> dict:
+    spec = recipe(release)
+    text = json.dumps({"files": spec["files"], "enable": spec["enable"], "disable": spec["disable"],
+                       "mask": spec["mask"], "initrd": [INITRD_MODULES, INITRD_INIT],
+                       "stage1": STAGE1, "stage2": STAGE2, "root": ROOT_SIZE, "data": DATA_SIZE},
+                      sort_keys=True)
     inputs = {
-        "suite": SUITE,
-        "packages": sorted(set(PACKAGES)),
+        "suite": release,
+        "packages": sorted(set(spec["packages"])),
         "build_version": BUILD_VERSION,
-        "recipe_sha256": hashlib.sha256(recipe.encode()).hexdigest(),
-        "kernel_package": kernel_package_version(),
+        "recipe_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "kernel_package": kernel_package_version(release, refresh),
         "pubkey": pubkey.strip(),
     }
     inputs["key"] = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
@@ -337,16 +436,17 @@ def image_dir(key: str) -> str:
     return os.path.join(CACHE, "images", key)
 
 
-def build(force: bool = False) -> str:
-    """Build the image if its key is not cached; return the image directory."""
+def build(release: str = DEFAULT_RELEASE, force: bool = False, refresh: bool = False) -> str:
+    """Build the image of ``release`` if its key is not cached; return the image directory."""
     began = time.monotonic()
+    check_release(release)
     key_path = platform_key()
     with open(key_path + ".pub") as handle:
         pubkey = handle.read()
-    inputs = cache_key(pubkey)
+    inputs = cache_key(pubkey, release, refresh)
     target = image_dir(inputs["key"])
     if not force and os.path.isfile(os.path.join(target, "meta.json")):
-        log("build: cached image %s (%.1f s)" % (target, time.monotonic() - began))
+        log("build: cached %s image %s (%.1f s)" % (release, target, time.monotonic() - began))
         return target
     for tool in ("debootstrap", "mkfs.ext4", "mkfs.xfs", "unshare", "chroot", "qemu-img"):
         if shutil.which(tool) is None:
@@ -354,14 +454,16 @@ def build(force: bool = False) -> str:
     with open(os.path.join(CACHE, ".build.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # a second builder waits, then finds the image
         if not force and os.path.isfile(os.path.join(target, "meta.json")):
-            log("build: cached image %s (built meanwhile)" % target)
+            log("build: cached %s image %s (built meanwhile)" % (release, target))
             return target
         _build_locked(inputs, key_path, pubkey, target)
-    log("build: %s built in %.1f s" % (target, time.monotonic() - began))
+    log("build: %s image %s built in %.1f s" % (release, target, time.monotonic() - began))
     return target
 
 
 def _build_locked(inputs: dict, key_path: str, pubkey: str, target: str) -> None:
+    release = inputs["suite"]
+    spec = recipe(release)
     debs = os.path.join(CACHE, "debs")
     os.makedirs(debs, exist_ok=True)
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -371,11 +473,12 @@ def _build_locked(inputs: dict, key_path: str, pubkey: str, target: str) -> None
     os.mkdir(out)
     try:
         step = time.monotonic()
-        include = ",".join(sorted(set(PACKAGES)))
-        log("build: debootstrap --foreign --variant=minbase %s (%d extra packages)" % (SUITE, len(PACKAGES)))
+        include = ",".join(sorted(set(spec["packages"])))
+        log("build: debootstrap --foreign --variant=minbase %s (%d extra packages)"
+            % (release, len(spec["packages"])))
         run(["unshare", "--mount", "--propagation", "private", "--", "bash", "-euo", "pipefail", "-c", STAGE1,
-             "stage1", rootfs, SUITE, MIRROR, include, debs], stdout=sys.stderr)
-        for rel, (text, mode) in FILES.items():
+             "stage1", rootfs, release, MIRROR, include, debs], stdout=sys.stderr)
+        for rel, (text, mode) in spec["files"].items():
             if rel.startswith("etc/initramfs-tools/"):
                 write_file(os.path.join(rootfs, rel), text, mode)
         log("build: debootstrap first stage %.1f s; second stage" % (time.monotonic() - step))
@@ -384,7 +487,7 @@ def _build_locked(inputs: dict, key_path: str, pubkey: str, target: str) -> None
              "stage2", rootfs], stdout=sys.stderr)
         log("build: second stage %.1f s" % (time.monotonic() - step))
         step = time.monotonic()
-        _configure(rootfs, key_path, pubkey)
+        _configure(rootfs, key_path, pubkey, spec)
         meta = dict(inputs)
         meta.update(_versions(rootfs))
         _copy_boot(rootfs, out)
@@ -403,8 +506,8 @@ def _build_locked(inputs: dict, key_path: str, pubkey: str, target: str) -> None
         if os.path.isdir(target):
             shutil.rmtree(target)
         os.rename(out, target)
-        _point_current(target)
-        _prune_images(keep=target)
+        _point_current(target, release)
+        _prune_images(keep=target, release=release)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -414,8 +517,8 @@ def _size_bytes(text: str) -> int:
     return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
 
 
-def _configure(rootfs: str, key_path: str, pubkey: str) -> None:
-    for rel, (text, mode) in FILES.items():
+def _configure(rootfs: str, key_path: str, pubkey: str, spec: dict) -> None:
+    for rel, (text, mode) in spec["files"].items():
         path = os.path.join(rootfs, rel)
         if os.path.islink(path):
             os.unlink(path)
@@ -437,9 +540,9 @@ def _configure(rootfs: str, key_path: str, pubkey: str) -> None:
         host_pub = " ".join(handle.read().split()[:2])
     write_file(os.path.join(ssh_dir, "known_hosts"), "10.213.*,fd00:213::* %s\n" % host_pub, 0o644)
     # units
-    run(["chroot", rootfs, "systemctl", "enable", "--quiet"] + list(ENABLE))
-    run(["chroot", rootfs, "systemctl", "disable", "--quiet"] + list(DISABLE))
-    run(["chroot", rootfs, "systemctl", "mask", "--quiet"] + list(MASK))
+    run(["chroot", rootfs, "systemctl", "enable", "--quiet"] + list(spec["enable"]))
+    run(["chroot", rootfs, "systemctl", "disable", "--quiet"] + list(spec["disable"]))
+    run(["chroot", rootfs, "systemctl", "mask", "--quiet"] + list(spec["mask"]))
     run(["chroot", rootfs, "systemctl", "set-default", "--quiet", "multi-user.target"])
     # leftovers of the build
     for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*",
@@ -493,12 +596,13 @@ def _extract_vmlinux(bzimage: str, target: str) -> None:
     with open(bzimage, "rb") as handle:
         data = handle.read()
     start = data.find(b"\xfd7zXZ\x00")
-    if start < 0:
-        return
-    try:
-        elf = lzma.LZMADecompressor().decompress(data[start:])
-    except lzma.LZMAError:
-        return
+    if start >= 0:
+        try:
+            elf = lzma.LZMADecompressor().decompress(data[start:])
+        except lzma.LZMAError:
+            return
+    else:
+        elf = _zstd_payload(data)     # trixie's kernel
     if elf[:4] != b"\x7fELF":
         return
     with open(target + ".tmp", "wb") as handle:
@@ -512,6 +616,22 @@ def _extract_vmlinux(bzimage: str, target: str) -> None:
         os.unlink(target + ".tmp")
 
 
+def _zstd_payload(data: bytes) -> bytes:
+    """The kernel in a zstd-compressed bzImage (b"" if it is not one): the boot protocol's setup
+    header locates the payload, which ends with the uncompressed size (4 bytes, little-endian)."""
+    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+        return b""
+    protected = ((data[0x1f1] or 4) + 1) * 512
+    offset, length = struct.unpack_from("<II", data, 0x248)
+    payload = data[protected + offset:protected + offset + length]
+    if payload[:4] != b"\x28\xb5\x2f\xfd" or shutil.which("zstd") is None:
+        return b""
+    size = struct.unpack("<I", payload[-4:])[0]
+    out = run(["zstd", "-dcq"], input=payload[:-4], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+              check=False).stdout
+    return out if out and len(out) == size else b""
+
+
 def _make_initrd(rootfs: str, version: str, target: str) -> None:
     out = run(["chroot", rootfs, "modprobe", "--all", "--show-depends", "--set-version", version]
               + list(INITRD_MODULES), stdout=subprocess.PIPE, universal_newlines=True).stdout
@@ -520,15 +640,15 @@ def _make_initrd(rootfs: str, version: str, target: str) -> None:
         words = line.split()
         if words and words[0] == "insmod" and words[1] not in modules:
             modules.append(words[1])
-    order = "".join(m + "\n" for m in modules).encode()
+    # busybox's insmod loads plain .ko files: compressed modules (trixie's kernel ships .ko.xz)
+    # are stored decompressed, under the name without the suffix.
+    plain = [_plain_module_name(m) for m in modules]
+    order = "".join(m + "\n" for m in plain).encode()
     entries = [("init", INITRD_INIT.encode(), 0o100755), ("modules.order", order, 0o100644)]
     with open(os.path.join(rootfs, "bin", "busybox"), "rb") as handle:
         entries.append(("bin/busybox", handle.read(), 0o100755))
-    for module in modules:
-        if not module.endswith(".ko"):
-            raise VmError("compressed module %s: the initrd builder handles plain .ko only" % module)
-        with open(os.path.join(rootfs, module.lstrip("/")), "rb") as handle:
-            entries.append((module.lstrip("/"), handle.read(), 0o100644))
+    for module, name in zip(modules, plain):
+        entries.append((name.lstrip("/"), _module_bytes(os.path.join(rootfs, module.lstrip("/"))), 0o100644))
     directories = sorted({os.path.dirname(name)[:i] for name, _d, _m in entries
                           for i in [len(os.path.dirname(name))] if os.path.dirname(name)})
     dirs = set()
@@ -547,6 +667,29 @@ def _make_initrd(rootfs: str, version: str, target: str) -> None:
         handle.write(_cpio_entry("TRAILER!!!", b"", 0, 0))
 
 
+def _plain_module_name(path: str) -> str:
+    for suffix in (".xz", ".zst", ".gz"):
+        if path.endswith(".ko" + suffix):
+            return path[:-len(suffix)]
+    if not path.endswith(".ko"):
+        raise VmError("module %s: the initrd builder handles .ko, .ko.xz, .ko.zst and .ko.gz" % path)
+    return path
+
+
+def _module_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if path.endswith(".ko.xz"):
+        import lzma
+        return lzma.decompress(data)
+    if path.endswith(".ko.gz"):
+        import gzip
+        return gzip.decompress(data)
+    if path.endswith(".ko.zst"):
+        return run(["zstd", "-dc", path], stdout=subprocess.PIPE).stdout
+    return data
+
+
 def _cpio_entry(name: str, data: bytes, mode: int, inode: int) -> bytes:
     """One record of a "newc" cpio archive (the format the kernel unpacks as an initramfs)."""
     encoded = name.encode() + b"\0"
@@ -559,8 +702,9 @@ def _cpio_entry(name: str, data: bytes, mode: int, inode: int) -> bytes:
     return record
 
 
-def _point_current(target: str) -> None:
-    link = os.path.join(CACHE, "current")
+def _point_current(target: str, release: str) -> None:
+    """``current`` names the newest bookworm image (as it always did), ``current-<release>`` the others'."""
+    link = os.path.join(CACHE, "current" if release == "bookworm" else "current-" + release)
     tmp = link + ".tmp"
     if os.path.lexists(tmp):
         os.unlink(tmp)
@@ -568,17 +712,30 @@ def _point_current(target: str) -> None:
     os.replace(tmp, link)
 
 
-def _prune_images(keep: str) -> None:
-    """Remove older images that no run on this host still boots from."""
+def image_release(path: str) -> str:
+    try:
+        with open(os.path.join(path, "meta.json")) as handle:
+            return json.load(handle).get("suite", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def _prune_images(keep: str, release: str) -> None:
+    """Remove the older images of ``release`` that no run on this host still boots from."""
     in_use = set()
     for state in glob.glob(os.path.join(RUN_BASE, RUN_PREFIX + "*", "state.json")):
         try:
             with open(state) as handle:
-                in_use.add(os.path.realpath(json.load(handle).get("image", "")))
+                data = json.load(handle)
         except (OSError, ValueError):
             continue
+        in_use.add(os.path.realpath(data.get("image", "")))
+        in_use.update(os.path.realpath(vm.get("image", "")) for vm in data.get("vms", []))
     for path in glob.glob(os.path.join(CACHE, "images", "*")):
-        if os.path.realpath(path) not in in_use and os.path.realpath(path) != os.path.realpath(keep):
+        if os.path.realpath(path) in in_use or os.path.realpath(path) == os.path.realpath(keep):
+            continue
+        # an image without meta.json is a broken one: any build may remove it
+        if image_release(path) in (release, ""):
             log("build: removing the old image %s" % path)
             shutil.rmtree(path, ignore_errors=True)
 
@@ -625,18 +782,20 @@ def qemu_argv(image: str, rdir: str, vm: dict, private: list) -> list:
         kernel = os.path.join(image, "vmlinuz")
     append = ("root=%s rootfstype=ext4 rw console=ttyS0,115200 net.ifnames=0 quiet loglevel=4 "
               "mitigations=off cryptomgr.notests=1 systemd.show_status=error systemd.hostname=%s "
-              "systemd.machine_id=%s ovz.priv4=%s ovz.priv6=%s %s"
+              "systemd.machine_id=%s ovz.priv4=%s ovz.priv6=%s %s %s"
               % ("LABEL=ovzroot" if distro_initrd else "/dev/vda", name, vm["machine_id"], vm["private_cidr"],
-                 vm["private6_cidr"], os.environ.get("OVZ_VM_APPEND", "")))
+                 vm["private6_cidr"], RELEASES.get(vm.get("release", "bookworm"), {}).get("append", ""),
+                 os.environ.get("OVZ_VM_APPEND", "")))
     argv = [
         "qemu-system-x86_64", "-name", "%s,process=%s" % (name, name),
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
-        "-machine", MACHINE, "-accel", "tcg,thread=multi", "-cpu", CPU, "-smp", str(SMP), "-m", str(MEMORY_MB),
+        "-machine", MACHINE, "-accel", "tcg,thread=multi", "-cpu", CPU, "-smp", str(SMP), "-m", str(vm.get("memory_mb", MEMORY_MB)),
         "-kernel", kernel, "-initrd", os.path.join(image, "initrd.img" if distro_initrd else "initrd-ovz.img"),
         "-append", append,
         "-drive", "file=%s,if=virtio,format=qcow2,cache=unsafe,discard=unmap" % vm["root_overlay"],
         "-drive", "file=%s,if=virtio,format=qcow2,cache=unsafe,discard=unmap" % vm["data_overlay"],
-        "-netdev", "user,id=user0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22" % vm["ssh_port"],
+        "-netdev", "user,id=user0,restrict=%s,hostfwd=tcp:127.0.0.1:%d-:22"
+        % ("off" if vm.get("internet") else "on", vm["ssh_port"]),
         "-device", "virtio-net-pci,netdev=user0,mac=52:54:00:00:01:%02x" % index,
         "-device", "virtio-rng-pci",
         "-serial", "file:%s" % os.path.join(rdir, name + ".console.log"),
@@ -667,7 +826,8 @@ def write_access_files(rdir: str, state: dict) -> None:
     known = os.path.join(rdir, "known_hosts")
     cpdir = os.path.join(rdir, "cp")
     os.makedirs(cpdir, mode=0o700, exist_ok=True)
-    write_file(known, "".join("[127.0.0.1]:%d %s\n" % (vm["ssh_port"], state["host_key"]) for vm in state["vms"]))
+    write_file(known, "".join("[127.0.0.1]:%d %s\n" % (vm["ssh_port"], vm.get("host_key", state["host_key"]))
+                              for vm in state["vms"]))
     config = []
     for vm in state["vms"]:
         config.append("Host %s\n  HostName 127.0.0.1\n  Port %d\n  User root\n  IdentityFile %s\n"
@@ -681,7 +841,9 @@ def write_access_files(rdir: str, state: dict) -> None:
              "[ovz_vms]"]
     for vm in state["vms"]:
         lines.append("%s ansible_host=127.0.0.1 ansible_port=%d ovz_private_ip=%s ovz_private_ip6=%s ovz_vm_index=%d"
-                     % (vm["name"], vm["ssh_port"], vm["private_ip"], vm["private_ip6"], vm["index"]))
+                     " ovz_vm_release=%s"
+                     % (vm["name"], vm["ssh_port"], vm["private_ip"], vm["private_ip6"], vm["index"],
+                        vm.get("release", "bookworm")))
     lines += ["", "[ovz_vms:vars]",
               "ansible_user=root",
               "ansible_ssh_private_key_file=%s" % key,
@@ -757,25 +919,51 @@ def tail(rdir: str, name: str, lines: int = 30) -> str:
     return "--- last lines of %s ---\n%s" % (path, "\n".join(text))
 
 
-def up(count: int, run_id: str, names=None, owner: int = 0, keep_on_failure: bool = False) -> str:
+def parse_releases(text: str, count: int) -> list:
+    """``bookworm`` (every VM) or ``bookworm,trixie`` (one per VM, in order) -> one release per VM."""
+    releases = [check_release(r.strip()) for r in (text or DEFAULT_RELEASE).split(",")]
+    if len(releases) == 1:
+        return releases * count
+    if len(releases) != count:
+        raise VmError("%d releases for %d VMs (give one, or one per VM)" % (len(releases), count))
+    return releases
+
+
+def up(count: int, run_id: str, names=None, owner: int = 0, keep_on_failure: bool = False,
+       releases=None, internet: bool = False, root_size: str = "", memory_mb: int = 0) -> str:
+    """Boot ``count`` VMs. ``releases``: one per VM (default: DEFAULT_RELEASE for all).
+    ``internet``: user network without restrict=on, DNS from slirp. ``root_size``: the root
+    overlay's size (grown online after boot; the image's is ROOT_SIZE). ``memory_mb``: per VM."""
     began = time.monotonic()
     rdir = run_dir(run_id)
+    releases = list(releases or [DEFAULT_RELEASE] * count)
+    if len(releases) != count:
+        raise VmError("%d releases for %d VMs" % (len(releases), count))
+    if root_size and _size_bytes(root_size) < _size_bytes(ROOT_SIZE):
+        raise VmError("--root-size %s is below the image's %s" % (root_size, ROOT_SIZE))
     if os.path.isdir(rdir):
         state = load_state(rdir)
         if any(pid_alive_as(read_pid(p), rdir) for p in glob.glob(os.path.join(rdir, "*.pid"))):
             raise VmError("run %s is up (%s): 'scripts/vm down --id %s' first" % (run_id, rdir, run_id))
         log("removing the stale run dir %s" % rdir)
         down(run_id)
-    image = build()
-    with open(os.path.join(image, "meta.json")) as handle:
-        meta = json.load(handle)
+    images = {}
+    metas = {}
+    for release in releases:
+        if release not in images:
+            images[release] = build(release)
+            with open(os.path.join(images[release], "meta.json")) as handle:
+                metas[release] = json.load(handle)
     os.makedirs(rdir, mode=0o755)
-    state = {"id": run_id, "image": image, "key": os.path.join(CACHE, KEY_NAME), "host_key": meta["host_key"],
-             "owner": owner, "created": time.time(), "vms": []}
+    first = releases[0]
+    state = {"id": run_id, "image": images[first], "key": os.path.join(CACHE, KEY_NAME),
+             "host_key": metas[first]["host_key"], "release": ",".join(sorted(set(releases))),
+             "internet": bool(internet), "owner": owner, "created": time.time(), "vms": []}
     save_state(rdir, state)
     try:
         for index, name in enumerate(vm_names(count, names), start=1):
             host = PRIVATE_HOST_BASE + index
+            release = releases[index - 1]
             state["vms"].append({
                 "name": name, "index": index, "ssh_port": 0,
                 "machine_id": hashlib.sha256(("%s/%s/%f" % (run_id, name, time.time())).encode()).hexdigest()[:32],
@@ -783,24 +971,30 @@ def up(count: int, run_id: str, names=None, owner: int = 0, keep_on_failure: boo
                 "private_ip6": (PRIVATE_NET6 % host).split("/")[0], "private6_cidr": PRIVATE_NET6 % host,
                 "root_overlay": os.path.join(rdir, name + "-root.qcow2"),
                 "data_overlay": os.path.join(rdir, name + "-data.qcow2"),
+                "release": release, "debian": RELEASES[release]["debian"], "image": images[release],
+                "host_key": metas[release]["host_key"], "internet": bool(internet),
+                "memory_mb": memory_mb or MEMORY_MB,
             })
         for vm in state["vms"]:
             for disk, base in (("root_overlay", "root.raw"), ("data_overlay", "data.raw")):
-                run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.join(image, base), "-F", "raw",
-                     vm[disk]])
+                size = [root_size] if root_size and disk == "root_overlay" else []
+                run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.join(vm["image"], base), "-F", "raw",
+                     vm[disk]] + size)
         private = _private_links(rdir, state)
         save_state(rdir, state)
         procs = {}
         for vm in state["vms"]:
-            procs[vm["name"]] = _start_qemu(image, rdir, vm, private)
+            procs[vm["name"]] = _start_qemu(vm["image"], rdir, vm, private)
             save_state(rdir, state)
             if vm["index"] == 1 and len(state["vms"]) == 2:
                 _wait_listening(state["private_port"], procs[vm["name"]], rdir, vm["name"])
         write_access_files(rdir, state)
-        log("booting %d VM(s) under TCG" % count)
+        log("booting %d VM(s) (%s) under TCG%s" % (count, ",".join(releases),
+                                                   " with outside access (restrict=off)" if internet else ""))
         times = wait_ssh(rdir, state["vms"], procs)
         state["boot_seconds"] = times
         save_state(rdir, state)
+        _after_boot(rdir, state, grow_root=bool(root_size))
         log("up: %d VM(s) in %.1f s; inventory %s" % (count, time.monotonic() - began,
                                                       os.path.join(rdir, "inventory.ini")))
     except BaseException as exc:
@@ -812,6 +1006,32 @@ def up(count: int, run_id: str, names=None, owner: int = 0, keep_on_failure: boo
             down(run_id, graceful=False)
         raise
     return rdir
+
+
+# slirp's DNS forwarder: the guest's only name server when the run has outside access.
+SLIRP_DNS = "10.0.2.3"
+
+
+def _after_boot(rdir: str, state: dict, grow_root: bool) -> None:
+    """What the image cannot know: outside access (a name server), a grown root disk, and the
+    peers' host keys when the VMs boot different images (each image has its own host key)."""
+    host_keys = {vm["host_key"] for vm in state["vms"]}
+    for vm in state["vms"]:
+        steps = []
+        if vm.get("internet"):
+            steps.append("printf '# ovz VM with outside access: slirp DNS\\nnameserver %s\\n' > /etc/resolv.conf"
+                         % SLIRP_DNS)
+        if grow_root:
+            steps.append("resize2fs /dev/vda >/dev/null 2>&1")
+        if len(host_keys) > 1:
+            lines = "".join("%s,%s %s\\n" % (peer["private_ip"], peer["private_ip6"], peer["host_key"])
+                            for peer in state["vms"])
+            steps.append("printf '%s' > /root/.ssh/known_hosts" % lines)
+        if not steps:
+            continue
+        result = ssh(rdir, vm["name"], " && ".join(steps), timeout=300)
+        if result.returncode != 0:
+            raise VmError("%s: set-up after boot failed: %s" % (vm["name"], result.stderr.strip()))
 
 
 def _private_links(rdir: str, state: dict) -> list:
@@ -988,6 +1208,199 @@ def sweep() -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# selftest: README's two commands inside one VM, on a clean checkout
+
+SELFTEST_DIR = "/root/ovz.containers"     # the checkout inside the VM
+SELFTEST_ROOT_SIZE = "48G"                # sparse: setup installs QEMU, LXC, compilers and builds templates
+SELFTEST_MEMORY_MB = 6144
+SELFTEST_FILES = "/root/ovz-selftest"     # .sh, .log, .pid, .rc in the guest
+# The host's own extra CAs (a TLS-inspecting egress proxy's, for one): a machine behind such a
+# proxy has them, and the guest reaches PyPI through the same proxy.
+HOST_CA_GLOB = "/usr/local/share/ca-certificates/*.crt"
+
+SELFTEST_SCRIPT = r"""#!/bin/bash
+# ovz VM selftest (written by scripts/vm.py selftest): README's commands on a clean checkout.
+echo $$ > %(files)s.pid
+set -u
+export LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive HOME=/root
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+cd %(dir)s || exit 2
+began=$SECONDS
+stamp() { printf '\n=== selftest %%s [%%s, +%%d s] %%s\n' "$(hostname)" "$(date -u +%%FT%%TZ)" $((SECONDS - began)) "$*"; }
+stamp "guest: Debian $(cat /etc/debian_version), kernel $(uname -r), $(python3 --version 2>&1), $(nproc) CPUs, $(free -m | awk '/^Mem:/ {print $2}') MiB"
+rc=0
+if [ -n %(command)s ]; then
+    stamp "command: "%(command)s
+    bash -c %(command)s || rc=$?
+else
+    stamp "./scripts/setup --no-demo"
+    ./scripts/setup --no-demo || rc=$?
+    stamp "./scripts/setup exited $rc"
+    if [ "$rc" = 0 ]; then
+        stamp "OVZ_VM_TIER=0 ./scripts/test "%(tests_shown)s
+        OVZ_VM_TIER=0 ./scripts/test %(tests)s || rc=$?
+        stamp "./scripts/test exited $rc"
+    fi
+fi
+stamp "exit $rc"
+echo "$rc" > %(files)s.rc.tmp && mv %(files)s.rc.tmp %(files)s.rc
+"""
+
+
+def _git(*args) -> str:
+    return run(["git", "-C", REPO] + list(args), stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+
+
+def selftest(release: str, tests: str, log_path: str, command: str = "", ref: str = "HEAD", run_id: str = "",
+             root_size: str = SELFTEST_ROOT_SIZE, memory_mb: int = SELFTEST_MEMORY_MB, host_ca: bool = True) -> int:
+    """Boot one VM of ``release`` with outside access, copy ``git archive ref`` in, run
+    ``./scripts/setup --no-demo`` then ``OVZ_VM_TIER=0 ./scripts/test TESTS`` (or ``command``),
+    stream the output to ``log_path`` and stdout, take the VM down whatever happens; the
+    guest's exit status."""
+    import shlex
+    check_release(release)
+    run_id = run_id or "selftest%d" % os.getpid()
+    commit = _git("rev-parse", "--verify", ref + "^{commit}")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    test_args = shlex.split(tests or "")
+    began = time.monotonic()
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    with open(log_path, "w", encoding="utf-8", errors="replace") as out:
+        def note(text: str) -> None:
+            line = "selftest: %s\n" % text
+            out.write(line)
+            out.flush()
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+        note("%s  release %s (Debian %s), commit %s%s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                          release, RELEASES[release]["debian"], commit,
+                                                          " (the work tree's uncommitted changes are not in it)"
+                                                          if dirty else ""))
+        note("in the VM: %s" % (("bash -c %s" % shlex.quote(command)) if command else
+                                "./scripts/setup --no-demo && OVZ_VM_TIER=0 ./scripts/test %s"
+                                % " ".join(shlex.quote(a) for a in test_args)))
+        rc = 1
+        try:
+            rdir = up(1, run_id, owner=os.getpid(), releases=[release], internet=True, root_size=root_size,
+                      memory_mb=memory_mb)
+            state = load_state(rdir)
+            vm = state["vms"][0]
+            name = vm["name"]
+            note("VM %s up in %.0f s (run %s, %d MiB, root %s, outside access through slirp)"
+                 % (name, time.monotonic() - began, run_id, vm["memory_mb"], root_size))
+            _selftest_prepare(rdir, name, host_ca, note)
+            archive = subprocess.Popen(["git", "-C", REPO, "archive", "--format=tar",
+                                        "--prefix=%s/" % os.path.basename(SELFTEST_DIR), commit],
+                                       stdout=subprocess.PIPE)
+            copied = subprocess.run(ssh_base(rdir, name) + ["rm -rf %s && tar -x -C %s" % (
+                SELFTEST_DIR, os.path.dirname(SELFTEST_DIR))], stdin=archive.stdout, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+            archive.stdout.close()
+            if archive.wait() != 0 or copied.returncode != 0:
+                raise VmError("copying git archive %s into the VM failed: %s" % (commit, copied.stdout.strip()))
+            # A clean clone, as on a build machine: scripts/sanity (the full ./scripts/test) lists the
+            # files with git ls-files. git is the only package added before ./scripts/setup.
+            made = ssh(rdir, name, "cd %s && { command -v git >/dev/null || { apt-get -q update >/dev/null && "
+                       "DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends git >/dev/null; }; }"
+                       " && git init -q && git add -A && git -c user.name=ovz-selftest -c user.email=root@localhost "
+                       "commit -q -m %s && git log --oneline | head -1" % (SELFTEST_DIR, shlex.quote(
+                           "git archive of %s" % commit)), timeout=1800)
+            if made.returncode != 0:
+                raise VmError("making %s a git checkout failed: %s" % (SELFTEST_DIR, made.stderr.strip()[-2000:]))
+            note("git archive %s copied to %s:%s (a git repository again: %s)"
+                 % (commit[:12], name, SELFTEST_DIR, made.stdout.strip()))
+            script = SELFTEST_SCRIPT % {
+                "files": SELFTEST_FILES, "dir": SELFTEST_DIR, "command": shlex.quote(command),
+                "tests": " ".join(shlex.quote(a) for a in test_args),
+                "tests_shown": shlex.quote(" ".join(shlex.quote(a) for a in test_args))}
+            put = subprocess.run(ssh_base(rdir, name) + ["cat > %s.sh && rm -f %s.rc %s.pid %s.log" % (
+                (SELFTEST_FILES,) * 4)], input=script, universal_newlines=True, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, check=False)
+            if put.returncode != 0:
+                raise VmError("cannot write the selftest script: %s" % put.stdout.strip())
+            # Detached in the guest (its own session): a dropped SSH connection does not end it,
+            # the host reconnects and goes on reading the log where it left off.
+            ssh(rdir, name, "setsid -f bash %s.sh > %s.log 2>&1 < /dev/null" % (SELFTEST_FILES, SELFTEST_FILES),
+                timeout=120, check=True)
+            rc = _selftest_follow(rdir, name, out)
+        finally:
+            note("taking the VM down")
+            try:
+                down(run_id)
+            except VmError as exc:
+                note("down: %s" % exc)
+                rc = rc or 1
+                raise
+            finally:
+                note("exit %s after %.0f s; log %s" % (rc, time.monotonic() - began, log_path))
+    return rc
+
+
+def _selftest_prepare(rdir: str, name: str, host_ca: bool, note) -> None:
+    if host_ca:
+        cas = sorted(glob.glob(HOST_CA_GLOB))
+        for path in cas:
+            with open(path) as handle:
+                text = handle.read()
+            dest = "/usr/local/share/ca-certificates/ovz-host-%s" % os.path.basename(path)
+            result = subprocess.run(ssh_base(rdir, name) + ["cat > %s" % dest], input=text, universal_newlines=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+            if result.returncode != 0:
+                raise VmError("cannot copy %s into the VM: %s" % (path, result.stdout.strip()))
+        if cas:
+            # pip verifies with its own bundle unless told to use the system's
+            result = ssh(rdir, name, "update-ca-certificates >/dev/null 2>&1 && printf "
+                         "'[global]\\ncert = /etc/ssl/certs/ca-certificates.crt\\n' > /etc/pip.conf", timeout=300)
+            if result.returncode != 0:
+                raise VmError("update-ca-certificates failed in the VM: %s" % result.stderr.strip())
+            note("the host's extra CAs trusted in the VM (system store and pip): %s"
+                 % ", ".join(os.path.basename(p) for p in cas))
+
+
+def _selftest_follow(rdir: str, name: str, out) -> int:
+    """Copy the guest's log to ``out`` and stdout as it grows; the guest script's exit status."""
+    offset = 0
+    failures = 0
+    while True:
+        proc = subprocess.Popen(ssh_base(rdir, name, ("-o", "ServerAliveInterval=30", "-o", "ServerAliveCountMax=20"))
+                                + ["while [ ! -s {f}.pid ]; do sleep 1; done; "
+                                   "tail -c +{o} --pid=$(cat {f}.pid) -F {f}.log 2>/dev/null".format(
+                                       f=SELFTEST_FILES, o=offset + 1)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            while True:
+                chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
+                if not chunk:
+                    break
+                offset += len(chunk)
+                text = chunk.decode("utf-8", errors="replace")
+                out.write(text)
+                out.flush()
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait()
+        done = ssh(rdir, name, "cat %s.rc" % SELFTEST_FILES, timeout=120)
+        if done.returncode == 0 and done.stdout.strip().isdigit():
+            # whatever the log got after tail's last read
+            rest = subprocess.run(ssh_base(rdir, name) + ["tail -c +%d %s.log" % (offset + 1, SELFTEST_FILES)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+            text = rest.stdout.decode("utf-8", errors="replace")
+            out.write(text)
+            sys.stdout.write(text)
+            return int(done.stdout.strip())
+        pid = read_pid(os.path.join(rdir, name + ".pid"))
+        if not pid_alive_as(pid, rdir):
+            raise VmError("the VM's QEMU exited during the selftest\n%s" % tail(rdir, name))
+        failures += 1
+        log("selftest: lost the log stream (%d); reconnecting" % failures)
+        time.sleep(min(60, 5 * failures))
+
+
+# --------------------------------------------------------------------------------------------------
 # the private-link hub for more than two VMs: QEMU's socket netdev frames are a 4-byte
 # big-endian length and the Ethernet frame; a hub repeats each frame to every other VM.
 
@@ -1033,6 +1446,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/vm", description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="build the cached VM image")
+    p_build.add_argument("--release", default=DEFAULT_RELEASE, choices=sorted(RELEASES),
+                         help="Debian release (default %(default)s; OVZ_VM_RELEASE sets the default)")
     p_build.add_argument("--force", action="store_true")
     default_id = os.environ.get("OVZ_VM_ID", "default")
     p_up = sub.add_parser("up", help="boot N VMs")
@@ -1041,6 +1456,12 @@ def main(argv=None) -> int:
     p_up.add_argument("--names", help="comma-separated VM names (default ovz-vm1,ovz-vm2,...)")
     p_up.add_argument("--owner", type=int, default=0, help="PID whose end makes 'sweep' remove this run")
     p_up.add_argument("--keep-on-failure", action="store_true")
+    p_up.add_argument("--release", default=DEFAULT_RELEASE,
+                      help="release of every VM, or one per VM: bookworm,trixie (default %(default)s)")
+    p_up.add_argument("--internet", action="store_true",
+                      help="outside access: restrict=off and slirp's DNS (the Debian mirror, PyPI)")
+    p_up.add_argument("--root-size", default="", help="grow each VM's root disk to this size (sparse), e.g. 40G")
+    p_up.add_argument("--memory", type=int, default=0, help="MiB per VM (default %d)" % MEMORY_MB)
     p_down = sub.add_parser("down", help="stop the VMs of a run and remove it")
     p_down.add_argument("--id", default=default_id)
     p_down.add_argument("--force", action="store_true", help="no poweroff over SSH: signals only")
@@ -1051,6 +1472,18 @@ def main(argv=None) -> int:
     p_ssh.add_argument("name")
     p_ssh.add_argument("cmd", nargs=argparse.REMAINDER)
     p_ssh.add_argument("--id", default=default_id)
+    p_self = sub.add_parser("selftest", help="README's setup and test commands inside one VM, on a clean checkout")
+    p_self.add_argument("--release", default=DEFAULT_RELEASE, choices=sorted(RELEASES))
+    p_self.add_argument("--tests", default="", help="arguments for ./scripts/test (pytest's), one shell-quoted string")
+    p_self.add_argument("--command", dest="guest_command", default="",
+                        help="run this shell command in the checkout instead (plumbing)")
+    p_self.add_argument("--log", default="", help="log file (default /var/tmp/ovz-selftest-RELEASE-PID.log)")
+    p_self.add_argument("--ref", default="HEAD", help="the commit of %s to copy in (git archive)" % REPO)
+    p_self.add_argument("--id", default="")
+    p_self.add_argument("--root-size", default=SELFTEST_ROOT_SIZE)
+    p_self.add_argument("--memory", type=int, default=SELFTEST_MEMORY_MB, help="MiB (default %(default)s)")
+    p_self.add_argument("--no-host-ca", action="store_true",
+                        help="do not copy the host's extra CAs (%s) into the VM" % HOST_CA_GLOB)
     sub.add_parser("status", help="list the runs on this host")
     sub.add_parser("sweep", help="down the runs whose owner process is gone")
     p_hub = sub.add_parser("_hub")
@@ -1067,12 +1500,14 @@ def main(argv=None) -> int:
     handle_signals()
     try:
         if args.command == "build":
-            print(build(args.force))
+            print(build(args.release, args.force, refresh=True))
         elif args.command == "up":
             if args.count < 1 or args.count > 16:
                 raise VmError("between 1 and 16 VMs")
             names = args.names.split(",") if args.names else None
-            rdir = up(args.count, args.id, names, args.owner, args.keep_on_failure)
+            rdir = up(args.count, args.id, names, args.owner, args.keep_on_failure,
+                      releases=parse_releases(args.release, args.count), internet=args.internet,
+                      root_size=args.root_size, memory_mb=args.memory)
             print(os.path.join(rdir, "inventory.ini"))
         elif args.command == "down":
             down(args.id, graceful=not args.force)
@@ -1088,6 +1523,11 @@ def main(argv=None) -> int:
                          item["owner"] or "-"))
         elif args.command == "sweep":
             sweep()
+        elif args.command == "selftest":
+            log_path = args.log or os.path.join(RUN_BASE, "ovz-selftest-%s-%d.log" % (args.release, os.getpid()))
+            return selftest(args.release, args.tests, log_path, command=args.guest_command, ref=args.ref,
+                            run_id=args.id, root_size=args.root_size, memory_mb=args.memory,
+                            host_ca=not args.no_host_ca)
     except VmError as exc:
         log("ERROR: %s" % exc)
         return 1
