@@ -43,6 +43,7 @@ MNT_DETACH = 2
 
 PR_CAPBSET_DROP = 24
 PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
 PR_SET_CHILD_SUBREAPER = 36
 
 # Namespace files under /proc/<pid>/ns, in the order setns must enter them:
@@ -274,6 +275,27 @@ def bounding_set(pid: str = "self") -> int:
             if line.startswith("CapBnd:"):
                 return int(line.split()[1], 16)
     return 0
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def raise_effective_capabilities() -> None:
+    """Make every permitted capability effective again (a change of euid away from 0 empties the effective set)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    for word in data:
+        word.effective = word.permitted
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
 class CloneArgs(ctypes.Structure):
