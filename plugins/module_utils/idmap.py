@@ -229,21 +229,23 @@ def make_userns(first: int, count: int = ID_COUNT) -> int:
 
 
 def become_block_owner(first: int) -> None:  # pragma: no cover - runs in make_userns's child
-    """Take the block's first uid and gid on the host (real, effective, saved and fs ids; no
-    supplementary groups) before creating the user namespace.
+    """Take the block's first uid and gid on the host as the effective (and fs) ids, with no
+    supplementary groups, before creating the user namespace.
 
-    The kernel charges the per-user counts of a namespace's processes (inotify instances and
-    watches, RLIMIT_NPROC, pending signals, mqueue bytes, nested namespaces) to the namespace's
-    owner, the euid of its creator, as well as to the user inside: created by host root, a
-    container could exhaust host root's own. Root's capabilities are kept (``PR_SET_KEEPCAPS``,
-    then made effective again), so that the creation stays a privileged one for checks such as
-    Debian's ``kernel.unprivileged_userns_clone`` or an LSM's; host root keeps every capability in
-    the namespace as an ancestor's root, whoever owns it.
+    The kernel makes the creator's euid the namespace's owner and charges the per-user counts of
+    the namespace's processes (inotify instances and watches, RLIMIT_NPROC, pending signals,
+    mqueue bytes, nested namespaces) to that owner too: created by host root, a container could
+    exhaust host root's own. The real and saved ids stay 0, so the capabilities stay permitted and
+    are made effective again (the creation stays a privileged one for checks such as Debian's
+    ``kernel.unprivileged_userns_clone`` or an LSM's), and the kernel sets no RLIMIT_NPROC ceiling
+    on the namespace: with a real uid other than 0 it would take the caller's soft RLIMIT_NPROC as
+    the bound of all the container's processes together, which would depend on who started it
+    (numproc, the pids cgroup, is the container's process limit). Host root keeps every capability
+    in the namespace as root of an ancestor, whoever owns it.
     """
-    ns.prctl(ns.PR_SET_KEEPCAPS, 1)
     os.setgroups([])
-    os.setresgid(first, first, first)
-    os.setresuid(first, first, first)
+    os.setresgid(-1, first, -1)
+    os.setresuid(-1, first, -1)
     ns.raise_effective_capabilities()
 
 

@@ -43,7 +43,6 @@ MNT_DETACH = 2
 
 PR_CAPBSET_DROP = 24
 PR_SET_PDEATHSIG = 1
-PR_SET_KEEPCAPS = 8
 PR_SET_CHILD_SUBREAPER = 36
 
 # Namespace files under /proc/<pid>/ns, in the order setns must enter them:
