@@ -162,9 +162,11 @@ def test_blocks_in_use_by_other_user_namespaces_are_skipped(node, busybox_templa
     """Another node's container (another data_dir) runs in a block this pool has no record of."""
     name = start_unprivileged(node, busybox_template, layout="directory")
     first = block_of(node, name)
-    other = idmap.IdmapPool(os.path.join(node.data_dir, "other-node"), ranges=[(first, 2 * 65536)])
+    other = idmap.IdmapPool(os.path.join(node.data_dir, "other-node"), ranges=[(first, 64 * 65536)])
     os.makedirs(other.data_dir)
-    assert other.allocate("x")["uid"] == first + 65536
+    # A later block, the next one unless containers of other tests running beside this one hold it.
+    taken = other.allocate("x")["uid"]
+    assert taken > first and (taken - first) % 65536 == 0
     assert other.release("x") is True
 
 
