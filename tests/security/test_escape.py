@@ -6,8 +6,8 @@ and the host is checked unchanged afterwards.
 and an unprivileged one (``unprivileged: true``: its own user namespace and id block), and
 ``test_network_attack[<attack>-<kind>]`` the network ones. An attack that succeeds on a stock
 kernel is marked ``xfail(strict=True)`` with the exact reason, so that the day it is prevented
-the mark must go: the CAP_SYS_ADMIN and blkio v1 holes are marked for privileged containers only
-(a user namespace closes them, which the unprivileged runs prove). The README's "Security"
+the mark must go: the CAP_SYS_ADMIN, blkio v1 and host root's per-user counts holes are marked for
+privileged containers only (a user namespace closes them, which the unprivileged runs prove). The README's "Security"
 section is the table of these results.
 
 Attacks run two ways, both as the container's root: shell commands through ``exec`` (what
@@ -643,7 +643,8 @@ NEEDS_TEMPLATE = (attack_ptrace_other_container, attack_open_by_handle_host_root
 # The holes ATTACKS names are those of privileged containers. In an unprivileged container (its own user
 # namespace, unprivileged: true) root has CAP_SYS_ADMIN only over its own namespaces: the CAP_SYS_ADMIN and
 # blkio v1 holes are closed there (no mknod, no ext4 or cgroup v1 mount, /proc/sys entries of the host belong
-# to the host's root). None stays open for unprivileged containers.
+# to the host's root), and its per-user counts are those of the block's user, who owns the namespace.
+# None stays open for unprivileged containers.
 UNPRIVILEGED_HOLES: dict = {}
 
 
