@@ -276,6 +276,27 @@ def bounding_set(pid: str = "self") -> int:
     return 0
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def raise_effective_capabilities() -> None:
+    """Make every permitted capability effective again (a change of euid away from 0 empties the effective set)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    for word in data:
+        word.effective = word.permitted
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
 class CloneArgs(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in (
         "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
