@@ -10,16 +10,19 @@ unprivileged containers where a container takes part.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 
 import pytest
 
-from conftest import REPO
+from conftest import COLLECTIONS_ROOT, REPO, new_node
 
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
 ZIPAPP_BUILDER = os.path.join(REPO, "roles", "ovz_host", "files", "ovzctl_zipapp.py")
 ENGINE_DIR = os.path.join(REPO, "plugins", "module_utils")
@@ -75,3 +78,202 @@ def test_planted_modules_in_the_current_directory_are_not_imported(node, contain
                     assert name in proc.stdout
                 if argv[-2:] == ["status", name]:
                     assert json.loads(proc.stdout)["name"] == name
+
+
+# -- output without bound ----------------------------------------------------------------------------
+
+FLOOD = "dd if=/dev/zero bs=1M count=2048 status=none; dd if=/dev/zero bs=1M count=1024 status=none >&2"
+GROWTH_BOUND = 256 << 20
+# Runs ARGV as a child and reports the peak RSS of its process tree (every process it waited for): a fresh
+# process, so nothing of the test's own children counts. Address space is capped at 4 GiB as a safety net
+# for the shared machine: without the bound, the buffered flood ends in MemoryError there instead of at 10 GB.
+MEASURE = r"""
+import json, resource, subprocess, sys
+out = open(sys.argv[1], "wb")
+def cap():
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+proc = subprocess.run(sys.argv[2:], stdout=out, stderr=subprocess.PIPE, preexec_fn=cap, check=False)
+print(json.dumps({"rc": proc.returncode, "stderr": proc.stderr.decode(errors="replace")[-2000:],
+                  "peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
+"""
+
+
+def measured(argv, env=None, timeout=900):
+    """(peak RSS in bytes of ``argv``'s process tree, its rc, its stdout, its stderr's end)."""
+    with tempfile.NamedTemporaryFile(prefix="ovz-measure-") as out:
+        proc = subprocess.run([sys.executable, "-I", "-c", MEASURE, out.name] + list(argv), env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                              timeout=timeout, check=True)
+        report = json.loads(proc.stdout)
+        with open(out.name, "rb") as handle:
+            stdout = handle.read(64 << 20)
+    return report["peak"], report["rc"], stdout, report["stderr"]
+
+
+def module_argv(module, args):
+    handle = tempfile.NamedTemporaryFile("w", suffix=".json", prefix="ovz-args-", delete=False)
+    with handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=False, _ansible_diff=False)}, handle)
+    return [sys.executable, os.path.join(REPO, "plugins", "modules", module + ".py"), handle.name], handle.name
+
+
+def limited_container(node, busybox_template, unprivileged):
+    from ansible_collections.ovz.containers.plugins.module_utils import limits as lim
+    name = node.name()
+    node.manager.create(name, busybox_template, layout="directory", unprivileged=unprivileged)
+    node.manager.start(name, wait_boot=True, timeout=20)
+    lim.update(node.manager, name, {"ram": "64M", "swap": 0})
+    return name
+
+
+def module_env():
+    return dict(os.environ, PYTHONPATH=COLLECTIONS_ROOT)
+
+
+@pytest.mark.parametrize("unprivileged", PRIVILEGES)
+def test_output_flood_through_ovz_exec_is_bounded(node, busybox_template, unprivileged):
+    """3 GB printed (2 GB on stdout, 1 GB on stderr) by a container capped at ram 64M: ovz_exec ends
+    with the last output_limit bytes of each stream and how many it dropped, and its process tree
+    grows by less than 256 MiB over the same module printing one line."""
+    name = limited_container(node, busybox_template, unprivileged)
+    common = {"name": name, "data_dir": node.data_dir, "cgroup_parent": node.cgroup_parent}
+    results = {}
+    for label, command in (("quiet", "echo hello"), ("flood", FLOOD)):
+        argv, args_file = module_argv("ovz_exec", dict(common, command=command))
+        try:
+            peak, _rc, stdout, stderr = measured(argv, env=module_env())
+        finally:
+            os.unlink(args_file)
+        assert stdout.lstrip().startswith(b"{"), (label, stdout[:200], stderr)
+        results[label] = (peak, json.loads(stdout))
+    (quiet_peak, quiet), (flood_peak, flood) = results["quiet"], results["flood"]
+    assert flood.get("rc") == 0, flood.get("msg")
+    assert quiet["stdout"] == "hello" and quiet["stdout_truncated"] == 0 and quiet["stderr_truncated"] == 0
+    limit = 1 << 20
+    assert (flood["stdout_truncated"], len(flood["stdout"])) == ((2048 << 20) - limit, limit - 0), \
+        (flood["stdout_truncated"], len(flood["stdout"]))
+    assert (flood["stderr_truncated"], len(flood["stderr"])) == ((1024 << 20) - limit, limit)
+    assert flood_peak - quiet_peak < GROWTH_BOUND, (quiet_peak, flood_peak)
+
+
+def test_ovz_exec_output_limit_keeps_the_tail(node, container):
+    """output_limit is a size; the end of the stream is what is kept."""
+    argv, args_file = module_argv("ovz_exec", {"name": container, "data_dir": node.data_dir,
+                                               "cgroup_parent": node.cgroup_parent, "output_limit": "4K",
+                                               "command": "seq 1 100000; echo tail-of-stderr >&2"})
+    try:
+        _peak, _rc, stdout, _stderr = measured(argv, env=module_env())
+    finally:
+        os.unlink(args_file)
+    result = json.loads(stdout)
+    everything = "".join("%d\n" % i for i in range(1, 100001))
+    assert result["stdout"] == everything[-4096:].rstrip("\n")
+    assert result["stdout_truncated"] == len(everything) - 4096
+    assert (result["stderr"], result["stderr_truncated"]) == ("tail-of-stderr", 0)
+    argv, args_file = module_argv("ovz_exec", {"name": container, "data_dir": node.data_dir,
+                                               "cgroup_parent": node.cgroup_parent, "output_limit": "lots",
+                                               "command": "true"})
+    try:
+        _peak, rc, stdout, _stderr = measured(argv, env=module_env())
+    finally:
+        os.unlink(args_file)
+    result = json.loads(stdout)
+    assert rc != 0 and "output_limit" in result["msg"], result
+
+
+CONNECTION = r"""
+import json, os, sys
+from ansible.plugins.loader import connection_loader, init_plugin_loader
+from ansible.playbook.play_context import PlayContext
+init_plugin_loader()
+name, data_dir, cgroup_parent, work, remote, what = sys.argv[1:]
+conn = connection_loader.get("ovz.containers.ovz", PlayContext(), None)
+options = {"ovz_container": name, "ovz_data_dir": data_dir, "ovz_cgroup_parent": cgroup_parent}
+if remote:
+    options.update(ovz_node_shell=["/bin/sh", "-c"], ovz_ovzctl=remote)
+conn.set_options(var_options=options)
+result = {}
+if what == "flood":
+    try:
+        result["exec"] = list(conn.exec_command(%r)[:1])
+    except Exception as exc:
+        result["error"] = "%%s: %%s" %% (type(exc).__name__, exc)
+elif what == "fetch":
+    out = os.path.join(work, "big.out")
+    conn.fetch_file("/root/big", out)
+    result["size"] = os.path.getsize(out)
+    with open(out, "rb") as handle:
+        handle.seek(-6, 2)
+        result["end"] = handle.read().decode()
+    os.unlink(out)
+else:
+    result["exec"] = list(conn.exec_command("echo hello")[:1])
+conn.close()
+print(json.dumps(result))
+""" % FLOOD
+
+
+@pytest.mark.parametrize("mode", ["local", "remote"])
+@pytest.mark.parametrize("unprivileged", PRIVILEGES)
+def test_output_flood_and_big_fetch_through_the_connection_plugin_are_bounded(node, busybox_template, tmp_path,
+                                                                              unprivileged, mode):
+    """Through the connection plugin (on this node through the engine, and as for a remote node through a
+    shell and ovzctl): a 3 GB flood from exec_command fails clearly at output_limit (64M), and fetch_file of a
+    512 MiB file streams it to the destination; the plugin's process tree grows by less than 256 MiB over an
+    ``echo`` through the same plugin."""
+    from test_connection import ansible_env  # pylint: disable=import-outside-toplevel
+    name = limited_container(node, busybox_template, unprivileged)
+    size = 512 << 20
+    # A sparse file: the container's small disk holds it, its reads give every byte.
+    node.manager.exec(name, ["/bin/sh", "-c", "truncate -s %d /root/big && printf 'ovzend' >> /root/big" % (size - 6)])
+    remote = OVZCTL if mode == "remote" else ""
+    peaks = {}
+    results = {}
+    for what in ("quiet", "flood", "fetch"):
+        peak, rc, stdout, stderr = measured([sys.executable, "-c", CONNECTION, name, node.data_dir, node.cgroup_parent,
+                                             str(tmp_path), remote, what], env=ansible_env())
+        assert rc == 0, (what, stderr)
+        peaks[what], results[what] = peak, json.loads(stdout.splitlines()[-1])
+    assert results["quiet"] == {"exec": [0]}
+    error = results["flood"].get("error", "")
+    assert error.startswith("AnsibleConnectionFailure") and "output_limit" in error, results["flood"]
+    assert results["fetch"] == {"size": size, "end": "ovzend"}
+    for what in ("flood", "fetch"):
+        assert peaks[what] - peaks["quiet"] < GROWTH_BOUND, (what, peaks)
+
+
+# -- paths and names that say nothing of the host --------------------------------------------------
+
+
+@contextlib.contextmanager
+def node_under_tmp(tmpfs):
+    """A node whose data dir lies under /tmp, on the host's /tmp itself or on a tmpfs mounted there."""
+    base = tempfile.mkdtemp(prefix="ovz-tmpnode-", dir="/tmp")
+    mounted = False
+    try:
+        if tmpfs:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0700", "ovz-test-tmpfs", base], check=True)
+            mounted = True
+        with new_node(base) as node:
+            yield node
+    finally:
+        if mounted:
+            subprocess.run(["umount", base], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("unprivileged", PRIVILEGES)
+@pytest.mark.parametrize("tmpfs", [pytest.param(False, id="tmp"), pytest.param(True, id="tmpfs-on-tmp")])
+def test_data_dir_under_tmp_works_for_both_kinds(busybox_template, tmpfs, unprivileged):
+    """The unprivileged start stages what the container needs on a tmpfs over /tmp of its own mount
+    namespace: a data dir under /tmp must still be reachable there (it failed with
+    ``FileNotFoundError: mount: '/tmp/console'``)."""
+    with node_under_tmp(tmpfs) as node:
+        for layout in ("image", "directory"):
+            name = node.name()
+            node.manager.create(name, busybox_template, layout=layout, unprivileged=unprivileged)
+            node.manager.start(name, wait_boot=True, timeout=20)
+            result = node.manager.exec(name, ["/bin/sh", "-c", "hostname; echo hi > /dev/console; id -u"])
+            assert (result.rc, result.stdout) == (0, ("%s\n0\n" % name).encode()), result
+            assert node.manager.stop(name)
+            node.manager.destroy(name)
