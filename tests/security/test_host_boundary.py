@@ -20,9 +20,10 @@ import tempfile
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO, new_node
+from conftest import COLLECTIONS_ROOT, REPO, new_node, sh
 
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+from test_network import routed_lab  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
 ZIPAPP_BUILDER = os.path.join(REPO, "roles", "ovz_host", "files", "ovzctl_zipapp.py")
 ENGINE_DIR = os.path.join(REPO, "plugins", "module_utils")
@@ -277,3 +278,28 @@ def test_data_dir_under_tmp_works_for_both_kinds(busybox_template, tmpfs, unpriv
             assert (result.rc, result.stdout) == (0, ("%s\n0\n" % name).encode()), result
             assert node.manager.stop(name)
             node.manager.destroy(name)
+
+
+@pytest.mark.parametrize("unprivileged", PRIVILEGES)
+def test_nameserver_without_resolv_conf(routed_lab, unprivileged):
+    """nameserver= on a running container that has no /etc/resolv.conf: the file is made, belongs to the
+    container's root (an unprivileged container's root mount is idmapped, and a file host root made there
+    had no owner the mount could map: EOVERFLOW, "Value too large for defined data type")."""
+    lab = routed_lab
+    name = lab.node.name()
+    lab.manager.create(name, lab.template, layout="image", unprivileged=unprivileged)
+    lab.start(name)
+    sh(lab.manager, name, "rm -f /etc/resolv.conf")
+    result = lab.network(name, nameserver=["10.213.1.1"], searchdomain=["ovz.test"])
+    assert result["changed"] and not result.get("failed"), result
+    inside = sh(lab.manager, name, "stat -c '%u:%g %a' /etc/resolv.conf; cat /etc/resolv.conf").stdout.decode()
+    assert inside.splitlines()[0] == "0:0 644", inside
+    assert inside.splitlines()[2:] == ["search ovz.test", "nameserver 10.213.1.1"], inside
+    # And at the next start, from the stopped container's own tree.
+    lab.stop(name)
+    lab.start(name)
+    sh(lab.manager, name, "rm -f /etc/resolv.conf")
+    lab.stop(name)
+    lab.start(name)
+    inside = sh(lab.manager, name, "stat -c '%u:%g' /etc/resolv.conf; cat /etc/resolv.conf").stdout.decode()
+    assert inside.splitlines()[0] == "0:0" and "nameserver 10.213.1.1" in inside, inside
