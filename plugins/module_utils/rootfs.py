@@ -98,10 +98,20 @@ def setup_proc(root: str) -> None:
             ns.mount("/dev/null", path, None, ns.MS_BIND)
 
 
+# sysfs directories hidden under an empty read-only tmpfs. Virtual block devices are the host's loop
+# devices (and dm, nbd, zram, md): each loop's ``loop/backing_file`` names an image path on the host,
+# every container's. /sys/block, /sys/class/block and /sys/dev/block only link into this directory.
+SYS_MASKED = ("devices/virtual/block",)
+
+
 def setup_sys(root: str) -> None:
     sys_dir = _safe_join(root, "sys")
     _mkdir(sys_dir)
     ns.mount("sysfs", sys_dir, "sysfs", ns.MS_RDONLY | NOSUID_NODEV_NOEXEC)
+    for rel in SYS_MASKED:
+        target = os.path.join(sys_dir, rel)
+        if os.path.isdir(target):
+            ns.mount("ovz-mask", target, "tmpfs", ns.MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=4k,mode=555")
     cgroup_dir = os.path.join(sys_dir, "fs", "cgroup")
     if os.path.isdir(cgroup_dir):
         # The cgroup namespace makes the container's own cgroup the root of this

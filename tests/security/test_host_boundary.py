@@ -303,3 +303,41 @@ def test_nameserver_without_resolv_conf(routed_lab, unprivileged):
     lab.start(name)
     inside = sh(lab.manager, name, "stat -c '%u:%g' /etc/resolv.conf; cat /etc/resolv.conf").stdout.decode()
     assert inside.splitlines()[0] == "0:0" and "nameserver 10.213.1.1" in inside, inside
+
+
+LOOP_PROBE = ("for f in /sys/block/*/loop/backing_file /sys/class/block/*/loop/backing_file "
+              "/sys/dev/block/*/loop/backing_file /sys/devices/virtual/block/*/loop/backing_file; do "
+              "[ -e \"$f\" ] && echo \"$f: $(cat $f)\"; done; find /sys -name backing_file 2>/dev/null; true")
+
+
+@pytest.mark.parametrize("unprivileged", PRIVILEGES)
+def test_loop_backing_files_are_hidden_inside(node, busybox_template, unprivileged):
+    """Every loop device's backing file (each image-layout container's image path on the host) shows in
+    /sys/block/loop*/loop/backing_file; the container's /sys hides the virtual block devices."""
+    name = node.name()
+    node.manager.create(name, busybox_template, layout="image", unprivileged=unprivileged)
+    node.manager.start(name, wait_boot=True, timeout=20)
+    host = subprocess.run(["sh", "-c", LOOP_PROBE], stdout=subprocess.PIPE, universal_newlines=True,
+                          check=True).stdout
+    assert node.data_dir in host   # this container's image is a loop device's backing file
+    inside = sh(node.manager, name, LOOP_PROBE).stdout.decode()
+    assert inside == "", inside
+    # The container's own disk is still its root, and sysfs otherwise works.
+    assert b"lo" in sh(node.manager, name, "ls /sys/class/net").stdout.split()
+
+
+MASK_UNLOCKED = (
+    "the mask is a mount of the container's own mount namespace, made after it passed to the container's user "
+    "namespace, so it is not locked: root inside (both kinds) can unmount it and read backing_file again. Locking it "
+    "needs the container's sysfs mounted and masked by host root (in the container's netns) before the mount "
+    "namespace is copied into the container's user namespace; a privileged container keeps CAP_SYS_ADMIN anyway")
+
+
+@pytest.mark.xfail(reason=MASK_UNLOCKED, strict=True)
+@pytest.mark.parametrize("unprivileged", PRIVILEGES)
+def test_loop_backing_files_after_unmounting_the_mask(node, busybox_template, unprivileged):
+    name = node.name()
+    node.manager.create(name, busybox_template, layout="image", unprivileged=unprivileged)
+    node.manager.start(name, wait_boot=True, timeout=20)
+    inside = sh(node.manager, name, "umount /sys/devices/virtual/block 2>/dev/null; " + LOOP_PROBE).stdout.decode()
+    assert node.data_dir not in inside
