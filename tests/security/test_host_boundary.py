@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -341,3 +342,52 @@ def test_loop_backing_files_after_unmounting_the_mask(node, busybox_template, un
     node.manager.start(name, wait_boot=True, timeout=20)
     inside = sh(node.manager, name, "umount /sys/devices/virtual/block 2>/dev/null; " + LOOP_PROBE).stdout.decode()
     assert node.data_dir not in inside
+
+
+# -- the live beancounters view --------------------------------------------------------------------
+
+HAMMER_SECONDS = 6
+HAMMER = ("end=$(( $(date +%%s) + %d )); for i in $(seq 16); do"
+          " ( n=0; while [ $(date +%%s) -lt $end ]; do cat /run/ovz/user_beancounters >/dev/null 2>&1; n=$((n+1));"
+          " done; echo $n ) & done; wait" % HAMMER_SECONDS)
+
+
+def _cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])   # utime + stime (this and its threads)
+
+
+def test_bcd_bounds_what_one_containers_readers_take(node, busybox_template):
+    """16 readers inside one container open /run/ovz/user_beancounters in a loop for a few seconds: bcd
+    computes that container's table at most once per MIN_ROUND_GAP (its counter, shown by ``bcd status``),
+    however many opens come; every reader still gets a table. bcd's CPU time over the window is reported."""
+    from ansible_collections.ovz.containers.plugins.module_utils import bcd  # pylint: disable=import-outside-toplevel
+    ctl = [OVZCTL, "--data-dir", node.data_dir, "bcd"]
+    name = node.name()
+    node.manager.create(name, busybox_template, layout="directory")
+    node.manager.start(name, wait_boot=True, timeout=20)
+    subprocess.run(ctl + ["start", "--interval", "0.2"], check=True, stdout=subprocess.PIPE)
+    try:
+        state = json.loads(subprocess.run(ctl + ["status"], stdout=subprocess.PIPE, check=True).stdout)
+        pid = state["pid"]
+        for _attempt in range(100):
+            if name in json.loads(subprocess.run(ctl + ["status"], stdout=subprocess.PIPE, check=False).stdout)["bound"]:
+                break
+            time.sleep(0.1)
+        ticks = _cpu_ticks(pid)
+        out = node.manager.exec(name, ["/bin/sh", "-c", HAMMER], timeout=120).stdout.decode()
+        cpu = (_cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
+        opens = sum(int(n) for n in out.split())
+        time.sleep(0.6)   # the daemon writes its counts every interval
+        state = json.loads(subprocess.run(ctl + ["status"], stdout=subprocess.PIPE, check=True).stdout)
+        computed = state["computed"].get(name, 0)
+        # The window is HAMMER_SECONDS plus the start of the shells; 2 s of slack is plenty for rounds.
+        bound = (HAMMER_SECONDS + 2) / bcd.MIN_ROUND_GAP
+        assert 0 < computed <= bound, (computed, bound, opens, cpu)
+        assert opens > 2 * computed, (opens, computed, cpu)
+        print("bcd: %d opens, %d computations, %.2f s CPU over %d s" % (opens, computed, cpu, HAMMER_SECONDS))
+        # And a reader still gets a whole table.
+        assert sh(node.manager, name, "cat /run/ovz/user_beancounters").stdout.count(b"\n") > 20
+    finally:
+        subprocess.run(ctl + ["stop"], check=False, stdout=subprocess.PIPE)
