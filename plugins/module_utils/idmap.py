@@ -24,12 +24,13 @@ block's root), and shifted back when the container is made privileged again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import stat
 import struct
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import namespaces as ns
 from .config import atomic_write_json, read_json
@@ -284,6 +285,31 @@ def become_root() -> None:
     os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+
+
+@contextlib.contextmanager
+def creating_as(uid: int, gid: int) -> Iterator[None]:
+    """Files this thread creates meanwhile belong to ``uid:gid`` (host ids), as if that user made them.
+
+    Host root cannot create a file on an unprivileged container's idmapped root mount: its own id has no
+    place in the mount's map (EOVERFLOW). Created as the container's root (the block's first id), the file
+    is the container root's inside. Only the thread's filesystem ids change (setfsuid/setfsgid); while they
+    are not 0 the kernel takes the file capabilities (DAC_OVERRIDE, FOWNER, ...) out of its effective set,
+    so the creation is checked as that user's, and gives them back when they return to 0.
+    """
+    if uid == os.geteuid() and gid == os.getegid():
+        yield
+        return
+    libc = ns.load_libc()
+    old_gid = libc.setfsgid(gid)
+    old_uid = libc.setfsuid(uid)
+    try:
+        if libc.setfsuid(uid) != uid or libc.setfsgid(gid) != gid:
+            raise OvzError("cannot take the filesystem ids %d:%d to create a file for the container" % (uid, gid))
+        yield
+    finally:
+        libc.setfsuid(old_uid)
+        libc.setfsgid(old_gid)
 
 
 def chown_for(paths: Iterable[str], first: int) -> None:

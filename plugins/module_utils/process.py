@@ -10,13 +10,15 @@ subreaper) and keeps running after the caller is gone, as with ``vzctl start``.
 
 from __future__ import annotations
 
+import collections
 import os
 import select
 import signal
 import struct
+import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from . import namespaces as ns
 from .idmap import become_root, other_userns
@@ -311,17 +313,36 @@ def _init_child(spec: InitSpec, go_r: int, err_w: int, console_fd: int) -> None:
         _child_fail(err_w, exc)
 
 
+DEFAULT_OUTPUT_LIMIT = 1 << 20   # bytes of each stream an exec keeps (its last ones) unless told otherwise
+
+
+@dataclass
+class OutputPolicy:
+    """How much of a command's output the host holds. A container's command may print without end, and the
+    host must not follow it: each stream keeps only its last ``limit`` bytes and counts what it dropped.
+
+    ``stdout_to`` (a host file descriptor) receives the whole stdout instead, written as it arrives and never
+    held; the command itself only ever sees the pipe. ``end_on_overflow`` kills the command as soon as a
+    held stream passes ``limit`` (when only a complete output is of any use)."""
+
+    limit: int = DEFAULT_OUTPUT_LIMIT
+    stdout_to: Optional[int] = None
+    end_on_overflow: bool = False
+
+
 @dataclass
 class ExecResult:
     rc: int
     stdout: bytes
     stderr: bytes
+    stdout_dropped: int = 0     # bytes of the stream's beginning not kept (OutputPolicy.limit)
+    stderr_dropped: int = 0
 
 
 def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgroup2_dir: Optional[str],
             dropped_capabilities: Sequence[str],
             env: Optional[Dict[str, str]] = None, stdin: Optional[bytes] = None, capture: bool = True,
-            cwd: str = "/", timeout: Optional[float] = None) -> ExecResult:
+            cwd: str = "/", timeout: Optional[float] = None, output: Optional[OutputPolicy] = None) -> ExecResult:
     """Run ``argv`` inside the container of ``init_pid`` (``vzctl exec``).
 
     With ``capture`` false the command shares the caller's stdio (``vzctl enter``).
@@ -380,14 +401,14 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgr
                 os._exit(125)
     os.close(status_w)
     os.close(status_r)
-    stdout = stderr = b""
+    out = err = _Tail(0)
     if capture:
         for fd in (in_r, out_w, err_w):
             os.close(fd)
-        stdout, stderr = _pump(in_w, stdin or b"", out_r, err_r, timeout, child)
+        out, err = _pump(in_w, stdin or b"", out_r, err_r, timeout, lambda: _end_command(child), output)
     _pid, status = os.waitpid(child, 0)
     rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-    return ExecResult(rc, stdout, stderr)
+    return ExecResult(rc, out.value(), err.value(), out.dropped, err.dropped)
 
 
 def _end_command(child: int) -> None:
@@ -404,19 +425,55 @@ def _end_command(child: int) -> None:
     _kill_quietly(child)
 
 
+class _Tail:
+    """The last ``limit`` bytes of a stream, and how many came before them. Chunks are dropped whole
+    from the front (and the oldest kept one is cut once, at the end), so each byte is copied once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: Deque[bytes] = collections.deque()
+        self.held = 0
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.held += len(chunk)
+        while self.chunks and self.held - len(self.chunks[0]) >= self.limit:
+            self.held -= len(self.chunks[0])
+            self.dropped += len(self.chunks.popleft())
+
+    @property
+    def overflowed(self) -> bool:
+        return bool(self.dropped) or self.held > self.limit
+
+    def value(self) -> bytes:
+        data = b"".join(self.chunks)
+        excess = max(0, len(data) - self.limit)
+        self.chunks.clear()
+        self.dropped += excess
+        self.held = 0
+        return data[excess:]
+
+
 def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[float],
-          child: int) -> Tuple[bytes, bytes]:
-    buffers: Dict[int, List[bytes]] = {out_r: [], err_r: []}
+          on_deadline: Callable[[], None], output: Optional[OutputPolicy] = None) -> Tuple[_Tail, _Tail]:
+    """Feed ``data`` to the command and read both streams until they close, each within the policy's bound.
+    At the deadline (or a held stream's overflow, if the policy says so) ``on_deadline`` ends the command;
+    the streams are read on until the pipes close, still bounded."""
+    policy = output or OutputPolicy()
+    tails = {out_r: _Tail(policy.limit), err_r: _Tail(policy.limit)}
     writers = [in_w] if data else []
     if not data:
         os.close(in_w)
     readers = [out_r, err_r]
     deadline = None if timeout is None else time.monotonic() + timeout
+    ended = False
     while readers or writers:
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         ready_r, ready_w, _errors = select.select(readers, writers, [], wait)
         if not ready_r and not ready_w:
-            _end_command(child)
+            on_deadline()
+            ended = True
             deadline = None
             continue
         for fd in ready_w:
@@ -430,9 +487,35 @@ def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[floa
                 writers.remove(fd)
         for fd in ready_r:
             chunk = os.read(fd, 65536)
-            if chunk:
-                buffers[fd].append(chunk)
-            else:
+            if not chunk:
                 os.close(fd)
                 readers.remove(fd)
-    return b"".join(buffers[out_r]), b"".join(buffers[err_r])
+            elif fd == out_r and policy.stdout_to is not None:
+                _write_all(policy.stdout_to, chunk)
+            else:
+                tails[fd].add(chunk)
+                if policy.end_on_overflow and not ended and tails[fd].overflowed:
+                    on_deadline()
+                    ended = True
+                    deadline = None
+    return tails[out_r], tails[err_r]
+
+
+def run_bounded(argv: Sequence[str], stdin: Optional[bytes] = None, timeout: Optional[float] = None,
+                output: Optional[OutputPolicy] = None) -> ExecResult:
+    """A host command (such as the ssh that runs ``ovzctl exec`` on a remote node) whose output comes from a
+    container: read as ``exec_in`` reads it, within ``output``'s bound. Killed at ``timeout``."""
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        proc = subprocess.Popen(list(argv), stdin=in_r, stdout=out_w, stderr=err_w)  # pylint: disable=consider-using-with
+    except BaseException:
+        for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+            os.close(fd)
+        raise
+    for fd in (in_r, out_w, err_w):
+        os.close(fd)
+    out, err = _pump(in_w, stdin or b"", out_r, err_r, timeout, proc.kill, output)
+    status = proc.wait()
+    return ExecResult(status if status >= 0 else 128 - status, out.value(), err.value(), out.dropped, err.dropped)
