@@ -1446,8 +1446,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/vm", description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="build the cached VM image")
-    p_build.add_argument("--release", default=DEFAULT_RELEASE, choices=sorted(RELEASES),
-                         help="Debian release (default %(default)s; OVZ_VM_RELEASE sets the default)")
+    p_build.add_argument("--release", default=DEFAULT_RELEASE,
+                         help="Debian release, or several: bookworm,trixie (default %(default)s; "
+                              "OVZ_VM_RELEASE sets the default)")
     p_build.add_argument("--force", action="store_true")
     default_id = os.environ.get("OVZ_VM_ID", "default")
     p_up = sub.add_parser("up", help="boot N VMs")
@@ -1500,7 +1501,8 @@ def main(argv=None) -> int:
     handle_signals()
     try:
         if args.command == "build":
-            print(build(args.release, args.force, refresh=True))
+            for release in dict.fromkeys(r.strip() for r in args.release.split(",")):
+                print(build(check_release(release), args.force, refresh=True))
         elif args.command == "up":
             if args.count < 1 or args.count > 16:
                 raise VmError("between 1 and 16 VMs")

@@ -1,13 +1,16 @@
 # -*- coding: utf-8 -*-
-"""The VM tier: the collection on Debian 12 VMs, driven over SSH through Ansible.
+"""The VM tier: the collection on Debian VMs, driven over SSH through Ansible.
 
-What these VMs have and this build machine lacks: Debian's stock kernel (6.1) with pure
-cgroup v2 and systemd as PID 1 (so ``cgroup_parent: auto`` is ``/ovz.slice``), Debian's
-CRIU 3.17, disk quota (XFS on /var/lib/ovz, mounted usrquota,grpquota,prjquota), real
-reboots, and a second host on a private link (10.213.0.0/16, fd00:213::/64).
+What these VMs have and this build machine lacks: Debian's stock kernel with pure cgroup v2
+and systemd as PID 1 (so ``cgroup_parent: auto`` is ``/ovz.slice``), Debian's CRIU, disk
+quota (XFS on /var/lib/ovz, mounted usrquota,grpquota,prjquota), real reboots, and a second
+host on a private link (10.213.0.0/16, fd00:213::/64). The VMs are Debian 12 (bookworm:
+kernel 6.1, CRIU 3.17) unless ``OVZ_VM_RELEASE`` says ``trixie`` (Debian 13: kernel 6.12,
+CRIU 4.1) or ``bookworm,trixie`` (one of each); ``Vm.release`` tells a test which it has.
 
 ``scripts/test`` boots the VMs once (``scripts/vm.py up 2``) and names the run in
-``OVZ_VM_ID``; ``pytest tests/vm`` alone boots its own run and takes it down at the end.
+``OVZ_VM_ID``; ``pytest tests/vm`` alone boots its own run (``OVZ_VM_RELEASE`` is passed on
+to ``scripts/vm.py``) and takes it down at the end.
 
 Fixtures (later issues add their test files beside the ones here and reuse these):
 

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""The VM platform itself (issue: VM test platform): what the other VM tests rely on.
+"""The VM platform itself: what the other VM tests rely on, on each Debian release it boots.
 
 One play collects everything from every VM; the tests below assert on it.
 """
@@ -12,11 +12,20 @@ PEER = "{{ groups['ovz_vms'] | difference([inventory_hostname]) | first | defaul
 # An address outside this machine: the VMs' user-mode network is restricted, nothing leaves.
 OUTSIDE = "1.1.1.1"
 
+# What each release's image has (scripts/vm.py RELEASES): Debian's stock kernel, CRIU and Python.
+EXPECTED = {
+    "bookworm": {"debian": "12.", "kernel": "6.1.", "criu": "Version: 3.17", "python": "Python 3.11."},
+    "trixie": {"debian": "13.", "kernel": "6.12.", "criu": "Version: 4.1", "python": "Python 3.13."},
+}
+
 
 @pytest.fixture(scope="module")
 def facts(ansible, vms):
     tasks = [
         {"name": "kernel", "ansible.builtin.raw": "uname -r"},
+        {"name": "debian", "ansible.builtin.raw": "cat /etc/debian_version"},
+        {"name": "python", "ansible.builtin.raw": "python3 --version"},
+        {"name": "system", "ansible.builtin.raw": "systemctl is-system-running --wait"},
         {"name": "pid1", "ansible.builtin.raw": "cat /proc/1/comm"},
         {"name": "cgroupfs", "ansible.builtin.raw": "stat -fc %T /sys/fs/cgroup"},
         {"name": "controllers", "ansible.builtin.raw": "cat /sys/fs/cgroup/cgroup.controllers"},
@@ -38,7 +47,11 @@ def facts(ansible, vms):
 
 def test_debian_kernel_systemd_pure_cgroup_v2(facts, vms):
     for vm in vms:
-        assert facts.stdout(vm.name, "kernel").startswith("6.1.")
+        expected = EXPECTED[vm.release]
+        assert facts.stdout(vm.name, "debian").startswith(expected["debian"]), vm.release
+        assert facts.stdout(vm.name, "kernel").startswith(expected["kernel"]), vm.release
+        assert facts.stdout(vm.name, "python").startswith(expected["python"]), vm.release
+        assert facts.stdout(vm.name, "system") == "running"
         assert facts.stdout(vm.name, "pid1") == "systemd"
         assert facts.stdout(vm.name, "cgroupfs") == "cgroup2fs"
         assert set(facts.stdout(vm.name, "controllers").split()) >= {"cpuset", "cpu", "io", "memory", "pids"}
@@ -59,7 +72,7 @@ def test_data_disk_is_xfs_with_enforced_quotas(facts, vms):
 
 def test_distribution_criu_check_passes(facts, vms):
     for vm in vms:
-        assert facts.stdout(vm.name, "criu version").startswith("Version: 3.17")
+        assert facts.stdout(vm.name, "criu version").startswith(EXPECTED[vm.release]["criu"])
         check = facts.ok(vm.name, "criu check")
         assert "Looks good." in check["stdout"] + check["stderr"]
 
@@ -74,7 +87,9 @@ def test_private_link_v4_v6_and_ssh_between_vms(facts, vms):
         assert facts.stdout(vm.name, "peer ssh") == peer.name
 
 
-def test_no_outside_network(facts, vms):
+def test_no_outside_network(facts, vms, vm_run):
+    if vm_run.internet:
+        pytest.skip("this run was booted with outside access (scripts/vm.py up --internet)")
     for vm in vms:
         result = facts.failed(vm.name, "outside")
         assert result["rc"] != 0
@@ -87,6 +102,8 @@ def test_inventory_names_the_private_addresses(vm_run):
         assert "ovz_private_ip=%s" % vm.private_ip in text
         assert vm.private_ip.startswith("10.213.") and vm.private_ip6.startswith("fd00:213::")
     assert "ansible_python_interpreter=/usr/bin/python3" in text
+    for vm in vm_run.vms:
+        assert "ovz_vm_release=%s" % vm.release in text
 
 
 @pytest.mark.vm_reboot

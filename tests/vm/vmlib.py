@@ -31,6 +31,9 @@ class Vm:
         self.ssh_port = data["ssh_port"]
         self.private_ip = data["private_ip"]
         self.private_ip6 = data["private_ip6"]
+        # runs made before releases were recorded are bookworm's
+        self.release = data.get("release", "bookworm")
+        self.debian = data.get("debian", "12")
 
     def sh(self, command: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run a shell command on the VM (as root, over the run's SSH master connection)."""
@@ -59,6 +62,8 @@ class VmRun:
         with open(os.path.join(self.dir, "state.json")) as handle:
             self.state = json.load(handle)
         self.vms = [Vm(self, data) for data in self.state["vms"]]
+        self.releases = sorted({vm.release for vm in self.vms})
+        self.internet = bool(self.state.get("internet"))
 
 
 class PlayResult:
