@@ -486,8 +486,8 @@ def test_failed_checkpoint_keeps_running_and_says_why(lab, session_dir):
               "    join_cgroups(%r)\n"
               "    enter_container(%d)\n"
               "    if os.fork() == 0:\n"
-              "        os.setsid()\n"
-              "        os.execv('/bin/sleep', ['sleep', '1000'])\n"
+              "        os.execv('/bin/sh', ['sh', '-c', 'setsid sleep 1000 &'])\n"
+              "    os.wait()\n"
               "    os._exit(0)\n"
               "os.wait()\n"
               % (COLLECTIONS_ROOT, cgroups.exec_cgroup2(PAYLOAD), cgroups.payload_procs(PAYLOAD), runtime.init_pid))
