@@ -135,7 +135,9 @@ ENTRY = {
 def test_tiocsti_into_operator_shell(target, operator, way):
     node, name = target
     marker = "/var/tmp/ovz-tiocsti-%s" % uuid.uuid4().hex[:8]
+    modes = [marker + ".mode-before", marker + ".mode-after"]
     try:
+        operator.send("stty -g > %s" % modes[0])
         operator.sync("ready")
         command = " ".join(ovzctl_argv(node, *ENTRY[way]))
         if way == "enter":
@@ -147,15 +149,19 @@ def test_tiocsti_into_operator_shell(target, operator, way):
         report = operator.expect("sti-done")
         report += operator.expect("host$ ")    # ovzctl has returned
         operator.sync("host")           # the operator's shell has read whatever was pushed into it
+        operator.send("stty -g > %s" % modes[1])
         operator.sync("again")
         print(report)
         assert not os.path.exists(marker), "the program inside typed into the operator's shell:\n" + report
+        with open(modes[0]) as before, open(modes[1]) as after:
+            assert before.read() == after.read(), "the operator's terminal mode was not restored"
         if way != "exec-T":
             assert "PUSHED" in report.split("sti fd0:")[1].splitlines()[0], \
                 "the probe inside had no terminal to push into (a pty of its own was expected):\n" + report
     finally:
-        if os.path.exists(marker):
-            os.unlink(marker)
+        for path in [marker] + modes:
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def kinds(text: str) -> list:
