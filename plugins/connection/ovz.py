@@ -15,6 +15,8 @@ description:
     M(ansible.builtin.apt), M(ansible.builtin.service), ...) inside a running container, as root, the way
     C(vzctl exec) does. Every command enters the container's cgroups and its cgroup, ipc, uts, net, pid and mount
     namespaces, with the container's capability bounding set. No SSH server or agent is needed inside.
+  - Each command gets pipes made for it as its standard input, output and error, and nothing else of the
+    controller's process (no other descriptor, no session, no keyring), as with M(ovz.containers.ovz_exec).
   - Without O(node_shell), the plugin acts on the kernel of the machine Ansible runs on, which must be the
     container's node (the engine is imported in-process, as root).
   - With O(node_shell), the container is on a remote node. Each command runs there as

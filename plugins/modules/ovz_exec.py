@@ -14,6 +14,10 @@ version_added: 0.1.0
 description:
   - Runs a command inside a running container, like C(vzctl exec), entering all of its namespaces and
     cgroups, with the container's capability bounding set.
+  - Nothing of the host goes in with the command. Its standard input, output and error are pipes made for it
+    (no other descriptor), it runs in a session of its own, with a fresh session keyring. The process that
+    enters the container is non-dumpable and holds no capability the container lacks before the command is
+    visible inside.
   - Like M(ansible.builtin.command), it reports a change whenever it runs the command (use C(changed_when) in
     the task to say otherwise); O(creates) and O(removes) make it idempotent, and are what check mode can
     judge. Without them the command is not run in check mode, and the task reports that it would have run.
