@@ -19,9 +19,9 @@ OVZ_DEBIAN_RELEASES="12 13"
 ovz_debian_release() {
     local v
     v="$(cut -d. -f1 /etc/debian_version 2>/dev/null || true)"
+    # shellcheck disable=SC1091  # the host's own file
     case "$v" in
         [0-9]*) printf '%s\n' "$v" ;;
-        # shellcheck disable=SC1091  # the host's own file
         *) (. /etc/os-release 2>/dev/null && printf '%s\n' "${VERSION_ID:-}") ;;
     esac
 }

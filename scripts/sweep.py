@@ -130,14 +130,14 @@ def sweep_harnesses():
             netns = os.path.join("/run/netns", node.get("netns", ""))
             data = node.get("data_dir")
             if data and os.path.isdir(data) and os.path.exists(netns) and HARNESS_NETNS.match(node["netns"]):
-                code = ("from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+                code = ("import sys\nsys.path.insert(0, %r)\n" % ensure_collection_path()
+                        + "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
                         "m = ContainerManager(%r, %r)\n"
                         "for n in m.layout.names():\n"
                         "    m.destroy(n)\n"
                         "    print('sweep: destroyed leftover container %%s in %%s' %% (n, %r))\n"
                         % (data, node.get("cgroup_parent") or "auto", data))
-                env = dict(os.environ, PYTHONPATH=ensure_collection_path())
-                subprocess.run(["nsenter", "--net=" + netns, sys.executable, "-c", code], check=False, env=env)
+                subprocess.run(["nsenter", "--net=" + netns, sys.executable, "-I", "-c", code], check=False)
     for pid, start in harness_sshds():
         for signum in (signal.SIGTERM, signal.SIGKILL):
             if process_starttime(pid) != start:

@@ -43,7 +43,7 @@ def main(argv: List[str]) -> int:
     results_dir, tiers = argv[0], argv[1:]
     print("\n== time per tier ==")
     for item in tiers:
-        name, _, seconds = item.partition("=")
+        name, _sep, seconds = item.partition("=")
         print("  %-16s %6d s  (%s)" % (name, int(seconds), minutes(float(seconds))))
     top = slowest(results_dir)
     if top:

@@ -1046,7 +1046,7 @@ def _private_links(rdir: str, state: dict) -> list:
     # More than two: a hub this script runs, each VM connecting to it.
     log_path = os.path.join(rdir, "ovz-hub.log")
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_hub", "--run-dir", rdir,
+        proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), "_hub", "--run-dir", rdir,
                                  "--port", str(port)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True, close_fds=True)
     write_file(os.path.join(rdir, "ovz-hub.pid"), "%d\n" % proc.pid)

@@ -15,6 +15,8 @@ description:
     M(ansible.builtin.apt), M(ansible.builtin.service), ...) inside a running container, as root, the way
     C(vzctl exec) does. Every command enters the container's cgroups and its cgroup, ipc, uts, net, pid and mount
     namespaces, with the container's capability bounding set. No SSH server or agent is needed inside.
+  - Each command gets pipes made for it as its standard input, output and error, and nothing else of the
+    controller's process (no other descriptor, no session, no keyring), as with M(ovz.containers.ovz_exec).
   - Without O(node_shell), the plugin acts on the kernel of the machine Ansible runs on, which must be the
     container's node (the engine is imported in-process, as root).
   - With O(node_shell), the container is on a remote node. Each command runs there as
@@ -22,7 +24,10 @@ description:
     input and output passed through. The node needs C(ovzctl) (the role C(ovz.containers.ovz_host) installs it);
     the inventory plugin P(ovz.containers.ovz#inventory) sets O(node_shell) for the containers of remote nodes.
   - Files are copied with C(cat) inside the container, so a symlink inside cannot redirect a write to the host.
-    They pass through memory; very large files are better copied into the container's root from the node.
+    A fetched file is written to its destination as it is read, never held in memory; a file put into the
+    container passes through memory.
+  - What a command inside prints is read with a bound, O(output_limit). A container may print without end, and
+    the controller must not follow it.
   - Pipelining is supported (V(ansible_pipelining=true)); it saves the temporary files of each task.
   - A container that is not running makes the host unreachable, with a message that says its state.
 options:
@@ -82,6 +87,18 @@ options:
     default: 0
     vars:
       - name: ansible_ovz_timeout
+  output_limit:
+    description:
+      - The most bytes of standard output (and of standard error) a command run inside may print, as a size
+        (V(64M), bytes). A module's result comes back this way, so the limit must hold the largest result a
+        task returns (a M(ansible.builtin.slurp) of a file is a third larger than the file).
+      - A command that prints more is killed at once and the task fails, saying so; the plugin never holds more
+        than about this much per stream. M(ansible.builtin.fetch) is not bound by it (the file is streamed to
+        its destination).
+    type: str
+    default: 64M
+    vars:
+      - name: ansible_ovz_output_limit
 notes:
   - The user inside is always root; C(become) is not needed (and C(sudo) is rarely installed in a container).
   - The inventory plugin P(ovz.containers.ovz#inventory) sets the variables of this plugin for every container it lists.
@@ -120,7 +137,6 @@ EXAMPLES = r'''
 import json
 import os
 import shlex
-import subprocess
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
@@ -129,8 +145,13 @@ from ansible.utils.display import Display
 
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
+from ansible_collections.ovz.containers.plugins.module_utils.process import OutputPolicy, run_bounded
+from ansible_collections.ovz.containers.plugins.module_utils.sizes import parse_size
 
 display = Display()
+
+# What a failing fetch may say about itself (its stderr), kept from its end.
+ERROR_LIMIT = 64 << 10
 
 
 class Connection(ConnectionBase):
@@ -176,19 +197,26 @@ class Connection(ConnectionBase):
                 '--cgroup-parent', self.get_option('cgroup_parent')] + list(argv)
         return [to_native(a) for a in self.get_option('node_shell')] + [' '.join(shlex.quote(to_text(a)) for a in line)]
 
-    def _remote(self, argv, stdin=None):
-        timeout = self.get_option('timeout') or None
+    def _output_limit(self):
         try:
-            proc = subprocess.run(argv, input=stdin or b'', stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  timeout=timeout, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            return parse_size(self.get_option('output_limit'), 'output_limit')
+        except OvzError as exc:
+            raise AnsibleConnectionFailure('ovz: output_limit: %s' % to_native(exc))
+
+    def _remote(self, argv, stdin=None, output=None):
+        timeout = self.get_option('timeout') or None
+        policy = output or OutputPolicy(limit=self._output_limit(), end_on_overflow=True)
+        try:
+            result = run_bounded(argv, stdin, timeout, policy)
+        except OSError as exc:
             raise AnsibleConnectionFailure('container %s: %s failed: %s' % (self._container, argv[0], to_native(exc)))
-        return proc.returncode, proc.stdout, proc.stderr
+        return result
 
     def _connect_remote(self):
         name = to_text(self.get_option('remote_addr'))
         self._container = name
-        rc, stdout, stderr = self._remote(self._ovzctl('status', name))
+        status = self._remote(self._ovzctl('status', name))
+        rc, stdout, stderr = status.rc, status.stdout, status.stderr
         try:
             state = json.loads(to_text(stdout)).get('state') if rc == 0 else None
         except (ValueError, AttributeError):
@@ -204,21 +232,29 @@ class Connection(ConnectionBase):
         display.vvv(u'ESTABLISH OVZ CONNECTION TO %s THROUGH %s' % (name, self.get_option('node_shell')), host=name)
         return self
 
-    def _run(self, argv, stdin=None):
-        """``argv`` inside the container; returns (rc, stdout, stderr)."""
+    def _run(self, argv, stdin=None, output=None):
+        """``argv`` inside the container, its output read within ``output`` (by default: at most
+        ``output_limit`` bytes per stream, the command killed beyond); returns the engine's ExecResult."""
+        policy = output or OutputPolicy(limit=self._output_limit(), end_on_overflow=True)
         if self.get_option('node_shell'):
-            return self._remote(self._ovzctl('exec', self._container, *argv), stdin)
+            return self._remote(self._ovzctl('exec', self._container, *argv), stdin, policy)
         timeout = self.get_option('timeout') or None
         try:
-            result = self._manager.exec(self._container, argv, stdin=stdin, timeout=timeout)
+            return self._manager.exec(self._container, argv, stdin=stdin, timeout=timeout, output=policy)
         except OvzError as exc:
             raise AnsibleConnectionFailure('container %s: %s' % (self._container, to_native(exc)))
-        return result.rc, result.stdout, result.stderr
 
     def exec_command(self, cmd, in_data=None, sudoable=False):
         super(Connection, self).exec_command(cmd, in_data=in_data, sudoable=sudoable)
         display.vvv(u'EXEC %s' % to_text(cmd), host=self._container)
-        return self._run(['/bin/sh', '-c', to_text(cmd, errors='surrogate_or_strict')], stdin=in_data)
+        result = self._run(['/bin/sh', '-c', to_text(cmd, errors='surrogate_or_strict')], stdin=in_data)
+        for stream, dropped in (('standard output', result.stdout_dropped), ('standard error', result.stderr_dropped)):
+            if dropped:
+                raise AnsibleConnectionFailure(
+                    'container %s: the command printed more than output_limit (%s bytes) on its %s and was killed; '
+                    'raise ansible_ovz_output_limit if a task really returns that much'
+                    % (self._container, self._output_limit(), stream))
+        return result.rc, result.stdout, result.stderr
 
     def put_file(self, in_path, out_path):
         super(Connection, self).put_file(in_path, out_path)
@@ -229,7 +265,8 @@ class Connection(ConnectionBase):
         with open(b_in_path, 'rb') as handle:
             data = handle.read()
         # "$0" is the destination: no quoting of the path into a shell string.
-        rc, dummy, stderr = self._run(['/bin/sh', '-c', 'cat > "$0"', to_text(out_path)], stdin=data)
+        result = self._run(['/bin/sh', '-c', 'cat > "$0"', to_text(out_path)], stdin=data)
+        rc, stderr = result.rc, result.stderr
         if rc != 0:
             raise AnsibleError('failed to transfer %s to %s inside %s (rc %d): %s'
                                % (in_path, out_path, self._container, rc, to_native(stderr).strip()))
@@ -237,14 +274,20 @@ class Connection(ConnectionBase):
     def fetch_file(self, in_path, out_path):
         super(Connection, self).fetch_file(in_path, out_path)
         display.vvv(u'FETCH %s TO %s' % (in_path, out_path), host=self._container)
-        rc, stdout, stderr = self._run(['/bin/sh', '-c', 'exec cat < "$0"', to_text(in_path)])
-        if rc != 0:
-            raise AnsibleError('failed to fetch %s from %s (rc %d): %s'
-                               % (in_path, self._container, rc, to_native(stderr).strip()))
         b_out_path = to_bytes(out_path, errors='surrogate_or_strict')
         tmp = b_out_path + b'.ovz-tmp'
+        # The file goes to its destination as it is read: its size is the container's to choose.
         with open(tmp, 'wb') as handle:
-            handle.write(stdout)
+            try:
+                result = self._run(['/bin/sh', '-c', 'exec cat < "$0"', to_text(in_path)],
+                                   output=OutputPolicy(limit=ERROR_LIMIT, stdout_to=handle.fileno()))
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        if result.rc != 0:
+            os.unlink(tmp)
+            raise AnsibleError('failed to fetch %s from %s (rc %d): %s'
+                               % (in_path, self._container, result.rc, to_native(result.stderr).strip()))
         os.rename(tmp, b_out_path)
 
     def reset(self):

@@ -27,9 +27,16 @@ How it fits together:
   then), then unmounts its own mount point, removes its pid file and exits:
   no mount is left behind. After a SIGKILL, ``ovzctl bcd stop`` (or the next
   ``start``) removes what it left.
-- Each ``open()`` gets its own table (concurrent readers never share one), a
-  reader that never reads costs a few KiB until it closes, and the table is
-  computed in a worker thread so one slow container does not stall others.
+- Each ``open()`` gets a table computed after it arrived, and a reader that
+  never reads costs a few KiB until it closes. Tables are computed in worker
+  threads so one slow container does not stall others.
+- One container's readers are bounded, as the container is a stranger: its
+  opens are served in rounds, one table computation for all the opens that
+  arrived meanwhile, one round at a time, rounds at least ``MIN_ROUND_GAP``
+  apart (so at most ``1 / MIN_ROUND_GAP`` computations a second per container,
+  however many readers hammer it); and it holds at most ``MAX_HANDLES`` open
+  handles (more opens fail with EMFILE). The counts of computations per
+  container are in ``<pidfile>.stats`` (``ovzctl bcd status`` shows them).
 
 Entry points: ``ovzctl [--data-dir D] bcd start|stop|status`` (``cli.py``);
 ``start --foreground`` for a service manager (the ``ovz_host`` role).
@@ -52,13 +59,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import namespaces as ns
-from .config import NAME_RE, HostLayout
+from .config import NAME_RE, HostLayout, atomic_write_json, read_json
 from .container import ContainerManager
 from .errors import OvzError
 from .process import process_starttime
 from .rootfs import BCD_FSTYPE, BCD_MOUNT, GUEST_BEANCOUNTERS, mount_points
 
 DEFAULT_INTERVAL = 2.0
+MIN_ROUND_GAP = 0.1      # seconds between the starts of two table computations of one container
+MAX_HANDLES = 64         # open handles one container may hold
 RETRY_AFTER = 60.0       # seconds before binding into a container where it failed is tried again
 STOP_TIMEOUT = 10.0
 
@@ -237,7 +246,12 @@ class FuseServer:
         self.fd = -1
         self.nodes: Dict[int, str] = {}
         self.ids: Dict[str, int] = {}
-        self.handles: Dict[int, bytes] = {}
+        self.handles: Dict[int, Tuple[str, bytes]] = {}
+        self.open_count: Dict[str, int] = {}
+        self.waiting: Dict[str, List[int]] = {}     # per container: FUSE_OPEN requests for its next round
+        self.scheduled: Dict[str, bool] = {}        # a round is queued or running
+        self.last_round: Dict[str, float] = {}
+        self.computed: Dict[str, int] = {}          # table computations per container (stats)
         self.next_fh = 1
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ovz-bcd")
@@ -331,18 +345,20 @@ class FuseServer:
                 raise OSError(errno.ENOENT, "node %d" % nodeid)
             if flags & os.O_ACCMODE != os.O_RDONLY:
                 raise OSError(errno.EROFS, "read-only")
-            self.pool.submit(self._open, unique, self.nodes[nodeid])
+            self._queue_open(unique, self.nodes[nodeid])
         elif opcode == FUSE_READ:
             fh, offset, size = struct.unpack_from("<QQI", body)
             with self.lock:
-                data = self.handles.get(fh)
-            if data is None:
+                entry = self.handles.get(fh)
+            if entry is None:
                 raise OSError(errno.EBADF, "handle %d" % fh)
-            self._reply(unique, data[offset:offset + size])
+            self._reply(unique, entry[1][offset:offset + size])
         elif opcode in (FUSE_RELEASE, FUSE_RELEASEDIR):
             fh = struct.unpack_from("<Q", body)[0]
             with self.lock:
-                self.handles.pop(fh, None)
+                entry = self.handles.pop(fh, None)
+                if entry is not None:
+                    self.open_count[entry[0]] -= 1
             self._reply(unique)
         elif opcode in (FUSE_FLUSH, FUSE_ACCESS):
             self._reply(unique)
@@ -361,26 +377,66 @@ class FuseServer:
         else:
             raise OSError(errno.ENOSYS, "opcode %d" % opcode)
 
-    def _open(self, unique: int, name: str) -> None:
+    def _queue_open(self, unique: int, name: str) -> None:
+        """An open joins its container's next round; a round is queued unless one already is."""
+        with self.lock:
+            waiting = self.waiting.setdefault(name, [])
+            if self.open_count.get(name, 0) + len(waiting) >= MAX_HANDLES:
+                raise OSError(errno.EMFILE, "container %s holds %d handles" % (name, MAX_HANDLES))
+            waiting.append(unique)
+            if self.scheduled.get(name):
+                return
+            self.scheduled[name] = True
+        self.pool.submit(self._rounds, name)
+
+    def _rounds(self, name: str) -> None:
+        """Serve ``name``'s waiting opens, one table for each round, until none wait."""
+        while True:
+            with self.lock:
+                gap = self.last_round.get(name, 0.0) + MIN_ROUND_GAP - time.monotonic()
+            if gap > 0:
+                time.sleep(gap)
+            with self.lock:
+                waiters, self.waiting[name] = self.waiting.get(name, []), []
+                self.last_round[name] = time.monotonic()
+                if not waiters:
+                    self.scheduled[name] = False
+                    return
+                self.computed[name] = self.computed.get(name, 0) + 1
+            data = self._compute(name)
+            for unique in waiters:
+                if isinstance(data, int):
+                    self._reply(unique, error=data)
+                else:
+                    self._opened(unique, name, data)
+
+    def _compute(self, name: str) -> Any:
+        """The table, or an errno for its readers."""
         try:
             data = self.tables.render(name)
         except OSError as exc:
-            self._reply(unique, error=exc.errno or errno.EIO)
-            return
+            return exc.errno or errno.EIO
         except Exception as exc:  # noqa: BLE001 - a reader gets EIO, the daemon keeps serving
             self.log("table of %s failed: %s" % (name, exc))
-            self._reply(unique, error=errno.EIO)
-            return
+            return errno.EIO
         if len(data) != table_size(name):
             self.log("table of %s is %d bytes, not %d: readers that splice see it cut" % (name, len(data),
                                                                                           table_size(name)))
+        return data
+
+    def _opened(self, unique: int, name: str, data: bytes) -> None:
         with self.lock:
             fh = self.next_fh
             self.next_fh += 1
-            self.handles[fh] = data
+            self.handles[fh] = (name, data)
+            self.open_count[name] = self.open_count.get(name, 0) + 1
         # fuse_open_out: fh, open_flags, padding. Direct I/O: read(2) goes to this handle's table; no
         # FOPEN_KEEP_CACHE, so the page cache that splice reads use is dropped at every open.
         self._reply(unique, struct.pack("<QII", fh, FOPEN_DIRECT_IO, 0))
+
+    def stats(self) -> Dict[str, Any]:
+        with self.lock:
+            return {"computed": dict(self.computed), "open": {k: v for k, v in self.open_count.items() if v}}
 
     def _readdir(self, offset: int, size: int) -> bytes:
         entries = [(ROOT_ID, ".", 4), (ROOT_ID, "..", 4)]
@@ -402,7 +458,9 @@ class FuseServer:
 class Daemon:
     """The serving loop, the reconciling thread, and the clean exit."""
 
-    def __init__(self, data_dir: str, mountpoint: str, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(self, data_dir: str, mountpoint: str, interval: float = DEFAULT_INTERVAL,
+                 stats_path: Optional[str] = None) -> None:
+        self.stats_path = stats_path
         self.tables = Tables(data_dir)
         self.mountpoint = mountpoint
         self.interval = interval
@@ -444,11 +502,19 @@ class Daemon:
                     if (name, init_pid) not in failed:
                         self.log("cannot bind into %s (retried every %.0f s): %s" % (name, RETRY_AFTER, exc))
                     failed[(name, init_pid)] = time.monotonic()
+            self._write_stats()
             self.stopping.wait(self.interval)
         for note in unbind_all(self.tables):
             self.log(note)
         self.detached.set()
         self._wake()
+
+    def _write_stats(self) -> None:
+        if self.stats_path:
+            try:
+                atomic_write_json(self.stats_path, self.server.stats(), durable=False)
+            except OSError as exc:
+                self.log("cannot write %s: %s" % (self.stats_path, exc))
 
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -538,14 +604,20 @@ def serve(data_dir: str, mountpoint: str, pidfile: str, interval: float = DEFAUL
     lock_fd = _claim_pidfile(pidfile)
     try:
         cleanup(data_dir, mountpoint)
-        Daemon(data_dir, mountpoint, interval).run()
+        Daemon(data_dir, mountpoint, interval, stats_path(pidfile)).run()
     finally:
-        try:
-            os.unlink(pidfile)
-        except OSError:
-            pass
+        for path in (pidfile, stats_path(pidfile)):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         os.close(lock_fd)
     return 0
+
+
+def stats_path(pidfile: str) -> str:
+    """Where the running daemon keeps its counts (table computations per container), every ``interval``."""
+    return pidfile + ".stats"
 
 
 def status(data_dir: str, mountpoint: str, pidfile: str) -> Dict[str, Any]:
@@ -556,8 +628,14 @@ def status(data_dir: str, mountpoint: str, pidfile: str) -> Dict[str, Any]:
         for name, init_pid, _starttime in Tables(data_dir).running():
             if _ours_on_top(init_pid):
                 bound.append(name)
+    stats: Dict[str, Any] = {}
+    if pid is not None:
+        try:
+            stats = read_json(stats_path(pidfile))
+        except (OSError, ValueError):
+            pass
     return {"running": pid is not None, "pid": pid, "mountpoint": mountpoint, "mounted": mounted,
-            "pidfile": pidfile, "bound": bound}
+            "pidfile": pidfile, "bound": bound, "computed": stats.get("computed", {}) if isinstance(stats, dict) else {}}
 
 
 def start(data_dir: str, mountpoint: str, pidfile: str, logfile: str, interval: float = DEFAULT_INTERVAL,

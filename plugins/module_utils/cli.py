@@ -11,8 +11,11 @@
     resume NAME                restore from that checkpoint; it is removed once running (vzctl resume)
     freeze NAME / thaw NAME    stop / continue every process in place (cgroup freezer), nothing saved
     destroy NAME
-    status NAME                list [--json]                exec NAME CMD [ARG...]
-    enter NAME                 (an interactive shell inside)
+    status NAME                list [--json]
+    exec [-t|-T] NAME CMD [ARG...]
+                               a pty of the container's own when stdin is a terminal (as vzctl exec) or
+                               with -t, pipes with -T or otherwise; the caller's stdio is relayed, never handed in
+    enter NAME                 (an interactive shell inside, on a pty of the container's own)
     bcd start|stop|status      the live beancounters view (bcd.py) of this data dir:
                                [--mountpoint M] [--pidfile P] [--logfile L] [--interval S] [--foreground]
     boot [--wait] [--json]     (start the node's onboot containers, higher bootorder first)
@@ -81,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds between passes that bind the view into containers started before it (2)")
     bcd.add_argument("--foreground", action="store_true", help="start: run in this process (for a service manager)")
     execute = commands.add_parser("exec")
+    execute.add_argument("-t", dest="tty", action="store_const", const=True,
+                         help="a pty inside even when stdin is not a terminal")
+    execute.add_argument("-T", dest="tty", action="store_const", const=False,
+                         help="pipes even when stdin is a terminal")
     execute.add_argument("name")
     execute.add_argument("argv", nargs=argparse.REMAINDER)
     return parser
@@ -159,10 +166,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "exec":
             if not args.argv:
                 raise OvzError("exec needs a command", "command")
-            return manager.exec(args.name, args.argv, capture=False).rc
+            tty = os.isatty(0) if args.tty is None else args.tty
+            env = {"TERM": os.environ.get("TERM", "linux")} if tty else None
+            return manager.exec(args.name, args.argv, capture=False, tty=tty, env=env).rc
         elif args.command == "enter":
             env = {"TERM": os.environ.get("TERM", "linux")}
-            return manager.exec(args.name, ["/bin/sh", "-l"], capture=False, env=env).rc
+            return manager.exec(args.name, ["/bin/sh", "-l"], capture=False, tty=True, env=env).rc
     except OvzError as exc:
         _say("ovzctl: %s" % exc, sys.stderr)
         return 1

@@ -28,7 +28,7 @@ from .cgroups import CgroupBackend, ContainerCgroups, select_backend, validate_c
 from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
                      validate_labels, validate_name)
 from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
-from .process import ExecResult, InitSpec, exec_in, process_starttime, spawn_init
+from .process import ExecResult, InitSpec, OutputPolicy, exec_in, process_starttime, spawn_init
 from .rootfs import DEVICE_ALLOW, RootfsSpec, find_bcd, find_lxcfs
 from .storage import Storage, extract_template, validate_layout
 from .templates import resolve_template
@@ -646,7 +646,10 @@ class ContainerManager:
         return ns.exists_in_root("/proc/%d/root" % runtime.init_pid, path, param)
 
     def exec(self, name: str, argv: Sequence[str], stdin: Optional[bytes] = None, capture: bool = True,
-             env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None) -> ExecResult:
+             env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None, tty: bool = False,
+             output: Optional[OutputPolicy] = None) -> ExecResult:
+        """Run ``argv`` inside (``process.exec_in``): captured (bounded by ``output``), or relayed to the
+        caller's stdio (``capture=False``), through a pty of the container's own with ``tty``."""
         if not argv:
             raise InvalidParameter("an empty command", "command")
         runtime = self.runtime(validate_name(name))
@@ -655,7 +658,7 @@ class ContainerManager:
         cgroups = self.cgroups_for(runtime)
         return exec_in(runtime.init_pid, argv, cgroups.payload_procs(PAYLOAD), cgroups.exec_cgroup2(PAYLOAD),
                        ns.DEFAULT_DROPPED_CAPABILITIES,
-                       env=env, stdin=stdin, capture=capture, timeout=timeout)
+                       env=env, stdin=stdin, capture=capture, timeout=timeout, tty=tty, output=output)
 
 
 def halt_signal_for(pid: int, configured: str = "auto") -> int:

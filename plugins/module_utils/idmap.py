@@ -24,12 +24,13 @@ block's root), and shifted back when the container is made privileged again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import stat
 import struct
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import namespaces as ns
 from .config import atomic_write_json, read_json
@@ -191,7 +192,8 @@ class IdmapPool:
 def make_userns(first: int, count: int = ID_COUNT) -> int:
     """A descriptor of a new user namespace mapping ids 0..count-1 to ``first``..; the caller closes it.
 
-    A short-lived child creates the namespace; this process (root on the host) writes its maps,
+    A short-lived child takes the block's first uid and gid and creates the namespace, which the
+    kernel then records as owned by that host user; this process (root on the host) writes its maps,
     as newuidmap would, and keeps it alive by the descriptor.
     """
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -201,16 +203,21 @@ def make_userns(first: int, count: int = ID_COUNT) -> int:
         try:
             os.close(ready_r)
             os.close(done_w)
+            become_block_owner(first)
             ns.unshare(ns.CLONE_NEWUSER)
             os.write(ready_w, b"1")
             os.read(done_r, 1)
+        except BaseException as exc:  # noqa: B036 - reported to the parent
+            os.write(ready_w, ("%s: %s" % (type(exc).__name__, exc)).encode(errors="replace")[:4000])
         finally:
             os._exit(0)
     os.close(ready_w)
     os.close(done_r)
     try:
-        if os.read(ready_r, 1) != b"1":
-            raise KernelUnsupported("this kernel refuses to create a user namespace (needed by unprivileged containers)",
+        answer = os.read(ready_r, 4096)
+        if answer != b"1":
+            raise KernelUnsupported("this kernel refuses to create a user namespace owned by uid %d (needed by "
+                                    "unprivileged containers): %s" % (first, answer.decode(errors="replace") or "-"),
                                     "unprivileged")
         for kind in ("uid_map", "gid_map"):
             with open("/proc/%d/%s" % (child, kind), "w") as handle:
@@ -220,6 +227,27 @@ def make_userns(first: int, count: int = ID_COUNT) -> int:
         os.close(done_w)
         os.close(ready_r)
         os.waitpid(child, 0)
+
+
+def become_block_owner(first: int) -> None:  # pragma: no cover - runs in make_userns's child
+    """Take the block's first uid and gid on the host as the effective (and fs) ids, with no
+    supplementary groups, before creating the user namespace.
+
+    The kernel makes the creator's euid the namespace's owner and charges the per-user counts of
+    the namespace's processes (inotify instances and watches, RLIMIT_NPROC, pending signals,
+    mqueue bytes, nested namespaces) to that owner too: created by host root, a container could
+    exhaust host root's own. The real and saved ids stay 0, so the capabilities stay permitted and
+    are made effective again (the creation stays a privileged one for checks such as Debian's
+    ``kernel.unprivileged_userns_clone`` or an LSM's), and the kernel sets no RLIMIT_NPROC ceiling
+    on the namespace: with a real uid other than 0 it would take the caller's soft RLIMIT_NPROC as
+    the bound of all the container's processes together, which would depend on who started it
+    (numproc, the pids cgroup, is the container's process limit). Host root keeps every capability
+    in the namespace as root of an ancestor, whoever owns it.
+    """
+    os.setgroups([])
+    os.setresgid(-1, first, -1)
+    os.setresuid(-1, first, -1)
+    ns.raise_effective_capabilities()
 
 
 def idmapped_tree(path: str, userns_fd: int) -> int:
@@ -257,6 +285,31 @@ def become_root() -> None:
     os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+
+
+@contextlib.contextmanager
+def creating_as(uid: int, gid: int) -> Iterator[None]:
+    """Files this thread creates meanwhile belong to ``uid:gid`` (host ids), as if that user made them.
+
+    Host root cannot create a file on an unprivileged container's idmapped root mount: its own id has no
+    place in the mount's map (EOVERFLOW). Created as the container's root (the block's first id), the file
+    is the container root's inside. Only the thread's filesystem ids change (setfsuid/setfsgid); while they
+    are not 0 the kernel takes the file capabilities (DAC_OVERRIDE, FOWNER, ...) out of its effective set,
+    so the creation is checked as that user's, and gives them back when they return to 0.
+    """
+    if uid == os.geteuid() and gid == os.getegid():
+        yield
+        return
+    libc = ns.load_libc()
+    old_gid = libc.setfsgid(gid)
+    old_uid = libc.setfsuid(uid)
+    try:
+        if libc.setfsuid(uid) != uid or libc.setfsgid(gid) != gid:
+            raise OvzError("cannot take the filesystem ids %d:%d to create a file for the container" % (uid, gid))
+        yield
+    finally:
+        libc.setfsuid(old_uid)
+        libc.setfsgid(old_gid)
 
 
 def chown_for(paths: Iterable[str], first: int) -> None:

@@ -366,8 +366,8 @@ class ImageSync:
 
     def send(self) -> int:
         import hashlib
-        command = "exec %s -c %s %s" % (shlex.quote(self.target.python), shlex.quote(IMAGE_RECEIVER),
-                                        shlex.quote(self.destination))
+        command = "exec %s -I -c %s %s" % (shlex.quote(self.target.python), shlex.quote(IMAGE_RECEIVER),
+                                           shlex.quote(self.destination))
         argv = self.target.ssh_argv(self.control_path) + [self.target.destination, command]
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
                                 stderr=subprocess.PIPE)

@@ -41,8 +41,12 @@ MS_STRICTATIME = 1 << 24
 
 MNT_DETACH = 2
 
+PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_CHILD_SUBREAPER = 36
 
 # Namespace files under /proc/<pid>/ns, in the order setns must enter them:
@@ -92,6 +96,7 @@ def load_libc() -> ctypes.CDLL:
 
 SYS_OPENAT2 = 437           # the same number on every architecture (generic syscall table)
 RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_IN_ROOT = 0x10
 
 
@@ -100,9 +105,10 @@ class _OpenHow(ctypes.Structure):
 
 
 def open_in_root(root_fd: int, path: str, flags: int, mode: int = 0o644, needed_for: str = "",
-                 param: Optional[str] = None) -> int:
+                 param: Optional[str] = None, resolve: int = 0) -> int:
     """openat2 with RESOLVE_IN_ROOT: symlinks and ``..`` planted by the container stay inside it."""
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0,
+                   RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | resolve)
     fd = _libc.syscall(SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how),
                        ctypes.c_size_t(ctypes.sizeof(how)))
     if fd < 0:
@@ -255,17 +261,76 @@ def capability_numbers(names: Iterable[str], param: str = "capability") -> list:
     return numbers
 
 
+def _bounding_bits() -> int:
+    """This process's bounding set, from prctl: no file is read, as a process that has entered a
+    container would read the container's /proc, which its root controls."""
+    bits = 0
+    for number in range(64):
+        try:
+            if prctl(PR_CAPBSET_READ, number):
+                bits |= 1 << number
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:   # past the last capability this kernel knows
+                break
+            raise
+    return bits
+
+
 def drop_bounding_capabilities(names: Iterable[str]) -> None:
     """Remove capabilities from the bounding set; they are gone for every later exec."""
-    last_cap = 40
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as handle:
-            last_cap = int(handle.read())
-    except OSError:
-        pass
+    known = _bounding_bits()
     for number in capability_numbers(names):
-        if number <= last_cap:
+        if known >> number & 1:
             prctl(PR_CAPBSET_DROP, number)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def limit_capabilities(dropped: Iterable[str]) -> None:
+    """Hold no more than root of the container gets: drop ``dropped`` from the bounding set, then cut the
+    effective, permitted and inheritable sets down to it and clear the ambient set. What execve gives
+    root afterwards is the same; what matters is the time before it, while this process (or a child)
+    is already visible inside."""
+    drop_bounding_capabilities(dropped)
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    bounding = _bounding_bits()
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    current = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), current), "capget")
+    data = (_CapData * 2)()
+    for index in (0, 1):
+        word = (bounding >> (32 * index)) & 0xffffffff
+        data[index].effective = current[index].effective & word
+        data[index].permitted = current[index].permitted & word
+        data[index].inheritable = current[index].inheritable & word
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "ppc64le": 271, "s390x": 280}
+
+
+def join_new_session_keyring() -> None:
+    """Leave the caller's session keyring for a fresh anonymous one (``keyctl(KEYCTL_JOIN_SESSION_KEYRING,
+    NULL)``, as runc does): a process inside must not possess the host session's keys."""
+    number = _SYS_KEYCTL.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, "keyctl: unsupported architecture %s" % platform.machine())
+    result = _libc.syscall(ctypes.c_long(number), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), None)
+    if result < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOSYS:
+            return   # a kernel without keys: there is no keyring to leak
+        raise OSError(err, "keyctl(KEYCTL_JOIN_SESSION_KEYRING): %s" % os.strerror(err))
 
 
 def bounding_set(pid: str = "self") -> int:
@@ -274,6 +339,27 @@ def bounding_set(pid: str = "self") -> int:
             if line.startswith("CapBnd:"):
                 return int(line.split()[1], 16)
     return 0
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def raise_effective_capabilities() -> None:
+    """Make every permitted capability effective again (a change of euid away from 0 empties the effective set)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    for word in data:
+        word.effective = word.permitted
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
 class CloneArgs(ctypes.Structure):

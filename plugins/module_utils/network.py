@@ -57,6 +57,7 @@ from . import faults
 from . import namespaces as ns
 from .config import atomic_write_json, read_json
 from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from .idmap import creating_as
 
 # pyroute2 is imported on first use: importing it costs about half a second,
 # which every container start and every module run would otherwise pay.
@@ -829,12 +830,22 @@ def resolv_conf_text(netconf: Dict[str, Any]) -> Optional[str]:
 
 
 def write_resolv_conf(root: str, text: str) -> None:
-    """Write ``etc/resolv.conf`` under ``root`` (a directory, or ``/proc/<pid>/root``), never outside it."""
+    """Write ``etc/resolv.conf`` under ``root`` (a directory, or ``/proc/<pid>/root``), never outside it.
+
+    A missing file is created as the owner of the container's ``/`` (its root): on an unprivileged
+    container's idmapped root mount, a file host root creates has no owner the mount can map."""
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY
         try:
-            fd = ns.open_in_root(root_fd, RESOLV_CONF, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY,
-                                 needed_for="to write resolv.conf safely", param="nameserver")
+            try:
+                fd = ns.open_in_root(root_fd, RESOLV_CONF, flags, needed_for="to write resolv.conf safely",
+                                     param="nameserver")
+            except FileNotFoundError:
+                owner = os.fstat(root_fd)
+                with creating_as(owner.st_uid, owner.st_gid):
+                    fd = ns.open_in_root(root_fd, RESOLV_CONF, flags | os.O_CREAT, 0o644,
+                                         needed_for="to write resolv.conf safely", param="nameserver")
         except OSError as exc:
             if isinstance(exc, OvzError):
                 raise

@@ -10,13 +10,19 @@ subreaper) and keeps running after the caller is gone, as with ``vzctl start``.
 
 from __future__ import annotations
 
+import collections
+import errno
+import fcntl
 import os
 import select
 import signal
+import socket
+import stat
 import struct
+import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from . import namespaces as ns
 from .idmap import become_root, other_userns
@@ -311,83 +317,258 @@ def _init_child(spec: InitSpec, go_r: int, err_w: int, console_fd: int) -> None:
         _child_fail(err_w, exc)
 
 
+DEFAULT_OUTPUT_LIMIT = 1 << 20   # bytes of each stream an exec keeps (its last ones) unless told otherwise
+
+
+@dataclass
+class OutputPolicy:
+    """How much of a command's output the host holds. A container's command may print without end, and the
+    host must not follow it: each stream keeps only its last ``limit`` bytes and counts what it dropped.
+
+    ``stdout_to`` (a host file descriptor) receives the whole stdout instead, written as it arrives and never
+    held; the command itself only ever sees the pipe. ``end_on_overflow`` kills the command as soon as a
+    held stream passes ``limit`` (when only a complete output is of any use)."""
+
+    limit: int = DEFAULT_OUTPUT_LIMIT
+    stdout_to: Optional[int] = None
+    end_on_overflow: bool = False
+
+
 @dataclass
 class ExecResult:
     rc: int
     stdout: bytes
     stderr: bytes
+    stdout_dropped: int = 0     # bytes of the stream's beginning not kept (OutputPolicy.limit)
+    stderr_dropped: int = 0
+
+
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
+PTMX_DEVICE = (5, 2)
+
+
+def open_container_pty() -> Tuple[int, int]:
+    """A pty pair of the container's own devpts, for a process that has entered its mount namespace.
+
+    ``/dev/pts/ptmx`` is opened without following any symlink and refused unless it is the pty
+    multiplexer, so whatever root inside put there, the pair is one of a devpts the container
+    itself can reach; the slave comes from the master (TIOCGPTPEER), never by a path."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        master = ns.open_in_root(root, "dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK,
+                                 needed_for="to open a pty inside a container", resolve=ns.RESOLVE_NO_SYMLINKS)
+    finally:
+        os.close(root)
+    try:
+        info = os.fstat(master)
+        if not stat.S_ISCHR(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != PTMX_DEVICE:
+            raise OSError(errno.EINVAL, "/dev/pts/ptmx of the container is not the pty multiplexer")
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, slave
+
+
+@dataclass
+class _Command:
+    """What the exec helper runs, and with what."""
+    init_pid: int
+    argv: Sequence[str]
+    cgroup_procs: Sequence[str]
+    dropped_capabilities: Sequence[str]
+    env: Dict[str, str]
+    cwd: str
+    stdio: Tuple[int, int, int]         # the helper's own stdio; the command's unless it gets a pty
+    report_fd: int = -1                 # a unix socket: the command's PID (and the pty master) go back on it
+    tty: bool = False
+    winsize: Optional[bytes] = None     # the pty's first window size
+
+
+def _exec_helper(command: _Command) -> None:  # pragma: no cover - runs in the forked child
+    """The helper between the caller and the command: joins the container, then forks the command into
+    its pid namespace and waits for it, exiting with its status.
+
+    Nothing of the host may be in reach of the container through it. It is non-dumpable before it
+    joins anything, so that the command's process, visible inside from its fork to its exec, can
+    neither be attached to by a tracer without CAP_SYS_PTRACE over the host nor have its memory (a
+    copy of the caller's) read; before that fork it has left the caller's session keyring for a
+    fresh one and holds no capability root inside lacks; it keeps only the descriptors made for
+    the command."""
+    try:
+        ns.prctl(ns.PR_SET_DUMPABLE, 0)
+        # Moved above 2 first: a caller with closed stdio may have been handed a pipe as fd 0..2.
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in command.stdio]
+        for target, fd in enumerate(moved):
+            os.dup2(fd, target)
+        report = command.report_fd
+        if report >= 0:
+            report = fcntl.fcntl(report, fcntl.F_DUPFD_CLOEXEC, 3)
+        # Nor the pipes of other commands the caller runs at the same time (threads): held
+        # here, they would keep those commands from seeing EOF until this one ends.
+        # (close_range: no allocation in a child that may be forked from a threaded caller.)
+        _close_from(3, keep=report)
+        join_cgroups(command.cgroup_procs)
+        enter_container(command.init_pid)
+        ns.join_new_session_keyring()
+        ns.limit_capabilities(command.dropped_capabilities)
+        master = slave = -1
+        if command.tty:
+            master, slave = open_container_pty()
+            if command.winsize:
+                fcntl.ioctl(master, TIOCSWINSZ, command.winsize)
+        try:
+            grandchild = ns.raw_fork()
+        except OSError:
+            grandchild = os.fork()
+        if grandchild == 0:
+            _run_command(command, slave)
+        if report >= 0:
+            sock = socket.socket(fileno=report)
+            socket.send_fds(sock, [struct.pack("i", grandchild)], [master] if master >= 0 else [])
+            sock.close()
+        for fd in (master, slave):
+            if fd >= 0:
+                os.close(fd)
+        _pid, status = os.waitpid(grandchild, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xff if os.WIFEXITED(status)
+                 else 128 + os.WTERMSIG(status))
+    except BaseException as exc:  # noqa: B036
+        try:
+            os.write(2, ("ovz exec: %s\n" % exc).encode(errors="replace"))
+        finally:
+            os._exit(125)
+
+
+def _close_from(low: int, keep: int = -1) -> None:
+    top = os.sysconf("SC_OPEN_MAX")
+    if keep >= low:
+        os.closerange(low, keep)
+        os.closerange(keep + 1, top)
+    else:
+        os.closerange(low, top)
+
+
+def _run_command(command: _Command, slave: int) -> None:  # pragma: no cover - runs in the forked child
+    # A session of its own, as a daemon's: a signal to its process group (kill(0)) stays inside, what
+    # it leaves running belongs to the container alone, and CRIU can checkpoint it (a session whose
+    # leader is outside the container's pid namespace cannot be restored).
+    os.setsid()
+    if slave >= 0:
+        for target in (0, 1, 2):
+            os.dup2(slave, target)
+        fcntl.ioctl(0, TIOCSCTTY, 0)
+    # Only stdio goes in: descriptors the caller leaked (without O_CLOEXEC) are the
+    # host's, and a daemon keeping one could not be checkpointed either.
+    _close_from(3)
+    os.chdir(command.cwd)
+    full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "container": "ovz", "TERM": "dumb"}
+    full_env.update(command.env)
+    try:
+        os.execvpe(command.argv[0], list(command.argv), full_env)
+    except OSError as exc:
+        os.write(2, ("%s: %s\n" % (command.argv[0], exc.strerror)).encode())
+        os._exit(127 if exc.errno == 2 else 126)
+
+
+def _start_helper(command: _Command, cgroup2_dir: Optional[str]) -> int:
+    child = fork_in_cgroup(cgroup2_dir)
+    if child == 0:  # pragma: no cover - runs in the forked child
+        _exec_helper(command)
+    return child
+
+
+def _exit_code(status: int) -> int:
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
 def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgroup2_dir: Optional[str],
             dropped_capabilities: Sequence[str],
             env: Optional[Dict[str, str]] = None, stdin: Optional[bytes] = None, capture: bool = True,
-            cwd: str = "/", timeout: Optional[float] = None) -> ExecResult:
-    """Run ``argv`` inside the container of ``init_pid`` (``vzctl exec``).
+            cwd: str = "/", timeout: Optional[float] = None, tty: bool = False,
+            output: Optional[OutputPolicy] = None) -> ExecResult:
+    """Run ``argv`` inside the container of ``init_pid`` (``vzctl exec``), in a session of its own.
 
-    With ``capture`` false the command shares the caller's stdio (``vzctl enter``).
+    The command gets descriptors made for it and nothing else of the caller: with ``capture``,
+    pipes whose output is returned; without, pipes relayed to and from the caller's stdio as
+    they flow; with ``tty`` (not captured) a pty of the container's own devpts, relayed to the
+    caller's terminal (``vzctl enter``).
     """
-    out_r = out_w = err_r = err_w = in_r = in_w = -1
-    if capture:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        in_r, in_w = os.pipe2(os.O_CLOEXEC)
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    child = fork_in_cgroup(cgroup2_dir)
-    if child == 0:  # pragma: no cover - runs in the forked child
-        try:
-            if capture:
-                os.dup2(in_r, 0)
-                os.dup2(out_w, 1)
-                os.dup2(err_w, 2)
-                # The caller's ends: held open here, the command would never see EOF on stdin.
-                for fd in (in_w, out_r, err_r):
-                    os.close(fd)
-            # Nor the pipes of other commands the caller runs at the same time (threads): held
-            # here, they would keep those commands from seeing EOF until this one ends.
-            # (close_range: no allocation in a child that may be forked from a threaded caller.)
-            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-            join_cgroups(cgroup_procs)
-            enter_container(init_pid)
-            try:
-                grandchild = ns.raw_fork()
-            except OSError:
-                grandchild = os.fork()
-            if grandchild == 0:
-                if capture:
-                    # Its own session inside the container, as a daemon's: what it leaves running
-                    # belongs to the container alone, and CRIU can checkpoint it (a session whose
-                    # leader is outside the container's pid namespace cannot be restored).
-                    os.setsid()
-                # Only stdio goes in: descriptors the caller leaked (without O_CLOEXEC) are the
-                # host's, and a daemon keeping one could not be checkpointed either.
-                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-                os.chdir(cwd)
-                ns.drop_bounding_capabilities(dropped_capabilities)
-                full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "container": "ovz", "TERM": "dumb"}
-                full_env.update(env or {})
-                try:
-                    os.execvpe(argv[0], list(argv), full_env)
-                except OSError as exc:
-                    os.write(2, ("%s: %s\n" % (argv[0], exc.strerror)).encode())
-                    os._exit(127 if exc.errno == 2 else 126)
-            _pid, status = os.waitpid(grandchild, 0)
-            os._exit(os.waitstatus_to_exitcode(status) & 0xff if os.WIFEXITED(status)
-                     else 128 + os.WTERMSIG(status))
-        except BaseException as exc:  # noqa: B036
-            try:
-                os.write(2, ("ovz exec: %s\n" % exc).encode(errors="replace"))
-            finally:
-                os._exit(125)
-    os.close(status_w)
-    os.close(status_r)
-    stdout = stderr = b""
-    if capture:
+    if capture and tty:
+        raise ValueError("a captured command gets pipes, not a terminal")
+    if not capture:
+        return _exec_relayed(init_pid, argv, cgroup_procs, cgroup2_dir, dropped_capabilities, env or {}, cwd, tty)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    command = _Command(init_pid, argv, cgroup_procs, dropped_capabilities, env or {}, cwd, (in_r, out_w, err_w))
+    try:
+        child = _start_helper(command, cgroup2_dir)
+    finally:
         for fd in (in_r, out_w, err_w):
             os.close(fd)
-        stdout, stderr = _pump(in_w, stdin or b"", out_r, err_r, timeout, child)
+    out, err = _pump(in_w, stdin or b"", out_r, err_r, timeout, lambda: _end_command(child), output)
     _pid, status = os.waitpid(child, 0)
-    rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-    return ExecResult(rc, stdout, stderr)
+    return ExecResult(_exit_code(status), out.value(), err.value(), out.dropped, err.dropped)
+
+
+def _exec_relayed(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgroup2_dir: Optional[str],
+                  dropped_capabilities: Sequence[str], env: Dict[str, str], cwd: str, tty: bool) -> ExecResult:
+    from . import terminal
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    mine: List[int] = []           # the caller's ends
+    given: List[int] = []          # the helper's, closed here once it has them
+    try:
+        if tty:
+            # The helper's stdio until the command has the pty: nothing of the caller's terminal.
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            mine += [err_r]
+            given += [null, err_w]
+            stdio = (null, err_w, err_w)
+        else:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            mine += [in_w, out_r, err_r]
+            given += [in_r, out_w, err_w]
+            stdio = (in_r, out_w, err_w)
+        command = _Command(init_pid, argv, cgroup_procs, dropped_capabilities, env, cwd, stdio,
+                           report_fd=theirs.fileno(), tty=tty, winsize=terminal.window_size() if tty else None)
+        try:
+            child = _start_helper(command, cgroup2_dir)
+        finally:
+            theirs.close()
+            for fd in given:
+                os.close(fd)
+        try:
+            message, fds, _flags, _addr = socket.recv_fds(ours, 16, 1)
+        except OSError:
+            message, fds = b"", []
+        ours.close()
+        command_pid = struct.unpack("i", message[:4])[0] if len(message) >= 4 else None
+        if tty and fds:
+            mine.append(fds[0])
+            terminal.relay_pty(child, command_pid, fds[0])
+        elif not tty:
+            mine.remove(in_w)   # the relay's now: it closes it at the end of the caller's input
+            terminal.relay_pipes(child, command_pid, in_w, out_r, err_r)
+        _pid, status = os.waitpid(child, 0)
+        if tty:
+            # The helper's own failure (it had no pty to say it on).
+            terminal.copy_out(err_r, 2)
+        return ExecResult(_exit_code(status), b"", b"")
+    finally:
+        ours.close()
+        for fd in mine:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _end_command(child: int) -> None:
@@ -396,7 +577,7 @@ def _end_command(child: int) -> None:
     the container's init, would run on and hold the output pipes open."""
     for command in children(child):
         try:
-            if os.getpgid(command) == command:    # its own session (capture mode), its process group
+            if os.getpgid(command) == command:    # its own session, its process group
                 os.killpg(command, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
@@ -404,19 +585,55 @@ def _end_command(child: int) -> None:
     _kill_quietly(child)
 
 
+class _Tail:
+    """The last ``limit`` bytes of a stream, and how many came before them. Chunks are dropped whole
+    from the front (and the oldest kept one is cut once, at the end), so each byte is copied once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: Deque[bytes] = collections.deque()
+        self.held = 0
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.held += len(chunk)
+        while self.chunks and self.held - len(self.chunks[0]) >= self.limit:
+            self.held -= len(self.chunks[0])
+            self.dropped += len(self.chunks.popleft())
+
+    @property
+    def overflowed(self) -> bool:
+        return bool(self.dropped) or self.held > self.limit
+
+    def value(self) -> bytes:
+        data = b"".join(self.chunks)
+        excess = max(0, len(data) - self.limit)
+        self.chunks.clear()
+        self.dropped += excess
+        self.held = 0
+        return data[excess:]
+
+
 def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[float],
-          child: int) -> Tuple[bytes, bytes]:
-    buffers: Dict[int, List[bytes]] = {out_r: [], err_r: []}
+          on_deadline: Callable[[], None], output: Optional[OutputPolicy] = None) -> Tuple[_Tail, _Tail]:
+    """Feed ``data`` to the command and read both streams until they close, each within the policy's bound.
+    At the deadline (or a held stream's overflow, if the policy says so) ``on_deadline`` ends the command;
+    the streams are read on until the pipes close, still bounded."""
+    policy = output or OutputPolicy()
+    tails = {out_r: _Tail(policy.limit), err_r: _Tail(policy.limit)}
     writers = [in_w] if data else []
     if not data:
         os.close(in_w)
     readers = [out_r, err_r]
     deadline = None if timeout is None else time.monotonic() + timeout
+    ended = False
     while readers or writers:
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         ready_r, ready_w, _errors = select.select(readers, writers, [], wait)
         if not ready_r and not ready_w:
-            _end_command(child)
+            on_deadline()
+            ended = True
             deadline = None
             continue
         for fd in ready_w:
@@ -430,9 +647,35 @@ def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[floa
                 writers.remove(fd)
         for fd in ready_r:
             chunk = os.read(fd, 65536)
-            if chunk:
-                buffers[fd].append(chunk)
-            else:
+            if not chunk:
                 os.close(fd)
                 readers.remove(fd)
-    return b"".join(buffers[out_r]), b"".join(buffers[err_r])
+            elif fd == out_r and policy.stdout_to is not None:
+                _write_all(policy.stdout_to, chunk)
+            else:
+                tails[fd].add(chunk)
+                if policy.end_on_overflow and not ended and tails[fd].overflowed:
+                    on_deadline()
+                    ended = True
+                    deadline = None
+    return tails[out_r], tails[err_r]
+
+
+def run_bounded(argv: Sequence[str], stdin: Optional[bytes] = None, timeout: Optional[float] = None,
+                output: Optional[OutputPolicy] = None) -> ExecResult:
+    """A host command (such as the ssh that runs ``ovzctl exec`` on a remote node) whose output comes from a
+    container: read as ``exec_in`` reads it, within ``output``'s bound. Killed at ``timeout``."""
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        proc = subprocess.Popen(list(argv), stdin=in_r, stdout=out_w, stderr=err_w)  # pylint: disable=consider-using-with
+    except BaseException:
+        for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+            os.close(fd)
+        raise
+    for fd in (in_r, out_w, err_w):
+        os.close(fd)
+    out, err = _pump(in_w, stdin or b"", out_r, err_r, timeout, proc.kill, output)
+    status = proc.wait()
+    return ExecResult(status if status >= 0 else 128 - status, out.value(), err.value(), out.dropped, err.dropped)

@@ -7,7 +7,8 @@ A migration's target may have no copy of this collection (Ansible hosts only
 ever receive AnsiballZ payloads). So the source ships the engine itself: the
 ``module_utils`` package, read from wherever this process imported it (a
 checkout, an installed collection or an AnsiballZ zip), is packed into a zip
-in memory and written to the stdin of ``ssh target python3 -c BOOTSTRAP``.
+in memory and written to the stdin of ``ssh target python3 -I -c BOOTSTRAP`` (isolated:
+the login directory and the environment of the remote shell add nothing to ``sys.path``).
 The bootstrap reads it into a ``memfd`` (an anonymous file: nothing is ever
 written to the target's disks, nothing is left when the process ends, even
 after ``kill -9``), imports the engine from ``/proc/self/fd/N`` and serves
@@ -56,7 +57,7 @@ SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONTROL_SOCKET = "cm"                          # the ssh master's socket in a session's control directory
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
 
-# Runs on the target as ``python3 -c``: read the zip (length line, bytes), import, serve.
+# Runs on the target as ``python3 -I -c``: read the zip (length line, bytes), import, serve.
 BOOTSTRAP = r"""
 import os, sys
 inp = sys.stdin.buffer
@@ -260,7 +261,7 @@ class RemoteSession:
     def open(self) -> Dict[str, Any]:
         self.control_dir = tempfile.mkdtemp(prefix="ovz-ssh-")
         bootstrap = BOOTSTRAP.replace("MODULE", repr(self.module))
-        command = "PATH=%s:$PATH exec %s -c %s" % (SBIN_PATH, shlex.quote(self.target.python), shlex.quote(bootstrap))
+        command = "PATH=%s:$PATH exec %s -I -c %s" % (SBIN_PATH, shlex.quote(self.target.python), shlex.quote(bootstrap))
         argv = self.target.ssh_argv(self.control_path, master=True) + [self.target.destination, command]
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # pylint: disable=consider-using-with

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import namespaces as ns
 
@@ -97,10 +98,20 @@ def setup_proc(root: str) -> None:
             ns.mount("/dev/null", path, None, ns.MS_BIND)
 
 
+# sysfs directories hidden under an empty read-only tmpfs. Virtual block devices are the host's loop
+# devices (and dm, nbd, zram, md): each loop's ``loop/backing_file`` names an image path on the host,
+# every container's. /sys/block, /sys/class/block and /sys/dev/block only link into this directory.
+SYS_MASKED = ("devices/virtual/block",)
+
+
 def setup_sys(root: str) -> None:
     sys_dir = _safe_join(root, "sys")
     _mkdir(sys_dir)
     ns.mount("sysfs", sys_dir, "sysfs", ns.MS_RDONLY | NOSUID_NODEV_NOEXEC)
+    for rel in SYS_MASKED:
+        target = os.path.join(sys_dir, rel)
+        if os.path.isdir(target):
+            ns.mount("ovz-mask", target, "tmpfs", ns.MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=4k,mode=555")
     cgroup_dir = os.path.join(sys_dir, "fs", "cgroup")
     if os.path.isdir(cgroup_dir):
         # The cgroup namespace makes the container's own cgroup the root of this
@@ -238,13 +249,15 @@ def setup_live_beancounters(target: str, source: str) -> None:
 STAGE = "/tmp"   # world-searchable on every host; hidden by a tmpfs in a private mount namespace
 
 
-def _stage_bind(source: str, target: str) -> str:
-    if os.path.isdir(source):
+def _stage_bind(source: int, target: str) -> str:
+    """Bind what the O_PATH descriptor ``source`` names on ``target``. Through the descriptor, not the path:
+    the staging tmpfs may hide the path (a data dir under /tmp)."""
+    if stat.S_ISDIR(os.fstat(source).st_mode):
         _mkdir(target)
     else:
         with open(target, "w"):
             pass
-    ns.mount(source, target, None, ns.MS_BIND | ns.MS_REC)
+    ns.mount("/proc/self/fd/%d" % source, target, None, ns.MS_BIND | ns.MS_REC)
     return target
 
 
@@ -255,26 +268,39 @@ def stage_for_userns(spec: RootfsSpec, root_tree_fd: Optional[int]) -> RootfsSpe
     namespace. Host paths under ``data_dir`` may sit below directories only the host's root may
     search (mode 0700); the container's root is another user on the host. So everything is bound
     on a tmpfs over ``/tmp`` of this namespace (never the host's): the idmapped root mount, the
-    boot-marker directory, the console, the LXCFS views and extra binds.
+    boot-marker directory, the console, the LXCFS views and extra binds. Each source is opened
+    before that tmpfs covers /tmp, so a data dir anywhere (under /tmp too) works.
     """
-    ns.mount("ovz-stage", STAGE, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=755,size=64k")
-    staged = RootfsSpec(root=os.path.join(STAGE, "root"), hostname=spec.hostname, devices=list(spec.devices),
-                        userns=True)
-    _mkdir(staged.root)
-    if root_tree_fd is not None:
-        ns.move_mount(root_tree_fd, staged.root)
-    else:
-        _stage_bind(spec.root, staged.root)
-    if spec.console:
-        staged.console = _stage_bind(spec.console, os.path.join(STAGE, "console"))
-    if spec.guest_dir:
-        staged.guest_dir = _stage_bind(spec.guest_dir, os.path.join(STAGE, "guest"))
-    if spec.lxcfs:
-        staged.lxcfs = _stage_bind(spec.lxcfs, os.path.join(STAGE, "lxcfs"))
-    # No live beancounters view (bcd.py): its files are the host root's, unreadable to this root; the snapshot stays.
-    for index, (source, rel, read_only) in enumerate(spec.extra_binds):
-        staged.extra_binds.append((_stage_bind(source, os.path.join(STAGE, "bind%d" % index)), rel, read_only))
-    return staged
+    sources: Dict[str, int] = {}
+    try:
+        wanted = [("root", spec.root if root_tree_fd is None else None), ("console", spec.console),
+                  ("guest", spec.guest_dir), ("lxcfs", spec.lxcfs)]
+        wanted += [("bind%d" % index, source) for index, (source, _rel, _ro) in enumerate(spec.extra_binds)]
+        for key, path in wanted:
+            if path:
+                sources[key] = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        ns.mount("ovz-stage", STAGE, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=755,size=64k")
+        staged = RootfsSpec(root=os.path.join(STAGE, "root"), hostname=spec.hostname, devices=list(spec.devices),
+                            userns=True)
+        _mkdir(staged.root)
+        if root_tree_fd is not None:
+            ns.move_mount(root_tree_fd, staged.root)
+        else:
+            _stage_bind(sources["root"], staged.root)
+        if spec.console:
+            staged.console = _stage_bind(sources["console"], os.path.join(STAGE, "console"))
+        if spec.guest_dir:
+            staged.guest_dir = _stage_bind(sources["guest"], os.path.join(STAGE, "guest"))
+        if spec.lxcfs:
+            staged.lxcfs = _stage_bind(sources["lxcfs"], os.path.join(STAGE, "lxcfs"))
+        # No live beancounters view (bcd.py): its files are the host root's, unreadable to this root; the snapshot stays.
+        for index, (_source, rel, read_only) in enumerate(spec.extra_binds):
+            key = "bind%d" % index
+            staged.extra_binds.append((_stage_bind(sources[key], os.path.join(STAGE, key)), rel, read_only))
+        return staged
+    finally:
+        for fd in sources.values():
+            os.close(fd)
 
 
 def enter_rootfs(spec: RootfsSpec) -> None:

@@ -94,6 +94,10 @@ options:
         (C(chown), keeping setuid bits, ACLs and file capabilities) and back when made privileged again.
         The returned C(container.idmap) says which is used.
       - The container's payload cgroup is delegated to its root, as systemd's C(Delegate=yes) does.
+      - Its user namespace is owned by the block's first uid on the host, not by host root, so the kernel's
+        per-user counts of its processes (inotify instances and watches, processes, pending signals, mqueue bytes,
+        nested namespaces) are that user's own, with the host's per-user limits (for example
+        C(user.max_inotify_instances)); exhausting them inside leaves host root its own.
       - Defaults to V(false) at creation. An existing container can only be changed while it is stopped.
       - Checkpoint, restore and migration of unprivileged containers are refused.
     type: bool

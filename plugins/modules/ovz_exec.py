@@ -14,6 +14,10 @@ version_added: 0.1.0
 description:
   - Runs a command inside a running container, like C(vzctl exec), entering all of its namespaces and
     cgroups, with the container's capability bounding set.
+  - Nothing of the host goes in with the command. Its standard input, output and error are pipes made for it
+    (no other descriptor), it runs in a session of its own, with a fresh session keyring. The process that
+    enters the container is non-dumpable and holds no capability the container lacks before the command is
+    visible inside.
   - Like M(ansible.builtin.command), it reports a change whenever it runs the command (use C(changed_when) in
     the task to say otherwise); O(creates) and O(removes) make it idempotent, and are what check mode can
     judge. Without them the command is not run in check mode, and the task reports that it would have run.
@@ -41,6 +45,15 @@ options:
       - Seconds after which the command is killed. V(0) waits forever.
     type: int
     default: 0
+  output_limit:
+    description:
+      - How much of each output stream (stdout, stderr) is kept, as a size (V(512K), V(1M), bytes). The command
+        runs to its end; of a longer stream only the last O(output_limit) bytes are returned, and RV(stdout_truncated)
+        and RV(stderr_truncated) say how many bytes were dropped before them.
+      - The output comes from the container, which may print without end; this bound keeps the node's memory safe
+        (the module never holds more than this per stream).
+    type: str
+    default: 1M
   creates:
     description:
       - An absolute path inside the container. If it exists there, the command is not run (V(changed=false)).
@@ -108,6 +121,17 @@ stderr:
   returned: always
   type: str
   sample: ""
+stdout_truncated:
+  description: How many bytes of the beginning of standard output were dropped to keep within O(output_limit)
+    (V(0) when all of it is in RV(stdout)).
+  returned: always
+  type: int
+  sample: 0
+stderr_truncated:
+  description: How many bytes of the beginning of standard error were dropped to keep within O(output_limit).
+  returned: always
+  type: int
+  sample: 0
 stdout_lines:
   description: RV(stdout) split into lines.
   returned: always
@@ -121,6 +145,8 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 
 from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import argument_spec, fail_from_error
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils.process import OutputPolicy
+from ansible_collections.ovz.containers.plugins.module_utils.sizes import parse_size
 
 
 def main():
@@ -132,6 +158,7 @@ def main():
             stdin=dict(type='str'),
             env=dict(type='dict'),
             timeout=dict(type='int', default=0),
+            output_limit=dict(type='str', default='1M'),
             creates=dict(type='path'),
             removes=dict(type='path'),
         ),
@@ -144,10 +171,11 @@ def main():
 
     def not_run(changed, stdout='', **extra):
         module.exit_json(changed=changed, rc=0, stdout=stdout, stderr='', stdout_lines=stdout.splitlines(), cmd=argv,
-                         **extra)
+                         stdout_truncated=0, stderr_truncated=0, **extra)
 
     try:
         manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
+        output_limit = parse_size(params['output_limit'], 'output_limit')
         if params['timeout'] < 0:
             module.fail_json(msg='timeout: must not be negative, got %d' % params['timeout'], param='timeout')
         for path_param in ('creates', 'removes'):
@@ -172,14 +200,14 @@ def main():
             not_run(True, msg='the command would have run (not in check mode)')
         env = dict((str(k), str(v)) for k, v in (params['env'] or {}).items())
         result = manager.exec(params['name'], argv, stdin=to_bytes(params['stdin']) if params['stdin'] else None,
-                              env=env, timeout=params['timeout'] or None)
+                              env=env, timeout=params['timeout'] or None, output=OutputPolicy(limit=output_limit))
     except Exception as exc:  # noqa: BLE001
         fail_from_error(module, exc)
     # Trailing newlines are dropped, as ansible.builtin.command does.
     stdout = to_text(result.stdout, errors='surrogate_or_replace').rstrip('\r\n')
     stderr = to_text(result.stderr, errors='surrogate_or_replace').rstrip('\r\n')
     output = dict(changed=True, rc=result.rc, stdout=stdout, stderr=stderr, stdout_lines=stdout.splitlines(),
-                  cmd=argv)
+                  cmd=argv, stdout_truncated=result.stdout_dropped, stderr_truncated=result.stderr_dropped)
     if result.rc != 0:
         module.fail_json(msg='the command exited with status %d' % result.rc, **output)
     module.exit_json(**output)

@@ -34,6 +34,7 @@ from test_network import in_ns, run
 
 from ansible_collections.ovz.containers.plugins.module_utils import network as net
 from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer
+from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
 from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, CriuError, find_criu
 from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError, StateConflict
 
@@ -474,11 +475,22 @@ def test_failed_checkpoint_keeps_running_and_says_why(lab, session_dir):
     name, sock = lab.serving()
     manager = lab.node.manager
     # A daemon inside holding a file of the host open (its stdout), which CRIU cannot take along.
+    # exec hands nothing of the caller in, so it is planted by entering the container directly.
     outside = os.path.join(session_dir, "%s-outside.log" % name)
-    script = ("import sys; sys.path.insert(0, %r)\n"
-              "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
-              "ContainerManager(%r, %r).exec(%r, ['sh', '-c', 'setsid sleep 1000 &'], capture=False)\n"
-              % (COLLECTIONS_ROOT, lab.node.data_dir, lab.node.cgroup_parent, name))
+    runtime = manager.runtime(name)
+    cgroups = manager.cgroups_for(runtime)
+    script = ("import os, sys; sys.path.insert(0, %r)\n"
+              "from ansible_collections.ovz.containers.plugins.module_utils.process import enter_container, "
+              "fork_in_cgroup, join_cgroups\n"
+              "if fork_in_cgroup(%r) == 0:\n"
+              "    join_cgroups(%r)\n"
+              "    enter_container(%d)\n"
+              "    if os.fork() == 0:\n"
+              "        os.execv('/bin/sh', ['sh', '-c', 'setsid sleep 1000 &'])\n"
+              "    os.wait()\n"
+              "    os._exit(0)\n"
+              "os.wait()\n"
+              % (COLLECTIONS_ROOT, cgroups.exec_cgroup2(PAYLOAD), cgroups.payload_procs(PAYLOAD), runtime.init_pid))
     with open(outside, "w") as handle:
         subprocess.run([sys.executable, "-c", script], stdout=handle, check=True, timeout=60)
     dumpfile = os.path.join(session_dir, "%s-fail.dump" % name)

@@ -480,6 +480,7 @@ def test_second_level_node_follows_the_loop_device_across_restarts(node, busybox
     assert any(line.split()[:2] == [second, "/"] for line in mounts), mounts
 
 
+@pytest.mark.serial  # waits for a given loop device number, which parallel tests take meanwhile
 def test_second_level_node_follows_the_loop_device_after_restore(node, busybox_template):
     from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer
     from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, find_criu

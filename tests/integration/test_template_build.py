@@ -176,7 +176,7 @@ def test_role_builds_both_debian_releases_then_changes_nothing(tmp_path):
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
             str(play), "-e", "ansible_python_interpreter=/usr/bin/python3"]
     runs = [subprocess.run(argv, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           universal_newlines=True, timeout=900, check=False) for _ in range(2)]
+                           universal_newlines=True, timeout=900, check=False) for _run in range(2)]
     for proc in runs:
         assert proc.returncode == 0 and "failed=0" in proc.stdout, proc.stdout[-6000:]
     assert "changed=0" not in runs[0].stdout

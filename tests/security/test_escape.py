@@ -6,8 +6,8 @@ and the host is checked unchanged afterwards.
 and an unprivileged one (``unprivileged: true``: its own user namespace and id block), and
 ``test_network_attack[<attack>-<kind>]`` the network ones. An attack that succeeds on a stock
 kernel is marked ``xfail(strict=True)`` with the exact reason, so that the day it is prevented
-the mark must go: the CAP_SYS_ADMIN and blkio v1 holes are marked for privileged containers only
-(a user namespace closes them, which the unprivileged runs prove). The README's "Security"
+the mark must go: the CAP_SYS_ADMIN, blkio v1 and host root's per-user counts holes are marked for
+privileged containers only (a user namespace closes them, which the unprivileged runs prove). The README's "Security"
 section is the table of these results.
 
 Attacks run two ways, both as the container's root: shell commands through ``exec`` (what
@@ -51,6 +51,7 @@ DISKSPACE = 64 << 20
 LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 SYS_INIT_MODULE, SYS_FINIT_MODULE, SYS_PTRACE, SYS_KEXEC_LOAD = 175, 313, 101, 246
 PTRACE_ATTACH = 16
+IN_CLOEXEC = 0o2000000
 
 CAP_SYS_ADMIN_HOLE = (
     "a privileged container keeps CAP_SYS_ADMIN in the initial user namespace (systemd inside needs it): its root may "
@@ -58,6 +59,11 @@ CAP_SYS_ADMIN_HOLE = (
     "mount an already mounted host block device (the kernel reuses the superblock without opening the device, so the "
     "device cgroup never sees it; a fresh devtmpfs gives the node). This kernel has no LSM to deny mounts; only a user "
     "namespace (unprivileged containers) or dropping CAP_SYS_ADMIN prevents it")
+HOST_ROOT_COUNTS_HOLE = (
+    "root of a privileged container is host root (uid 0 of the initial user namespace): the kernel's per-user counts "
+    "(inotify instances and watches, RLIMIT_NPROC, pending signals, mqueue bytes) of its processes are host root's "
+    "own, so exhausting them inside exhausts them for the host's root; only a user namespace owned by a user of its "
+    "own (unprivileged containers) gives it counts of its own")
 BLKIO_V1_HOLE = (
     "cgroup v1 blk-throttle is flat, so iolimit must sit on the payload cgroup itself, the root of the container's "
     "cgroup namespace; with CAP_SYS_ADMIN its root mounts the blkio hierarchy there and rewrites the limit "
@@ -540,6 +546,66 @@ def attack_reboot_host(node, name):
     assert sh(node.manager, name, "echo ok").stdout == b"ok\n"
 
 
+def _inotify_instances(limit):
+    """Up to ``limit`` new inotify instances: their descriptors and the errno that stopped it (0: none did)."""
+    fds = []
+    while len(fds) < limit:
+        fd = LIBC.inotify_init1(IN_CLOEXEC)
+        if fd < 0:
+            return fds, ctypes.get_errno()
+        fds.append(fd)
+    return fds, 0
+
+
+def _exhaust_inotify_and_hold(ready_w, go_r):
+    """Inside: make inotify instances until the kernel refuses, report, and hold them until told."""
+    fds, err = _inotify_instances(4096)
+    os.write(ready_w, json.dumps([len(fds), err]).encode())
+    os.read(go_r, 1)
+    for fd in fds:
+        os.close(fd)
+    return len(fds)
+
+
+def attack_exhaust_host_root_inotify(node, name):
+    """inotify instances are counted per user (``user.max_inotify_instances``, 128 by default). The
+    container's root takes every instance it can get; host root must still get as many as before."""
+    fds, _err = _inotify_instances(8)
+    for fd in fds:
+        os.close(fd)
+    wanted = len(fds)
+    if wanted == 0:
+        pytest.skip("host root has no inotify instance left before the attack (something else on the host holds them)")
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        code = 1
+        try:
+            os.close(ready_r)
+            os.close(go_w)
+            inside(node.manager, name, _exhaust_inotify_and_hold, ready_w, go_r)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        made, err = json.loads(os.read(ready_r, 256) or b"[0, 0]")
+        fds, host_err = _inotify_instances(wanted)   # while the container holds its instances
+        for fd in fds:
+            os.close(fd)
+    finally:
+        os.close(go_w)
+        os.close(ready_r)
+        os.waitpid(child, 0)
+    assert made > 0 and err == errno.EMFILE, "the container made %d inotify instances (errno %d)" % (made, err)
+    assert len(fds) == wanted, ("host root made %d of %d inotify instances (errno %d) while the container held %d"
+                                % (len(fds), wanted, host_err, made))
+    with open("/proc/sys/user/max_inotify_instances") as handle:
+        assert made <= int(handle.read())   # the container's own count has the host's per-user bound
+
+
 # The network attacks run the proofs of tests/integration/test_network.py in their labs.
 def attack_sniff_and_spoof_routed(lab):
     netlab.test_routed_no_snooping_and_no_spoofing(lab)
@@ -571,12 +637,14 @@ ATTACKS = [
     ("memory_bomb", attack_memory_bomb, None),
     ("set_host_clock", attack_set_host_clock, None),
     ("reboot_host", attack_reboot_host, None),
+    ("exhaust_host_root_inotify", attack_exhaust_host_root_inotify, HOST_ROOT_COUNTS_HOLE),
 ]
 NEEDS_TEMPLATE = (attack_ptrace_other_container, attack_open_by_handle_host_root)
 # The holes ATTACKS names are those of privileged containers. In an unprivileged container (its own user
 # namespace, unprivileged: true) root has CAP_SYS_ADMIN only over its own namespaces: the CAP_SYS_ADMIN and
 # blkio v1 holes are closed there (no mknod, no ext4 or cgroup v1 mount, /proc/sys entries of the host belong
-# to the host's root). None stays open for unprivileged containers.
+# to the host's root), and its per-user counts are those of the block's user, who owns the namespace.
+# None stays open for unprivileged containers.
 UNPRIVILEGED_HOLES: dict = {}
 
 

@@ -7,7 +7,8 @@
 
 The output only changes when the engine's sources change (fixed timestamps,
 sorted entries), so copying it to the nodes is idempotent. It runs with the
-node's ``/usr/bin/python3`` and needs nothing else from the collection.
+node's ``/usr/bin/python3 -I`` (isolated: nothing from the current directory
+or the environment is imported) and needs nothing else from the collection.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,7 +38,9 @@ def build(source, output):
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     tmp = output + ".tmp"
     with open(tmp, "wb") as handle:
-        handle.write(b"#!/usr/bin/python3\n")
+        # -I: the operator's current directory, PYTHONPATH and user site never reach sys.path (the
+        # archive itself stays on it, as the program's importer).
+        handle.write(b"#!/usr/bin/python3 -I\n")
         with zipfile.ZipFile(handle, "w") as archive:
             entry(archive, "__main__.py", MAIN)
             parts = PACKAGE.split("/")
