@@ -20,12 +20,15 @@ program ``boundary_probe`` (boundary_probe.c) inside:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 import uuid
 
@@ -167,6 +170,36 @@ def test_tiocsti_into_operator_shell(target, operator, way):
 def kinds(text: str) -> list:
     """What the probe found on each descriptor, in order ("pipe", "container-pty" or "BAD")."""
     return [line.split()[2] for line in text.splitlines() if line.startswith("fd ") and len(line.split()) > 2]
+
+
+def set_window_size(fd: int, rows: int, columns: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+
+def test_window_size_and_interrupt_pass_through(target, operator):
+    """The container's pty takes the operator's window size at the start and on every change while the
+    command runs (SIGWINCH inside), and a ^C typed at the operator's terminal interrupts the command inside
+    (through the container's pty: the operator's terminal is raw meanwhile) and nothing on the host."""
+    node, name = target
+    operator.sync("ready")
+    set_window_size(operator.fd, 37, 101)
+    operator.send(" ".join(ovzctl_argv(node, "exec", "-t", name, "sh", "-c", '"stty size; echo size-shown"')))
+    assert "37 101" in operator.expect("size-shown\r\n")
+    operator.expect("host$ ")       # typed before ovzctl returns, a line would go to the container's pty
+    # (the quotes keep the markers out of the echo of the typed line)
+    script = ("trap 'stty size; exit 4' WINCH; trap 'echo got''-int; exit 3' INT; echo wait''ing-here; "
+              "while :; do sleep 1; done")
+    operator.send(" ".join(ovzctl_argv(node, "exec", "-t", name, "sh", "-c", '"%s"' % script)))
+    operator.expect("waiting-here")
+    set_window_size(operator.fd, 41, 97)
+    assert "41 97" in operator.expect("41 97")
+    operator.expect("host$ ")
+    operator.send(" ".join(ovzctl_argv(node, "exec", "-t", name, "sh", "-c", '"%s"' % script)))
+    operator.expect("waiting-here")
+    os.write(operator.fd, b"\x03")
+    operator.expect("got-int")
+    operator.expect("host$ ")
+    operator.sync("alive")      # the operator's shell was not interrupted, and has its terminal back
 
 
 @pytest.mark.parametrize("way", ["enter", "exec-t", "exec-pipes", "exec-pipes-leaky-caller"])
