@@ -95,9 +95,13 @@ def _kill_group(pgid: Optional[int], signum: int) -> None:
             pass
 
 
-def _relay(helper: int, source: int, command_in: int, outputs: Dict[int, int], close_in_at_eof: bool) -> None:
+def _relay(helper: int, source: int, command_in: int, outputs: Dict[int, int], close_in_at_eof: bool,
+           at_eof: bytes = b"") -> None:
     """Copy the caller's ``source`` to ``command_in`` and each of ``outputs`` (command side → caller
     side) until the helper (the command's parent) has ended, then what is left in ``outputs``.
+    When the caller's input ends, ``command_in`` is closed (``close_in_at_eof``) or gets ``at_eof``
+    (a pty's end-of-file character: a pty cannot be half-closed), again every second while the
+    command runs on: an EOF that reaches a shell before its line editor is set up is lost.
 
     Output written after that by processes the command left behind is not waited for: they hold
     the pipes or the pty, not the caller."""
@@ -114,7 +118,11 @@ def _relay(helper: int, source: int, command_in: int, outputs: Dict[int, int], c
             if reading and not pending:
                 readers.append(source)
             writers = [command_in] if pending else []
-            ready_r, ready_w, _x = select.select(readers, writers, [])
+            repeat_eof = bool(at_eof) and source >= 0 and not reading and not pending
+            ready_r, ready_w, _x = select.select(readers, writers, [], 1.0 if repeat_eof else None)
+            if repeat_eof and not ready_r:
+                pending = at_eof
+                continue
             for fd in ready_r:
                 if fd in open_outputs and not _forward(fd, open_outputs[fd]):
                     del open_outputs[fd]
@@ -125,6 +133,7 @@ def _relay(helper: int, source: int, command_in: int, outputs: Dict[int, int], c
                     pending = b""
                 if not pending:
                     reading = False
+                    pending = at_eof
                     if close_in_at_eof:
                         os.close(command_in)
                         command_in = -1
@@ -189,7 +198,10 @@ def relay_pty(helper: int, command_pid: Optional[int], master: int) -> None:
 
     with _raw_terminal(0), _signals(forward, resize):
         resize()
-        _relay(helper, 0 if _is_open(0) else -1, master, {master: 1}, close_in_at_eof=False)
+        # Input from a file or a pipe (``echo ls | ovzctl enter 101``): its end is the pty's EOF
+        # character, so that the shell inside ends as it would at a terminal's ^D.
+        at_eof = b"" if os.isatty(0) else bytes([termios.tcgetattr(master)[6][termios.VEOF][0]])
+        _relay(helper, 0 if _is_open(0) else -1, master, {master: 1}, close_in_at_eof=False, at_eof=at_eof)
 
 
 def _is_open(fd: int) -> bool:

@@ -172,6 +172,16 @@ def kinds(text: str) -> list:
     return [line.split()[2] for line in text.splitlines() if line.startswith("fd ") and len(line.split()) > 2]
 
 
+def test_enter_from_a_pipe_ends_with_its_input(target):
+    """``ovzctl enter`` without a terminal (a script, cron, ``</dev/null``): the container's pty still, and
+    the end of the input ends the shell inside, as ^D at a terminal would, instead of leaving it waiting."""
+    node, name = target
+    for given, expected in ((b"", b""), (b"sleep 1; echo from-$((40+2))\n", b"from-42")):
+        proc = subprocess.run(ovzctl_argv(node, "enter", name), input=given, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=60, check=False)
+        assert proc.returncode == 0 and expected in proc.stdout, proc
+
+
 def set_window_size(fd: int, rows: int, columns: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
