@@ -546,9 +546,16 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
         criu = _criu()
         version = list(criu.version_tuple())
         info["criu_version"] = criu.version()
+        source_version = ".".join(str(v) for v in criu_version)
         if version[:2] < list(criu_version)[:2]:
             raise OvzError("CRIU %s on the target is older than the source's %s: it may not read its images"
-                           % (criu.version(), ".".join(str(v) for v in criu_version)), "target")
+                           % (criu.version(), source_version), "target")
+        # Newer is refused too: Debian 13's CRIU 4.1 fails to restore what Debian 12's 3.17 dumped
+        # (its mount restore, after the source was frozen), so only the same major.minor is let through.
+        if version[:2] != list(criu_version)[:2]:
+            raise OvzError("CRIU %s on the target is newer than the source's %s: a restore of another CRIU "
+                           "release's images is not known to work (4.1 restoring 3.17's fails); migrate between "
+                           "nodes with the same CRIU major.minor" % (criu.version(), source_version), "target")
         passes, output = criu.check()
         if not passes:
             raise OvzError("criu check fails on the target: %s" % output.splitlines()[-1:], "target")

@@ -121,3 +121,40 @@ def test_small_images_travel_inside_the_restore_request(tmp_path):
     assert migration.pack_images(str(final)) is None
     with pytest.raises(InvalidParameter, match="images"):
         migration.unpack_images(str(out), [["../escape", "file", ""]])
+
+
+class _FakeCriu:
+    def __init__(self, version):
+        self._version = version
+
+    def version(self):
+        return self._version
+
+    def version_tuple(self):
+        return tuple(int(p) for p in self._version.split("."))
+
+    def check(self):
+        return True, "Looks good."
+
+    def feature(self, name):
+        return name == "uffd-noncoop"
+
+
+@pytest.mark.parametrize("target, source, refused", [
+    ("3.17.1", [4, 1, 1], "older than the source's 4.1.1"),     # trixie -> bookworm
+    ("4.1.1", [3, 17, 1], "newer than the source's 3.17.1"),    # bookworm -> trixie: 4.1 fails to restore 3.17's
+    ("4.1.1", [4, 1, 0], None),                                 # the same major.minor
+])
+def test_preflight_wants_the_same_criu_major_minor(tmp_path, monkeypatch, target, source, refused):
+    monkeypatch.setattr(migration, "_criu", lambda: _FakeCriu(target))
+
+    def call():
+        return migration._remote_preflight({}, str(tmp_path / "ovz"), "ovz-tunit", "c1", {}, 0, source,  # pylint: disable=protected-access
+                                           "src")
+    if refused is None:
+        assert call()["criu_version"] == target
+        return
+    with pytest.raises(migration.OvzError) as info:
+        call()
+    assert info.value.param == "target" and refused in str(info.value), str(info.value)
+    assert not os.path.exists(str(tmp_path / "ovz"))      # refused before anything was made on the target

@@ -78,6 +78,30 @@ def status(text: str) -> dict:
     return dict(item.split("=", 1) for item in text.split() if "=" in item)
 
 
+def client_start(ct_ip: str = CT_IP) -> str:
+    """A raw command on the host: start the client (bound to this host's private address) against the
+    container's echo service, wait for its second exchange, print its log."""
+    return ("rm -f %s %s; cat > %s <<'EOF'\n%s\nEOF\nsetsid python3 %s {{ ovz_private_ip }} %s %d %s %s"
+            " </dev/null >/dev/null 2>&1 & for i in $(seq 150); do grep -q '^n=2$' %s 2>/dev/null && break;"
+            " sleep 0.2; done; cat %s"
+            % (CLIENT_LOG, CLIENT_STOP, CLIENT, CLIENT_PY, CLIENT, ct_ip, PORT, CLIENT_LOG, CLIENT_STOP,
+               CLIENT_LOG, CLIENT_LOG))
+
+
+def client_after(ct_ip: str = CT_IP) -> str:
+    """A raw command on the host: wait for 4 more exchanges (or the client's end), stop the client, print its
+    last line and the route to the container."""
+    # At least 4 more exchanges after the migration, then the last one and the summary. The client's
+    # segments sent while the container was frozen were dropped (CRIU's network lock), so it goes on
+    # only at its next retransmission: TCP's backoff makes that up to about the frozen time later,
+    # and under TCG the frozen time is tens of seconds. Hence up to 5 minutes.
+    return ("n=$(grep -c '^n=' %s); for i in $(seq 1500); do [ $(grep -c '^n=' %s) -ge $((n + 4)) ] && break;"
+            " grep -q -e error -e closed %s && break; sleep 0.2; done; touch %s; for i in $(seq 150); do"
+            " grep -q -e final-ok -e error -e closed %s && break; sleep 0.2; done; tail -n 1 %s;"
+            " ip route get %s | head -n 1"
+            % (CLIENT_LOG, CLIENT_LOG, CLIENT_LOG, CLIENT_STOP, CLIENT_LOG, CLIENT_LOG, ct_ip))
+
+
 @pytest.fixture(scope="module")
 def migration(ansible, vm1, vm2, vm_template, vm_programs, ct_names_module):
     name, = ct_names_module(1)
@@ -85,20 +109,6 @@ def migration(ansible, vm1, vm2, vm_template, vm_programs, ct_names_module):
     ct = {"name": name}
     on_vm2 = {"delegate_to": vm2.name}
     forwarding = "sysctl -qw net.ipv4.ip_forward=1 && echo ok"
-    client = ("rm -f %s %s; cat > %s <<'EOF'\n%s\nEOF\nsetsid python3 %s {{ ovz_private_ip }} %s %d %s %s"
-              " </dev/null >/dev/null 2>&1 & for i in $(seq 150); do grep -q '^n=2$' %s 2>/dev/null && break;"
-              " sleep 0.2; done; cat %s"
-              % (CLIENT_LOG, CLIENT_STOP, CLIENT, CLIENT_PY, CLIENT, CT_IP, PORT, CLIENT_LOG, CLIENT_STOP,
-                 CLIENT_LOG, CLIENT_LOG))
-    # At least 4 more exchanges after the migration, then the last one and the summary. The client's
-    # segments sent while the container was frozen were dropped (CRIU's network lock), so it goes on
-    # only at its next retransmission: TCP's backoff makes that up to about the frozen time later,
-    # and under TCG the frozen time is tens of seconds. Hence up to 5 minutes.
-    client_after = ("n=$(grep -c '^n=' %s); for i in $(seq 1500); do [ $(grep -c '^n=' %s) -ge $((n + 4)) ] && break;"
-                    " grep -q -e error -e closed %s && break; sleep 0.2; done; touch %s; for i in $(seq 150); do"
-                    " grep -q -e final-ok -e error -e closed %s && break; sleep 0.2; done; tail -n 1 %s;"
-                    " ip route get %s | head -n 1"
-                    % (CLIENT_LOG, CLIENT_LOG, CLIENT_LOG, CLIENT_STOP, CLIENT_LOG, CLIENT_LOG, CT_IP))
     cleanup = ("rm -f %s %s %s; ls /var/lib/ovz/conf /var/lib/ovz/private; ip route | grep -c %s; true"
                % (CLIENT, CLIENT_LOG, CLIENT_STOP, CT_IP))
     migrate = {"name": name, "state": "migrated", "target": "root@{{ hostvars[vm2].ovz_private_ip }}",
@@ -115,13 +125,13 @@ def migration(ansible, vm1, vm2, vm_template, vm_programs, ct_names_module):
         {"name": "run workload", "ovz.containers.ovz_exec": dict(
             ct, command="/usr/bin/ckpt_workload %d %s </dev/null >/dev/null 2>&1 &" % (PORT, STATUS))},
         {"name": "status before", "ansible.builtin.raw": wait_status(private, "5")},
-        {"name": "client", "ansible.builtin.raw": client},
+        {"name": "client", "ansible.builtin.raw": client_start()},
         {"name": "status connected", "register": "connected", "ansible.builtin.raw": wait_status(private, "5")},
         {"name": "migrate check", "check_mode": True, "ovz.containers.ovz_checkpoint": migrate},
         {"name": "migrate", "ovz.containers.ovz_checkpoint": migrate},
         dict(on_vm2, name="status on vm2", **{"ansible.builtin.raw": wait_status(
             private, "{{ connected.stdout.split()[0].split('=')[1] | int }}")}),
-        {"name": "client after", "ansible.builtin.raw": client_after},
+        {"name": "client after", "ansible.builtin.raw": client_after()},
         {"name": "info vm1", "ovz.containers.ovz_info": {}},
         dict(on_vm2, name="info vm2", **{"ovz.containers.ovz_info": {"name": [name]}}),
         {"name": "migrate again", "ovz.containers.ovz_checkpoint": migrate},
