@@ -550,6 +550,7 @@ def test_offline_migration(harness, busybox_template):
             node.engine("manager.destroy(%r)" % name)
 
 
+@pytest.mark.serial  # looks at the whole host's /tmp, where parallel migrations make their own ovz-ssh-*
 def test_remote_engine_leaves_nothing(harness):
     """The engine shipped to the target runs from memory: no file of it on the target, no process after."""
     node1, node2, _node3 = harness.nodes
