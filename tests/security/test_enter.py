@@ -134,7 +134,7 @@ ENTRY = {
 }
 
 
-@pytest.mark.serial  # an interactive bash on a pty of its own: twice, under a loaded parallel run, ovzctl -t did not return to it (see the boundary issue's note)
+@pytest.mark.serial  # an interactive bash on a pty: twice, in a loaded parallel run, ovzctl -t did not give it back the prompt
 @pytest.mark.parametrize("way", list(ENTRY))
 def test_tiocsti_into_operator_shell(target, operator, way):
     node, name = target
@@ -187,7 +187,7 @@ def set_window_size(fd: int, rows: int, columns: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
-@pytest.mark.serial  # an interactive bash on a pty of its own: twice, under a loaded parallel run, ovzctl -t did not return to it (see the boundary issue's note)
+@pytest.mark.serial  # an interactive bash on a pty: twice, in a loaded parallel run, ovzctl -t did not give it back the prompt
 def test_window_size_and_interrupt_pass_through(target, operator):
     """The container's pty takes the operator's window size at the start and on every change while the
     command runs (SIGWINCH inside), and a ^C typed at the operator's terminal interrupts the command inside
@@ -214,7 +214,7 @@ def test_window_size_and_interrupt_pass_through(target, operator):
     operator.sync("alive")      # the operator's shell was not interrupted, and has its terminal back
 
 
-@pytest.mark.serial  # an interactive bash on a pty of its own: twice, under a loaded parallel run, ovzctl -t did not return to it (see the boundary issue's note)
+@pytest.mark.serial  # an interactive bash on a pty: twice, in a loaded parallel run, ovzctl -t did not give it back the prompt
 @pytest.mark.parametrize("way", ["enter", "exec-t", "exec-pipes", "exec-pipes-leaky-caller"])
 def test_inherited_descriptors(target, operator, way):
     node, name = target
