@@ -317,7 +317,11 @@ def race(node, name, rounds=150):
     line = [text for text in output.splitlines() if text.startswith("RACE ")]
     assert line and codes == [0] * rounds, (codes, output)
     found = dict(item.split("=") for item in line[0].split()[1:])
-    assert int(found["seen"]) > 0 and int(found["attached"]) > 0, "the racer saw nothing: " + output
+    assert int(found["seen"]) > 0, "the racer saw nothing: " + output
+    if int(found["attached"]) == 0:
+        # Without one won race the run proves nothing either way: say so instead of passing.
+        pytest.skip("the racer won no race in %d rounds (attached to none of %s new processes): nothing shown "
+                    "this run" % (rounds, found["seen"]))
     return found, output
 
 
