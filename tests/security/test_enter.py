@@ -35,6 +35,7 @@ import uuid
 import pytest
 
 from conftest import COLLECTIONS_ROOT, REPO, run_module, sh
+from ansible_collections.ovz.containers.plugins.module_utils.idmap import creating_as
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
@@ -307,7 +308,13 @@ def race(node, name, rounds=150):
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         codes = [node.manager.exec(name, ["true"], timeout=60).rc for _round in range(rounds)]
-        sh(node.manager, name, "touch %s" % stop)
+        # The stop file is made from the host, as the owner of the container's /tmp: a command inside
+        # (``sh -c touch``) would be one more new process, which the racer may rightly attach to after
+        # its exec, and count.
+        tmp = "/proc/%d/root/tmp" % node.manager.runtime(name).init_pid
+        owner = os.stat(tmp)
+        with creating_as(owner.st_uid, owner.st_gid), open(os.path.join(tmp, os.path.basename(stop)), "w"):
+            pass
         output = racer.communicate(timeout=120)[0].decode()
     finally:
         if racer.poll() is None:
