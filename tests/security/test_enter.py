@@ -34,7 +34,7 @@ import uuid
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO, run_module, sh
+from conftest import COLLECTIONS_ROOT, REPO, run_module
 from ansible_collections.ovz.containers.plugins.module_utils.idmap import creating_as
 
 HERE = os.path.dirname(os.path.abspath(__file__))
