@@ -36,6 +36,8 @@ import ctypes
 import errno
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -48,14 +50,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import limits as ovz_limits
 from . import network
 from . import quota as ovz_quota
-from .cgroups import ContainerCgroups
+from .cgroups import ContainerCgroups, read_file
 from .config import ContainerConfig, atomic_write_json, read_json, validate_name
 from .container import PAYLOAD, ContainerManager, Runtime
 from .criu import Criu, CriuError, CriuRun, log_errors, read_stats
 from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .namespaces import unescape_mount_path
 from .process import process_starttime, process_tree
-from .rootfs import DEVICE_ALLOW, LXCFS_FILES, find_lxcfs
+from .rootfs import DEVICE_ALLOW, LXCFS_FILES, ensure_virtual_block_dir, find_lxcfs
 
 META_FILE = "ovz-checkpoint.json"
 META_VERSION = 1
@@ -382,7 +384,10 @@ class Checkpointer:
                 continue
             mountpoint = backend.mountpoint(key)
             rel = "/" + os.path.relpath(os.path.join(runtime.cgroups[key], PAYLOAD), mountpoint).strip("/")
-            result.append({"controllers": controllers, "key": key, "path": rel})
+            root = {"controllers": controllers, "key": key, "path": rel}
+            if controllers == "":
+                root["tree"] = read_cgroup_tree(os.path.join(runtime.cgroups[key], PAYLOAD))
+            result.append(root)
         return result
 
     def _externals(self, config: ContainerConfig, runtime: Runtime) -> Tuple[List[Dict[str, str]], List[str]]:
@@ -767,12 +772,14 @@ class Checkpointer:
             try:
                 init_pid = self._restore_locked(config, meta, images_dir, tcp_established, timings, undo, lazy)
                 leftover_locks = self._remove_leftover_lock(meta, init_pid, timings)
-            except BaseException:
+            except BaseException as exc:
                 for step in reversed(undo):
                     try:
                         step()
                     except Exception:  # noqa: BLE001 - keep undoing; the first error is what matters
                         pass
+                if isinstance(exc, CriuError):
+                    raise self._keep_failure_log(name, "restore", exc) from None
                 raise
         stats_restore = read_stats(images_dir, "restore")
         timings["total_ms"] = _ms(time.monotonic() - began)
@@ -781,6 +788,76 @@ class Checkpointer:
                 "restore_ms": round(stats_restore.get("restore_time", 0) / 1000.0, 1),
                 "forking_ms": round(stats_restore.get("forking_time", 0) / 1000.0, 1),
                 "pages_restored": stats_restore.get("pages_restored", 0)}
+
+    def _keep_failure_log(self, name: str, action: str, exc: CriuError) -> CriuError:
+        """Copy the failed run's log out of its images directory, which the caller may remove
+        (a scratch copy, a migration's incoming images), and name the copy in the error."""
+        if not exc.log or not os.path.isfile(exc.log):
+            return exc
+        kept = self.manager.layout.failure_log(name, action)
+        try:
+            os.makedirs(os.path.dirname(kept), mode=0o700, exist_ok=True)
+            shutil.copyfile(exc.log, kept + ".tmp")
+            os.replace(kept + ".tmp", kept)
+        except OSError:
+            return exc
+        return CriuError(str(exc).replace(exc.log, kept), kept, exc.errors, exc.param)
+
+    @staticmethod
+    def _prepare_cgroup_tree(run_dir: str, cgroups: ContainerCgroups, meta: Dict[str, Any]) -> Optional[str]:
+        """Make the container's own cgroups below its cgroup2 root as they were at the checkpoint,
+        and write the CRIU action script that gives them back their controllers and limits; the
+        script's path, or None when there is nothing to give back.
+
+        CRIU 4.1 cannot restore these itself when the container's init delegated controllers
+        (systemd does): the cgroups it makes lack ``memory.events`` and the like until its last step
+        writes ``cgroup.subtree_control``, so the restore of systemd 257's inotify watch on one fails
+        first; and that last step fails anyway on a cgroup whose controllers are already enabled
+        (it writes back the newline it read). So the cgroups exist before CRIU runs, which then
+        leaves them as it finds them, and the script fills them in at ``post-setup-namespaces``:
+        after CRIU moved the init through the payload to root its cgroup namespace there (cgroup2
+        refuses a process in a cgroup that delegates controllers), before the files are restored.
+        """
+        lines = []
+        for root in meta.get("cgroups") or []:
+            tree = root.get("tree") or {}
+            if root.get("controllers") != "" or not isinstance(tree, dict):
+                continue
+            payload = os.path.join(cgroups.paths[root["key"]], PAYLOAD)
+            available = read_file(os.path.join(payload, "cgroup.controllers")).split()
+            writes = []
+            # Top down: a cgroup offers its children only what its parent enabled for it.
+            for rel in sorted(tree, key=lambda r: (r.count("/"), r)):
+                if rel.startswith("/") or ".." in rel.split("/") or "\n" in rel or not isinstance(tree[rel], dict):
+                    raise InvalidParameter("the checkpoint names a cgroup outside the container: %r" % rel, "name")
+                directory = os.path.normpath(os.path.join(payload, rel))
+                if rel != ".":
+                    os.makedirs(directory, mode=0o755, exist_ok=True)
+                values = tree[rel]
+                wanted = str(values.get("cgroup.subtree_control", "")).split()
+                missing = [c for c in wanted if c not in available]
+                if missing:
+                    raise StateConflict("the checkpoint's cgroup controllers %s are not available to the container "
+                                        "on this node" % " ".join(missing), "name")
+                if wanted:
+                    lines.append("printf '%%s' %s > %s" % (
+                        shlex.quote(" ".join("+" + c for c in wanted)),
+                        shlex.quote(os.path.join(directory, "cgroup.subtree_control"))))
+                for prop in CGROUP2_LIMITS:
+                    if prop in values and CGROUP_VALUE_RE.fullmatch(str(values[prop])):
+                        # A limit the kernel no longer takes is not worth a failed restore.
+                        writes.append("printf '%%s' %s > %s || echo %s >&2" % (
+                            shlex.quote(str(values[prop])), shlex.quote(os.path.join(directory, prop)),
+                            shlex.quote("cannot restore %s of %s" % (prop, rel))))
+            lines += writes
+        if not lines:
+            return None
+        path = os.path.join(run_dir, "criu-action-script")
+        text = "#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" = post-setup-namespaces ] || exit 0\nset -e\n%s\n" % "\n".join(lines)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o700)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        return path
 
     def _remove_leftover_lock(self, meta: Dict[str, Any], init_pid: int, timings: Dict[str, float]) -> List[str]:
         """CRIU before 4 (seen with Debian 12's 3.17) can leave its network lock in the restored netns: the
@@ -827,6 +904,7 @@ class Checkpointer:
         undo.append(storage.umount)
         ovz_quota.apply_at_start(config, storage)
         manager.prepare_volatile(name)
+        ensure_virtual_block_dir()
         parent = backend.resolve_parent(manager.cgroup_parent)
         cgroups = ContainerCgroups(backend, backend.container_paths(parent, name))
         undo.append(cgroups.remove)
@@ -843,6 +921,9 @@ class Checkpointer:
                                         backend.mountpoint(root["key"])).strip("/")
             for controller in root["controllers"].split(","):
                 args += ["--cgroup-root", "%s:%s" % (controller, new)]
+        script = self._prepare_cgroup_tree(run_dir, cgroups, meta)
+        if script:
+            args += ["--action-script", script]
         if tcp_established and meta.get("tcp_established"):
             args.append("--tcp-established")
         if lazy:
@@ -877,6 +958,8 @@ class Checkpointer:
         with open(os.path.join(run_dir, "restore.pid")) as handle:
             init_pid = int(handle.read().strip())
         os.unlink(os.path.join(run_dir, "restore.pid"))
+        if script:
+            os.unlink(script)
         starttime = process_starttime(init_pid)
         if starttime is None:
             raise OvzError("the restored init of %s exited at once; see %s" % (name, run.log))
@@ -910,6 +993,34 @@ class Checkpointer:
         result = self.restore(name, directory, tcp_established=tcp_established)
         shutil.rmtree(directory, ignore_errors=True)
         return result
+
+
+# More cgroups than this below one container's root are refused at checkpoint: each is read.
+MAX_CGROUPS = 10000
+# What the container's init may have set on its own cgroups (systemd's MemoryMax=, TasksMax=,
+# CPUWeight=...), given back at restore with their controllers (_prepare_cgroup_tree).
+CGROUP2_LIMITS = ("memory.min", "memory.low", "memory.high", "memory.max", "memory.swap.max", "pids.max",
+                  "cpu.weight", "cpu.max", "io.weight")
+CGROUP_VALUE_RE = re.compile(r"[0-9a-z .:=]{1,64}")
+
+
+def read_cgroup_tree(payload: str) -> Dict[str, Dict[str, str]]:
+    """Each cgroup below ``payload`` (and itself, as ``.``), by its path relative to ``payload``:
+    its ``cgroup.subtree_control`` and the CGROUP2_LIMITS it has files for."""
+    result: Dict[str, Dict[str, str]] = {}
+    for directory, dirs, _files in os.walk(payload):
+        if len(result) >= MAX_CGROUPS:
+            raise StateConflict("the container has more than %d cgroups below %s; not checkpointed"
+                                % (MAX_CGROUPS, payload), "name")
+        dirs.sort()
+        values = {}
+        for prop in ("cgroup.subtree_control",) + CGROUP2_LIMITS:
+            try:
+                values[prop] = read_file(os.path.join(directory, prop))
+            except OSError:
+                continue
+        result[os.path.relpath(directory, payload)] = values
+    return result
 
 
 def refuse_unprivileged(config: ContainerConfig) -> None:

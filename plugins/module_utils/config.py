@@ -104,6 +104,11 @@ class HostLayout:
     def templates(self) -> str:
         return os.path.join(self.data_dir, "templates")
 
+    def failure_log(self, name: str, action: str) -> str:
+        """Where the log of a failed CRIU ``action`` for ``name`` is kept: the images it ran on
+        may be a scratch copy that goes away with the failure."""
+        return os.path.join(self.data_dir, "log", "%s.%s-failed.log" % (name, action))
+
     def names(self) -> List[str]:
         try:
             entries = os.listdir(self.conf_dir())

@@ -29,7 +29,7 @@ from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, at
                      validate_labels, validate_name)
 from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .process import ExecResult, InitSpec, OutputPolicy, exec_in, process_starttime, spawn_init
-from .rootfs import DEVICE_ALLOW, RootfsSpec, find_bcd, find_lxcfs
+from .rootfs import DEVICE_ALLOW, RootfsSpec, ensure_virtual_block_dir, find_bcd, find_lxcfs
 from .storage import Storage, extract_template, validate_layout
 from .templates import resolve_template
 
@@ -278,6 +278,11 @@ class ContainerManager:
             self.storage(config).destroy()
             self.idmap.release(name)
             shutil.rmtree(self.layout.dump(name), ignore_errors=True)
+            for action in ("restore",):
+                try:
+                    os.unlink(self.layout.failure_log(name, action))
+                except FileNotFoundError:
+                    pass
             faults.point("destroy.storage")
             self.store.remove(name)
             self._remove_run_dir(name, keep_lock=False)
@@ -450,6 +455,7 @@ class ContainerManager:
             ovz_quota.apply_at_start(config, storage)
             self.prepare_volatile(name)
             undo.append(lambda: self._release_volatile(name))
+            ensure_virtual_block_dir()
             undo.append(cgroups.remove)
             cgroups.create()
             cgroups.apply_device_policy(DEVICE_ALLOW)

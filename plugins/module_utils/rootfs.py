@@ -10,6 +10,7 @@ by raising ``OSError`` for the caller to send back over the error pipe.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import stat
@@ -102,6 +103,33 @@ def setup_proc(root: str) -> None:
 # devices (and dm, nbd, zram, md): each loop's ``loop/backing_file`` names an image path on the host,
 # every container's. /sys/block, /sys/class/block and /sys/dev/block only link into this directory.
 SYS_MASKED = ("devices/virtual/block",)
+VIRTUAL_BLOCK = "/sys/devices/virtual/block"
+LOOP_CONTROL = "/dev/loop-control"
+LOOP_CTL_GET_FREE = 0x4C82
+
+
+def ensure_virtual_block_dir() -> bool:
+    """Make the host's ``/sys/devices/virtual/block`` exist before a start or a restore.
+
+    Block devices are not namespaced: the directory appears in every sysfs with the host's first
+    virtual block device, loop or other. A container started before that would get no mask over
+    it and read the backing files of loop devices made later; the restore of a container dumped
+    with the mask needs the directory to mount it again (CRIU: "Can't stat mountpoint"). Asking
+    the loop driver for a free device loads it and makes one if there is none.
+    """
+    if os.path.isdir(VIRTUAL_BLOCK):
+        return True
+    try:
+        fd = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return os.path.isdir(VIRTUAL_BLOCK)
+    try:
+        fcntl.ioctl(fd, LOOP_CTL_GET_FREE)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return os.path.isdir(VIRTUAL_BLOCK)
 
 
 def setup_sys(root: str) -> None:

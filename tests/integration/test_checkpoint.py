@@ -33,6 +33,7 @@ from conftest import COLLECTIONS_ROOT, MODULES_DIR, Node, host_snapshot
 from test_network import in_ns, run
 
 from ansible_collections.ovz.containers.plugins.module_utils import network as net
+from ansible_collections.ovz.containers.plugins.module_utils import checkpoint as ckpt
 from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer
 from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
 from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, CriuError, find_criu
@@ -535,12 +536,23 @@ def test_failed_restore_leaves_nothing(lab, session_dir):
     binary = manager.layout.private(name) + WORKLOAD
     os.rename(binary, binary + ".away")
     images_before = {f: os.path.getsize(os.path.join(images, f)) for f in os.listdir(images) if f.endswith(".img")}
+    dumpfile = os.path.join(session_dir, "%s.tar" % name)
+    ckpt.pack(images, dumpfile)
+    kept = manager.layout.failure_log(name, "restore")
     before = lab.snapshot(names=[name])
-    result = lab.module({"name": name, "state": "restored", "dump_dir": images})
-    assert result.get("failed") and "restore of %s failed" % name in result["msg"], result
-    print("\nfailed restore says: %s" % result["msg"])
-    assert manager.status(name) == "stopped"
-    assert lab.snapshot(names=[name]) == before
+    for source in ({"dump_dir": images}, {"dumpfile": dumpfile}):
+        result = lab.module(dict(source, name=name, state="restored"))
+        assert result.get("failed") and "restore of %s failed" % name in result["msg"], result
+        print("\nfailed restore (%s) says: %s" % (", ".join(source), result["msg"]))
+        assert manager.status(name) == "stopped"
+        # CRIU's log outlives the images it ran on (a dumpfile's are a scratch copy, removed
+        # with the failure): the message names the kept copy.
+        assert "log %s)" % kept in result["msg"], result["msg"]
+        with open(kept, encoding="utf-8", errors="replace") as handle:
+            assert "Restoring FAILED" in handle.read()
+        after = lab.snapshot(names=[name])
+        after["files"] = {k: v for k, v in after["files"].items() if not k.startswith("log/")}
+        assert after == before
     assert {f: os.path.getsize(os.path.join(images, f)) for f in os.listdir(images) if f.endswith(".img")} == \
         images_before
     # The dump is intact: with the file back, the restore works and the connection carries on.
@@ -548,6 +560,9 @@ def test_failed_restore_leaves_nothing(lab, session_dir):
     result = lab.module({"name": name, "state": "restored", "dump_dir": images})
     assert result["changed"] and not result.get("failed"), result.get("msg", result)
     lab.echo(sock, "after")
+    assert os.path.isfile(kept)
+    lab.call(manager.destroy, name)
+    assert not os.path.exists(kept)
 
 
 # ---------------------------------------------------------------------------------------------
