@@ -109,13 +109,6 @@ def debian13(ansible, trixie_pair, debian13_template, ct_names_module):
     return play, vm1.name, name, time.monotonic() - began
 
 
-# Seen on trixie VMs (kernel 6.12.117, CRIU 4.1.1): the dump passes, and CRIU's restore fails in its mount
-# restore ("mnt-v2: Failed to move_mount from .../mnt-0000000200 to .../mnt-0000000242: Invalid argument"),
-# so the container stays stopped and the migration is not attempted. Not strict: a fix turns these into XPASS.
-CRIU41_RESTORE = pytest.mark.xfail(reason="CRIU 4.1.1's restore of a debian-13 container fails on trixie in "
-                                          "mnt-v2 (move_mount: Invalid argument)", raises=AssertionError, strict=False)
-
-
 def assert_same_processes(before: dict, after: dict) -> None:
     assert after["pid1"] == "systemd", after
     for key in ("probe", "invocation", "journald"):
@@ -138,7 +131,6 @@ def test_systemd_257_boots_to_running_on_cgroup_v2(debian13):
     assert int(before["probe"]) > 1 and int(before["counter"]) > 5, before
 
 
-@CRIU41_RESTORE
 def test_checkpoint_and_restore_keep_the_same_processes(debian13):
     play, host, _name, _seconds = debian13
     done = play.ok(host, "checkpoint")
@@ -154,7 +146,6 @@ def test_checkpoint_and_restore_keep_the_same_processes(debian13):
     print("checkpoint %s, restore %s" % (done.get("timings"), restored.get("timings")))
 
 
-@CRIU41_RESTORE
 def test_live_migration_to_vm2_keeps_the_same_processes(debian13):
     play, host, name, _seconds = debian13
     moved = play.get(host, "migrate")
