@@ -1252,11 +1252,13 @@ def _git(*args) -> str:
 
 
 def selftest(release: str, tests: str, log_path: str, command: str = "", ref: str = "HEAD", run_id: str = "",
-             root_size: str = SELFTEST_ROOT_SIZE, memory_mb: int = SELFTEST_MEMORY_MB, host_ca: bool = True) -> int:
+             root_size: str = SELFTEST_ROOT_SIZE, memory_mb: int = SELFTEST_MEMORY_MB, host_ca: bool = True,
+             seed_templates: bool = False) -> int:
     """Boot one VM of ``release`` with outside access, copy ``git archive ref`` in, run
     ``./scripts/setup --no-demo`` then ``OVZ_VM_TIER=0 ./scripts/test TESTS`` (or ``command``),
     stream the output to ``log_path`` and stdout, take the VM down whatever happens; the
-    guest's exit status."""
+    guest's exit status. ``seed_templates`` copies this host's Debian template tarballs into
+    the guest's template cache first (see _selftest_seed_templates)."""
     import shlex
     check_release(release)
     run_id = run_id or "selftest%d" % os.getpid()
@@ -1310,6 +1312,8 @@ def selftest(release: str, tests: str, log_path: str, command: str = "", ref: st
                 raise VmError("making %s a git checkout failed: %s" % (SELFTEST_DIR, made.stderr.strip()[-2000:]))
             note("git archive %s copied to %s:%s (a git repository again: %s)"
                  % (commit[:12], name, SELFTEST_DIR, made.stdout.strip()))
+            if seed_templates:
+                _selftest_seed_templates(rdir, name, note)
             script = SELFTEST_SCRIPT % {
                 "files": SELFTEST_FILES, "dir": SELFTEST_DIR, "command": shlex.quote(command),
                 "tests": " ".join(shlex.quote(a) for a in test_args),
@@ -1335,6 +1339,33 @@ def selftest(release: str, tests: str, log_path: str, command: str = "", ref: st
             finally:
                 note("exit %s after %.0f s; log %s" % (rc, time.monotonic() - began, log_path))
     return rc
+
+
+# Where scripts/build-debian-template keeps its tarballs, under a name that hashes its inputs.
+TEMPLATE_CACHE = "/var/cache/ovz/templates"
+
+
+def _selftest_seed_templates(rdir: str, name: str, note) -> None:
+    """Copy the host's Debian 12 and 13 template tarballs into the guest's template cache.
+
+    Under TCG, debootstrap of one template takes about half an hour. The tarball's name
+    hashes every input of the build (release, packages, masked units, the build steps), so
+    the guest's ``scripts/build-debian-template`` takes a copy only when the checkout would
+    have built the same thing, and builds anew otherwise. The host builds what it lacks.
+    """
+    ssh(rdir, name, "mkdir -p %s" % TEMPLATE_CACHE, timeout=120, check=True)
+    for release in ("bookworm", "trixie"):
+        built = run([os.path.join(REPO, "scripts", "build-debian-template"), "--release", release],
+                    stdout=subprocess.PIPE, universal_newlines=True)
+        tarball = built.stdout.strip().splitlines()[-1]
+        dest = os.path.join(TEMPLATE_CACHE, os.path.basename(tarball))
+        with open(tarball, "rb") as handle:
+            copied = subprocess.run(ssh_base(rdir, name) + ["cat > %s.part && mv %s.part %s" % (dest, dest, dest)],
+                                    stdin=handle, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+        if copied.returncode != 0:
+            raise VmError("cannot copy %s into the VM: %s" % (tarball, copied.stdout.decode(errors="replace")))
+        note("template cache seeded: %s (%d MiB, built on this host)"
+             % (os.path.basename(tarball), os.path.getsize(tarball) >> 20))
 
 
 def _selftest_prepare(rdir: str, name: str, host_ca: bool, note) -> None:
@@ -1483,6 +1514,8 @@ def main(argv=None) -> int:
     p_self.add_argument("--id", default="")
     p_self.add_argument("--root-size", default=SELFTEST_ROOT_SIZE)
     p_self.add_argument("--memory", type=int, default=SELFTEST_MEMORY_MB, help="MiB (default %(default)s)")
+    p_self.add_argument("--seed-templates", action="store_true",
+                        help="copy this host's Debian template tarballs into the guest's cache (TCG debootstrap is slow)")
     p_self.add_argument("--no-host-ca", action="store_true",
                         help="do not copy the host's extra CAs (%s) into the VM" % HOST_CA_GLOB)
     sub.add_parser("status", help="list the runs on this host")
@@ -1529,7 +1562,7 @@ def main(argv=None) -> int:
             log_path = args.log or os.path.join(RUN_BASE, "ovz-selftest-%s-%d.log" % (args.release, os.getpid()))
             return selftest(args.release, args.tests, log_path, command=args.guest_command, ref=args.ref,
                             run_id=args.id, root_size=args.root_size, memory_mb=args.memory,
-                            host_ca=not args.no_host_ca)
+                            host_ca=not args.no_host_ca, seed_templates=args.seed_templates)
     except VmError as exc:
         log("ERROR: %s" % exc)
         return 1
