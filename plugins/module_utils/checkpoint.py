@@ -456,8 +456,12 @@ class Checkpointer:
     def _dump_args(self, config: ContainerConfig, runtime: Runtime, tcp_established: bool,
                    meta: Dict[str, Any]) -> List[str]:
         cgroups = self.manager.cgroups_for(runtime)
+        # --force-irmap: an inotify watch whose path CRIU cannot read from the kernel is dumped by
+        # its file handle, which holds the inode number: stale on another node, where the private
+        # area is a copy (systemd 257 keeps such a watch). CRIU then looks the inode up by name
+        # under /etc, /var/log and the like, or refuses the dump, which leaves the container running.
         args = ["-t", str(runtime.init_pid), "--freeze-cgroup", self._freezer_dir(cgroups),
-                "--manage-cgroups=soft", "--file-locks", "--link-remap", "--skip-in-flight"]
+                "--manage-cgroups=soft", "--file-locks", "--link-remap", "--skip-in-flight", "--force-irmap"]
         for root in meta["cgroups"]:
             args += ["--cgroup-dump-controller", root["controllers"]]
             for controller in root["controllers"].split(","):
