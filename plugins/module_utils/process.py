@@ -292,6 +292,20 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
+def default_signals() -> None:
+    """Every signal to its default action, and none blocked, as a process inside starts.
+
+    Ignored signals and the mask survive execve: a caller started with ``nohup`` or ``&`` from a
+    script (SIGINT and SIGQUIT ignored) would hand that on, and a shell inside cannot even trap a
+    signal that was ignored when it started."""
+    for signum in range(1, signal.NSIG):
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def _init_child(spec: InitSpec, go_r: int, err_w: int, console_fd: int) -> None:  # pragma: no cover
     try:
         if os.read(go_r, 1) != b"g":
@@ -304,12 +318,7 @@ def _init_child(spec: InitSpec, go_r: int, err_w: int, console_fd: int) -> None:
         os.dup2(console_fd, 1)
         os.dup2(console_fd, 2)
         ns.close_fds_except([err_w])
-        for signum in range(1, signal.NSIG):
-            try:
-                signal.signal(signum, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        default_signals()
         env = {"PATH": DEFAULT_PATH, "container": "ovz", "HOME": "/root", "TERM": "linux"}
         env.update(spec.env)
         os.execve(spec.argv[0], spec.argv, env)
@@ -465,6 +474,7 @@ def _run_command(command: _Command, slave: int) -> None:  # pragma: no cover - r
     # Only stdio goes in: descriptors the caller leaked (without O_CLOEXEC) are the
     # host's, and a daemon keeping one could not be checkpointed either.
     _close_from(3)
+    default_signals()
     os.chdir(command.cwd)
     full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "container": "ovz", "TERM": "dumb"}
     full_env.update(command.env)

@@ -293,6 +293,33 @@ def test_kill_zero_stays_inside(target, way):
         % (proc.returncode, output)
 
 
+def _ignore_and_block_signals():  # pragma: no cover - runs in the caller's child before its exec
+    for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1, signal.SIGCHLD])
+
+
+@pytest.mark.parametrize("way", ["pipes", "pty"])
+def test_caller_signal_dispositions_stay_outside(target, way):
+    """A caller started with ``nohup``, or with ``&`` from a script, ignores SIGINT and SIGQUIT; ignored
+    signals and the mask survive execve. The command inside starts with every signal at its default action
+    and none blocked, as after a login (before: a shell inside could not even trap ^C)."""
+    node, name = target
+    flags = ["-t"] if way == "pty" else []
+    texts = []
+    # The command itself (not a shell, which sets some of its own), then a shell that traps ^C.
+    for command in (["grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"],
+                    ["sh", "-c", "trap 'echo trapped' INT; kill -INT $$; echo after"]):
+        proc = subprocess.run(ovzctl_argv(node, "exec", *flags, name, *command), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+                              preexec_fn=_ignore_and_block_signals, check=False)
+        texts.append(proc.stdout.decode(errors="replace").replace("\r", ""))
+    print("".join(texts))
+    status, trapped = texts
+    assert "SigIgn:\t0000000000000000" in status and "SigBlk:\t0000000000000000" in status, status
+    assert "trapped\nafter" in trapped, trapped
+
+
 PTRACE_HOLE = (
     "root of a privileged container holds CAP_SYS_PTRACE in the initial user namespace, which lets it attach to "
     "any process of its pid namespace, non-dumpable ones too: the command's process between its fork and its "
