@@ -112,8 +112,10 @@ def test_debian_template_has_the_checkpoint_dropin(release):
     path = debian_release_template(release)
     text = tar_file(path, "./etc/systemd/system/service.d/ovz-checkpoint.conf")
     settings = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # systemd 254+ (Debian 13) bind-mounts memory.pressure for MemoryPressureWatch=; 252 does not know the key.
+    extra = ["MemoryPressureWatch=off"] if release == "debian-13" else []
     assert settings == ["[Service]", "ProtectHostname=no", "ProtectClock=no", "IPAddressDeny=", "IPAddressAllow=",
-                        "DeviceAllow="]
+                        "DeviceAllow="] + extra
 
 
 @pytest.mark.debian
