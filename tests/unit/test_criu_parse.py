@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import struct
 import tempfile
@@ -14,9 +15,9 @@ import pytest
 
 
 from ansible_collections.ovz.containers.plugins.module_utils import checkpoint as ckpt
-from ansible_collections.ovz.containers.plugins.module_utils.criu import (IMG_SERVICE_MAGIC, STATS_MAGIC, Criu,
-                                                                          CriuError, find_criu, log_errors,
-                                                                          read_stats)
+from ansible_collections.ovz.containers.plugins.module_utils.criu import (IMG_SERVICE_MAGIC, STATS_MAGIC, TMPFS_MAGIC,
+                                                                          Criu, CriuError, filesystem_type, find_criu,
+                                                                          log_errors, read_stats)
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter, KernelUnsupported
 
@@ -150,14 +151,25 @@ fi
 """
 
 
+@pytest.fixture
+def disk_dir():
+    """A directory that is not on a tmpfs (/var/tmp; pytest's tmp_path is under /tmp, a tmpfs on Debian 13)."""
+    path = tempfile.mkdtemp(prefix="ovz-tests-kdat-", dir="/var/tmp")
+    try:
+        yield pathlib.Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="makes a mount namespace")
-def test_kdat_cache_is_made_where_criu_would_not_keep_it(tmp_path, monkeypatch):
+def test_kdat_cache_is_made_where_criu_would_not_keep_it(tmp_path, disk_dir, monkeypatch):
     calls = tmp_path / "calls"
     fake = tmp_path / "criu"
     fake.write_text(FAKE_KDAT_CRIU % calls)
     fake.chmod(0o755)
-    run_dir = tmp_path / "run"   # /var/tmp: not a tmpfs, as /run on this machine
+    run_dir = disk_dir / "run"   # not a tmpfs, as /run on this machine
     run_dir.mkdir()
+    assert filesystem_type(str(run_dir)) != TMPFS_MAGIC
     monkeypatch.setenv("OVZ_TEST_KDAT_DIR", str(run_dir))
     cache = str(tmp_path / "answers.json")
     (run_dir / "criu.kdat.tmp").write_text("")
