@@ -189,8 +189,11 @@ class Lab:
         """A host binary (ip, nft) run in the container's network namespace: the container's view."""
         return run(["nsenter", "--net=/proc/%d/ns/net" % self.pid(name)] + list(argv), check=check)
 
-    def ping_from(self, name, address, wait=2):
-        return self.manager.exec(name, ["ping", "-c1", "-W%d" % wait, address], timeout=30).rc == 0
+    def ping_from(self, name, address, wait=2, tries=3):
+        """Whether ``address`` answers from inside ``name``: a few tries, since on a loaded machine the
+        first packet after a start may go before the neighbour entry is there (every caller expects a yes)."""
+        return any(self.manager.exec(name, ["ping", "-c1", "-W%d" % wait, address], timeout=30).rc == 0
+                   for _ in range(tries))
 
     def cleanup(self):
         for name in self.manager.layout.names():
