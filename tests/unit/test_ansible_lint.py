@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO
+from conftest import COLLECTIONS_ROOT, REPO, hang_limit
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +21,6 @@ def test_production_profile_passes():
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.run([LINT, "--profile", "production", "--offline", "roles", "playbooks", "extensions"],
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          timeout=900, check=False)
+                          timeout=hang_limit(900), check=False)
     assert proc.returncode == 0, proc.stdout
     assert "Profile 'production' was required, and it passed." in proc.stdout, proc.stdout
