@@ -36,13 +36,13 @@ from ansible_collections.ovz.containers.plugins.module_utils.templates import bu
 WORK_ROOT = "/var/tmp"
 
 
-@contextlib.contextmanager
 def hang_limit(seconds: float):
     """A test's own limit on a command it waits for: ``seconds``, or none at all when the run lifts
     pytest's per-test limit (``OVZ_TEST_TIMEOUT=0``, as under TCG emulation)."""
     return None if os.environ.get("OVZ_TEST_TIMEOUT") == "0" else seconds
 
 
+@contextlib.contextmanager
 def running_lxcfs(data_dir: str, before_stop=None):
     """A node's own LXCFS at ``<data_dir>/lxcfs`` (so no other container on this host sees it).
 

@@ -193,7 +193,7 @@ class Lab:
         """Whether ``address`` answers from inside ``name``: a few tries, since on a loaded machine the
         first packet after a start may go before the neighbour entry is there (every caller expects a yes)."""
         return any(self.manager.exec(name, ["ping", "-c1", "-W%d" % wait, address], timeout=30).rc == 0
-                   for _ in range(tries))
+                   for _attempt in range(tries))
 
     def cleanup(self):
         for name in self.manager.layout.names():
