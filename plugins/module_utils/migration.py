@@ -652,9 +652,9 @@ def _lazy_daemon(images_dir: str) -> Dict[str, Any]:
     """What the ``criu lazy-pages`` daemon in ``images_dir`` says: its exit status (None while it runs)."""
     try:
         with open(os.path.join(images_dir, LAZY_RC)) as handle:
-            rc: Optional[int] = int(handle.read().strip() or "-1")
+            rc: Optional[int] = int(handle.read().strip())
     except (OSError, ValueError):
-        rc = None
+        rc = None   # not written yet (the shell renames it into place once whole)
     pid = read_json(os.path.join(images_dir, LAZY_PID)) or {}
     from .process import process_starttime
     alive = bool(pid.get("pid")) and process_starttime(pid["pid"]) == pid.get("starttime")
@@ -676,12 +676,14 @@ def _start_lazy_daemon(images_dir: str, port: int) -> None:
     server, forwarded by ssh); it ends by itself once every page is in, writing its exit status."""
     from .process import process_starttime
     criu = _criu()
-    for entry in (LAZY_RC, "lazy-pages.socket"):
+    for entry in (LAZY_RC, LAZY_RC + ".tmp", "lazy-pages.socket"):
         try:
             os.unlink(os.path.join(images_dir, entry))
         except FileNotFoundError:
             pass
-    argv = ["/bin/sh", "-c", '"$0" "$@"; echo $? > %s' % LAZY_RC] + criu.argv(
+    # The status is renamed into place whole: a reader must never take a file the shell has only
+    # opened (empty) for the daemon's failure.
+    argv = ["/bin/sh", "-c", '"$0" "$@"; echo $? > %s.tmp && mv %s.tmp %s' % (LAZY_RC, LAZY_RC, LAZY_RC)] + criu.argv(
         "lazy-pages", images_dir, ["--page-server", "--address", "127.0.0.1", "--port", str(port)], "lazy-pages.log")
     proc = subprocess.Popen(argv, cwd=images_dir, stdin=subprocess.DEVNULL,  # pylint: disable=consider-using-with
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -158,3 +158,17 @@ def test_preflight_wants_the_same_criu_major_minor(tmp_path, monkeypatch, target
         call()
     assert info.value.param == "target" and refused in str(info.value), str(info.value)
     assert not os.path.exists(str(tmp_path / "ovz"))      # refused before anything was made on the target
+
+
+def test_lazy_daemon_status_is_read_only_once_whole(tmp_path):
+    """The status file of ``criu lazy-pages`` is renamed into place whole; one the shell has only opened
+    (empty) is no status yet. Before, it read as exit -1: a migration whose pages had all arrived failed
+    ("the target did not get every memory page (criu lazy-pages exit -1)", seen in a loaded run)."""
+    images = str(tmp_path)
+    rc_file = os.path.join(images, migration.LAZY_RC)
+    with open(rc_file, "w"):
+        pass
+    assert migration._lazy_daemon(images)["rc"] is None  # pylint: disable=protected-access
+    with open(rc_file, "w") as handle:
+        handle.write("0\n")
+    assert migration._lazy_daemon(images)["rc"] == 0  # pylint: disable=protected-access
