@@ -196,9 +196,11 @@ def test_window_size_and_interrupt_pass_through(target, operator):
     node, name = target
     operator.sync("ready")
     set_window_size(operator.fd, 37, 101)
-    operator.send(" ".join(ovzctl_argv(node, "exec", "-t", name, "sh", "-c", '"stty size; echo size-shown"')))
-    assert "37 101" in operator.expect("size-shown\r\n")
-    operator.expect("host$ ")       # typed before ovzctl returns, a line would go to the container's pty
+    operator.send(" ".join(ovzctl_argv(node, "exec", "-t", name, "sh", "-c", '"stty size; echo size-shown; sleep 1; stty size"')))
+    shown = operator.expect("size-shown\r\n")
+    # On failure: the operator's own size then, and the container pty's a second later (set late, or never).
+    later = operator.expect("host$ ")
+    assert "37 101" in shown, (shown, later, struct.unpack("HHHH", fcntl.ioctl(operator.fd, termios.TIOCGWINSZ, b"\0" * 8)))
     # (the quotes keep the markers out of the echo of the typed line)
     script = ("trap 'stty size; exit 4' WINCH; trap 'echo got''-int; exit 3' INT; echo wait''ing-here; "
               "while :; do sleep 1; done")
