@@ -241,10 +241,57 @@ def host_snapshot(data_dir: str, cgroup_parent: str = "", names: Sequence[str] =
     ours = {default_host_ifname(data_dir, name)
             for name in set(names) | set(ContainerManager(data_dir, cgroup_parent or "auto").layout.names())}
     links = subprocess.run(["ip", "-o", "link"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    manager = ContainerManager(data_dir, cgroup_parent or "auto")
     return {"files": files, "cgroups": cgroups, "mounts": mounts,
             "loops": sorted(line for line in loops.splitlines() if data_dir in line),
             "links": sorted(n for n in (line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
-                            if n in ours)}
+                            if n in ours),
+            "inside": {name: container_inside(manager, name) for name in sorted(manager.layout.names())}}
+
+
+# Writable cgroup files whose value the kernel moves by itself (peaks, counters, pressure triggers),
+# or that only take writes (reading them tells nothing of a setting).
+_MOVING_CGROUP_FILES = re.compile(r"(peak|failcnt|max_usage|procs|tasks|threads|pressure|reclaim|force_empty|"
+                                  r"kill|oom_control|stat|events)")
+
+
+def container_inside(manager: ContainerManager, name: str) -> dict:
+    """What a failed call must not have changed in a running container: its state and init, the
+    settings of its cgroups (every writable control file), and the addresses, routes and mount points
+    its processes see. Empty for a container that does not run."""
+    runtime = manager.runtime(name)
+    if runtime is None or not runtime.alive():
+        return {}
+    settings = {}
+    for path in sorted(set(runtime.cgroups.values())):
+        for entry in sorted(os.listdir(path)) if os.path.isdir(path) else ():
+            full = os.path.join(path, entry)
+            if _MOVING_CGROUP_FILES.search(entry) or not os.path.isfile(full) or not os.stat(full).st_mode & 0o200:
+                continue
+            try:
+                with open(full) as handle:
+                    settings[full] = handle.read()
+            except OSError:
+                pass
+    pid = runtime.init_pid
+
+    def in_netns(*argv: str) -> list:
+        out = subprocess.run(["nsenter", "--net=/proc/%d/ns/net" % pid, "ip"] + list(argv), stdout=subprocess.PIPE,
+                             universal_newlines=True, check=False).stdout
+        return out.splitlines()
+
+    # Addresses without their flags: an IPv6 address leaves "tentative" by itself.
+    addresses = sorted(" ".join(line.split()[1:4]) for line in in_netns("-o", "addr"))
+    routes = sorted(in_netns("route", "show", "table", "all"))
+    try:
+        with open("/proc/%d/mountinfo" % pid) as handle:
+            # /run/ovz/user_beancounters is the live view's to bind and unbind.
+            inside_mounts = sorted("%s %s" % (line.split()[4], line.split(" - ")[1].split()[0]) for line in handle
+                                   if not line.split()[4].startswith("/run/ovz"))
+    except OSError:
+        inside_mounts = []
+    return {"state": manager.status(name), "init_pid": pid, "cgroup_settings": settings,
+            "addresses": addresses, "routes": routes, "mounts": inside_mounts}
 
 
 MODULES_DIR = os.path.join(REPO, "plugins", "modules")
