@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Bad-input fuzzing (issue 9): property-based tests over every module's arguments.
+"""Bad-input fuzzing: property-based tests over every module's arguments.
 
 Whatever the input, the module either succeeds or fails with a message that names a
 parameter, and on failure the node is unchanged (conftest.host_snapshot: its files, cgroups,
@@ -18,6 +18,7 @@ import importlib
 import io
 import json
 import os
+import re
 import stat
 from contextlib import redirect_stdout
 
@@ -47,7 +48,9 @@ UNFUZZED_STATES = ("started", "restarted", "frozen")
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2 ** 70), max_value=2 ** 70),
-    st.floats(allow_nan=False, allow_infinity=False),   # see test_upstream_int_option_given_infinity st.text(max_size=24),
+    st.floats(allow_nan=False, allow_infinity=False),   # see test_upstream_int_option_given_infinity
+    # (not a text Decimal reads as infinite or NaN: see test_upstream_int_option_given_infinity)
+    st.text(max_size=24).filter(lambda text: text.strip().lstrip("+-").lower() not in ("inf", "infinity", "nan", "snan")),
     st.sampled_from(["", "0", "-1", "max", "unlimited", "1:2", "9:1", "64M", "1T", "10.213.9.9", "10.213.9.9/24",
                      "fd00:213::9", "256.1.1.1", "::1", "/", "../../etc", "a" * 300, "\0", "ovz0", "eth0",
                      "00:11:22:33:44:55", "all", "0-1", "7", "1000", "500001", "present", "stopped", "absent"]))
@@ -139,7 +142,17 @@ def args_strategy(module):
 
 
 def mentions_a_parameter(module, message):
-    return any(word in message for word in OPTIONS[module] + COMMON)
+    """The message names one of the module's parameters as a word of its own: "ram" inside
+    "parameter", or "name" inside "hostname", does not count."""
+    return any(re.search(r"(?<![A-Za-z0-9_])%s(?![A-Za-z0-9_])" % re.escape(word), message)
+               for word in OPTIONS[module] + COMMON)
+
+
+@pytest.mark.parametrize("message, named", [
+    ("ram: must be a size, got 'x'", True), ("unsupported parameters: foo", False),
+    ("bad hostname given", False), ("container ovzfz1 does not exist (name)", True), ("cpus: 0 given", True)])
+def test_mentions_a_parameter_wants_the_whole_word(message, named):
+    assert mentions_a_parameter("ovz_limits", message) is named
 
 
 @pytest.mark.parametrize("module", sorted(OPTIONS))
