@@ -4,6 +4,7 @@
  * Built statically on the host and copied into a container. Everything it
  * checks lives in kernel objects CRIU must carry across a dump and restore:
  *   - a counter kept only in memory;
+ *   - a child forked and reaped about once a second (forks=);
  *   - a POSIX timer, an interval timer (setitimer) and a timerfd, each counting ticks;
  *   - a pipe pair and a unix socket pair to a child process that echoes tokens back;
  *   - SysV IPC: a shared memory segment holding a marker, a semaphore, a queued message;
@@ -28,6 +29,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,7 +75,7 @@ int main(int argc, char **argv)
 {
 	int to_child[2], from_child[2], sk[2], listener, one = 1, timer_fd, shm_id, sem_id, msg_id;
 	int clients[MAX_CLIENTS], nclients = 0, i;
-	unsigned long counter = 0, timerfd_ticks = 0, pipe_trips = 0, unix_trips = 0, accepted = 0;
+	unsigned long counter = 0, timerfd_ticks = 0, pipe_trips = 0, unix_trips = 0, accepted = 0, forks = 0;
 	struct sockaddr_in addr;
 	struct sigevent sev;
 	struct itimerspec its;
@@ -195,14 +197,22 @@ int main(int argc, char **argv)
 			pipe_trips++;
 		if (write(sk[0], "u", 1) == 1 && read(sk[0], buf, 1) == 1 && buf[0] == 'u')
 			unix_trips++;
+		/* about once a second, a child that exits at once, reaped: the process can still fork */
+		if (counter % 20 == 0) {
+			pid_t child = fork();
+			if (child == 0)
+				_exit(0);
+			if (child > 0 && waitpid(child, NULL, 0) == child)
+				forks++;
+		}
 		if (msgctl(msg_id, IPC_STAT, &qstat))
 			qstat.msg_qnum = 0;
 		snprintf(line, sizeof(line),
 			 "counter=%lu posix=%d itimer=%d timerfd=%lu pipe=%lu unix=%lu shm=%s sem=%d msgq=%lu "
-			 "accepted=%lu clients=%d pid=%d\n",
+			 "accepted=%lu clients=%d pid=%d forks=%lu\n",
 			 counter, (int)posix_ticks, (int)itimer_ticks, timerfd_ticks, pipe_trips, unix_trips,
 			 strcmp(shm, SHM_MARK) == 0 ? "ok" : "bad", semctl(sem_id, 0, GETVAL),
-			 (unsigned long)qstat.msg_qnum, accepted, nclients, getpid());
+			 (unsigned long)qstat.msg_qnum, accepted, nclients, getpid(), forks);
 		{
 			FILE *f = fopen(tmp, "w");
 			if (f) {
