@@ -294,6 +294,14 @@ def container_inside(manager: ContainerManager, name: str) -> dict:
             "addresses": addresses, "routes": routes, "mounts": inside_mounts}
 
 
+def wait_for(predicate, what: str, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.05)
+
+
 MODULES_DIR = os.path.join(REPO, "plugins", "modules")
 
 

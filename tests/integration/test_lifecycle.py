@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import host_snapshot, run_module, sh
+from conftest import host_snapshot, run_module, sh, wait_for
 
 STOP_SCRIPT = """#!/bin/sh
 case "$1" in
@@ -126,13 +126,24 @@ def test_container_killed_from_outside_reports_stopped_and_starts_again(node, bu
 
 def test_freeze_and_thaw(node, container):
     manager = node.manager
+    # A ticker inside: a frozen container's processes make no progress, a thawed one's go on.
+    tick = os.path.join(manager.layout.root(container), "tick")
+    sh(manager, container, "i=0; while :; do i=$((i+1)); echo $i > /tick.new; mv /tick.new /tick; sleep 0.05; done "
+       "</dev/null >/dev/null 2>&1 &")
+
+    def ticks():
+        with open(tick) as handle:
+            return int(handle.read())
+
+    wait_for(lambda: os.path.exists(tick) and ticks() > 0, "the ticker inside started")
     assert manager.freeze(container) is True
     assert manager.status(container) == "frozen"
     assert manager.freeze(container) is False
-    runtime = manager.runtime(container)
-    with open("/proc/%d/stat" % runtime.init_pid) as handle:
-        assert handle.read().split()[2] in ("S", "D")
+    held = ticks()
+    time.sleep(1)      # twenty ticks' time: a single one would show the freeze did not hold
+    assert ticks() == held, "a process of the frozen container ran on"
     assert manager.thaw(container) is True
+    wait_for(lambda: ticks() > held, "the ticker ran on after the thaw")
     assert manager.status(container) == "running"
     assert sh(manager, container, "echo thawed").stdout == b"thawed\n"
     # A frozen container stops cleanly too.

@@ -834,21 +834,28 @@ def test_v2_pids_walks_sub_cgroups(v2):
     assert cg.to_state() == cg.paths
 
 
-def test_create_survives_concurrent_removal_of_shared_parent(hybrid, monkeypatch):
+def test_remove_keeps_the_shared_parent_a_concurrent_create_needs(hybrid, monkeypatch):
+    """Two containers of one parent are created and removed under their own locks, concurrently: the
+    removal of one, in the middle of the other's creation (between its parent and its own directory),
+    leaves the parent, so the creation goes on. (The engine never removes a parent.)"""
     backend = hybrid_backend(hybrid)
     a = cgroups_for(backend, "ovz-node1", "a")
     b = cgroups_for(backend, "ovz-node1", "b")
     a.create()
     real_mkdir = hybrid.mkdir
+    removed = []
 
     def racing_mkdir(path, mode=0o777):
         if path.endswith("/ovz-node1/ovz-b") and a.exists():
             a.remove(timeout=0.1)            # another process, holding a's lock, removes a
+            removed.append(path)
         return real_mkdir(path, mode)
 
     monkeypatch.setattr(cgroups.os, "mkdir", racing_mkdir)
     b.create()
+    assert removed and not a.exists()       # the race happened: a went while b was being made
     assert b.exists()
+    assert all(os.path.isdir(os.path.dirname(path)) for path in a.paths.values())   # the parent stayed
 
 
 def test_v2_exec_always_joins_a_leaf_below_the_payload(v2):
