@@ -89,6 +89,36 @@ def needs_v1():
     return select_backend().version == 1
 
 
+def cg_expect(node, name, v1, v2):
+    """The container's cgroup file shows the value, on either cgroup version: ``v1`` and ``v2`` are
+    (controller, file, value) as each version writes the setting (stated here, not computed by the engine)."""
+    controller, filename, value = v1 if needs_v1() else v2
+    assert cgread(node, name, controller, filename) == value, (filename, value)
+
+
+def cpus_run_on(node, name, seconds):
+    """The CPUs the container's processes were seen running on (each one's last CPU, sampled)."""
+    top = cgdir(node, name, "cpuset")
+    seen = set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pids = []
+        for directory, _dirs, files in os.walk(top):
+            if "cgroup.procs" in files:
+                with open(os.path.join(directory, "cgroup.procs")) as handle:
+                    pids += handle.read().split()
+        for pid in pids:
+            try:
+                with open("/proc/%s/stat" % pid) as handle:
+                    fields = handle.read().rsplit(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] == "R":
+                seen.add(int(fields[36]))      # field 39 of stat: the CPU it last ran on
+        time.sleep(0.05)
+    return seen
+
+
 HOST_CPUS = sorted(os.sched_getaffinity(0))
 two_cpus = pytest.mark.skipif(len(HOST_CPUS) < 2, reason="needs two CPUs")
 
@@ -144,7 +174,7 @@ def test_cpumask_affinity_inside_and_measured_and_cpus_quota(node, busybox_templ
     hogs(node, name, 2)
     time.sleep(0.3)
     before = cpu_ns_percpu(node, name) if needs_v1() else None
-    time.sleep(2)
+    assert cpus_run_on(node, name, 2) == {first}      # its running processes, on either cgroup version
     if before is not None:
         delta = [a - b for a, b in zip(cpu_ns_percpu(node, name), before)]
         # It ran (at least 10% of 2 s even with the machine busy) and only where allowed.
@@ -153,9 +183,9 @@ def test_cpumask_affinity_inside_and_measured_and_cpus_quota(node, busybox_templ
     lim.update(node.manager, name, {"cpumask": str(last)})
     assert str(last) in sh(node.manager, name, "grep Cpus_allowed_list /proc/1/status").stdout.decode()
     time.sleep(0.3)
+    before = cpu_ns_percpu(node, name) if needs_v1() else None
+    assert cpus_run_on(node, name, 2) == {last}
     if before is not None:
-        before = cpu_ns_percpu(node, name)
-        time.sleep(2)
         delta = [a - b for a, b in zip(cpu_ns_percpu(node, name), before)]
         assert delta[first] < 0.02 * sum(delta) and delta[last] > 0.2e9, delta
     # cpus=1 on every CPU: two hogs together get one CPU's worth.
@@ -178,9 +208,9 @@ def test_ram_oom_kills_inside_only_and_live_raise_lets_it_succeed(node, busybox_
     counters = table(node, name)
     assert counters["physpages"]["failcnt"] > 0
     assert counters["physpages"]["limit"] == (64 << 20) // lim.PAGE_SIZE
-    if needs_v1():
-        # counted in the victim's own cgroup (payload) on v1
-        assert "oom_kill 1" in cgread(node, name, "memory", "payload/memory.oom_control")
+    # counted in the victim's own cgroup (payload)
+    events = cgread(node, name, "memory", "payload/memory.oom_control" if needs_v1() else "payload/memory.events")
+    assert "oom_kill 1" in events.splitlines(), events
     for n, pid in pids.items():                                    # both inits live on
         assert node.manager.status(n) == "running" and node.manager.runtime(n).init_pid == pid
     assert sh(node.manager, bystander, alloc).rc == 0
@@ -258,9 +288,9 @@ def test_ioprio_bfq_weight_and_iolimit_5m(bfq_node, busybox_template):
     devno = "%d:%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))
     result = run_module("ovz_limits", args(node, name, ioprio=6))
     assert result["changed"] is False and "ioprio" not in result["not_enforced"], result
-    if needs_v1():
-        assert cgread(node, name, "blkio", "blkio.bfq.weight").split()[-1] == "600"
-        assert cgread(node, name, "blkio", "blkio.throttle.write_bps_device") == "%s %d" % (devno, 5 << 20)
+    cg_expect(node, name, ("blkio", "blkio.bfq.weight", "600"), ("io", "io.bfq.weight", "default 600"))
+    cg_expect(node, name, ("blkio", "blkio.throttle.write_bps_device", "%s %d" % (devno, 5 << 20)),
+              ("io", "io.max", "%s rbps=%d wbps=%d riops=max wiops=max" % (devno, 5 << 20, 5 << 20)))
     # 20 MiB of direct writes at 5 MiB/s take about 4 s.
     began = time.monotonic()
     sh(node.manager, name, "dd if=/dev/zero of=/root/ovz-io bs=1M count=20 oflag=direct 2>/dev/null")
@@ -270,11 +300,9 @@ def test_ioprio_bfq_weight_and_iolimit_5m(bfq_node, busybox_template):
     assert rate <= 5 * 1.5, rate
     for prio, weight in enumerate(lim.IOPRIO_WEIGHTS):
         lim.update(node.manager, name, {"ioprio": prio})
-        if needs_v1():
-            assert cgread(node, name, "blkio", "blkio.bfq.weight").split()[-1] == str(weight)
+        cg_expect(node, name, ("blkio", "blkio.bfq.weight", str(weight)), ("io", "io.bfq.weight", "default %d" % weight))
     lim.update(node.manager, name, {"iolimit": 0})
-    if needs_v1():
-        assert cgread(node, name, "blkio", "blkio.throttle.write_bps_device") == ""
+    cg_expect(node, name, ("blkio", "blkio.throttle.write_bps_device", ""), ("io", "io.max", ""))
 
 
 def test_image_layout_throttles_its_loop_device_and_reports_ioprio_unenforced(node, busybox_template):
@@ -283,8 +311,8 @@ def test_image_layout_throttles_its_loop_device_and_reports_ioprio_unenforced(no
     assert result["changed"] is True
     devices = lim.container_devices(node.manager.storage(node.manager.load(name)))
     assert devices.throttle and devices.names[devices.throttle[0]].startswith("loop")
-    if needs_v1():
-        assert cgread(node, name, "blkio", "blkio.throttle.write_iops_device") == "%s 200" % devices.throttle[0]
+    cg_expect(node, name, ("blkio", "blkio.throttle.write_iops_device", "%s 200" % devices.throttle[0]),
+              ("io", "io.max", "%s rbps=max wbps=max riops=200 wiops=200" % devices.throttle[0]))
     if not any(lim.scheduler(d) == "bfq" for d in devices.weight):
         assert "bfq" in result["not_enforced"]["ioprio"]
 
@@ -392,18 +420,18 @@ def test_ovz_limits_three_ways_live_and_persisted(node, busybox_template):
     second = run_module("ovz_limits", wanted, diff=True)
     assert second["changed"] is False and second["diff"]["before"] == second["diff"]["after"], second
     assert run_module("ovz_limits", wanted, check=True)["changed"] is False
-    if needs_v1():
-        assert cgread(node, name, "cpu", "cpu.shares") == "2048"
-        assert cgread(node, name, "cpu", "cpu.cfs_quota_us") == "150000"
-        assert cgread(node, name, "memory", "memory.limit_in_bytes") == str(256 << 20)
-        assert cgread(node, name, "memory", "memory.memsw.limit_in_bytes") == str(320 << 20)
-        assert cgread(node, name, "pids", "pids.max") == "300"
-        # A limit changed behind the module's back is put back, and that is a change.
-        with open(os.path.join(cgdir(node, name, "pids"), "pids.max"), "w") as handle:
-            handle.write("max")
-        fixed = run_module("ovz_limits", wanted, diff=True)
-        assert fixed["changed"] is True and fixed["diff"]["before"]["kernel_differs"] == ["pids.max"]
-        assert cgread(node, name, "pids", "pids.max") == "300"
+    cg_expect(node, name, ("cpu", "cpu.shares", "2048"), ("cpu", "cpu.weight", "200"))
+    cg_expect(node, name, ("cpu", "cpu.cfs_quota_us", "150000"), ("cpu", "cpu.max", "150000 100000"))
+    cg_expect(node, name, ("memory", "memory.limit_in_bytes", str(256 << 20)), ("memory", "memory.max", str(256 << 20)))
+    cg_expect(node, name, ("memory", "memory.memsw.limit_in_bytes", str(320 << 20)),
+              ("memory", "memory.swap.max", str(64 << 20)))
+    assert cgread(node, name, "pids", "pids.max") == "300"
+    # A limit changed behind the module's back is put back, and that is a change.
+    with open(os.path.join(cgdir(node, name, "pids"), "pids.max"), "w") as handle:
+        handle.write("max")
+    fixed = run_module("ovz_limits", wanted, diff=True)
+    assert fixed["changed"] is True and fixed["diff"]["before"]["kernel_differs"] == ["pids.max"]
+    assert cgread(node, name, "pids", "pids.max") == "300"
     assert node.manager.runtime(name).init_pid == pid                  # all live
     # Stopped: stored only; the next start has them from the first instruction.
     node.manager.stop(name)
@@ -411,10 +439,9 @@ def test_ovz_limits_three_ways_live_and_persisted(node, busybox_template):
     assert stopped["changed"] is True and stopped["applied"] is False and stopped["beancounters"] == {}
     assert node.manager.load(name).limits["cpuunits"] == 500
     node.manager.start(name, wait_boot=True)
-    if needs_v1():
-        assert cgread(node, name, "cpu", "cpu.shares") == "512"
-        assert cgread(node, name, "memory", "memory.limit_in_bytes") == str(128 << 20)
-        assert cgread(node, name, "pids", "pids.max") == "300"
+    cg_expect(node, name, ("cpu", "cpu.shares", "512"), ("cpu", "cpu.weight", "50"))
+    cg_expect(node, name, ("memory", "memory.limit_in_bytes", str(128 << 20)), ("memory", "memory.max", str(128 << 20)))
+    assert cgread(node, name, "pids", "pids.max") == "300"
     assert run_module("ovz_limits", args(node, name, cpuunits=500, ram="128M"))["changed"] is False
     # Back to the defaults.
     reset = run_module("ovz_limits", args(node, name, cpuunits=1000, cpulimit=0, ram="unlimited", swap="unlimited",
