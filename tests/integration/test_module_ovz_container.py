@@ -64,7 +64,7 @@ def test_absent_stops_and_removes_a_running_container(node, container):
     result = run_module("ovz_container", args(node, container, state="absent"), diff=True)
     assert not result.get("failed"), result
     assert result["changed"] is True and result["diff"]["before"]["state"] == "running"
-    assert not node.manager.exists(container) and not os.path.exists("/proc/%d" % runtime.init_pid)
+    assert not node.manager.exists(container) and not runtime.alive()
     assert not any(os.path.isdir(path) for path in runtime.cgroups.values())
     assert run_module("ovz_container", args(node, container, state="absent"))["changed"] is False
 

@@ -7,7 +7,11 @@ import json
 import os
 import subprocess
 
-from conftest import REPO, host_snapshot, run_module
+import pytest
+
+from conftest import REPO, host_snapshot
+from ansible_collections.ovz.containers.plugins.module_utils.errors import NoSuchContainer
+from ansible_collections.ovz.containers.plugins.module_utils.process import process_starttime
 
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
 EXIT_NOT_FOUND, EXIT_RUNNING = 14, 32   # vzctl's VZ_NOVECONFIG and VZ_VE_RUNNING
@@ -69,14 +73,14 @@ def test_destroy_refuses_a_running_container_unless_forced(node, busybox_templat
         assert "--force" in refused.stderr
         # Untouched: the same init, in the same state, and nothing of the node changed.
         assert node.manager.status(name) == state and node.manager.runtime(name).init_pid == pid
-        assert os.path.exists("/proc/%d" % pid)
+        assert process_starttime(pid) is not None
         assert host_snapshot(node.data_dir) == before
     assert ovzctl(node, "thaw", name).returncode == 0
     assert ovzctl(node, "exec", name, "true").returncode == 0
     cgroups = list(node.manager.runtime(name).cgroups.values())
     forced = ovzctl(node, "destroy", "--force", name)
     assert forced.returncode == 0, forced.stderr
-    assert not node.manager.exists(name) and not os.path.exists("/proc/%d" % pid)
+    assert not node.manager.exists(name) and process_starttime(pid) is None
     assert cgroups and not any(os.path.isdir(path) for path in cgroups)
     assert name not in ovzctl(node, "list").stdout
     # A stopped container needs no --force.
@@ -103,7 +107,6 @@ def test_every_command_on_an_unknown_name_says_it_does_not_exist(node, container
     assert json.loads(ovzctl(node, "status", typo).stdout)["state"] == "absent"
     assert host_snapshot(node.data_dir) == before
     assert node.manager.status(container) == "running"
-    # The module that runs commands inside says so too.
-    result = run_module("ovz_exec", {"name": typo, "command": "true", "data_dir": node.data_dir,
-                                     "cgroup_parent": node.cgroup_parent})
-    assert result.get("failed") is True and "does not exist" in result["msg"], result
+    # So does the engine under it.
+    with pytest.raises(NoSuchContainer, match="container %s does not exist" % typo):
+        node.manager.exec(typo, ["true"])
