@@ -143,6 +143,7 @@ from ansible.module_utils.common.text.converters import to_bytes, to_native, to_
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
+from ansible_collections.ovz.containers.plugins.module_utils.cli import EXIT_NOT_FOUND
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
 from ansible_collections.ovz.containers.plugins.module_utils.process import OutputPolicy, run_bounded
@@ -218,7 +219,8 @@ class Connection(ConnectionBase):
         status = self._remote(self._ovzctl('status', name))
         rc, stdout, stderr = status.rc, status.stdout, status.stderr
         try:
-            state = json.loads(to_text(stdout)).get('state') if rc == 0 else None
+            # ovzctl exits EXIT_NOT_FOUND for a name that does not exist, and still says "absent".
+            state = json.loads(to_text(stdout)).get('state') if rc in (0, EXIT_NOT_FOUND) else None
         except (ValueError, AttributeError):
             state = None
         if state is None:

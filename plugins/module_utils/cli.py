@@ -10,7 +10,7 @@
     suspend NAME               checkpoint (CRIU) into <data-dir>/dump/NAME, then stop (vzctl suspend)
     resume NAME                restore from that checkpoint; it is removed once running (vzctl resume)
     freeze NAME / thaw NAME    stop / continue every process in place (cgroup freezer), nothing saved
-    destroy NAME
+    destroy NAME [--force]     a running or frozen container is refused unless --force (which stops it first)
     status NAME                list [--json]
     exec [-t|-T] NAME CMD [ARG...]
                                a pty of the container's own when stdin is a terminal (as vzctl exec) or
@@ -21,7 +21,9 @@
     boot [--wait] [--json]     (start the node's onboot containers, higher bootorder first)
 
 Exit status: 0 on success, 1 on failure with the message on stderr, and for
-``exec`` the command's own status. ``boot`` exits 1 when any container failed to start;
+``exec`` the command's own status. As in vzctl, a NAME that does not exist exits 14 with every
+command (``status`` still prints its JSON, state ``absent``), and ``destroy`` of a running
+container without ``--force`` exits 32. ``boot`` exits 1 when any container failed to start;
 ``bcd status`` exits 3 when the daemon does not run.
 """
 
@@ -34,8 +36,14 @@ import sys
 from typing import List, Optional
 
 from .container import ContainerManager
-from .errors import OvzError
+from .errors import ContainerRunning, NoSuchContainer, OvzError
 from .sizes import parse_pair
+
+# vzctl's exit codes (its vzerror.h), so that scripts written for vzctl read ours alike.
+EXIT_NOT_FOUND = 14     # VZ_NOVECONFIG: "Container config file does not exist"
+EXIT_RUNNING = 32       # VZ_VE_RUNNING: "Container is currently running. Stop it first."
+# The commands that take no container NAME, or one that need not exist yet.
+UNNAMED = ("create", "list", "boot", "bcd")
 
 
 def _say(text: str, stream=None) -> None:
@@ -61,8 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     stop = commands.add_parser("stop")
     stop.add_argument("name")
     stop.add_argument("--timeout", type=float)
-    for simple in ("restart", "destroy", "status", "enter", "freeze", "thaw"):
+    for simple in ("restart", "status", "enter", "freeze", "thaw"):
         commands.add_parser(simple).add_argument("name")
+    destroy = commands.add_parser("destroy", help="remove the container; a running one only with --force")
+    destroy.add_argument("name")
+    destroy.add_argument("--force", action="store_true", help="stop a running or frozen container first")
     suspend = commands.add_parser("suspend", help="checkpoint to <data-dir>/dump/NAME and stop (vzctl suspend)")
     suspend.add_argument("name")
     suspend.add_argument("--no-tcp-established", dest="tcp_established", action="store_false",
@@ -133,6 +144,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _bcd(args)
     manager = ContainerManager(args.data_dir, args.cgroup_parent)
     try:
+        if args.command not in UNNAMED and not manager.exists(args.name):
+            if args.command == "status":
+                _say(json.dumps(manager.facts(args.name), indent=2, sort_keys=True))
+            raise NoSuchContainer("container %s does not exist" % args.name, "name")
         if args.command == "create":
             manager.create(args.name, args.ostemplate, layout=args.layout, hostname=args.hostname,
                            diskspace=parse_pair(args.diskspace, "diskspace") if args.diskspace else None,
@@ -152,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "thaw":
             manager.thaw(args.name)
         elif args.command == "destroy":
-            manager.destroy(args.name)
+            manager.destroy(args.name, stop_running=args.force)
         elif args.command == "status":
             _say(json.dumps(manager.facts(args.name), indent=2, sort_keys=True))
         elif args.command == "list" and args.json:
@@ -172,6 +187,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "enter":
             env = {"TERM": os.environ.get("TERM", "linux")}
             return manager.exec(args.name, ["/bin/sh", "-l"], capture=False, tty=True, env=env).rc
+    except NoSuchContainer as exc:
+        _say("ovzctl: %s" % exc.args[0], sys.stderr)
+        return EXIT_NOT_FOUND
+    except ContainerRunning as exc:
+        hint = " (or destroy it with --force)" if args.command == "destroy" else ""
+        _say("ovzctl: %s%s" % (exc.args[0], hint), sys.stderr)
+        return EXIT_RUNNING
     except OvzError as exc:
         _say("ovzctl: %s" % exc, sys.stderr)
         return 1

@@ -16,7 +16,7 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 from . import faults
 from . import idmap as ovz_idmap
@@ -27,7 +27,7 @@ from . import quota as ovz_quota
 from .cgroups import CgroupBackend, ContainerCgroups, select_backend, validate_cgroup_parent
 from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
                      validate_labels, validate_name)
-from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from .errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, OvzError, StateConflict
 from .process import ExecResult, InitSpec, OutputPolicy, exec_in, process_starttime, spawn_init
 from .rootfs import DEVICE_ALLOW, RootfsSpec, ensure_virtual_block_dir, find_bcd, find_lxcfs
 from .storage import Storage, extract_template, validate_layout
@@ -124,7 +124,7 @@ class ContainerManager:
     def load(self, name: str) -> ContainerConfig:
         config = self.store.load(validate_name(name))
         if config is None:
-            raise StateConflict("container %s does not exist" % name, "name")
+            raise NoSuchContainer("container %s does not exist" % name, "name")
         return config
 
     def exists(self, name: str) -> bool:
@@ -266,13 +266,21 @@ class ContainerManager:
             raise
         return config
 
-    def destroy(self, name: str) -> bool:
+    def destroy(self, name: str, stop_running: bool = True) -> bool:
+        """Remove the container and everything of it; returns False if it did not exist.
+
+        A running (or frozen) one is stopped first, unless ``stop_running`` is false: then it is
+        refused with ``ContainerRunning`` and left untouched (vzctl's "Stop it first").
+        """
         validate_name(name)
         with self.lock(name):
             if not self.store.exists(name):
                 self._remove_run_dir(name, keep_lock=False)
                 return False
             config = self.load(name)
+            state = self.status(name)
+            if not stop_running and state in ("running", "frozen"):
+                raise ContainerRunning("container %s is currently %s; stop it first" % (name, state), "name")
             self._stop_locked(config, timeout=config.stop_timeout)
             faults.point("destroy.stopped")
             self.storage(config).destroy()
@@ -621,6 +629,8 @@ class ContainerManager:
             state = self.status(name)
             if state == "frozen":
                 return False
+            if state == "absent":
+                raise NoSuchContainer("container %s does not exist" % name, "name")
             if state != "running":
                 raise StateConflict("container %s is %s; only a running container can be frozen" % (name, state),
                                     "state")
@@ -648,8 +658,14 @@ class ContainerManager:
             raise InvalidParameter("%s must be an absolute path inside the container, got %r" % (param, path), param)
         runtime = self.runtime(validate_name(name))
         if runtime is None or not runtime.alive():
-            raise StateConflict("container %s is not running" % name, "name")
+            self._not_running(name)
         return ns.exists_in_root("/proc/%d/root" % runtime.init_pid, path, param)
+
+    def _not_running(self, name: str) -> NoReturn:
+        # A misspelt name is not a stopped container: say which it is.
+        if not self.store.exists(name):
+            raise NoSuchContainer("container %s does not exist" % name, "name")
+        raise StateConflict("container %s is not running" % name, "name")
 
     def exec(self, name: str, argv: Sequence[str], stdin: Optional[bytes] = None, capture: bool = True,
              env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None, tty: bool = False,
@@ -660,7 +676,7 @@ class ContainerManager:
             raise InvalidParameter("an empty command", "command")
         runtime = self.runtime(validate_name(name))
         if runtime is None or not runtime.alive():
-            raise StateConflict("container %s is not running" % name, "name")
+            self._not_running(name)
         cgroups = self.cgroups_for(runtime)
         return exec_in(runtime.init_pid, argv, cgroups.payload_procs(PAYLOAD), cgroups.exec_cgroup2(PAYLOAD),
                        ns.DEFAULT_DROPPED_CAPABILITIES,

@@ -34,3 +34,11 @@ class StateConflict(OvzError):
 
 class KernelUnsupported(OvzError):
     """The host kernel lacks a facility the request needs."""
+
+
+class NoSuchContainer(StateConflict):
+    """The named container does not exist on this node."""
+
+
+class ContainerRunning(StateConflict):
+    """The request needs the container stopped, and it runs (or is frozen)."""

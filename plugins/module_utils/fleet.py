@@ -9,13 +9,21 @@ modules (``converge.plan_container``/``apply_container``, ``converge.plan_networ
 planned before the first one is touched, so bad input changes nothing; the
 node's configurations are read once, and the address conflicts are checked
 against the planned state of the whole list.
+
+The list is declared once for many nodes, so two guards look at all of it, not only at this
+node's share. ``check_nodes``: an item whose ``node`` is not a node of the inventory fails the run
+on every node before anything changes (a misspelt node would leave its item converged nowhere, and
+prune would remove its container from the node that runs it). ``kept_by_prune``: prune keeps a
+container that the list moved to another node when that node is not in this run (``--limit``), so
+it is never removed here before it exists there.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import converge
 from . import network
@@ -52,6 +60,46 @@ def select(items: Sequence[Mapping[str, Any]], node: Optional[str]) -> List[Tupl
     """The items this node converges, with their index in the list."""
     return [(index, item) for index, item in enumerate(items)
             if node is None or item.get("node") in (None, node)]
+
+
+def _item_label(index: int, item: Mapping[str, Any]) -> str:
+    name = item.get("name")
+    return str(name) if isinstance(name, str) and name else str(index)
+
+
+def check_nodes(items: Sequence[Mapping[str, Any]], nodes: Optional[Collection[str]], node: Optional[str] = None) -> None:
+    """Every ``node`` the items name is one of ``nodes`` (the inventory's hosts), and so is this ``node``.
+
+    Checked on the whole list, the same on every node, so a bad item fails every node's run
+    before any of them changes anything. ``nodes`` None: nothing to check against.
+    """
+    if nodes is None:
+        return
+    known = set(nodes)
+    if node is not None and node not in known:
+        raise InvalidParameter("this node %r is not an inventory host%s" % (node, _did_you_mean(node, known)), "node")
+    for index, item in enumerate(items):
+        named = item.get("node")
+        if named is not None and named not in known:
+            label = _item_label(index, item)
+            raise InvalidParameter("item %s names node %r, which is not an inventory host%s; nothing was changed"
+                                   % (label, named, _did_you_mean(str(named), known)), "containers[%s].node" % label)
+
+
+def _did_you_mean(word: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(known), n=3)
+    return " (did you mean %s?)" % " or ".join(close) if close else ""
+
+
+def kept_by_prune(items: Sequence[Mapping[str, Any]], node: Optional[str],
+                  play_nodes: Optional[Collection[str]]) -> Dict[str, str]:
+    """The containers prune must leave on ``node``: declared for another node that is not among
+    ``play_nodes`` (the nodes of this run), which therefore does not create them now. By name, that node."""
+    if node is None or play_nodes is None:
+        return {}
+    playing = set(play_nodes)
+    return dict((str(item.get("name")), str(item.get("node"))) for item in items
+                if item.get("node") not in (None, node) and item.get("node") not in playing)
 
 
 def _given(section: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -100,6 +148,7 @@ class FleetConverger:
         self._host: Optional[ovz_limits.HostInfo] = None
         self.networks: Dict[str, Dict[str, Any]] = {}   # every container's network after the run
         self._view: Optional[network.HostView] = None
+        self.prune_kept: Dict[str, str] = {}            # what prune left, by name: the node it is declared for
 
     @property
     def view(self) -> network.HostView:
@@ -115,8 +164,12 @@ class FleetConverger:
         return self._host
 
     # -- plan -------------------------------------------------------------------------------
-    def plan(self, items: Sequence[Tuple[int, Mapping[str, Any]]], prune: bool = False) -> None:
-        """Validate every item against the node and describe the changes; touches nothing."""
+    def plan(self, items: Sequence[Tuple[int, Mapping[str, Any]]], prune: bool = False,
+             keep: Optional[Mapping[str, str]] = None) -> None:
+        """Validate every item against the node and describe the changes; touches nothing.
+
+        ``keep`` (``kept_by_prune``): containers prune leaves alone, by name, with the node the list
+        declares them for."""
         if prune and self.fleet is None:
             raise InvalidParameter("prune removes the containers of one fleet: name it with fleet", "fleet")
         if self.fleet is not None:
@@ -132,6 +185,11 @@ class FleetConverger:
             listed = set(str(item.get("name")) for _index, item in items)
             for name in sorted(configs):
                 if name not in listed and configs[name].labels.get(FLEET_LABEL) == self.fleet:
+                    if keep and name in keep:
+                        self.prune_kept[name] = keep[name]
+                        self.warn("prune keeps %s: the list declares it for node %s, which is not in this run; "
+                                  "it is removed here in a run that includes %s" % (name, keep[name], keep[name]))
+                        continue
                     self.work.append(ContainerWork(name, {}, {}, remove=True, changes=["removed"], state="absent"))
                     networks.pop(name, None)
         seen: Dict[str, int] = {}
@@ -293,8 +351,9 @@ class FleetConverger:
             else:
                 summary["unchanged"] += 1
         not_enforced = dict((w.name, dict(w.not_enforced)) for w in self.work if w.not_enforced)
+        pruned = [w.name for w in self.work if w.remove and (check_mode or w.done)]
         return dict(changed=any(w.changed for w in self.work), containers=containers, summary=summary,
-                    not_enforced=not_enforced)
+                    not_enforced=not_enforced, pruned=pruned, prune_kept=dict(self.prune_kept))
 
     def diff(self) -> Dict[str, Any]:
         before: Dict[str, Any] = {}

@@ -22,6 +22,8 @@ description:
     An existing one gets them live, as the single modules do.
   - Containers of the node that are not in the list are left alone, unless O(prune) removes those of the same
     O(fleet).
+  - With O(nodes), an item whose O(containers[].node) is not one of them fails the run before anything changes,
+    naming the item and the node. Every node checks the whole list, so under the role every node fails alike.
   - The role P(ovz.containers.ovz_fleet#role) runs this module on every node with the fleet declared once for the
     whole inventory.
 options:
@@ -42,6 +44,7 @@ options:
         description:
           - The node (inventory host) that runs the container. With O(node) set, only items whose node is O(node)
             are converged here; items without a node are converged on every node.
+          - With O(nodes) set, it must be one of them.
         type: str
       state:
         description:
@@ -249,6 +252,24 @@ options:
         O(containers[].node) is another node are skipped.
       - Omit to converge every item here.
     type: str
+  nodes:
+    description:
+      - Every node an item may name (the role passes the inventory's hosts, C(groups['all'])).
+      - An item whose O(containers[].node) is not one of them fails the run before anything changes, naming the
+        item and the node. A misspelt node would otherwise leave the item converged on no node, and O(prune)
+        would remove its container from the node that runs it. O(node) must be one of them too.
+      - Omit to skip the check.
+    type: list
+    elements: str
+  play_nodes:
+    description:
+      - The nodes converged in this run (the role passes C(ansible_play_hosts), which C(--limit) narrows).
+      - With O(prune), a container of this node that the list now declares for another node is removed only when
+        that node is one of these, so that it is created there in the same run; otherwise it is kept, with a
+        warning, and listed in RV(prune_kept).
+      - Omit to treat every node as part of the run.
+    type: list
+    elements: str
   fleet:
     description:
       - The fleet's name. Every container converged gets the label C(ovz_fleet) with this value, which
@@ -258,6 +279,8 @@ options:
     description:
       - Destroy the containers of this node whose label C(ovz_fleet) is O(fleet) but that are no longer
         in O(containers) for this node. Containers of other fleets or without the label are never touched.
+      - A running container is stopped, then destroyed. RV(pruned) lists them; in check mode, those it would remove.
+      - See O(nodes) and O(play_nodes) for the guards against a misspelt node and a partial (C(--limit)) run.
     type: bool
     default: false
 extends_documentation_fragment:
@@ -266,7 +289,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reports what would change for each container and changes nothing.
+    description: Reports what would change for each container, and in RV(pruned) what O(prune) would remove, and changes nothing.
   diff_mode:
     support: full
     description: Shows the settings, limits, network and quota of each container that changes, before and after.
@@ -317,6 +340,8 @@ EXAMPLES = r'''
   ovz.containers.ovz_fleet:
     containers: "{{ fleet_containers }}"
     node: "{{ inventory_hostname }}"
+    nodes: "{{ groups['all'] }}"
+    play_nodes: "{{ ansible_play_hosts }}"
     fleet: shop
     prune: true
 '''
@@ -352,6 +377,19 @@ timings:
   returned: always
   type: dict
   sample: {"plan": 0.42, "apply": 9.8}
+pruned:
+  description: The containers O(prune) removed from this node (in check mode, those it would remove).
+  returned: always
+  type: list
+  elements: str
+  sample: ["web3"]
+prune_kept:
+  description:
+    - The containers O(prune) left on this node because the list declares them for a node that is not in
+      O(play_nodes), with that node.
+  returned: always
+  type: dict
+  sample: {"web4": "node2"}
 not_enforced:
   description: By container, the limits and quota set that the kernel cannot enforce here, with the reason.
   returned: always
@@ -389,6 +427,8 @@ def main():
         argument_spec=argument_spec(
             containers=dict(type='list', elements='dict', required=True, options=ITEM_OPTIONS),
             node=dict(type='str'),
+            nodes=dict(type='list', elements='str'),
+            play_nodes=dict(type='list', elements='str'),
             fleet=dict(type='str'),
             prune=dict(type='bool', default=False),
         ),
@@ -397,12 +437,14 @@ def main():
     params = module.params
     if any(item.get('network') is not None for item in params['containers']) and not network.has_pyroute2():
         module.fail_json(msg=missing_required_lib('pyroute2'), exception=network.PYROUTE2_IMPORT_ERROR)
-    result = dict(changed=False, containers={}, summary={}, not_enforced={}, timings={})
+    result = dict(changed=False, containers={}, summary={}, not_enforced={}, pruned=[], prune_kept={}, timings={})
     try:
+        ovz_fleet.check_nodes(params['containers'], params['nodes'], params['node'])
         manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
         converger = ovz_fleet.FleetConverger(manager, fleet=params['fleet'], warn=module.warn)
         start = time.monotonic()
-        converger.plan(ovz_fleet.select(params['containers'], params['node']), prune=params['prune'])
+        converger.plan(ovz_fleet.select(params['containers'], params['node']), prune=params['prune'],
+                       keep=ovz_fleet.kept_by_prune(params['containers'], params['node'], params['play_nodes']))
         result['timings']['plan'] = round(time.monotonic() - start, 3)
         if not module.check_mode:
             start = time.monotonic()

@@ -11,13 +11,18 @@ input fails naming the container and the parameter, with the host unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import subprocess
 import sys
 
 import pytest
 
-from conftest import host_snapshot, sh
+from conftest import COLLECTIONS_ROOT, host_snapshot, new_node, sh
 from test_network import Netns, in_ns, run_module_in
+from ansible_collections.ovz.containers.plugins.module_utils.process import process_starttime
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +45,8 @@ class Fleet:
         return item
 
     def run(self, containers, check=False, diff=False, **extra):
-        args = dict(containers=containers, node="node1", fleet="ovztest", data_dir=self.node.data_dir,
-                    cgroup_parent=self.node.cgroup_parent)
+        args = dict(containers=containers, node="node1", nodes=["node1", "node2"], fleet="ovztest",
+                    data_dir=self.node.data_dir, cgroup_parent=self.node.cgroup_parent)
         args.update(extra)
         return run_module_in(self.netns, "ovz_fleet", args, check=check, diff=diff)
 
@@ -153,9 +158,11 @@ def test_prune_removes_only_this_fleets_containers_and_states(fleet):
     checked = fleet.run(items[:1], check=True, prune=True)
     assert checked["changed"] is True
     assert checked["containers"][gone] == dict(changed=True, changes=["removed"], state="absent")
+    assert checked["pruned"] == [gone] and checked["prune_kept"] == {}
     assert node.manager.exists(gone)
     pruned = fleet.run(items[:1], prune=True)
     assert pruned["summary"] == dict(created=0, changed=0, unchanged=1, removed=1)
+    assert pruned["pruned"] == [gone]
     assert not node.manager.exists(gone) and ADDRESSES[1] not in fleet.routes()
     assert node.manager.exists(foreign) and node.manager.exists(keep)
     assert fleet.run(items[:1], prune=True)["changed"] is False
@@ -183,6 +190,7 @@ BAD_INPUTS = [
     ("bad quotatime", lambda items: items[1].update(quota=dict(quotatime="soon")), "containers[{1}].quota.quotatime"),
     ("layout change", lambda items: items[0].update(layout="image"), "containers[{0}].layout"),
     ("bad label", lambda items: items[1].update(labels={"-x": "y"}), "containers[{1}].labels"),
+    ("unknown node", lambda items: items[1].update(node="nod1"), "containers[{1}].node"),
     ("duplicate name", lambda items: items[1].update(name=items[0]["name"]), "containers[1].name"),
     ("bad name", lambda items: items[1].update(name="-bad/name"), "containers[1].name"),
     ("unknown limit", lambda items: items[1]["limits"].update(rma="1G"), "containers.limits"),
@@ -214,3 +222,182 @@ def test_bad_input_fails_naming_container_and_parameter_and_changes_nothing(flee
 def test_prune_needs_a_fleet_name(fleet):
     result = fleet.run([], prune=True, fleet=None)
     assert result.get("failed") is True and "fleet" in result["msg"], result
+
+
+def test_an_unknown_node_fails_before_prune_touches_anything(fleet):
+    """A misspelt node is not "another node's item": the run fails naming the item and the node, and the
+    container that prune would have taken for undeclared runs on, with the same init."""
+    node = fleet.node
+    web, db = names(node, 2)
+    items = [fleet.item(web, 0), fleet.item(db, 1)]
+    assert fleet.run(items)["summary"]["created"] == 2
+    pid = node.manager.runtime(db).init_pid
+    items[1]["node"] = "nod1"
+    before, routes = host_snapshot(node.data_dir), fleet.routes()
+    for check in (True, False):
+        result = fleet.run(items, check=check, prune=True)
+        assert result.get("failed") is True, result
+        assert result["param"] == "containers[%s].node" % db, result
+        assert "item %s names node 'nod1', which is not an inventory host (did you mean node1" % db in result["msg"]
+        assert result["pruned"] == [] and result["summary"] == {}
+    assert host_snapshot(node.data_dir) == before and fleet.routes() == routes
+    assert node.manager.status(db) == "running" and node.manager.runtime(db).init_pid == pid
+    assert process_starttime(pid) is not None
+    # This node itself must be one of the nodes.
+    result = fleet.run(items[:1], node="node1", nodes=["node2"])
+    assert result.get("failed") is True and result["param"] == "node", result
+
+
+# -- the role, through ansible-playbook, on two nodes of this kernel ---------------------------------------------
+
+PLAY = """\
+- hosts: all
+  gather_facts: false
+  roles:
+    - role: ovz.containers.ovz_fleet
+"""
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+class RoleNodes:
+    """Two nodes (data dirs and cgroup parents of this kernel) as the inventory hosts node1 and node2, with a
+    local connection; the containers have no network, so no namespace is needed."""
+
+    def __init__(self, base, nodes, template):
+        self.base = base
+        self.nodes = nodes
+        self.template = template
+        self.inventory = os.path.join(base, "inventory.ini")
+        self.playbook = os.path.join(base, "fleet.yml")
+        lines = ["[ovz_nodes]"]
+        for index, node in enumerate(nodes, 1):
+            lines.append("node%d ansible_connection=local ovz_fleet_data_dir=%s ovz_fleet_cgroup_parent=%s"
+                         % (index, node.data_dir, node.cgroup_parent))
+        lines += ["", "[ovz_nodes:vars]", "ansible_python_interpreter=%s" % sys.executable, ""]
+        with open(self.inventory, "w") as handle:
+            handle.write("\n".join(lines))
+        with open(self.playbook, "w") as handle:
+            handle.write(PLAY)
+
+    def item(self, name, node, **extra):
+        return dict(dict(name=name, node=node, template=self.template, layout="directory"), **extra)
+
+    def play(self, items, prune=False, check=False, limit=None):
+        variables = os.path.join(self.base, "vars.json")
+        with open(variables, "w") as handle:
+            json.dump(dict(ovz_fleet_name="ovzrole", ovz_fleet_prune=prune, ovz_fleet_containers=items), handle)
+        argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", self.inventory,
+                self.playbook, "-e", "@" + variables]
+        argv += ["--check"] if check else []
+        argv += ["--limit", limit] if limit else []
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_ROOT, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+                   ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_LOCALHOST_WARNING="0")
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                              env=env, timeout=600, check=False)
+        recap = dict((host, dict(ok=int(ok), changed=int(changed), failed=int(failed)))
+                     for host, ok, changed, _unreachable, failed in RECAP.findall(proc.stdout))
+        return proc, recap
+
+    def pids(self):
+        """Every container of both nodes: (node index, name) -> init pid (None when stopped)."""
+        result = {}
+        for index, node in enumerate(self.nodes, 1):
+            for name in node.manager.layout.names():
+                runtime = node.manager.runtime(name)
+                alive = runtime is not None and runtime.alive()
+                result[(index, name)] = runtime.init_pid if alive else None
+        return result
+
+    def snapshots(self):
+        return [host_snapshot(node.data_dir) for node in self.nodes]
+
+
+@pytest.fixture
+def role_nodes(session_dir, busybox_template, tmp_path):
+    with contextlib.ExitStack() as stack:
+        nodes = [stack.enter_context(new_node(session_dir)) for _index in range(2)]
+        yield RoleNodes(str(tmp_path), nodes, busybox_template)
+
+
+def prune_line(output, host):
+    """What the role printed for ``host`` about prune."""
+    match = re.search(r"ok: \[%s\] => \{\s*\"msg\": \"(prune [^\"]*)\"" % host, output)
+    return match.group(1) if match else None
+
+
+def test_role_fails_on_an_unknown_node_on_every_node_before_any_change(role_nodes):
+    node1, node2 = role_nodes.nodes
+    web, db = node1.name(), node2.name()
+    items = [role_nodes.item(web, "node1"), role_nodes.item(db, "node2")]
+    proc, recap = role_nodes.play(items)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    pids = role_nodes.pids()
+    assert pids[(1, web)] and pids[(2, db)], pids
+    before = role_nodes.snapshots()
+    # web's node misspelt, and a new item on node2 that must not be created either.
+    new = node2.name()
+    items[0]["node"] = "nod1"
+    for prune in (True, False):
+        proc, recap = role_nodes.play(items + [role_nodes.item(new, "node2")], prune=prune)
+        assert proc.returncode != 0, proc.stdout[-4000:]
+        assert recap["node1"]["failed"] == 1 and recap["node2"]["failed"] == 1, recap
+        assert recap["node1"]["changed"] == 0 and recap["node2"]["changed"] == 0, recap
+        assert "containers[%s].node" % web in proc.stdout and "names node 'nod1'" in proc.stdout, proc.stdout[-4000:]
+        assert "did you mean node1" in proc.stdout
+        # Nothing changed: web still runs on node1 with its init, and nothing was created on node2.
+        assert role_nodes.pids() == pids
+        assert all(process_starttime(pid) is not None for pid in pids.values())
+        assert role_nodes.snapshots() == before
+    assert not node2.manager.exists(new)
+
+
+def test_role_prune_under_limit_stays_within_the_run(role_nodes):
+    node1, node2 = role_nodes.nodes
+    moved, dropped1 = node1.name(), node1.name()
+    dropped2, stays = node2.name(), node2.name()
+    items = [role_nodes.item(moved, "node1"), role_nodes.item(dropped1, "node1"),
+             role_nodes.item(dropped2, "node2"), role_nodes.item(stays, "node2")]
+    proc, _recap = role_nodes.play(items)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    pids = role_nodes.pids()
+    # The new declaration: moved goes to node2, dropped1 and dropped2 leave the fleet.
+    declared = [role_nodes.item(moved, "node2"), role_nodes.item(stays, "node2")]
+    before2 = host_snapshot(node2.data_dir)
+    proc, recap = role_nodes.play(declared, prune=True, limit="node1")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert set(recap) == {"node1"}, recap
+    # On node1, what left the fleet is gone; what moved to node2, which is not in this run, is kept running.
+    assert node1.manager.layout.names() == [moved]
+    assert node1.manager.runtime(moved).init_pid == pids[(1, moved)] and node1.manager.status(moved) == "running"
+    assert prune_line(proc.stdout, "node1") == (
+        "prune removed: [%r]; kept (declared for a node not in this run): {%r: 'node2'}" % (dropped1, moved))
+    assert "prune keeps %s" % moved in proc.stdout
+    # node2 is not in the run: nothing of it changed.
+    assert host_snapshot(node2.data_dir) == before2
+    assert dict((key, pid) for key, pid in role_nodes.pids().items() if key[0] == 2) == \
+        dict((key, pid) for key, pid in pids.items() if key[0] == 2)
+    # The whole run: moved leaves node1 and is created on node2, dropped2 goes.
+    proc, recap = role_nodes.play(declared, prune=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert node1.manager.layout.names() == []
+    assert node2.manager.layout.names() == sorted([moved, stays])
+    assert node2.manager.status(moved) == "running"
+    assert node2.manager.runtime(stays).init_pid == pids[(2, stays)]
+    assert prune_line(proc.stdout, "node2") == "prune removed: [%r]; kept (declared for a node not in this run): {}" \
+        % dropped2
+
+
+def test_role_check_mode_lists_what_prune_would_remove(role_nodes):
+    node1, node2 = role_nodes.nodes
+    keep1, gone1, gone2 = node1.name(), node1.name(), node2.name()
+    items = [role_nodes.item(keep1, "node1"), role_nodes.item(gone1, "node1"), role_nodes.item(gone2, "node2")]
+    proc, _recap = role_nodes.play(items)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    pids, before = role_nodes.pids(), role_nodes.snapshots()
+    proc, recap = role_nodes.play(items[:1], prune=True, check=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert recap["node1"]["changed"] == 1 and recap["node2"]["changed"] == 1, recap
+    empty = "; kept (declared for a node not in this run): {}"
+    assert prune_line(proc.stdout, "node1") == "prune would remove: [%r]%s" % (gone1, empty), proc.stdout[-4000:]
+    assert prune_line(proc.stdout, "node2") == "prune would remove: [%r]%s" % (gone2, empty), proc.stdout[-4000:]
+    assert role_nodes.pids() == pids and role_nodes.snapshots() == before

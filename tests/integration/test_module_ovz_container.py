@@ -55,6 +55,20 @@ def test_every_state_three_ways(node, busybox_template):
     assert not os.path.exists(node.manager.layout.conf(name))
 
 
+def test_absent_stops_and_removes_a_running_container(node, container):
+    """Unlike ovzctl destroy (which wants --force), state=absent takes a running container away, as
+    Ansible users expect: stopped, then removed, in one task."""
+    runtime = node.manager.runtime(container)
+    checked = run_module("ovz_container", args(node, container, state="absent"), check=True)
+    assert checked["changed"] is True and node.manager.status(container) == "running"
+    result = run_module("ovz_container", args(node, container, state="absent"), diff=True)
+    assert not result.get("failed"), result
+    assert result["changed"] is True and result["diff"]["before"]["state"] == "running"
+    assert not node.manager.exists(container) and not runtime.alive()
+    assert not any(os.path.isdir(path) for path in runtime.cgroups.values())
+    assert run_module("ovz_container", args(node, container, state="absent"))["changed"] is False
+
+
 def test_started_from_nothing_and_restarted(node, busybox_template):
     name = node.name()
     first = three_ways(node, args(node, name, template=busybox_template, wait_boot=True,

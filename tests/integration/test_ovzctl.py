@@ -7,9 +7,14 @@ import json
 import os
 import subprocess
 
-from conftest import REPO
+import pytest
+
+from conftest import REPO, host_snapshot
+from ansible_collections.ovz.containers.plugins.module_utils.errors import NoSuchContainer
+from ansible_collections.ovz.containers.plugins.module_utils.process import process_starttime
 
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
+EXIT_NOT_FOUND, EXIT_RUNNING = 14, 32   # vzctl's VZ_NOVECONFIG and VZ_VE_RUNNING
 
 
 def ovzctl(node, *argv):
@@ -49,4 +54,59 @@ def test_vzctl_vocabulary_end_to_end(node, busybox_template):
     assert ovzctl(node, "stop", name).returncode == 0
     assert ovzctl(node, "destroy", name).returncode == 0
     missing = ovzctl(node, "start", name)
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert missing.returncode == EXIT_NOT_FOUND and "does not exist" in missing.stderr
+
+
+def test_destroy_refuses_a_running_container_unless_forced(node, busybox_template):
+    """vzctl's guard: "Container is currently running. Stop it first." (exit 32); --force stops, then destroys."""
+    name = node.name()
+    assert ovzctl(node, "create", name, "--ostemplate", busybox_template, "--layout", "directory").returncode == 0
+    assert ovzctl(node, "start", name, "--wait").returncode == 0
+    pid = node.manager.runtime(name).init_pid
+    for state in ("running", "frozen"):
+        if state == "frozen":
+            assert ovzctl(node, "freeze", name).returncode == 0
+        before = host_snapshot(node.data_dir)
+        refused = ovzctl(node, "destroy", name)
+        assert refused.returncode == EXIT_RUNNING, (refused.returncode, refused.stderr)
+        assert "container %s is currently %s; stop it first" % (name, state) in refused.stderr
+        assert "--force" in refused.stderr
+        # Untouched: the same init, in the same state, and nothing of the node changed.
+        assert node.manager.status(name) == state and node.manager.runtime(name).init_pid == pid
+        assert process_starttime(pid) is not None
+        assert host_snapshot(node.data_dir) == before
+    assert ovzctl(node, "thaw", name).returncode == 0
+    assert ovzctl(node, "exec", name, "true").returncode == 0
+    cgroups = list(node.manager.runtime(name).cgroups.values())
+    forced = ovzctl(node, "destroy", "--force", name)
+    assert forced.returncode == 0, forced.stderr
+    assert not node.manager.exists(name) and process_starttime(pid) is None
+    assert cgroups and not any(os.path.isdir(path) for path in cgroups)
+    assert name not in ovzctl(node, "list").stdout
+    # A stopped container needs no --force.
+    assert ovzctl(node, "create", name, "--ostemplate", busybox_template, "--layout", "directory").returncode == 0
+    assert ovzctl(node, "destroy", name).returncode == 0 and not node.manager.exists(name)
+
+
+UNKNOWN_NAME_COMMANDS = [["start"], ["stop"], ["restart"], ["suspend"], ["resume"], ["freeze"], ["thaw"],
+                         ["destroy"], ["destroy", "--force"], ["status"], ["exec", "{}", "true"], ["enter"]]
+
+
+def test_every_command_on_an_unknown_name_says_it_does_not_exist(node, container):
+    """A typo is not a stopped container: every command says the name does not exist, and exits 14 (vzctl's
+    VZ_NOVECONFIG), with the node unchanged."""
+    typo = container + "x"
+    before = host_snapshot(node.data_dir)
+    for command in UNKNOWN_NAME_COMMANDS:
+        argv = [part.format(typo) for part in command] if "{}" in command else command + [typo]
+        result = ovzctl(node, *argv)
+        assert result.returncode == EXIT_NOT_FOUND, (argv, result.returncode, result.stderr)
+        assert "container %s does not exist" % typo in result.stderr, (argv, result.stderr)
+        assert "not running" not in result.stderr, (argv, result.stderr)
+    # status still prints what it knows, for scripts that read the state.
+    assert json.loads(ovzctl(node, "status", typo).stdout)["state"] == "absent"
+    assert host_snapshot(node.data_dir) == before
+    assert node.manager.status(container) == "running"
+    # So does the engine under it.
+    with pytest.raises(NoSuchContainer, match="container %s does not exist" % typo):
+        node.manager.exec(typo, ["true"])
