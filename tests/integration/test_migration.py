@@ -24,6 +24,8 @@ import pytest
 
 from conftest import host_snapshot, running_lxcfs
 
+from ansible_collections.ovz.containers.plugins.module_utils import quota
+
 pytest_plugins = ["multinode"]   # the harness fixture
 
 WORKLOAD_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ckpt_workload.c")
@@ -642,6 +644,12 @@ def test_module_migrated(harness, busybox_template, workload):
 @pytest.mark.debian
 @pytest.mark.slow
 def test_live_migration_debian(harness, debian_template):
+    if not quota.has_capability(quota.CAP_SYS_RESOURCE):
+        # The template's drop-in (service.d/ovz-checkpoint.conf) takes away the nested UTS namespaces
+        # and BPF programs; CRIU then reads the rlimits of processes of other users (prlimit), which
+        # needs CAP_SYS_RESOURCE. Shown on the VMs: tests/vm/test_debian13.py.
+        pytest.skip("root here lacks CAP_SYS_RESOURCE: CRIU cannot read the rlimits of the Debian container's "
+                    "processes of other users")
     node1, node2, _node3 = harness.nodes
     name = "ovzmdeb"
     ips = addresses(80)
@@ -656,18 +664,6 @@ def test_live_migration_debian(harness, debian_template):
         journald = sh(node1, name, "pidof systemd-journald").strip()
         assert journald
         result = run_migration(node1, name, node2.target())
-        if result.get("failed") and ("nested UTS" in result["msg"] or "rlimit" in result["msg"]):
-            # The refusal is clean: the container runs on node 1 as before, node 2 has nothing.
-            assert states(harness, name) == ["running", "absent"]
-            assert sh(node1, name, "pidof systemd-journald").strip() == journald
-            assert node2.engine("manager.layout.names()") == []
-            ping_all(harness, ips)
-            # The template's drop-in (service.d/ovz-checkpoint.conf) takes away the nested UTS
-            # namespaces and BPF programs; CRIU then reads the rlimits of processes of other users,
-            # which needs CAP_SYS_RESOURCE, and root on this machine lacks it.
-            pytest.xfail("CRIU cannot checkpoint this Debian container on this machine (nested UTS namespace "
-                         "without the template's drop-in; rlimits of other users without CAP_SYS_RESOURCE): %s"
-                         % result["msg"][-200:])
         assert result.get("changed") is True, result
         assert sh(node2, name, "systemctl is-system-running || true").strip() in ("running", "degraded")
         assert sh(node2, name, "pidof systemd-journald").strip() == journald
