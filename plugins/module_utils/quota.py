@@ -967,7 +967,7 @@ def usage(config: ContainerConfig, storage: Storage, running: bool) -> Dict[str,
         if running and storage.mounted():
             stats = os.statvfs(storage.root)
             result.update(source="statfs", bytes_used=(stats.f_blocks - stats.f_bfree) * stats.f_frsize,
-                          bytes_hard=stats.f_blocks * stats.f_frsize, bytes_free=stats.f_bavail * stats.f_frsize,
+                          bytes_total=stats.f_blocks * stats.f_frsize, bytes_free=stats.f_bavail * stats.f_frsize,
                           inodes_used=stats.f_files - stats.f_ffree, inodes_hard=stats.f_files,
                           inodes_free=stats.f_favail)
         else:
@@ -975,14 +975,17 @@ def usage(config: ContainerConfig, storage: Storage, running: bool) -> Dict[str,
             overhead = info.get("overhead", 0)
             result.update(source="superblock",
                           bytes_used=(info["blocks"] - overhead - info["free_blocks"]) * info["block_size"],
-                          bytes_hard=(info["blocks"] - overhead) * info["block_size"],
+                          bytes_total=(info["blocks"] - overhead) * info["block_size"],
                           bytes_free=info["free_blocks"] * info["block_size"],
                           inodes_used=info["inodes"] - info["free_inodes"], inodes_hard=info["inodes"],
                           inodes_free=info["free_inodes"])
         device = storage.loop_device() if running else None
         if device is not None:
             result.update(loop_device=device, direct_io=loop_direct_io(device))
-        result.update(bytes_soft=config.diskspace[0], inodes_soft=config.diskinodes[0], image_bytes=storage.image_size(),
+        # The hard limit is the filesystem's size (the image's); what df inside shows is bytes_total, less
+        # ext4's own metadata, so a soft limit may lie above that but never above the hard one.
+        result.update(bytes_hard=storage.image_size(), bytes_soft=config.diskspace[0], inodes_soft=config.diskinodes[0],
+                      image_bytes=storage.image_size(),
                       grace_blocks={"state": "none", "expires": None}, grace_inodes={"state": "none", "expires": None})
         if second_level(config) and running and storage.mounted() and not missing_kernel_features("ext4"):
             result["users"] = {str(k): v for k, v in list_quotas(storage.root, USRQUOTA).items()}

@@ -70,7 +70,7 @@ containers:
   elements: dict
   sample: [{"name": "101", "state": "running", "hostname": "ct101", "init_pid": 4242,
             "limits": {"cpuunits": 1000, "ram": 536870912},
-            "quota_usage": {"layout": "image", "source": "statfs", "bytes_used": 1204224, "bytes_hard": 133152768,
+            "quota_usage": {"layout": "image", "source": "statfs", "bytes_used": 1204224, "bytes_total": 133152768, "bytes_hard": 134217728,
                             "bytes_soft": null, "bytes_free": 131948544, "inodes_used": 512, "inodes_hard": 32768,
                             "inodes_soft": null, "inodes_free": 32256, "image_bytes": 134217728,
                             "loop_device": "/dev/loop3", "direct_io": true,

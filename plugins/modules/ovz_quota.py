@@ -154,7 +154,7 @@ EXAMPLES = r'''
 
 - name: Show the usage
   ansible.builtin.debug:
-    msg: "{{ quota.usage.bytes_used }} of {{ quota.usage.bytes_hard }} bytes used"
+    msg: "{{ quota.usage.bytes_used }} of {{ quota.usage.bytes_total }} bytes used"
 '''
 
 RETURN = r'''
@@ -167,6 +167,8 @@ quota:
 usage:
   description:
     - The container's disk usage and limits, with C(source) saying where they come from.
+    - For the image layout, C(bytes_hard) is the hard limit (the filesystem's size, C(image_bytes)) and
+      C(bytes_total) what C(df) inside shows as the size (the hard limit less ext4's own metadata).
     - C(grace_blocks) and C(grace_inodes) give the grace state (C(none), C(running), C(expired)) and when it ends.
     - With the second level on and the container running, C(users) and C(groups) by ID, in the same form.
     - For a running image-layout container, C(loop_device) is the loop device its filesystem is on and
@@ -174,7 +176,7 @@ usage:
       refuses it; the module then warns, as the image's blocks are cached twice).
   returned: always
   type: dict
-  sample: {"layout": "image", "source": "statfs", "bytes_used": 1204224, "bytes_hard": 133152768,
+  sample: {"layout": "image", "source": "statfs", "bytes_used": 1204224, "bytes_total": 133152768, "bytes_hard": 134217728,
            "bytes_free": 131948544, "inodes_used": 512, "inodes_hard": 32768, "inodes_free": 32256,
            "bytes_soft": 134217728, "inodes_soft": null, "image_bytes": 134217728,
            "loop_device": "/dev/loop3", "direct_io": true,

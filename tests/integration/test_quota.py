@@ -108,7 +108,9 @@ def test_df_inside_shows_the_container_size_and_usage_matches_df_and_du(node, bu
     assert result["changed"] is False and not result.get("failed"), result
     usage = result["usage"]
     assert usage["source"] == "statfs"
-    assert abs(usage["bytes_hard"] - total) <= 0.01 * total, (usage, total)
+    assert abs(usage["bytes_total"] - total) <= 0.01 * total, (usage, total)
+    # The limits as set, the soft one never above the hard one (the filesystem's size, more than df shows).
+    assert usage["bytes_hard"] == 128 * MIB == usage["image_bytes"] and usage["bytes_soft"] <= usage["bytes_hard"], usage
     assert abs(usage["bytes_used"] - used) <= 0.01 * used, (usage, used)
     du_kib = int(sh(node.manager, name, "du -skx /").stdout.decode().split()[0])
     assert abs(usage["bytes_used"] - du_kib * 1024) <= 0.01 * du_kib * 1024, (usage, du_kib)
@@ -383,7 +385,8 @@ def test_ovz_info_reports_quota_usage_on_both_layouts(node, busybox_template):
     live = by_name[running]
     total, used, _avail = df_inside(node, running)
     assert live["layout"] == "image" and live["source"] == "statfs" and live["direct_io"] is True, live
-    assert abs(live["bytes_hard"] - total) <= 0.01 * total and abs(live["bytes_used"] - used) <= 0.01 * used, (live, used)
+    assert abs(live["bytes_total"] - total) <= 0.01 * total and abs(live["bytes_used"] - used) <= 0.01 * used, (live, used)
+    assert live["bytes_hard"] == 64 * MIB and live["bytes_soft"] <= live["bytes_hard"], live
     assert live["bytes_used"] > 10 * MIB and live["image_bytes"] == 64 * MIB
     inodes = sh(node.manager, running, "df -i / | tail -n 1").stdout.decode().split()
     assert live["inodes_hard"] == int(inodes[1]) and live["inodes_used"] == int(inodes[2]), (live, inodes)
@@ -392,7 +395,8 @@ def test_ovz_info_reports_quota_usage_on_both_layouts(node, busybox_template):
     cold = by_name[stopped]
     assert cold["source"] == "superblock" and cold["image_bytes"] == 48 * MIB, cold
     assert 2000 <= cold["inodes_hard"] < 2000 + 512 and 0 < cold["inodes_used"] < 100, cold
-    assert 0.8 * 48 * MIB < cold["bytes_hard"] <= 48 * MIB and cold["bytes_used"] > 0, cold
+    assert 0.8 * 48 * MIB < cold["bytes_total"] <= 48 * MIB and cold["bytes_used"] > 0, cold
+    assert cold["bytes_hard"] == 48 * MIB and cold["bytes_soft"] <= cold["bytes_hard"], cold
     plain = by_name[directory]
     assert plain["layout"] == "directory" and plain["source"] == "du", plain      # no project quota set
     du_bytes, du_inodes = q.du(node.manager.layout.private(directory))

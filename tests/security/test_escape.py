@@ -53,6 +53,7 @@ SYS_INIT_MODULE, SYS_FINIT_MODULE, SYS_PTRACE, SYS_KEXEC_LOAD = 175, 313, 101, 2
 PTRACE_ATTACH = 16
 IN_CLOEXEC = 0o2000000
 
+
 class SetupError(Exception):
     """An attack could not be staged: neither its success nor its failure (not an AssertionError)."""
 
