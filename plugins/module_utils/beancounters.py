@@ -40,6 +40,11 @@ every ``held`` seen since the container started, kept in ``run/<name>/ubc.json``
 ``enforced`` says whether the kernel holds the container to a limit on that
 parameter on this host. Where it has no mechanism, barrier and limit are
 stored and reported, never applied, and ``enforced`` is false.
+
+Root inside reads the table at ``/run/ovz/user_beancounters``. It is written
+as the container starts or is restored, after every limits change and at each
+``ovz_info`` (``ContainerManager.beancounter_table``), unless the live view of
+``bcd.py`` is mounted over it.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from . import cgroups as cg
 from . import namespaces as ns
-from .errors import KernelUnsupported
+from .errors import KernelUnsupported, OvzError
 from .limits import PAGE_SIZE, UBC_UNITS, V1_UNLIMITED_FLOOR
 from .rootfs import GUEST_BEANCOUNTERS, mount_points
 
@@ -321,15 +326,18 @@ def _pair(value: Optional[List[Optional[int]]]) -> Tuple[Optional[int], Optional
 
 def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, Any],
             state_dir: Optional[str] = None, guest_dir: Optional[str] = None,
-            ctid: str = "0", persist: bool = True) -> Dict[str, Dict[str, Any]]:
+            ctid: str = "0", persist: bool = True, quick: bool = False) -> Dict[str, Dict[str, Any]]:
     """The beancounter table of a running container; ``held`` measured now.
 
     ``held`` is None where this host gives no way to measure it (v1
     ``dcachesize`` on kernels whose memory.kmem.slabinfo is empty).
     ``state_dir`` keeps ``maxheld`` between calls; ``guest_dir`` gets a
     ``user_beancounters`` snapshot that root inside reads at ``/run/ovz/user_beancounters``
-    (left alone while the live view of ``bcd.py`` is mounted there).
-    With ``persist`` false (check mode) neither file is written.
+    (``publish``: an OvzError names the file when it cannot be written).
+    With ``persist`` false (check mode) neither file is written. ``quick``, for the table
+    made as the container's init has just been exec'd: the counters that need a helper
+    process in its namespaces (firewall rules, SysV shm) are not run; their namespaces are
+    new, and hold none yet.
     """
     version = cgroups.backend.version
     held: Dict[str, Optional[int]] = {}
@@ -430,8 +438,8 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
     held["numflock"] = file_locks(pids)
     held["numpty"] = ptys(init_pid)
     held.update(socket_counters(init_pid))
-    held["numiptent"] = netfilter_rules(init_pid)
-    sysv_pages, sysv_resident = sysv_shm(init_pid)
+    held["numiptent"] = 0 if quick else netfilter_rules(init_pid)
+    sysv_pages, sysv_resident = (0, 0) if quick else sysv_shm(init_pid)
     held["shmpages"] = sysv_pages + _pages(max(0, shmem - sysv_resident))
     held["vmguarpages"] = held.get("privvmpages")
     held["oomguarpages"] = (held.get("physpages") or 0) + (held.get("swappages") or 0)
@@ -465,9 +473,18 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
         }
     if state_dir and persist:
         _save_state(state_dir, {k: v["maxheld"] for k, v in table.items()}, previous)
-    if guest_dir and persist and os.path.isdir(guest_dir) and not guest_view_mounted(init_pid):
-        write_guest_file(guest_dir, render(table, ctid))
+    if guest_dir and persist:
+        publish(guest_dir, init_pid, table, ctid)
     return table
+
+
+def publish(guest_dir: str, init_pid: int, table: Mapping[str, Mapping[str, Any]], ctid: str) -> bool:
+    """Write ``table`` where root inside reads it (``/run/ovz/user_beancounters``, on the host ``guest_dir``);
+    False when the live view of ``bcd.py`` is mounted there, and the snapshot under it is left alone."""
+    if guest_view_mounted(init_pid):
+        return False
+    write_guest_file(guest_dir, render(table, ctid))
+    return True
 
 
 def guest_view_mounted(init_pid: int) -> bool:
@@ -519,14 +536,17 @@ def _save_state(state_dir: str, maxheld: Dict[str, int], previous: Dict[str, int
 
 
 def write_guest_file(guest_dir: str, text: str) -> None:
-    """The snapshot root inside reads at /run/ovz/user_beancounters (rename: a symlink placed inside is replaced, not followed)."""
+    """The snapshot root inside reads at /run/ovz/user_beancounters (rename: a symlink placed inside is replaced,
+    not followed). An OvzError names the file when it cannot be written."""
+    path = os.path.join(guest_dir, GUEST_FILE)
     try:
         # An unprivileged container's root owns its guest dir (idmap.py) and must read the file as its owner.
         stat_dir = os.stat(guest_dir)
         owner = (stat_dir.st_uid, stat_dir.st_gid) if stat_dir.st_uid != 0 else None
-        _atomic_text(os.path.join(guest_dir, GUEST_FILE), text, 0o400, owner)
-    except OSError:
-        pass
+        _atomic_text(path, text, 0o400, owner)
+    except OSError as exc:
+        raise OvzError("writing the beancounter table that root inside reads at %s (%s on the host): %s"
+                       % (GUEST_BEANCOUNTERS, path, exc.strerror or exc)) from None
 
 
 def render(table: Mapping[str, Mapping[str, Any]], uid: str = "0") -> str:

@@ -297,7 +297,7 @@ class FleetConverger:
                                        self.warn)
         if work.limits_change is not None:
             section["value"] = "limits"
-            change = ovz_limits.update(self.manager, name, work.limits)
+            change = ovz_limits.update(self.manager, name, work.limits, warn=self.warn)
             work.not_enforced.update(change.not_enforced)
         if work.quota is not None and (work.quota_change is not None or work.plan.create_config is not None):
             section["value"] = "quota"
