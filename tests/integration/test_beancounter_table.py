@@ -9,6 +9,7 @@ cannot write is reported, never dropped in silence.
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 from conftest import run_module
@@ -66,25 +67,33 @@ def test_table_inside_follows_every_limits_change(container, node):
     assert barrier_limit(table_inside(node, name), "numproc") == (90, 90)
 
 
+def fill(path):
+    """Write ``path`` until its filesystem has not one byte left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for size in (1 << 16, 1 << 12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+
+
 def test_a_table_that_cannot_be_written_is_reported(container, node):
     """The host's tmpfs under the container's /run/ovz is full: the change holds, and says what was not written."""
     name = container
     filler = os.path.join(node.manager.layout.volatile(name), "ovz-filler")
     try:
-        with open(filler, "wb") as handle:
-            try:
-                while True:
-                    handle.write(b"\0" * 65536)
-                    handle.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
+        fill(filler)
         result = run_module("ovz_limits", args(node, name, numproc="77"))
         assert result["changed"] is True and not result.get("failed"), result
-        warnings = " ".join(result.get("warnings") or [])
+        warnings = json.dumps(result.get("warnings") or [])
         assert "user_beancounters" in warnings and node.manager.layout.guest(name) in warnings, result
         assert result["beancounters"]["numproc"]["limit"] == 77
         info = run_module("ovz_info", dict(name=[name], data_dir=node.data_dir, cgroup_parent=node.cgroup_parent))
-        assert not info.get("failed") and "user_beancounters" in " ".join(info.get("warnings") or []), info
+        assert not info.get("failed") and "user_beancounters" in json.dumps(info.get("warnings") or []), info
     finally:
         try:
             os.unlink(filler)

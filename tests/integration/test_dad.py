@@ -77,7 +77,7 @@ def test_routed_refuses_what_a_neighbour_holds_and_takes_a_free_address(routed_l
 
 def test_the_hosts_own_addresses_are_refused(routed_lab):
     lab = routed_lab
-    lab.host.ip("link", "add", "ovzdm" + lab.node.tag, "type", "dummy")
+    lab.host.ip("link", "add", "ovzdm" + lab.node.tag, "type", "veth", "peer", "name", "ovzdn" + lab.node.tag)
     lab.host.ip("addr", "add", "10.213.9.1/24", "dev", "ovzdm" + lab.node.tag)
     a = lab.create()
     lab.start(a)
