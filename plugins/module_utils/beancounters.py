@@ -42,9 +42,10 @@ parameter on this host. Where it has no mechanism, barrier and limit are
 stored and reported, never applied, and ``enforced`` is false.
 
 Root inside reads the table at ``/run/ovz/user_beancounters``. It is written
-as the container starts or is restored, after every limits change and at each
-``ovz_info`` (``ContainerManager.beancounter_table``), unless the live view of
-``bcd.py`` is mounted over it.
+as a start returns (``quick``), after every limits change and at each ``ovz_info``
+(``ContainerManager.beancounter_table``), unless the live view of ``bcd.py`` is
+mounted over it. A restore does not write it: a full measurement would lengthen a
+migration's frozen window by tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -215,10 +216,12 @@ def parse_inet(text: str) -> List[Tuple[str, int, int]]:
     return rows
 
 
+SOCKET_COUNTERS = ("numtcpsock", "tcpsndbuf", "tcprcvbuf", "numothersock", "othersockbuf", "dgramrcvbuf")
+
+
 def socket_counters(init_pid: int) -> Dict[str, int]:
     base = "/proc/%d/net" % init_pid
-    out = {"numtcpsock": 0, "tcpsndbuf": 0, "tcprcvbuf": 0, "numothersock": 0, "othersockbuf": 0,
-           "dgramrcvbuf": 0}
+    out = dict.fromkeys(SOCKET_COUNTERS, 0)
     for name in ("tcp", "tcp6"):
         for state, tx, rx in parse_inet(_read(os.path.join(base, name)) or ""):
             if state == "06":           # TIME_WAIT: no socket any more
@@ -335,9 +338,10 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
     ``user_beancounters`` snapshot that root inside reads at ``/run/ovz/user_beancounters``
     (``publish``: an OvzError names the file when it cannot be written).
     With ``persist`` false (check mode) neither file is written. ``quick``, for the table
-    made as the container's init has just been exec'd: the counters that need a helper
-    process in its namespaces (firewall rules, SysV shm) are not run; their namespaces are
-    new, and hold none yet.
+    made as a start returns: the counters that walk the kernel's tables or need a helper
+    process in the container's namespaces (sockets, file locks, firewall rules, SysV shm;
+    about 30 ms here, /proc/net/tcp walks the whole host's hash) are given as 0, which is
+    what the new namespaces of a container whose init has just been exec'd hold.
     """
     version = cgroups.backend.version
     held: Dict[str, Optional[int]] = {}
@@ -435,11 +439,15 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
     procs_dir = pids_dir or mem or next(iter(cgroups.paths.values()))
     pids = container_pids(procs_dir)
     held.update(process_counters(pids))
-    held["numflock"] = file_locks(pids)
     held["numpty"] = ptys(init_pid)
-    held.update(socket_counters(init_pid))
-    held["numiptent"] = 0 if quick else netfilter_rules(init_pid)
-    sysv_pages, sysv_resident = (0, 0) if quick else sysv_shm(init_pid)
+    if quick:
+        held.update(dict.fromkeys(SOCKET_COUNTERS, 0), numflock=0, numiptent=0)
+        sysv_pages, sysv_resident = 0, 0
+    else:
+        held["numflock"] = file_locks(pids)
+        held.update(socket_counters(init_pid))
+        held["numiptent"] = netfilter_rules(init_pid)
+        sysv_pages, sysv_resident = sysv_shm(init_pid)
     held["shmpages"] = sysv_pages + _pages(max(0, shmem - sysv_resident))
     held["vmguarpages"] = held.get("privvmpages")
     held["oomguarpages"] = (held.get("physpages") or 0) + (held.get("swappages") or 0)

@@ -978,7 +978,6 @@ class Checkpointer:
             network.adopt_network(name, config.network, init_pid, manager.layout.data_dir,
                                   network.runtime_path(run_dir))
             timings["network_ms"] = _ms(time.monotonic() - mark)
-        manager.beancounter_table(name, runtime, config.limits)   # the table inside: the volatile tmpfs is new
         return init_pid
 
     # -- suspend / resume (vzctl suspend/resume) -----------------------------------------------------

@@ -26,9 +26,10 @@ description:
     C(/run/ovz/user_beancounters) (the kernel lets nobody create C(/proc/user_beancounters) itself).
     When the host runs the live view (C(ovzctl --data-dir DIR bcd start), a small FUSE daemon that the
     C(ovz_host) role can run as C(ovz-bcd.service)), that file is computed at every C(open()), so it is
-    current at the moment of reading. Without it, the file is a snapshot, written as the container starts or
-    is restored, rewritten after every change of its limits (so it shows the new barriers and limits) and
-    at every call of this module and of M(ovz.containers.ovz_info) for that container. A failure to write
+    current at the moment of reading. Without it, the file is a snapshot, written as the container starts
+    (socket, lock, firewall and SysV shm counters then 0, as its new namespaces hold), rewritten after every
+    change of its limits (so it shows the new barriers and limits) and at every call of this module and of
+    M(ovz.containers.ovz_info) for that container. After a restore it is there once one of them has run. A failure to write
     it is reported as a warning (the limits are in force all the same).
   - Inside, C(/proc/meminfo) (and so procps C(free) and C(top)), C(/proc/cpuinfo), C(/proc/stat),
     C(/proc/swaps), C(/proc/uptime) and C(/sys/devices/system/cpu/online) show the container's own memory
