@@ -144,7 +144,7 @@ class ContainerManager:
               warn: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
         """The container's facts; ``beancounters`` adds its beancounter table when it runs
         (``persist``: keep maxheld and refresh the snapshot inside; false in check mode;
-        ``warn``: as for ``beancounters``)."""
+        ``warn``: as for ``beancounter_table``)."""
         state = self.status(name)
         if state == "absent":
             return {"name": name, "state": "absent"}
