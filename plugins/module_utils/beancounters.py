@@ -40,6 +40,12 @@ every ``held`` seen since the container started, kept in ``run/<name>/ubc.json``
 ``enforced`` says whether the kernel holds the container to a limit on that
 parameter on this host. Where it has no mechanism, barrier and limit are
 stored and reported, never applied, and ``enforced`` is false.
+
+Root inside reads the table at ``/run/ovz/user_beancounters``. It is written
+as a start returns (``quick``), after every limits change and at each ``ovz_info``
+(``ContainerManager.beancounter_table``), unless the live view of ``bcd.py`` is
+mounted over it. A restore does not write it: a full measurement would lengthen a
+migration's frozen window by tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from . import cgroups as cg
 from . import namespaces as ns
-from .errors import KernelUnsupported
+from .errors import KernelUnsupported, OvzError
 from .limits import PAGE_SIZE, UBC_UNITS, V1_UNLIMITED_FLOOR
 from .rootfs import GUEST_BEANCOUNTERS, mount_points
 
@@ -210,10 +216,12 @@ def parse_inet(text: str) -> List[Tuple[str, int, int]]:
     return rows
 
 
+SOCKET_COUNTERS = ("numtcpsock", "tcpsndbuf", "tcprcvbuf", "numothersock", "othersockbuf", "dgramrcvbuf")
+
+
 def socket_counters(init_pid: int) -> Dict[str, int]:
     base = "/proc/%d/net" % init_pid
-    out = {"numtcpsock": 0, "tcpsndbuf": 0, "tcprcvbuf": 0, "numothersock": 0, "othersockbuf": 0,
-           "dgramrcvbuf": 0}
+    out = dict.fromkeys(SOCKET_COUNTERS, 0)
     for name in ("tcp", "tcp6"):
         for state, tx, rx in parse_inet(_read(os.path.join(base, name)) or ""):
             if state == "06":           # TIME_WAIT: no socket any more
@@ -321,15 +329,19 @@ def _pair(value: Optional[List[Optional[int]]]) -> Tuple[Optional[int], Optional
 
 def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, Any],
             state_dir: Optional[str] = None, guest_dir: Optional[str] = None,
-            ctid: str = "0", persist: bool = True) -> Dict[str, Dict[str, Any]]:
+            ctid: str = "0", persist: bool = True, quick: bool = False) -> Dict[str, Dict[str, Any]]:
     """The beancounter table of a running container; ``held`` measured now.
 
     ``held`` is None where this host gives no way to measure it (v1
     ``dcachesize`` on kernels whose memory.kmem.slabinfo is empty).
     ``state_dir`` keeps ``maxheld`` between calls; ``guest_dir`` gets a
     ``user_beancounters`` snapshot that root inside reads at ``/run/ovz/user_beancounters``
-    (left alone while the live view of ``bcd.py`` is mounted there).
-    With ``persist`` false (check mode) neither file is written.
+    (``publish``: an OvzError names the file when it cannot be written).
+    With ``persist`` false (check mode) neither file is written. ``quick``, for the table
+    made as a start returns: the counters that walk the kernel's tables or need a helper
+    process in the container's namespaces (sockets, file locks, firewall rules, SysV shm;
+    about 30 ms here, /proc/net/tcp walks the whole host's hash) are given as 0, which is
+    what the new namespaces of a container whose init has just been exec'd hold.
     """
     version = cgroups.backend.version
     held: Dict[str, Optional[int]] = {}
@@ -427,11 +439,15 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
     procs_dir = pids_dir or mem or next(iter(cgroups.paths.values()))
     pids = container_pids(procs_dir)
     held.update(process_counters(pids))
-    held["numflock"] = file_locks(pids)
     held["numpty"] = ptys(init_pid)
-    held.update(socket_counters(init_pid))
-    held["numiptent"] = netfilter_rules(init_pid)
-    sysv_pages, sysv_resident = sysv_shm(init_pid)
+    if quick:
+        held.update(dict.fromkeys(SOCKET_COUNTERS, 0), numflock=0, numiptent=0)
+        sysv_pages, sysv_resident = 0, 0
+    else:
+        held["numflock"] = file_locks(pids)
+        held.update(socket_counters(init_pid))
+        held["numiptent"] = netfilter_rules(init_pid)
+        sysv_pages, sysv_resident = sysv_shm(init_pid)
     held["shmpages"] = sysv_pages + _pages(max(0, shmem - sysv_resident))
     held["vmguarpages"] = held.get("privvmpages")
     held["oomguarpages"] = (held.get("physpages") or 0) + (held.get("swappages") or 0)
@@ -465,9 +481,18 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
         }
     if state_dir and persist:
         _save_state(state_dir, {k: v["maxheld"] for k, v in table.items()}, previous)
-    if guest_dir and persist and os.path.isdir(guest_dir) and not guest_view_mounted(init_pid):
-        write_guest_file(guest_dir, render(table, ctid))
+    if guest_dir and persist:
+        publish(guest_dir, init_pid, table, ctid)
     return table
+
+
+def publish(guest_dir: str, init_pid: int, table: Mapping[str, Mapping[str, Any]], ctid: str) -> bool:
+    """Write ``table`` where root inside reads it (``/run/ovz/user_beancounters``, on the host ``guest_dir``);
+    False when the live view of ``bcd.py`` is mounted there, and the snapshot under it is left alone."""
+    if guest_view_mounted(init_pid):
+        return False
+    write_guest_file(guest_dir, render(table, ctid))
+    return True
 
 
 def guest_view_mounted(init_pid: int) -> bool:
@@ -519,14 +544,17 @@ def _save_state(state_dir: str, maxheld: Dict[str, int], previous: Dict[str, int
 
 
 def write_guest_file(guest_dir: str, text: str) -> None:
-    """The snapshot root inside reads at /run/ovz/user_beancounters (rename: a symlink placed inside is replaced, not followed)."""
+    """The snapshot root inside reads at /run/ovz/user_beancounters (rename: a symlink placed inside is replaced,
+    not followed). An OvzError names the file when it cannot be written."""
+    path = os.path.join(guest_dir, GUEST_FILE)
     try:
         # An unprivileged container's root owns its guest dir (idmap.py) and must read the file as its owner.
         stat_dir = os.stat(guest_dir)
         owner = (stat_dir.st_uid, stat_dir.st_gid) if stat_dir.st_uid != 0 else None
-        _atomic_text(os.path.join(guest_dir, GUEST_FILE), text, 0o400, owner)
-    except OSError:
-        pass
+        _atomic_text(path, text, 0o400, owner)
+    except OSError as exc:
+        raise OvzError("writing the beancounter table that root inside reads at %s (%s on the host): %s"
+                       % (GUEST_BEANCOUNTERS, path, exc.strerror or exc)) from None
 
 
 def render(table: Mapping[str, Mapping[str, Any]], uid: str = "0") -> str:

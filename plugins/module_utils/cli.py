@@ -11,6 +11,9 @@
     resume NAME                restore from that checkpoint; it is removed once running (vzctl resume)
     freeze NAME / thaw NAME    stop / continue every process in place (cgroup freezer), nothing saved
     destroy NAME [--force]     a running or frozen container is refused unless --force (which stops it first)
+    set NAME [--ipadd A]... [--ipdel A|all]... [--dad-timeout S]
+                               add and remove addresses, live and stored (vzctl set --ipadd/--ipdel --save); an
+                               address a neighbour answers for (duplicate-address probe, S seconds, 1) is refused
     status NAME                list [--json]
     exec [-t|-T] NAME CMD [ARG...]
                                a pty of the container's own when stdin is a terminal (as vzctl exec) or
@@ -80,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="do not carry established TCP connections (they are reset)")
     resume = commands.add_parser("resume", help="restore the suspended container (vzctl resume)")
     resume.add_argument("name")
+    settings = commands.add_parser("set", help="change a container's addresses (vzctl set --ipadd/--ipdel --save)")
+    settings.add_argument("name")
+    settings.add_argument("--ipadd", action="append", default=[], metavar="ADDRESS",
+                          help="give the container this address (repeatable)")
+    settings.add_argument("--ipdel", action="append", default=[], metavar="ADDRESS",
+                          help="take this address away, or every one with 'all' (repeatable)")
+    settings.add_argument("--dad-timeout", type=float, default=None, metavar="SECONDS",
+                          help="how long a new address is probed for on its segment (1; 0: no probe)")
     listing = commands.add_parser("list")
     listing.add_argument("--json", action="store_true", help="every container's facts as a JSON list")
     boot = commands.add_parser("boot", help="start the onboot containers in boot order (host boot entry point)")
@@ -138,6 +149,25 @@ def _suspend_resume(manager: ContainerManager, args: argparse.Namespace) -> None
              % (args.name, report["init_pid"], report["timings"].get("total_ms", 0.0)))
 
 
+def _set_addresses(manager: ContainerManager, args: argparse.Namespace) -> None:
+    """vzctl set --ipadd/--ipdel: the same plan and apply steps as ovz_network, the probe included."""
+    from . import converge, network
+    manager.load(args.name)   # fails for a name that does not exist, before its lock is made
+    with manager.lock(args.name):
+        stored = manager.load(args.name).network
+        current = list(stored.get("ip_address") or [])
+        mode = stored.get("netif_mode") or "routed"
+        drop = set()
+        for text in args.ipdel:
+            drop |= {network.parse_address(a, mode).ip for a in current} if text == "all" else \
+                {network.parse_address(text, mode).ip}
+        wanted = [a for a in current if network.parse_address(a, mode).ip not in drop] + list(args.ipadd)
+        step = converge.plan_network(manager, args.name, {"state": "present", "ip_address": wanted,
+                                                          "dad_timeout": args.dad_timeout})
+        if step.plan is not None and step.plan.changed:
+            converge.apply_network(manager, step, lambda text: _say("ovzctl: warning: " + text, sys.stderr))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bcd":
@@ -168,6 +198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             manager.thaw(args.name)
         elif args.command == "destroy":
             manager.destroy(args.name, stop_running=args.force)
+        elif args.command == "set":
+            _set_addresses(manager, args)
         elif args.command == "status":
             _say(json.dumps(manager.facts(args.name), indent=2, sort_keys=True))
         elif args.command == "list" and args.json:

@@ -140,9 +140,11 @@ class ContainerManager:
             return "stopped"
         return "frozen" if self.cgroups_for(runtime).frozen() else "running"
 
-    def facts(self, name: str, beancounters: bool = False, persist: bool = True) -> Dict[str, Any]:
+    def facts(self, name: str, beancounters: bool = False, persist: bool = True,
+              warn: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
         """The container's facts; ``beancounters`` adds its beancounter table when it runs
-        (``persist``: keep maxheld and refresh the snapshot inside; false in check mode)."""
+        (``persist``: keep maxheld and refresh the snapshot inside; false in check mode;
+        ``warn``: as for ``beancounter_table``)."""
         state = self.status(name)
         if state == "absent":
             return {"name": name, "state": "absent"}
@@ -181,12 +183,29 @@ class ContainerManager:
         # Limits and beancounters (issue 5).
         facts["limits"] = ovz_limits.effective(config.limits)
         if beancounters and runtime is not None:
-            from .beancounters import collect
-            facts["beancounters"] = collect(self.cgroups_for(runtime), runtime.init_pid, config.limits,
-                                            state_dir=self.layout.run(name),
-                                            guest_dir=self.layout.guest(name), ctid=name,
-                                            persist=persist)
+            facts["beancounters"] = self.beancounter_table(name, runtime, config.limits, persist=persist, warn=warn)
         return facts
+
+    def beancounter_table(self, name: str, runtime: Runtime, limits: Dict[str, Any], persist: bool = True,
+                          quick: bool = False,
+                          warn: Optional[Callable[[str], None]] = None) -> Dict[str, Dict[str, Any]]:
+        """The running container's beancounter table, measured now (``beancounters.collect``).
+
+        With ``persist`` (false in check mode) its maxheld bookkeeping is kept and the table is
+        written where root inside reads it, /run/ovz/user_beancounters; a failed write raises an
+        OvzError naming the file, or is handed to ``warn`` when given. ``quick``: see ``collect``.
+        """
+        from .beancounters import collect, publish
+        table = collect(self.cgroups_for(runtime), runtime.init_pid, limits, state_dir=self.layout.run(name),
+                        ctid=name, persist=persist, quick=quick)
+        if persist:
+            try:
+                publish(self.layout.guest(name), runtime.init_pid, table, name)
+            except OvzError as exc:
+                if warn is None:
+                    raise
+                warn(str(exc))
+        return table
 
     def list(self) -> List[Dict[str, Any]]:
         return [self.facts(name) for name in self.layout.names()]
@@ -500,6 +519,7 @@ class ContainerManager:
                 raise OvzError("the init of %s exited at once; see %s" % (name, spec.stdout_path))
             runtime = Runtime(init_pid, starttime, cgroups.to_state(), backend.version, time.time())
             atomic_write_json(self.state_path(name), runtime.__dict__, durable=False)
+            self.beancounter_table(name, runtime, config.limits, quick=True)   # the table inside, from the start
             return runtime
         except BaseException:
             for step in reversed(undo):

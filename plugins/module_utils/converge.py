@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from . import dad
 from . import network
 from .ansible_glue import DifferenceTracker
 from .config import ContainerConfig, iter_configs
@@ -191,17 +192,21 @@ def network_step(manager: ContainerManager, name: str, plan: Optional[network.Ne
 
 def plan_network(manager: ContainerManager, name: str, params: Mapping[str, Any],
                  others: Optional[Iterable[Tuple[str, Dict[str, Any]]]] = None,
-                 view: Optional[network.HostView] = None) -> NetworkStep:
+                 view: Optional[network.HostView] = None, probe: bool = True) -> NetworkStep:
     """Validate the network settings of an existing container (``params`` has the keys of
     ``ovz_network``; state absent removes them) and describe the change; touches nothing.
     ``others`` and ``view`` (the node's other networks and ``network.host_view()``) are read
-    here when not given."""
+    here when not given. With ``probe``, addresses the change newly gives are refused when a
+    neighbour answers a duplicate-address probe (``params['dad_timeout']`` seconds)."""
+    timeout = dad.validate_timeout(params.get("dad_timeout"))
     step = network_step(manager, name)
     desired = None if params.get("state") == "absent" else dict((key, params.get(key)) for key in NETWORK_SETTINGS)
     if others is None:
         others = other_networks(manager, name)
     step.plan = network.plan_network(name, manager.layout.data_dir, desired, step.config.network, step.runtime,
                                      step.running, others, view)
+    if probe:
+        network.check_duplicates(step.plan, timeout)
     return step
 
 

@@ -8,7 +8,9 @@ modules (``converge.plan_container``/``apply_container``, ``converge.plan_networ
 ``apply_network``, ``limits.update``, ``quota.update``). Every container is
 planned before the first one is touched, so bad input changes nothing; the
 node's configurations are read once, and the address conflicts are checked
-against the planned state of the whole list.
+against the planned state of the whole list. The addresses the run newly gives
+are probed for on their segments in one round (duplicate-address detection),
+before any change.
 
 The list is declared once for many nodes, so two guards look at all of it, not only at this
 node's share. ``check_nodes``: an item whose ``node`` is not a node of the inventory fails the run
@@ -23,9 +25,10 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import converge
+from . import dad
 from . import network
 from . import limits as ovz_limits
 from . import quota as ovz_quota
@@ -180,6 +183,7 @@ class FleetConverger:
         configs: Dict[str, ContainerConfig] = dict((c.name, c) for c in iter_configs(self.manager.layout))
         networks = self.networks
         networks.update((name, c.network) for name, c in configs.items())
+        held = {str(ip) for conf in networks.values() for ip in network.new_addresses(None, conf)}
         if prune and self.fleet is not None:
             # Removed first, so that their addresses are free for the others.
             listed = set(str(item.get("name")) for _index, item in items)
@@ -209,6 +213,29 @@ class FleetConverger:
             work = ContainerWork(name, item, params)
             self._plan_one(work, networks)
             self.work.append(work)
+        self._probe_new_addresses(held)
+
+    def _probe_new_addresses(self, held: Set[str]) -> None:
+        """One duplicate-address probe round for every address this run newly gives, but those a container of
+        this node holds now (the node knows them itself, and a removed one may still answer for its address)."""
+        targets: List[Tuple[network.IPAddress, str]] = []
+        owners: Dict[Tuple[str, str], str] = {}
+        timeout = 0.0
+        for work in self.work:
+            plan = work.network_plan
+            seconds = dad.validate_timeout((work.network or {}).get("dad_timeout"))
+            if plan is None or work.remove or seconds <= 0:
+                continue
+            fresh = [ip for ip in network.new_addresses(plan.before, plan.after) if str(ip) not in held]
+            for ip, ifname in network.dad_targets(plan.after, fresh):
+                targets.append((ip, ifname))
+                owners[(str(ip), ifname)] = work.name
+            timeout = max(timeout, seconds)
+        holders = network.find_holders(targets, timeout)
+        if holders:
+            name = owners[(holders[0].address, holders[0].ifname)]
+            mine = [h for h in holders if owners[(h.address, h.ifname)] == name]
+            raise FleetError(name, "network", network.duplicates_error(mine))
 
     def _container_params(self, item: Mapping[str, Any], config: Optional[ContainerConfig]) -> Dict[str, Any]:
         keys = ("state", "template", "hostname", "onboot", "bootorder", "labels", "init", "layout", "unprivileged",
@@ -246,11 +273,13 @@ class FleetConverger:
             section = "network"
             if item.get("network") is not None:
                 work.network = dict(item["network"], state="present")
+                dad.validate_timeout(work.network.get("dad_timeout"))
                 others = [(other, conf) for other, conf in networks.items() if other != name]
                 if new:
                     planned = converge.plan_new_network(self.manager, name, work.network, others, self.view)
                 else:
-                    planned = converge.plan_network(self.manager, name, work.network, others, self.view).plan
+                    planned = converge.plan_network(self.manager, name, work.network, others, self.view,
+                                                    probe=False).plan   # probed for all items at once
                 networks[name] = planned.after
                 if planned.changed:
                     work.network_change = (planned.before, planned.after)
@@ -326,7 +355,7 @@ class FleetConverger:
                                        self.warn)
         if work.limits_change is not None:
             section["value"] = "limits"
-            change = ovz_limits.update(self.manager, name, work.limits)
+            change = ovz_limits.update(self.manager, name, work.limits, warn=self.warn)
             work.not_enforced.update(change.not_enforced)
         if work.quota is not None and (work.quota_change is not None or work.plan.create_config is not None):
             section["value"] = "quota"

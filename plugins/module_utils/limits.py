@@ -46,7 +46,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import cgroups as cg
 from . import faults
@@ -783,14 +783,20 @@ class LimitsChange:
     drift: List[str]                 # files the kernel did not hold (running containers)
     applied: bool = False
     not_enforced: Dict[str, str] = field(default_factory=dict)
+    beancounters: Optional[Dict[str, Dict[str, Any]]] = None   # the table inside, rewritten after a live change
 
     @property
     def changed(self) -> bool:
         return self.before != self.after or bool(self.drift)
 
 
-def update(manager: "ContainerManager", name: str, params: Mapping[str, Any], dry_run: bool = False) -> LimitsChange:
-    """Validate, diff against the stored and live limits, apply live, persist (``vzctl set --save``)."""
+def update(manager: "ContainerManager", name: str, params: Mapping[str, Any], dry_run: bool = False,
+           warn: Optional[Callable[[str], None]] = None) -> LimitsChange:
+    """Validate, diff against the stored and live limits, apply live, persist (``vzctl set --save``).
+
+    A running container's beancounter table inside is rewritten after a change, so it shows the
+    new barriers and limits; ``warn`` gets a failure to write it (raised when None: the limits hold).
+    """
     request = normalize_request({k: v for k, v in params.items() if v is not None})
     with manager.lock(name):
         config = manager.load(name)
@@ -824,4 +830,5 @@ def update(manager: "ContainerManager", name: str, params: Mapping[str, Any], dr
                 except BaseException:
                     apply_settings(cgroups, settings_for(cgroups, before, devices))
                     raise
+            change.beancounters = manager.beancounter_table(name, runtime, after, warn=warn)
         return change

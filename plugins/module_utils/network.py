@@ -26,6 +26,10 @@ whose own prefix covers the address (OpenVZ's ``NEIGHBOUR_DEVS=detect``).
 Packets from the host end whose source is not one of the container's
 addresses are dropped, always.
 
+An address newly given to a container is first probed for where it will be announced (``dad.py``:
+those interfaces in routed mode, the bridge in bridged mode), and refused when a neighbour
+answers; a start, a restore or a migration never probes (the source still answers there).
+
 Bridged mode: the host end joins ``bridge``; the container owns ``mac``. With
 ``mac_filter`` (the default) frames from the port with another source MAC,
 packets with an unassigned source IP, forged ARP and neighbour
@@ -53,6 +57,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
+from . import dad
 from . import faults
 from . import namespaces as ns
 from .config import atomic_write_json, read_json
@@ -548,6 +553,52 @@ def check_host(netconf: Dict[str, Any], runtime: Optional[Dict[str, Any]] = None
             if dst == ip and dst_len == iface.ip.max_prefixlen and oif not in ours:
                 raise InvalidParameter("%s is already routed to another interface of this host (another container?)"
                                        % ip, "ip_address")
+
+
+def new_addresses(before: Optional[Dict[str, Any]], after: Optional[Dict[str, Any]]) -> List[IPAddress]:
+    """The addresses ``after`` gives the container that ``before`` did not (an address it has is never probed again)."""
+    have = {a.ip for a in address_objects(before or {})}
+    return [a.ip for a in address_objects(after or {}) if a.ip not in have]
+
+
+def dad_targets(netconf: Dict[str, Any], addresses: Iterable[IPAddress]) -> List[Tuple[IPAddress, str]]:
+    """(address, interface) pairs where a holder of each address would answer: the bridge in bridged mode; in
+    routed mode every host interface whose own prefix covers the address, where its proxy ARP/NDP entry goes
+    (an address no interface's prefix covers is only routed, and no neighbour asks for it)."""
+    addresses = list(addresses)
+    if not addresses:
+        return []
+    if netconf["netif_mode"] == "bridged":
+        return [(ip, netconf["bridge"]) for ip in addresses]
+    with netlink() as ipr:
+        return [(ip, dev) for ip in addresses
+                for dev in _proxy_devices(ipr, ipaddress.ip_interface(str(ip)), skip=(netconf["host_ifname"],))]
+
+
+def duplicates_error(holders: Sequence[dad.Holder]) -> InvalidParameter:
+    found = "; ".join("%s is held by %s on %s" % (h.address, h.mac, h.ifname) for h in holders)
+    return InvalidParameter("%s: answered a duplicate-address probe; an address in use on the segment is not taken "
+                            "(free it there, or choose another)" % found, "ip_address")
+
+
+def find_holders(targets: Sequence[Tuple[IPAddress, str]], timeout: float) -> List[dad.Holder]:
+    """``dad.probe``, its failures (no CAP_NET_RAW) reported against ``ip_address``."""
+    try:
+        return dad.probe(targets, timeout)
+    except OSError as exc:
+        where = ", ".join(sorted({t[1] for t in targets}))
+        raise OvzError("the duplicate-address probe on %s failed: %s" % (where, exc.strerror or exc),
+                       "ip_address") from None
+
+
+def check_duplicates(plan: NetworkPlan, timeout: float) -> None:
+    """Refuse the addresses ``plan`` newly gives that someone on their segment already holds (probes for
+    ``timeout`` seconds; 0 skips the probe). Sends probes, changes nothing."""
+    if timeout <= 0 or not plan.after:
+        return
+    holders = find_holders(dad_targets(plan.after, new_addresses(plan.before, plan.after)), timeout)
+    if holders:
+        raise duplicates_error(holders)
 
 
 def _link_kind(link: Any) -> Optional[str]:

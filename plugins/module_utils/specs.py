@@ -61,6 +61,7 @@ NETWORK_OPTIONS = dict(
     nameserver=dict(type='list', elements='str'),
     searchdomain=dict(type='list', elements='str'),
     mac_filter=dict(type='bool'),
+    dad_timeout=dict(type='float'),
 )
 
 QUOTA_ENTRY = dict(name=dict(type='str', required=True), blocks=dict(type='str'), inodes=dict(type='str'))

@@ -193,6 +193,13 @@ options:
           mac_filter:
             description: MAC and IP filtering in V(bridged) mode (default V(true)).
             type: bool
+          dad_timeout:
+            description:
+              - Seconds to wait for an answer to the duplicate-address probe of the addresses this run newly gives
+                (default V(1); V(0) sends no probe). All items are probed in one round, before any change, for as
+                long as the longest value given; an address held on its segment fails the run, naming the item.
+              - Addresses a container of the node holds before the run are not probed.
+            type: float
       quota:
         description:
           - Disk quota, as the options of M(ovz.containers.ovz_quota). For a new container O(containers[].quota.diskspace)

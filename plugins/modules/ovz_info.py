@@ -17,7 +17,7 @@ description:
   - It changes no container. Outside check mode it keeps the beancounters' C(maxheld) bookkeeping in
     O(data_dir)C(/run/<name>/) and refreshes the snapshot that root inside a container reads at
     C(/run/ovz/user_beancounters), as M(ovz.containers.ovz_limits) does (the live view of
-    C(ovzctl bcd), where it runs, stays on top of that snapshot).
+    C(ovzctl bcd), where it runs, stays on top of that snapshot). A failure to write the snapshot is a warning.
 options:
   name:
     description:
@@ -111,7 +111,7 @@ def main():
             names = [validate_name(n) for n in names]
         else:
             names = manager.layout.names()
-        containers = [manager.facts(n, beancounters=True, persist=not module.check_mode) for n in names]
+        containers = [manager.facts(n, beancounters=True, persist=not module.check_mode, warn=module.warn) for n in names]
         for entry in containers:
             if entry['state'] != 'absent':
                 entry['quota_usage'] = quota_usage(manager, entry)

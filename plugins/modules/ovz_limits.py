@@ -26,8 +26,11 @@ description:
     C(/run/ovz/user_beancounters) (the kernel lets nobody create C(/proc/user_beancounters) itself).
     When the host runs the live view (C(ovzctl --data-dir DIR bcd start), a small FUSE daemon that the
     C(ovz_host) role can run as C(ovz-bcd.service)), that file is computed at every C(open()), so it is
-    current at the moment of reading. Without it, the file is a snapshot refreshed by every call of this
-    module and of M(ovz.containers.ovz_info) for that container.
+    current at the moment of reading. Without it, the file is a snapshot, written as the container starts
+    (socket, lock, firewall and SysV shm counters then 0, as its new namespaces hold), rewritten after every
+    change of its limits (so it shows the new barriers and limits) and at every call of this module and of
+    M(ovz.containers.ovz_info) for that container. After a restore it is there once one of them has run. A failure to write
+    it is reported as a warning (the limits are in force all the same).
   - Inside, C(/proc/meminfo) (and so procps C(free) and C(top)), C(/proc/cpuinfo), C(/proc/stat),
     C(/proc/swaps), C(/proc/uptime) and C(/sys/devices/system/cpu/online) show the container's own memory
     limit and CPU set when LXCFS runs on the host (mounted at C(/var/lib/lxcfs), or at O(data_dir)C(/lxcfs)
@@ -210,13 +213,10 @@ applied:
   sample: true
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import (
     DifferenceTracker, argument_spec, fail_from_error)
-from ansible_collections.ovz.containers.plugins.module_utils.beancounters import collect
 from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils.limits import LIMIT_PARAMS, effective, update
@@ -238,7 +238,8 @@ def main():
     try:
         name = validate_name(params['name'])
         manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
-        change = update(manager, name, dict((key, params[key]) for key in LIMIT_PARAMS), dry_run=module.check_mode)
+        change = update(manager, name, dict((key, params[key]) for key in LIMIT_PARAMS), dry_run=module.check_mode,
+                        warn=module.warn)
         tracker = DifferenceTracker()
         before, after = effective(change.before), effective(change.after)
         for key in sorted(after):
@@ -249,13 +250,13 @@ def main():
                       limits=after)
         if module._diff:
             result['diff'] = tracker.diff()
-        state = manager.status(name)
-        runtime = manager.runtime(name) if state in RUNNING else None
-        if runtime is not None:
-            run_dir = manager.layout.run(name)
-            result['beancounters'] = collect(
-                manager.cgroups_for(runtime), runtime.init_pid, change.before if module.check_mode else change.after,
-                state_dir=run_dir, guest_dir=os.path.join(run_dir, 'guest'), ctid=name, persist=not module.check_mode)
+        runtime = manager.runtime(name) if manager.status(name) in RUNNING else None
+        if change.beancounters is not None:
+            result['beancounters'] = change.beancounters
+        elif runtime is not None:
+            result['beancounters'] = manager.beancounter_table(
+                name, runtime, change.before if module.check_mode else change.after, persist=not module.check_mode,
+                warn=module.warn)
     except Exception as exc:  # noqa: BLE001 - every failure is reported with its parameter
         fail_from_error(module, exc, **result)
     module.exit_json(**result)

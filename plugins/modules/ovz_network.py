@@ -34,6 +34,12 @@ options:
       - In V(routed) mode give plain addresses (they become /32 and /128).
       - In V(bridged) mode an address may carry a prefix, as in C(10.0.0.5/24).
       - An address that another container of the same O(data_dir) has, or that this host owns or routes elsewhere, fails.
+      - An address the container does not have yet is first probed for where it will be announced (duplicate-address
+        detection, as C(vzctl) does with C(arpsend -D)) - an ARP probe from C(0.0.0.0) for IPv4, a neighbour
+        solicitation from C(::) for IPv6, on every host interface whose prefix covers it in V(routed) mode (where the
+        proxy ARP/NDP entry goes) and on O(bridge) in V(bridged) mode. When a neighbour answers, the call fails
+        naming the address and the MAC that holds it, and changes nothing. See O(dad_timeout).
+      - Addresses are never probed again at a start, restore or migration.
       - Omit to keep the current set.
     type: list
     elements: str
@@ -118,6 +124,14 @@ options:
       - V(routed) mode always filters; V(false) is refused there.
       - Defaults to V(true).
     type: bool
+  dad_timeout:
+    description:
+      - Seconds to wait for an answer to the duplicate-address probe of the addresses this call newly gives, 0 to 30.
+        Three probes are spread over the wait.
+      - Defaults to V(1), the wait of C(arping -D) and C(vzctl)'s C(arpsend -D). V(0) sends no probe (for a segment
+        whose neighbours do not answer probes).
+      - The wait is part of this call only, never of a start. It is also spent in check mode, which reports the refusal.
+    type: float
 extends_documentation_fragment:
   - ovz.containers.common
   - ovz.containers.common.attributes
@@ -127,6 +141,8 @@ requirements:
   - The C(nft) binary (Debian package C(nftables)) on the managed host.
 notes:
   - Anti-spoofing lives in the nftables table C(netdev ovz), one chain per direction and container, named after the host end.
+  - The duplicate-address probe is sent through a raw packet socket (C(CAP_NET_RAW)); a neighbour that only proxies
+    ARP for the address (Linux answers no ARP probe from a proxy entry) is not seen, as with C(arpsend -D).
   - Traffic beyond the host needs IP forwarding on the host (C(net.ipv4.ip_forward), C(net.ipv6.conf.all.forwarding)) and,
     for proxy NDP, C(net.ipv6.conf.<interface>.proxy_ndp); the module warns when they are off and leaves them alone.
 attributes:

@@ -162,6 +162,7 @@ def running(v2, ct, tmp_path):
     manager = ContainerManager(str(tmp_path / "data"), "auto", backend=ct.backend)
     config = ContainerConfig(name="101", layout="directory")
     os.makedirs(manager.layout.private("101"))
+    os.makedirs(manager.layout.guest("101"))     # its /run/ovz, where the beancounter table goes
     manager.store.save(config)
     pid = os.getpid()
     runtime = Runtime(pid, process_starttime(pid), ct.to_state(), 2, 0.0)
@@ -178,6 +179,9 @@ def test_v2_update_applies_live_persists_and_is_idempotent(v2, ct, running):
     change = lim.update(running, "101", dict(cpuunits=3000, ram="1G", numproc=50))
     assert change.applied and change.after == {"cpuunits": 3000, "ram": 1 << 30, "numproc": [50, 50]}
     assert running.load("101").limits == change.after
+    with open(os.path.join(running.layout.guest("101"), "user_beancounters")) as handle:
+        row = next(line.split() for line in handle if " numproc " in line)   # the table inside follows
+    assert row[-3:-1] == ["50", "50"] and change.beancounters["numproc"]["limit"] == 50
     assert files(v2, ct, "cpu.weight", "memory.max", "pids.max") == {
         "cpu.weight": "300", "memory.max": str(1 << 30), "pids.max": "50"}
     again = lim.update(running, "101", dict(cpuunits=3000, ram="1G", numproc=50))
