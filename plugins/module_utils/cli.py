@@ -38,8 +38,8 @@ import os
 import sys
 from typing import List, Optional
 
-from .container import ContainerManager
-from .errors import ContainerRunning, NoSuchContainer, OvzError
+from .container import ContainerManager, require_root
+from .errors import ContainerRunning, NoSuchContainer, NotRoot, OvzError
 from .sizes import parse_pair
 
 # vzctl's exit codes (its vzerror.h), so that scripts written for vzctl read ours alike.
@@ -170,6 +170,11 @@ def _set_addresses(manager: ContainerManager, args: argparse.Namespace) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        require_root()
+    except NotRoot as exc:
+        _say("ovzctl: %s" % exc, sys.stderr)
+        return 1
     if args.command == "bcd":
         return _bcd(args)
     manager = ContainerManager(args.data_dir, args.cgroup_parent)

@@ -27,7 +27,7 @@ from . import quota as ovz_quota
 from .cgroups import CgroupBackend, ContainerCgroups, select_backend, validate_cgroup_parent
 from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
                      validate_labels, validate_name)
-from .errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, OvzError, StateConflict
+from .errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, NotRoot, OvzError, StateConflict
 from .process import ExecResult, InitSpec, OutputPolicy, exec_in, process_starttime, spawn_init
 from .rootfs import DEVICE_ALLOW, RootfsSpec, ensure_virtual_block_dir, find_bcd, find_lxcfs
 from .storage import Storage, extract_template, validate_layout
@@ -62,6 +62,14 @@ def validate_init(init: str) -> str:
     return init
 
 
+def require_root() -> None:
+    """Refuse a caller that is not root: else every call fails somewhere deep (a PermissionError, a
+    traceback) or, worse, reads an unreadable data dir as an empty node."""
+    if os.geteuid() != 0:
+        raise NotRoot("containers are managed as root on their node: run this as root (in a play, become: true); "
+                      "this process runs as uid %d" % os.geteuid())
+
+
 @dataclass
 class Runtime:
     """What a running container left in ``run/<name>/state.json``."""
@@ -92,6 +100,7 @@ class ContainerManager:
 
     def __init__(self, data_dir: str = "/var/lib/ovz", cgroup_parent: str = "auto",
                  backend: Optional[CgroupBackend] = None) -> None:
+        require_root()
         self.layout = HostLayout(data_dir)
         self.cgroup_parent = validate_cgroup_parent(cgroup_parent)
         self.store = ConfigStore(self.layout)

@@ -42,3 +42,7 @@ class NoSuchContainer(StateConflict):
 
 class ContainerRunning(StateConflict):
     """The request needs the container stopped, and it runs (or is frozen)."""
+
+
+class NotRoot(OvzError):
+    """The caller is not root, which every operation on a node needs."""

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
-from conftest import REPO, host_snapshot
+from conftest import COLLECTIONS_ROOT, REPO, host_snapshot
 from ansible_collections.ovz.containers.plugins.module_utils.errors import NoSuchContainer
 from ansible_collections.ovz.containers.plugins.module_utils.process import process_starttime
 
@@ -110,3 +111,25 @@ def test_every_command_on_an_unknown_name_says_it_does_not_exist(node, container
     # So does the engine under it.
     with pytest.raises(NoSuchContainer, match="container %s does not exist" % typo):
         node.manager.exec(typo, ["true"])
+
+
+def as_nobody(argv, **kwargs):
+    """``argv`` as uid/gid 65534 with no groups, from a directory it may read."""
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + list(argv), cwd="/",
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120,
+                          check=False, **kwargs)
+
+
+def test_a_caller_that_is_not_root_gets_one_line(node, container):
+    """Not root: one line saying so, never a traceback, and never an unreadable node listed as empty."""
+    base = [OVZCTL, "--data-dir", node.data_dir, "--cgroup-parent", node.cgroup_parent]
+    for argv in (["list"], ["status", container], ["start", container], ["exec", container, "true"], ["bcd", "status"]):
+        proc = as_nobody(base + argv)
+        assert proc.returncode == 1 and proc.stdout == "", (argv, proc)
+        assert proc.stderr.count("\n") == 1 and "as root" in proc.stderr and "Traceback" not in proc.stderr, (argv, proc)
+    # A module run without become: it fails saying so.
+    args = json.dumps({"ANSIBLE_MODULE_ARGS": {"data_dir": node.data_dir, "cgroup_parent": node.cgroup_parent}})
+    proc = as_nobody([sys.executable, os.path.join(REPO, "plugins", "modules", "ovz_info.py")], input=args,
+                     env=dict(os.environ, PYTHONPATH=COLLECTIONS_ROOT))
+    result = json.loads(proc.stdout)
+    assert result["failed"] is True and "become: true" in result["msg"] and "exception" not in result, result
