@@ -20,9 +20,10 @@ from . import network
 from .ansible_glue import DifferenceTracker
 from .config import ContainerConfig, iter_configs
 from .container import ContainerManager, validate_hostname
-from .errors import StateConflict
+from .errors import OvzError, StateConflict
 from .quota import QuotaRequest
 from .sizes import parse_pair
+from .templates import resolve_template
 
 RUNNING = ("running", "frozen")
 CONTAINER_SETTINGS = ("hostname", "onboot", "bootorder", "init", "labels")
@@ -59,6 +60,7 @@ class ContainerPlan:
     create_config: Optional[ContainerConfig] = None
     restart: bool = False
     unprivileged: Optional[bool] = None  # a change of an existing, stopped container
+    warnings: List[str] = field(default_factory=list)   # what was given and does not apply
 
     @property
     def changed(self) -> bool:
@@ -108,7 +110,30 @@ def plan_container(manager: ContainerManager, name: str, params: Mapping[str, An
             if getattr(config, key) != value:
                 plan.settings[key] = value
         _plan_unprivileged(plan, config, params.get("unprivileged"))
+        if wanted != "absent":
+            plan.warnings += _creation_only(manager, config, params)
     return plan
+
+
+def _creation_only(manager: ContainerManager, config: ContainerConfig, params: Mapping[str, Any]) -> List[str]:
+    """Warnings for what only a create uses, given for an existing container with another value."""
+    notes = []
+    template = params.get("template")
+    if template:
+        try:
+            source = resolve_template(template, manager.layout.templates())
+        except OvzError:
+            source = template
+        if source != config.template:
+            notes.append("template: container %s exists (made from %s); a template is used only when a container is "
+                         "created, so %s was not applied" % (config.name, config.template or "an unknown template", template))
+    for key, as_size, how in (("diskspace", True, "ovz_quota's diskspace"), ("diskinodes", False, "ovz_quota's diskinodes")):
+        if params.get(key):
+            wanted = parse_pair(params[key], key, as_size=as_size)
+            if list(wanted) != list(getattr(config, key)):
+                notes.append("%s: is used only when a container is created; container %s exists, so %s was not applied "
+                             "(change it with %s)" % (key, config.name, params[key], how))
+    return notes
 
 
 def _plan_unprivileged(plan: ContainerPlan, config: ContainerConfig, value: Optional[bool]) -> None:

@@ -261,6 +261,8 @@ class FleetConverger:
         section = ""
         try:
             plan = work.plan = converge.plan_container(self.manager, name, work.params)
+            for warning in plan.warnings:
+                self.warn("%s: %s" % (name, warning))
             work.changes = (["created"] if plan.create_config is not None else []) + \
                 [key for key in plan.tracker.changes if key not in ("layout", "unprivileged") or plan.create_config is None]
             work.state = plan.wanted

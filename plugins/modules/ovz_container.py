@@ -32,7 +32,8 @@ options:
     default: started
   template:
     description:
-      - The OS template the container is created from, used only when it does not exist yet.
+      - The OS template the container is created from, used only when it does not exist yet (given for an
+        existing container made from another template, the task warns).
       - A rootfs tarball (C(.tar), C(.tar.gz), C(.tgz), C(.tar.xz), C(.tar.zst), C(.tar.bz2)), a rootfs
         directory, or the name of either in O(data_dir)C(/templates).
     type: str
@@ -73,7 +74,7 @@ options:
       - For the V(image) layout the hard value is the image's size (default 2G).
       - For the V(directory) layout it is a project quota, put in force at start where the host has project quota
         (see M(ovz.containers.ovz_quota), which reports it as not enforced elsewhere).
-      - Only used at creation; change it later with M(ovz.containers.ovz_quota).
+      - Only used at creation (another value for an existing container warns); change it later with M(ovz.containers.ovz_quota).
     type: str
   diskinodes:
     description:
@@ -241,6 +242,8 @@ def main():
             raise OvzError('must not be negative, got %d' % params['timeout'], 'timeout')
         manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
         plan = plan_container(manager, name, params)
+        for warning in plan.warnings:
+            module.warn(warning)
         changed = plan.changed
         if changed and not module.check_mode:
             apply_container(manager, plan, params)

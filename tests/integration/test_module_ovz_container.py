@@ -166,6 +166,29 @@ def test_bad_transitions_and_clashes_leave_existing_container_alone(node, busybo
     os.rmdir(node.manager.layout.private(other))
 
 
+def test_creation_only_settings_given_for_an_existing_container_warn(node, busybox_template, tmp_path):
+    """template, diskspace and diskinodes are used only by a create: given again with the values it was made
+    with, nothing is said; with others, the task warns naming each (it used to ignore them silently)."""
+    name = node.name()
+    made = run_module("ovz_container", args(node, name, template=busybox_template, layout="image", diskspace="64M",
+                                            state="stopped"))
+    assert made["changed"] is True and not made.get("warnings"), made
+    same = run_module("ovz_container", args(node, name, template=busybox_template, diskspace="64M", state="stopped"))
+    assert same["changed"] is False and not same.get("warnings"), same
+    other_template = str(tmp_path / "other.tar.gz")
+    with open(busybox_template, "rb") as src, open(other_template, "wb") as dst:
+        dst.write(src.read())
+    before = host_snapshot(node.data_dir)
+    for check in (True, False):
+        other = run_module("ovz_container", args(node, name, template=other_template, diskspace="128M",
+                                                 diskinodes="1000:1000", state="stopped"), check=check)
+        assert other["changed"] is False and not other.get("failed"), other
+        warned = str(other.get("warnings", []))
+        for key in ("template:", "diskspace:", "diskinodes:"):
+            assert key in warned, (key, other)
+        assert host_snapshot(node.data_dir) == before
+
+
 def test_ovz_info_lists_containers(node, busybox_template):
     names = [node.name(), node.name()]
     run_module("ovz_container", args(node, names[0], template=busybox_template, layout="directory", wait_boot=True))
