@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO
+from conftest import COLLECTIONS_ROOT, REPO, host_snapshot
 
 BIN = os.path.dirname(sys.executable)
 MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "modules")) if f.endswith(".py"))
@@ -57,6 +57,10 @@ def test_demo_playbook_shows_isolation(node, busybox_template):
     names = [node.name(), node.name()]
     variables = {"ovz_demo_data_dir": node.data_dir, "ovz_demo_cgroup_parent": node.cgroup_parent,
                  "ovz_demo_containers": names}
+    before = host_snapshot(node.data_dir)
+    checked = playbook(os.path.join(REPO, "playbooks", "demo.yml"), variables, check=True)
+    assert checked.returncode == 0 and "failed=0" in checked.stdout, checked.stdout     # --check runs through
+    assert host_snapshot(node.data_dir) == before and node.manager.layout.names() == []
     proc = playbook(os.path.join(REPO, "playbooks", "demo.yml"), variables)
     assert proc.returncode == 0, proc.stdout
     for name in names:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -133,3 +134,12 @@ def test_a_caller_that_is_not_root_gets_one_line(node, container):
                      env=dict(os.environ, PYTHONPATH=COLLECTIONS_ROOT))
     result = json.loads(proc.stdout)
     assert result["failed"] is True and "become: true" in result["msg"] and "exception" not in result, result
+
+
+def test_setup_puts_ovzctl_on_path(node, container):
+    """scripts/setup installs the node's ovzctl (the engine as one zip, as ovz_host does) on root's PATH."""
+    path = shutil.which("ovzctl", path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    assert path == "/usr/local/sbin/ovzctl", path
+    proc = subprocess.run([path, "--data-dir", node.data_dir, "--cgroup-parent", node.cgroup_parent, "list", "--json"],
+                          cwd="/", stdout=subprocess.PIPE, universal_newlines=True, timeout=60, check=True)
+    assert [c["name"] for c in json.loads(proc.stdout)] == [container]
