@@ -33,8 +33,10 @@ from .rootfs import DEVICE_ALLOW, RootfsSpec, ensure_virtual_block_dir, find_bcd
 from .storage import Storage, extract_template, validate_layout
 from .templates import resolve_template
 
-STATES = ("absent", "stopped", "running", "frozen")
+STATES = ("absent", "stopped", "suspended", "running", "frozen")
 PAYLOAD = "payload"
+# A checkpoint's description in its images directory; in dump/<name> it makes a stopped container suspended.
+CHECKPOINT_META = "ovz-checkpoint.json"
 BOOT_MARKER = "booted"
 CREATING_MARKER = "creating"  # in run/<name>/ while a create is under way
 HALT_MARKER = "halted"
@@ -137,7 +139,7 @@ class ContainerManager:
             return "absent"
         runtime = self.runtime(name)
         if runtime is None or not runtime.alive():
-            return "stopped"
+            return "suspended" if os.path.isfile(os.path.join(self.layout.dump(name), CHECKPOINT_META)) else "stopped"
         return "frozen" if self.cgroups_for(runtime).frozen() else "running"
 
     def facts(self, name: str, beancounters: bool = False, persist: bool = True) -> Dict[str, Any]:
@@ -424,14 +426,23 @@ class ContainerManager:
     # -- start / stop -------------------------------------------------------------------
     def start(self, name: str, wait_boot: bool = False, timeout: float = 60.0,
               before_go: Optional[Callable[[int], None]] = None) -> bool:
-        """Start the container; returns False if it was already running."""
+        """Start the container; returns False if it was already running.
+
+        A suspended container is resumed with its memory, as ``vzctl start`` does (it booted before:
+        ``wait_boot`` and ``before_go`` do not apply); a resume that fails keeps its suspended state.
+        """
         with self.lock(name):
             config = self.load(name)
             state = self.status(name)
             if state in ("running", "frozen"):
                 return False
-            self._cleanup_stale(config)
-            self._start_locked(config, before_go)
+            if state != "suspended":
+                self._cleanup_stale(config)
+                self._start_locked(config, before_go)
+        if state == "suspended":
+            from .checkpoint import Checkpointer   # the checkpoint engine builds on this module
+            Checkpointer(self).resume(name)
+            return True
         if wait_boot:
             self.wait_booted(name, timeout)
         return True
