@@ -24,7 +24,7 @@ from . import limits as ovz_limits
 from . import namespaces as ns
 from . import network
 from . import quota as ovz_quota
-from .cgroups import CgroupBackend, ContainerCgroups, select_backend, validate_cgroup_parent
+from .cgroups import CgroupBackend, ContainerCgroups, parse_proc_cgroup, select_backend, validate_cgroup_parent
 from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
                      validate_labels, validate_name)
 from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
@@ -662,6 +662,26 @@ class ContainerManager:
             raise StateConflict("container %s is not running" % name, "name")
         return ns.exists_in_root("/proc/%d/root" % runtime.init_pid, path, param)
 
+    def _init_cgroup_procs(self, runtime: Runtime) -> List[str]:
+        """The v1 files that put a process beside the container's init in the hierarchies where the
+        container has no cgroups of its own (a host's ``name=systemd``): a command entered from the host
+        must not stay in its caller's cgroup there (a login session's, which the host may end)."""
+        try:
+            with open("/proc/%d/cgroup" % runtime.init_pid) as handle:
+                init_cgroups = parse_proc_cgroup(handle.read())
+        except OSError:
+            return []
+        hierarchies = self.backend.hierarchies
+        managed = {hier.mountpoint for hier in hierarchies if hier.key in runtime.cgroups}
+        result: List[str] = []
+        for hier in hierarchies:
+            if hier.version != 1 or hier.mountpoint in managed or hier.key not in init_cgroups:
+                continue
+            tasks = os.path.join(hier.mountpoint, init_cgroups[hier.key].lstrip("/"), "tasks")
+            if tasks not in result:
+                result.append(tasks)
+        return result
+
     def exec(self, name: str, argv: Sequence[str], stdin: Optional[bytes] = None, capture: bool = True,
              env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None, tty: bool = False,
              output: Optional[OutputPolicy] = None) -> ExecResult:
@@ -673,7 +693,8 @@ class ContainerManager:
         if runtime is None or not runtime.alive():
             raise StateConflict("container %s is not running" % name, "name")
         cgroups = self.cgroups_for(runtime)
-        return exec_in(runtime.init_pid, argv, cgroups.payload_procs(PAYLOAD), cgroups.exec_cgroup2(PAYLOAD),
+        procs = cgroups.payload_procs(PAYLOAD) + self._init_cgroup_procs(runtime)
+        return exec_in(runtime.init_pid, argv, procs, cgroups.exec_cgroup2(PAYLOAD),
                        ns.DEFAULT_DROPPED_CAPABILITIES,
                        env=env, stdin=stdin, capture=capture, timeout=timeout, tty=tty, output=output)
 

@@ -26,7 +26,7 @@ import pytest
 
 from conftest import COLLECTIONS_ROOT, host_snapshot, run_module
 from test_checkpoint import criu_binary  # noqa: F401 pylint: disable=unused-import
-from test_ovzctl import ovzctl
+from test_ovzctl import OVZCTL, ovzctl
 
 from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
 
@@ -199,6 +199,35 @@ def test_exec_started_daemons_carry_on_through_suspend_resume_cycles(node, ct):
     for pid in processes(manager, ct, "sleep"):
         # They live in the init's time namespace, they and their children.
         assert ns_of(pid, "time") == ns_of(init, "time") == ns_of(pid, "time_for_children")
+
+
+def test_exec_joins_the_init_s_cgroup_where_the_container_has_none_of_its_own(node, ct):
+    """A host's named v1 hierarchy (name=systemd here): a command entered from a caller in another cgroup
+    there (a login session's) sits beside the container's init, not in its caller's cgroup."""
+    manager = node.manager
+    named = [hier for hier in manager.backend.hierarchies if hier.version == 1 and hier.key.startswith("name=")]
+    if not named:
+        pytest.skip("no named cgroup v1 hierarchy on this host")
+    caller = os.path.join(named[0].mountpoint, "ovz-t%s-caller" % node.tag)
+    os.mkdir(caller)
+    try:
+        script = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+        result = subprocess.run(["sh", "-c", script, caller, OVZCTL, "--data-dir", node.data_dir,
+                                 "--cgroup-parent", node.cgroup_parent, "exec", "-T", ct, "sh", "-c",
+                                 "setsid sleep 306 </dev/null >/dev/null 2>&1 &"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        sleeper = list(wait_for(lambda: processes(manager, ct, "sleep"), "the daemon runs"))[0]
+
+        def cgroups(pid):
+            with open("/proc/%d/cgroup" % pid) as handle:
+                return dict(line.split(":", 2)[1:] for line in handle.read().splitlines())
+
+        assert cgroups(sleeper)[named[0].key] == cgroups(manager.runtime(ct).init_pid)[named[0].key]
+    finally:
+        manager.stop(ct, timeout=5)
+        os.rmdir(caller)
 
 
 # ---------------------------------------------------------------------------------------------
