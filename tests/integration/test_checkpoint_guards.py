@@ -360,9 +360,15 @@ def listed_state(node, name):
     return next(line[1] for line in lines if line and line[0] == name)
 
 
-def test_a_suspended_container_is_listed_suspended_and_start_resumes_it(node, ct):
+def test_a_suspended_container_is_listed_suspended_and_start_resumes_it(node, ct, session_dir):
     manager = node.manager
     loop = start_memory_loop(manager, ct)
+    # Where suspend keeps its state, a checkpoint that leaves the container running (and so goes stale) may not go.
+    result = module(node, ct, "ovz_checkpoint", state="checkpointed", dump_dir=manager.layout.dump(ct),
+                    leave_running=True)
+    assert result.get("failed") and "dump_dir" in result["msg"] and result["changed"] is False, result
+    older = os.path.join(session_dir, "%s-older" % ct)
+    ok(module(node, ct, "ovz_checkpoint", state="checkpointed", dump_dir=older, leave_running=True))
     ok(module(node, ct, "ovz_checkpoint", state="suspended"))
     assert manager.status(ct) == "suspended"
     assert listed_state(node, ct) == "suspended"
@@ -373,6 +379,12 @@ def test_a_suspended_container_is_listed_suspended_and_start_resumes_it(node, ct
     # Not running, as state=stopped asks: it stays suspended, its memory kept.
     result = module(node, ct, "ovz_container", state="stopped")
     assert result["changed"] is False and not result.get("failed"), result
+    assert manager.status(ct) == "suspended"
+    # Its state is resumed, not replaced by another checkpoint, nor left behind by a migration.
+    for args in ({"state": "restored", "dump_dir": older}, {"state": "migrated", "target": "root@ovz-nowhere"}):
+        for check in (True, False):
+            result = module(node, ct, "ovz_checkpoint", check=check, **args)
+            assert result.get("failed") and "is suspended" in result["msg"] and result["changed"] is False, result
     assert manager.status(ct) == "suspended"
 
     result = module(node, ct, "ovz_container", state="started", check=True)
