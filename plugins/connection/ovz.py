@@ -13,7 +13,7 @@ version_added: 0.2.0
 description:
   - Runs ordinary Ansible tasks (M(ansible.builtin.command), M(ansible.builtin.copy), M(ansible.builtin.template),
     M(ansible.builtin.apt), M(ansible.builtin.service), ...) inside a running container, as root, the way
-    C(vzctl exec) does. Every command enters the container's cgroups and its cgroup, ipc, uts, net, pid and mount
+    C(vzctl exec) does. Every command enters the container's cgroups and its time, cgroup, ipc, uts, net, pid and mount
     namespaces, with the container's capability bounding set. No SSH server or agent is needed inside.
   - Each command gets pipes made for it as its standard input, output and error, and nothing else of the
     controller's process (no other descriptor, no session, no keyring), as with M(ovz.containers.ovz_exec).

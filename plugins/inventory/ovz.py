@@ -12,7 +12,7 @@ short_description: The containers of an ovz.containers fleet as inventory hosts
 version_added: 0.2.0
 description:
   - Lists every container of the configured nodes as a host, grouped by node (C(ovz_node_<node>)), by state
-    (C(ovz_state_running), C(ovz_state_stopped), C(ovz_state_frozen)) and by label
+    (C(ovz_state_running), C(ovz_state_stopped), C(ovz_state_suspended), C(ovz_state_frozen)) and by label
     (C(ovz_label_<key>_<value>), from O(ovz.containers.ovz_container#module:labels)); all of them are in
     C(ovz_containers).
   - Each host gets the container's facts (as M(ovz.containers.ovz_info) returns them, without beancounters)
@@ -73,8 +73,8 @@ options:
       - Only list the containers in one of these states.
     type: list
     elements: str
-    choices: [running, stopped, frozen]
-    default: [running, stopped, frozen]
+    choices: [running, stopped, suspended, frozen]
+    default: [running, stopped, suspended, frozen]
   set_connection:
     description:
       - Set C(ansible_connection=ovz.containers.ovz) and the plugin's variables on every host.

@@ -6,7 +6,8 @@
 As with vzctl, a container with a higher ``bootorder`` starts first; equal
 orders start by name. Containers that already run are left alone, so the
 entry point is idempotent and also repairs a node after a crash (every
-container process killed): stale runtime state is cleaned by the start.
+container process killed): stale runtime state is cleaned by the start. A suspended
+container is resumed with its memory, as its start does.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -52,14 +53,14 @@ from . import network
 from . import quota as ovz_quota
 from .cgroups import ContainerCgroups, read_file
 from .config import ContainerConfig, atomic_write_json, read_json, validate_name
-from .container import PAYLOAD, ContainerManager, Runtime
+from .container import CHECKPOINT_META, PAYLOAD, ContainerManager, Runtime
 from .criu import Criu, CriuError, CriuRun, log_errors, read_stats
-from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from .errors import HostFileError, InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .namespaces import unescape_mount_path
 from .process import process_starttime, process_tree
 from .rootfs import DEVICE_ALLOW, LXCFS_FILES, ensure_virtual_block_dir, find_lxcfs
 
-META_FILE = "ovz-checkpoint.json"
+META_FILE = CHECKPOINT_META
 META_VERSION = 1
 STOPPED_FILE = "checkpoint-stopped.json"
 CONSOLE_KEY = "ovz-console"
@@ -117,6 +118,53 @@ def _mountinfo(pid: int) -> List[Dict[str, str]]:
     return mounts
 
 
+def _is_fuse(fstype: str) -> bool:
+    return fstype in ("fuse", "fuseblk") or fstype.startswith(("fuse.", "fuseblk."))
+
+
+def classify_mounts(pid: int) -> Tuple[List[Dict[str, str]], List[str]]:
+    """The mounts of the container whose init is ``pid``: (the external ones, as {target, key}, which
+    the restoring node provides; the ones CRIU cannot take along, described)."""
+    mounts, problems = [], []
+    for mount in _mountinfo(pid)[1:]:
+        target, fstype = mount["target"], mount["fstype"]
+        if target == "/dev/console":
+            mounts.append({"target": target, "key": CONSOLE_KEY})
+        elif target == "/run/ovz":
+            mounts.append({"target": target, "key": GUEST_KEY})
+        elif fstype == "devtmpfs" and mount["root"] == "/null":
+            mounts.append({"target": target, "key": NULL_PREFIX + target})
+        elif fstype == "fuse.lxcfs":
+            mounts.append({"target": target, "key": LXCFS_PREFIX + target.lstrip("/")})
+        elif _is_fuse(fstype):
+            problems.append("a FUSE mount at %s (%s), which CRIU cannot checkpoint; unmount it inside first"
+                            % (target, fstype))
+        elif fstype not in VIRTUAL_FS:
+            problems.append("a mount CRIU cannot take along: %s (%s, from %s); unmount it inside first"
+                            % (target, fstype, mount["root"]))
+    return mounts, problems
+
+
+def mount_obstacles(init_pid: int, pids: List[int]) -> List[str]:
+    """The mounts CRIU would refuse: in the init's mount namespace (``classify_mounts``), and FUSE
+    mounts in the nested mount namespaces of ``pids`` (services with private mounts)."""
+    problems = ["the container has %s" % problem for problem in classify_mounts(init_pid)[1]]
+    seen = set(_ns_ids(init_pid, ("mnt",)).values())
+    for pid in pids:
+        mnt = _ns_ids(pid, ("mnt",)).get("mnt")
+        if mnt is None or mnt in seen:
+            continue
+        seen.add(mnt)
+        try:
+            nested = _mountinfo(pid)
+        except OSError:
+            continue
+        problems += ["%s has a FUSE mount at %s (%s) in a mount namespace of its own, which CRIU cannot "
+                     "checkpoint" % (_who(pid), m["target"], m["fstype"])
+                     for m in nested if _is_fuse(m["fstype"]) and m["fstype"] != "fuse.lxcfs"]
+    return problems
+
+
 def lxcfs_views(pid: int) -> List[str]:
     """The LXCFS files (relative to LXCFS's mount, as in ``LXCFS_FILES``) bound into the container of ``pid``:
     its checkpoint needs LXCFS running where it is restored."""
@@ -133,6 +181,148 @@ def _comm(pid: int) -> str:
             return handle.read().strip()
     except OSError:
         return "?"
+
+
+# Anonymous-inode descriptors CRIU can dump (criu/files.c); it refuses any other kind (io_uring,
+# perf events, userfaultfd, BPF programs and links, ...).
+CRIU_ANON_INODES = ("[eventfd]", "[eventpoll]", "inotify", "[fanotify]", "[signalfd]", "[timerfd]", "[pidfd]",
+                    "bpf-map")
+# Of the misc character devices CRIU dumps tun and autofs only (it refuses /dev/fuse, /dev/kvm, ...).
+MISC_MAJOR = 10
+CRIU_MISC_MINORS = (200, 235)
+MISC_NAMES = {229: "/dev/fuse", 232: "/dev/kvm", 237: "/dev/loop-control", 236: "/dev/mapper/control"}
+# Namespaces each process of a container must share with its init: CRIU restores nested mount and
+# network namespaces only (criu/namespaces.c, CLONE_SUBNS). A process in another time namespace is
+# even dumped, and the restore fails ("Can't restore sub-task in NS").
+SHARED_NAMESPACES = ("pid", "ipc", "uts", "cgroup", "user", "time")
+
+
+def _status(pid: int) -> Dict[str, List[str]]:
+    """``/proc/<pid>/status`` as {key: its tab-separated values}."""
+    result = {}
+    with open("/proc/%d/status" % pid) as handle:
+        for line in handle:
+            key, _sep, value = line.partition(":")
+            result[key] = value.split()
+    return result
+
+
+def _who(pid: int, status: Optional[Dict[str, List[str]]] = None) -> str:
+    """``process <pid inside> (<comm>)``, as the container's root sees it."""
+    try:
+        status = status if status is not None else _status(pid)
+        with open("/proc/%d/comm" % pid) as handle:
+            comm = handle.read().strip()
+    except OSError:
+        return "process %d (on the host)" % pid
+    return "process %s (%s)" % ((status.get("NSpid") or [str(pid)])[-1], comm)
+
+
+def _ns_ids(pid: int, kinds: Tuple[str, ...]) -> Dict[str, Tuple[int, int]]:
+    result = {}
+    for kind in kinds:
+        try:
+            info = os.stat("/proc/%d/ns/%s" % (pid, kind))
+        except OSError:
+            continue    # a kernel without this namespace kind, or a zombie (it has none)
+        result[kind] = (info.st_dev, info.st_ino)
+    return result
+
+
+def _fd_obstacles(pid: int) -> List[str]:
+    """The descriptors of ``pid`` CRIU cannot dump."""
+    found = []
+    try:
+        entries = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return found
+    for entry in entries:
+        path = "/proc/%d/fd/%s" % (pid, entry)
+        try:
+            target = os.readlink(path)
+            if target.startswith("anon_inode:"):
+                kind = target[len("anon_inode:"):]
+                if kind not in CRIU_ANON_INODES:
+                    found.append("descriptor %s is %s, which CRIU cannot checkpoint" % (entry, kind))
+                continue
+            if not target.startswith("/"):
+                continue
+            info = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISCHR(info.st_mode) and os.major(info.st_rdev) == MISC_MAJOR and \
+                os.minor(info.st_rdev) not in CRIU_MISC_MINORS:
+            device = MISC_NAMES.get(os.minor(info.st_rdev), "%s (10:%d)" % (target, os.minor(info.st_rdev)))
+            found.append("descriptor %s is the device %s, which CRIU cannot checkpoint" % (entry, device))
+    return found
+
+
+def process_obstacles(init_pid: int, pids: List[int]) -> List[str]:
+    """What CRIU would refuse in the processes ``pids`` of the container whose init is ``init_pid``, each
+    naming the process (its pid inside and its command), read from /proc without stopping anything.
+
+    - a session or process group whose leader is outside the container's pid namespace: a process
+      started from the host without a session of its own, and the jobs it left behind;
+    - a namespace other than the init's, but for mount and network namespaces (SHARED_NAMESPACES);
+    - a tracer (CRIU must be the only one to ptrace the processes it dumps);
+    - descriptors of a kind CRIU does not dump (CRIU_ANON_INODES, misc devices such as /dev/fuse).
+    """
+    wanted = _ns_ids(init_pid, SHARED_NAMESPACES)
+    problems = []
+    for pid in pids:
+        try:
+            status = _status(pid)
+        except OSError:
+            continue    # gone meanwhile
+        who = _who(pid, status)
+        reasons = []
+        if (status.get("NSsid") or ["1"])[-1] == "0" or (status.get("NSpgid") or ["1"])[-1] == "0":
+            reasons.append("its session or process group leader is outside the container (it was started from "
+                           "the host without a session of its own, e.g. a job of a command run inside without "
+                           "setsid); end it, or start it with setsid")
+        if (status.get("TracerPid") or ["0"])[0] != "0":
+            reasons.append("it is being traced (by host pid %s)" % status["TracerPid"][0])
+        have = _ns_ids(pid, SHARED_NAMESPACES + ("time_for_children",))
+        others = [kind for kind in SHARED_NAMESPACES if kind in have and kind in wanted and have[kind] != wanted[kind]]
+        if not others and "time" in wanted and have.get("time_for_children", wanted["time"]) != wanted["time"]:
+            others.append("time (for its children)")
+        reasons += ["it runs in another %s namespace than the container's init" % kind for kind in others]
+        reasons += _fd_obstacles(pid)
+        problems += ["%s: %s" % (who, reason) for reason in reasons]
+    return problems
+
+
+# Less than this (or a tenth of it) left on the file system that took a failed dump: say it is full.
+FULL_BYTES = 1 << 20
+
+
+def _space_note(path: str) -> str:
+    """Why a dump into ``path`` may have failed on the host's side: its file system is full."""
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return ""
+    if info.f_files and not info.f_ffree:
+        return "The file system of %s has no free inodes left." % path
+    if info.f_bfree * info.f_frsize < min(FULL_BYTES, info.f_blocks * info.f_frsize // 10):
+        return "The file system of %s is full (%d bytes free): the images did not fit." % (
+            path, info.f_bfree * info.f_frsize)
+    return ""
+
+
+def _amend(exc: BaseException, prefix: str, suffix: str = "") -> OvzError:
+    """``exc`` with its message extended (an engine error keeps its class and parameter)."""
+    if isinstance(exc, OvzError):
+        exc.args = ("%s%s%s" % (prefix, exc.args[0] if exc.args else "", suffix),) + tuple(exc.args[1:])
+        return exc
+    return OvzError("%s%s%s" % (prefix, exc, suffix))
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _pidfd_getfd(pid: int, fd: int) -> int:
@@ -307,6 +497,15 @@ def load_meta(images_dir: str, param: str = "dump_dir") -> Dict[str, Any]:
 
 def pack(images_dir: str, dumpfile: str) -> int:
     """Write the images directory as one uncompressed tar file (atomically); returns its size."""
+    try:
+        return _pack(images_dir, dumpfile)
+    except HostFileError:
+        raise
+    except OSError as exc:
+        raise HostFileError(dumpfile, "the dump archive", exc, "dumpfile") from None
+
+
+def _pack(images_dir: str, dumpfile: str) -> int:
     directory = os.path.dirname(os.path.abspath(dumpfile))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dumpfile) + ".", suffix=".tmp", dir=directory)
@@ -337,7 +536,11 @@ def unpack(dumpfile: str, target: str) -> None:
                         ".." in member.name.split("/"):
                     raise InvalidParameter("%s holds an unexpected entry %r" % (dumpfile, member.name), "dumpfile")
             archive.extractall(target)  # noqa: S202 - members checked above
-    except (tarfile.TarError, OSError) as exc:
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise HostFileError(target, "the images of %s" % dumpfile, exc) from None
+        raise InvalidParameter("%s is not a readable dump archive: %s" % (dumpfile, exc), "dumpfile") from None
+    except tarfile.TarError as exc:
         raise InvalidParameter("%s is not a readable dump archive: %s" % (dumpfile, exc), "dumpfile") from None
 
 
@@ -392,21 +595,9 @@ class Checkpointer:
 
     def _externals(self, config: ContainerConfig, runtime: Runtime) -> Tuple[List[Dict[str, str]], List[str]]:
         """(external mounts as {target, key}, external files as CRIU keys) of the running container."""
-        mounts = []
-        for mount in _mountinfo(runtime.init_pid)[1:]:
-            target, fstype = mount["target"], mount["fstype"]
-            if target == "/dev/console":
-                mounts.append({"target": target, "key": CONSOLE_KEY})
-            elif target == "/run/ovz":
-                mounts.append({"target": target, "key": GUEST_KEY})
-            elif fstype == "devtmpfs" and mount["root"] == "/null":
-                mounts.append({"target": target, "key": NULL_PREFIX + target})
-            elif fstype == "fuse.lxcfs":
-                mounts.append({"target": target, "key": LXCFS_PREFIX + target.lstrip("/")})
-            elif fstype not in VIRTUAL_FS:
-                raise StateConflict(
-                    "container %s has a mount CRIU cannot take along: %s (%s, from %s); unmount it inside first"
-                    % (config.name, target, fstype, mount["root"]), "name")
+        mounts, problems = classify_mounts(runtime.init_pid)
+        if problems:
+            raise StateConflict("container %s has %s" % (config.name, "; ".join(problems)), "name")
         console = os.path.realpath(self.manager.layout.console(config.name))
         files = set()
         for pid in process_tree(runtime.init_pid):
@@ -509,19 +700,25 @@ class Checkpointer:
                                     "pre-dumps are not possible here; dump directly", "pre_dump_iterations")
         began = time.monotonic()
         with self.manager.lock(name):
-            config, runtime = self._running(name)
+            _config, runtime = self._running(name)
             cgroups = self.manager.cgroups_for(runtime)
+            self._refuse_obstacles(name, runtime)
+            try:
+                os.makedirs(images_dir, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise HostFileError(images_dir, "the pre-dump's images", exc) from None
             was_frozen = self._freeze_and_check(name, runtime, cgroups)
-            os.makedirs(images_dir, mode=0o700, exist_ok=True)
             args = ["-t", str(runtime.init_pid), "--freeze-cgroup", self._freezer_dir(cgroups)]
             args.append("--track-mem")
             if parent_dir:
                 args += ["--prev-images-dir", os.path.relpath(os.path.abspath(parent_dir), os.path.abspath(images_dir))]
             try:
                 run = self.criu.run("pre-dump", images_dir, args, what="pre-dump of %s" % name)
-            finally:
-                if not was_frozen:
-                    self._ensure_running(runtime, cgroups)
+            except BaseException as exc:
+                raise self._failed_after_freeze(name, exc, "the pre-dump into %s" % images_dir, images_dir,
+                                                runtime, cgroups, was_frozen) from None
+            if not was_frozen:
+                self._ensure_running(runtime, cgroups)
         stats = run.stats
         return {
             "images_dir": images_dir,
@@ -560,52 +757,62 @@ class Checkpointer:
                                    "lazy")
         timings: Dict[str, float] = {}
         self.criu.warm(self.criu_features(parent_dir is not None))
+        if leave_running and os.path.realpath(images_dir) == os.path.realpath(self.manager.layout.dump(name)):
+            # A checkpoint there makes the container suspended once it stops: resumed, it would go back in time.
+            raise InvalidParameter("%s is where suspend keeps a container's state; a checkpoint that leaves the "
+                                   "container running goes elsewhere" % images_dir, "dump_dir")
         began = time.monotonic()
         with self.manager.lock(name):
             config, runtime = self._running(name)
             cgroups = self.manager.cgroups_for(runtime)
+            if not cgroups.frozen():
+                # (A migration checked before it froze the container: not again in its frozen window.)
+                self._refuse_obstacles(name, runtime)
             was_frozen = self._freeze_and_check(name, runtime, cgroups)
             timings["freeze_check_ms"] = _ms(time.monotonic() - began)
-            try:
-                meta = self._meta(config, runtime, tcp_established)
-            except BaseException:
-                if not was_frozen:
-                    self._ensure_running(runtime, cgroups)
-                raise
-            meta["frozen"] = was_frozen
-            if os.path.isdir(images_dir):
-                for entry in os.listdir(images_dir):
-                    if entry.endswith(".img") or entry in (META_FILE, "stats-dump", "dump.log", "restore.log",
-                                                           "stats-restore"):
-                        os.unlink(os.path.join(images_dir, entry))
-            os.makedirs(images_dir, mode=0o700, exist_ok=True)
-            atomic_write_json(os.path.join(images_dir, META_FILE), meta)
-            args = self._dump_args(config, runtime, tcp_established, meta)
-            if parent_dir:
-                args += ["--prev-images-dir", os.path.relpath(os.path.abspath(parent_dir), os.path.abspath(images_dir))]
-                if self.criu.feature("mem_dirty_track"):
-                    args.append("--track-mem")
-            if leave_running:
-                args.append("--leave-running")
-            elif leave_stopped:
-                args.append("--leave-stopped")
-            if lazy_port is not None:
-                args += ["--lazy-pages", "--address", "127.0.0.1", "--port", str(lazy_port)]
-            timings["prepare_ms"] = _ms(time.monotonic() - began)
+            meta_path = os.path.join(images_dir, META_FILE)
+            step = "reading the container's state"
+            wrote_meta = False
             server: Optional[subprocess.Popen] = None
             try:
+                meta = self._meta(config, runtime, tcp_established)
+                meta["frozen"] = was_frozen
+                step = "clearing %s" % images_dir
+                if os.path.isdir(images_dir):
+                    for entry in os.listdir(images_dir):
+                        if entry.endswith(".img") or entry in (META_FILE, "stats-dump", "dump.log", "restore.log",
+                                                               "stats-restore"):
+                            os.unlink(os.path.join(images_dir, entry))
+                step = "making %s" % images_dir
+                os.makedirs(images_dir, mode=0o700, exist_ok=True)
+                step = "writing %s" % meta_path
+                wrote_meta = True
+                atomic_write_json(meta_path, meta, what="the checkpoint's description")
+                step = "asking CRIU what it supports"
+                args = self._dump_args(config, runtime, tcp_established, meta)
+                if parent_dir:
+                    args += ["--prev-images-dir",
+                             os.path.relpath(os.path.abspath(parent_dir), os.path.abspath(images_dir))]
+                    if self.criu.feature("mem_dirty_track"):
+                        args.append("--track-mem")
+                if leave_running:
+                    args.append("--leave-running")
+                elif leave_stopped:
+                    args.append("--leave-stopped")
+                if lazy_port is not None:
+                    args += ["--lazy-pages", "--address", "127.0.0.1", "--port", str(lazy_port)]
+                timings["prepare_ms"] = _ms(time.monotonic() - began)
+                step = "the dump into %s" % images_dir
                 if lazy_port is None:
                     run = self.criu.run("dump", images_dir, args, what="checkpoint of %s" % name)
                 else:
                     server, run = self._dump_lazy(name, runtime, images_dir, args)
-            except CriuError as exc:
-                os.unlink(os.path.join(images_dir, META_FILE))
-                if not was_frozen:
-                    self._ensure_running(runtime, cgroups)
-                hints = [hint for marker, hint in DUMP_HINTS if any(marker in line for line in exc.errors)]
-                if hints:
-                    raise CriuError("%s\n%s" % (exc, "\n".join(hints)), exc.log, exc.errors) from None
-                raise
+            except BaseException as exc:
+                if wrote_meta:
+                    _unlink_quietly(meta_path)
+                if leave_stopped:
+                    self._undo_leave_stopped(name, runtime, cgroups, server)
+                raise self._failed_after_freeze(name, exc, step, images_dir, runtime, cgroups, was_frozen) from None
             timings["dump_ms"] = _ms(run.seconds)
             mark = time.monotonic()
             if leave_running and not was_frozen:
@@ -614,7 +821,18 @@ class Checkpointer:
                 # Thawed, the tasks stay stopped (SIGSTOP): finish_stopped can kill them, resume_stopped resume them.
                 if not was_frozen:
                     self._ensure_running(runtime, cgroups)
-                self._write_stopped(name, runtime, images_dir, server)
+                try:
+                    self._write_stopped(name, runtime, images_dir, server)
+                except BaseException as exc:
+                    # Unrecorded, no one would ever resume or finish them: they carry on here.
+                    if server is not None:
+                        server.kill()
+                        server.wait()
+                    self._continue_stopped(runtime, cgroups)
+                    _unlink_quietly(meta_path)
+                    if not isinstance(exc, Exception):
+                        raise
+                    raise _amend(exc, "checkpoint of %s: " % name, "; the container carries on") from None
             elif not leave_running:
                 self.manager._cleanup_stale(config)  # pylint: disable=protected-access
             timings["cleanup_ms"] = _ms(time.monotonic() - mark)
@@ -636,6 +854,53 @@ class Checkpointer:
             report["page_server"] = server     # a lazy dump's page server (a Popen), for finish_lazy
         return report
 
+    def dump_to_file(self, name: str, dumpfile: str, leave_running: bool = False,
+                     tcp_established: bool = True) -> Dict[str, Any]:
+        """Checkpoint into one archive file (``pack``), through a scratch directory under the data dir.
+
+        Until the archive is written the container waits, stopped, its connections held (``leave_stopped``);
+        only then is it stopped for good (``finish_stopped``). If the archive cannot be written it carries
+        on (``resume_stopped``). A failed CRIU run leaves its log next to ``dumpfile``, nothing in the data dir.
+        """
+        scratch = scratch_dir(self.manager, name, "dump")
+        try:
+            report = self.dump(name, scratch, leave_running=leave_running, leave_stopped=not leave_running,
+                               tcp_established=tcp_established)
+        except CriuError as exc:
+            log = dumpfile + ".log"
+            try:
+                shutil.copy(exc.log or "", log)
+                exc = CriuError(str(exc).replace(exc.log or "", log), log, exc.errors, exc.param)
+            except OSError:
+                pass
+            raise exc from None
+        finally:
+            if not os.path.isfile(os.path.join(scratch, META_FILE)):
+                remove_scratch(scratch)
+        began = time.monotonic()
+        try:
+            report["size"] = pack(scratch, dumpfile)
+        except Exception as exc:
+            undo = "the container carries on"
+            try:
+                if not leave_running:
+                    self.resume_stopped(name)
+            except Exception as again:  # noqa: BLE001 - reported with the first error
+                undo = "letting the container carry on failed too (%s)" % again
+            remove_scratch(scratch)
+            if not isinstance(exc, OvzError):
+                raise OvzError("checkpoint of %s failed packing %s: %s; %s" % (name, dumpfile, exc, undo),
+                               "dumpfile") from None
+            raise _amend(exc, "checkpoint of %s failed: " % name, "; " + undo) from None
+        report["timings"]["pack_ms"] = _ms(time.monotonic() - began)
+        if not leave_running:
+            report["timings"]["cleanup_ms"] = report["timings"].get("cleanup_ms", 0.0) + \
+                self.finish_stopped(name)["total_ms"]
+            report["state"] = "stopped"
+        remove_scratch(scratch)
+        report["images_dir"] = dumpfile
+        return report
+
     @staticmethod
     def criu_features(incremental: bool = False) -> Tuple[str, ...]:
         """The ``criu check --feature`` answers a dump (``incremental``: on a parent) or a restore uses."""
@@ -653,9 +918,13 @@ class Checkpointer:
                    args: List[str]) -> Tuple[subprocess.Popen, CriuRun]:
         """Start ``criu dump --lazy-pages``; return once its images are written and it serves the pages."""
         began = time.monotonic()
+        self._write_stopped(name, runtime, images_dir, None)    # where the run dir is full, fail before CRIU runs
         server = self.criu.spawn("dump", images_dir, args)
         # Recorded at once: whoever converges an interrupted migration finds (and ends) the page server.
-        self._write_stopped(name, runtime, images_dir, server)
+        try:
+            self._write_stopped(name, runtime, images_dir, server)
+        except OSError:
+            pass    # the caller holds the server; only a crash now would leave it unrecorded
         log = os.path.join(images_dir, "dump.log")
         follower = _LogFollower(log)
         deadline = began + LAZY_READY_TIMEOUT
@@ -694,8 +963,46 @@ class Checkpointer:
         try:
             if runtime.alive() and cgroups.frozen():
                 cgroups.thaw()
-        except OvzError:
+        except (OvzError, OSError):
             pass
+
+    def _failed_after_freeze(self, name: str, exc: BaseException, step: str, images_dir: str, runtime: Runtime,
+                             cgroups: ContainerCgroups, was_frozen: bool) -> BaseException:
+        """The error to raise for a checkpoint that failed once the container was frozen: the container
+        thawed first (unless its owner had frozen it), and the message says at which step, which path,
+        and that the container runs on."""
+        if not was_frozen:
+            self._ensure_running(runtime, cgroups)
+        if not isinstance(exc, Exception):
+            return exc      # an interrupt: thawed, and passed on as it is
+        if runtime.alive() and cgroups.frozen() and not was_frozen:
+            state = "thawing the container failed too: it is FROZEN (ovzctl thaw %s)" % name
+        elif was_frozen:
+            state = "the container stays frozen, as it was"
+        else:
+            state = "the container runs on"
+        if isinstance(exc, CriuError):
+            notes = [hint for marker, hint in DUMP_HINTS if any(marker in line for line in exc.errors)]
+            notes += [note for note in (_space_note(images_dir),) if note]
+            text = "\n".join([str(exc)] + notes + [state[0].upper() + state[1:] + "."])
+            return CriuError(text, exc.log, exc.errors, exc.param)
+        if isinstance(exc, HostFileError):
+            return _amend(exc, "checkpoint of %s failed: " % name, "; " + state)
+        return _amend(exc, "checkpoint of %s failed (%s): " % (name, step), "; " + state)
+
+    def _refuse_obstacles(self, name: str, runtime: Runtime) -> None:
+        """Refuse, before anything is frozen, what CRIU would refuse in the container (each process or
+        mount named), so that it never fails half-way for a reason known beforehand."""
+        tree = process_tree(runtime.init_pid)
+        problems = mount_obstacles(runtime.init_pid, tree) + process_obstacles(runtime.init_pid, tree)
+        if problems:
+            raise StateConflict("container %s cannot be checkpointed (nothing was frozen): %s%s"
+                                % (name, "; ".join(problems[:8]), "; ..." if len(problems) > 8 else ""), "name")
+
+    def check(self, name: str) -> None:
+        """What a checkpoint of the running container checks before it freezes anything (check mode)."""
+        _config, runtime = self._running(validate_name(name))
+        self._refuse_obstacles(name, runtime)
 
     # -- after a dump with leave_stopped ---------------------------------------------------------
     def stopped_after_dump(self, name: str) -> bool:
@@ -713,20 +1020,47 @@ class Checkpointer:
                 raise StateConflict("container %s is not stopped after a checkpoint" % name, "name")
             _config, runtime = self._running(name)
             end_page_server(read_json(self._stopped_path(name)))
-            cgroups = self.manager.cgroups_for(runtime)
-            pids = cgroups.pids()
-            released = release_tcp_repair(pids)
-            locks = remove_criu_network_lock(runtime.init_pid)
-            if cgroups.frozen():
-                cgroups.thaw()
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+            released, locks = self._continue_stopped(runtime, self.manager.cgroups_for(runtime))
             os.unlink(self._stopped_path(name))
         return {"sockets_released": released, "network_locks_removed": locks,
                 "total_ms": _ms(time.monotonic() - began)}
+
+    def _undo_leave_stopped(self, name: str, runtime: Runtime, cgroups: ContainerCgroups,
+                            server: Optional[subprocess.Popen]) -> None:
+        """After a failed ``leave_stopped`` dump: no page server, no record of stopped tasks, and tasks that
+        CRIU left stopped carry on."""
+        if server is not None and server.poll() is None:
+            server.kill()
+            server.wait()
+        stopped = []
+        for pid in cgroups.pids():
+            try:
+                stopped.append(_status(pid)["State"][0] in ("T", "t"))
+            except (OSError, KeyError, IndexError):
+                continue
+        try:
+            if any(stopped):
+                self._continue_stopped(runtime, cgroups)
+        except OvzError:
+            pass    # the record stays: resume_stopped tries again
+        else:
+            _unlink_quietly(self._stopped_path(name))
+
+    @staticmethod
+    def _continue_stopped(runtime: Runtime, cgroups: ContainerCgroups) -> Tuple[int, List[str]]:
+        """Let the tasks a dump left stopped carry on: their connections out of repair mode, CRIU's network
+        lock lifted, thawed and continued. (sockets released, locks removed)"""
+        pids = cgroups.pids()
+        released = release_tcp_repair(pids)
+        locks = remove_criu_network_lock(runtime.init_pid)
+        if cgroups.frozen():
+            cgroups.thaw()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        return released, locks
 
     def finish_stopped(self, name: str) -> Dict[str, Any]:
         """Commit ``dump(leave_stopped=True)``: kill the stopped container and remove it from this host
@@ -766,8 +1100,15 @@ class Checkpointer:
         with self.manager.lock(name):
             config = self.manager.load(name)
             refuse_unprivileged(config)
-            if self.manager.status(name) in ("running", "frozen"):
+            state = self.manager.status(name)
+            if state in ("running", "frozen"):
                 raise StateConflict("container %s is already running" % name, "name")
+            suspend_dir = self.manager.layout.dump(name)
+            own = os.path.realpath(images_dir) == os.path.realpath(suspend_dir)
+            if state == "suspended" and not own:
+                # Its suspended state would be left behind, stale, to come back at the next start.
+                raise StateConflict("container %s is suspended (its memory is in %s): resume it instead of "
+                                    "restoring another checkpoint" % (name, suspend_dir), "name")
             if meta.get("network") and not config.network:
                 raise StateConflict("the checkpoint of %s has a network interface but its configuration has none"
                                     % name, "name")
@@ -785,6 +1126,9 @@ class Checkpointer:
                 if isinstance(exc, CriuError):
                     raise self._keep_failure_log(name, "restore", exc) from None
                 raise
+            if own:
+                # It runs again: that checkpoint is history now, not a state to resume at the next start.
+                _unlink_quietly(os.path.join(images_dir, META_FILE))
         stats_restore = read_stats(images_dir, "restore")
         timings["total_ms"] = _ms(time.monotonic() - began)
         return {"images_dir": images_dir, "init_pid": init_pid, "timings": timings,
@@ -983,7 +1327,7 @@ class Checkpointer:
     # -- suspend / resume (vzctl suspend/resume) -----------------------------------------------------
     def suspended(self, name: str) -> bool:
         """Stopped, with a checkpoint in ``<data_dir>/dump/<name>`` to resume from."""
-        return self.manager.status(name) == "stopped" and is_images_dir(self.manager.layout.dump(name))
+        return self.manager.status(name) == "suspended"
 
     def suspend(self, name: str, tcp_established: bool = True) -> Dict[str, Any]:
         """Checkpoint into ``<data_dir>/dump/<name>`` and stop."""
@@ -994,8 +1338,17 @@ class Checkpointer:
         directory = self.manager.layout.dump(validate_name(name))
         if not is_images_dir(directory):
             raise StateConflict("container %s has no suspended state in %s" % (name, directory), "name")
-        result = self.restore(name, directory, tcp_established=tcp_established)
-        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            result = self.restore(name, directory, tcp_established=tcp_established)
+        except Exception as exc:
+            if self.manager.status(name) != "suspended":
+                raise
+            raise _amend(exc, "", "\nThe suspended state of %s is kept in %s: start or resume it again once the "
+                                  "cause is fixed." % (name, directory)) from None
+        try:
+            remove_tree(directory)
+        except OSError as exc:
+            result.setdefault("warnings", []).append("the dump %s was not removed: %s" % (directory, exc))
         return result
 
 

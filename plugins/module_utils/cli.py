@@ -7,7 +7,8 @@
 
     create NAME --ostemplate T [--layout image|directory] [--hostname H] [--diskspace S] [--unprivileged]
     start NAME [--wait]        stop NAME [--timeout S]      restart NAME
-    suspend NAME               checkpoint (CRIU) into <data-dir>/dump/NAME, then stop (vzctl suspend)
+    suspend NAME               checkpoint (CRIU) into <data-dir>/dump/NAME, then stop (vzctl suspend);
+                               list and status show it suspended, and start resumes it (as vzctl start)
     resume NAME                restore from that checkpoint; it is removed once running (vzctl resume)
     freeze NAME / thaw NAME    stop / continue every process in place (cgroup freezer), nothing saved
     destroy NAME [--force]     a running or frozen container is refused unless --force (which stops it first)
@@ -188,8 +189,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                            diskspace=parse_pair(args.diskspace, "diskspace") if args.diskspace else None,
                            unprivileged=args.unprivileged)
         elif args.command == "start":
+            suspended = manager.status(args.name) == "suspended"
             if not manager.start(args.name, wait_boot=args.wait):
                 _say("Container %s is already running" % args.name, sys.stderr)
+            elif suspended:
+                _say("Container %s was suspended: resumed with its memory" % args.name)
         elif args.command == "stop":
             if not manager.stop(args.name, timeout=args.timeout):
                 _say("Container %s was not running" % args.name, sys.stderr)

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Iterator, List, Optional
 
-from .errors import InvalidParameter
+from .errors import HostFileError, InvalidParameter
 
 DEFAULT_DATA_DIR = "/var/lib/ovz"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -150,12 +150,23 @@ class ContainerConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def atomic_write_json(path: str, data: Any, mode: int = 0o600, durable: bool = True) -> None:
+def atomic_write_json(path: str, data: Any, mode: int = 0o600, durable: bool = True, what: str = "") -> None:
     """Write ``data`` so that readers see the old file or the new one, never a torn one.
 
     ``durable`` also survives a host crash (fsync of file and directory);
-    runtime state, which a reboot makes stale anyway, skips it.
+    runtime state, which a reboot makes stale anyway, skips it. A write the host's file
+    system refuses (full, read-only) raises ``HostFileError`` naming ``path`` and ``what``.
     """
+    try:
+        _atomic_write_json(path, data, mode, durable)
+    except HostFileError:
+        raise
+    except OSError as exc:
+        # A failed write() names no file: the operator must learn which file system is full.
+        raise HostFileError(path, what or "a file", exc) from None
+
+
+def _atomic_write_json(path: str, data: Any, mode: int, durable: bool) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
@@ -208,7 +219,7 @@ class ConfigStore:
         return config
 
     def save(self, config: ContainerConfig) -> None:
-        atomic_write_json(self.layout.conf(config.name), config.to_dict())
+        atomic_write_json(self.layout.conf(config.name), config.to_dict(), what="the configuration of %s" % config.name)
 
     def remove(self, name: str) -> None:
         try:

@@ -24,7 +24,7 @@ from . import limits as ovz_limits
 from . import namespaces as ns
 from . import network
 from . import quota as ovz_quota
-from .cgroups import CgroupBackend, ContainerCgroups, select_backend, validate_cgroup_parent
+from .cgroups import CgroupBackend, ContainerCgroups, parse_proc_cgroup, select_backend, validate_cgroup_parent
 from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
                      validate_labels, validate_name)
 from .errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, NotRoot, OvzError, StateConflict
@@ -33,8 +33,10 @@ from .rootfs import DEVICE_ALLOW, RootfsSpec, ensure_virtual_block_dir, find_bcd
 from .storage import Storage, extract_template, validate_layout
 from .templates import resolve_template
 
-STATES = ("absent", "stopped", "running", "frozen")
+STATES = ("absent", "stopped", "suspended", "running", "frozen")
 PAYLOAD = "payload"
+# A checkpoint's description in its images directory; in dump/<name> it makes a stopped container suspended.
+CHECKPOINT_META = "ovz-checkpoint.json"
 BOOT_MARKER = "booted"
 CREATING_MARKER = "creating"  # in run/<name>/ while a create is under way
 HALT_MARKER = "halted"
@@ -146,7 +148,7 @@ class ContainerManager:
             return "absent"
         runtime = self.runtime(name)
         if runtime is None or not runtime.alive():
-            return "stopped"
+            return "suspended" if os.path.isfile(os.path.join(self.layout.dump(name), CHECKPOINT_META)) else "stopped"
         return "frozen" if self.cgroups_for(runtime).frozen() else "running"
 
     def facts(self, name: str, beancounters: bool = False, persist: bool = True,
@@ -460,14 +462,23 @@ class ContainerManager:
     # -- start / stop -------------------------------------------------------------------
     def start(self, name: str, wait_boot: bool = False, timeout: float = 60.0,
               before_go: Optional[Callable[[int], None]] = None) -> bool:
-        """Start the container; returns False if it was already running."""
+        """Start the container; returns False if it was already running.
+
+        A suspended container is resumed with its memory, as ``vzctl start`` does (it booted before:
+        ``wait_boot`` and ``before_go`` do not apply); a resume that fails keeps its suspended state.
+        """
         with self.lock(name):
             config = self.load(name)
             state = self.status(name)
             if state in ("running", "frozen"):
                 return False
-            self._cleanup_stale(config)
-            self._start_locked(config, before_go)
+            if state != "suspended":
+                self._cleanup_stale(config)
+                self._start_locked(config, before_go)
+        if state == "suspended":
+            from .checkpoint import Checkpointer   # the checkpoint engine builds on this module
+            Checkpointer(self).resume(name)
+            return True
         if wait_boot:
             self.wait_booted(name, timeout)
         return True
@@ -696,6 +707,26 @@ class ContainerManager:
             raise NoSuchContainer("container %s does not exist" % name, "name")
         raise StateConflict("container %s is not running" % name, "name")
 
+    def _init_cgroup_procs(self, runtime: Runtime) -> List[str]:
+        """The v1 files that put a process beside the container's init in the hierarchies where the
+        container has no cgroups of its own (a host's ``name=systemd``): a command entered from the host
+        must not stay in its caller's cgroup there (a login session's, which the host may end)."""
+        try:
+            with open("/proc/%d/cgroup" % runtime.init_pid) as handle:
+                init_cgroups = parse_proc_cgroup(handle.read())
+        except OSError:
+            return []
+        hierarchies = self.backend.hierarchies
+        managed = {hier.mountpoint for hier in hierarchies if hier.key in runtime.cgroups}
+        result: List[str] = []
+        for hier in hierarchies:
+            if hier.version != 1 or hier.mountpoint in managed or hier.key not in init_cgroups:
+                continue
+            tasks = os.path.join(hier.mountpoint, init_cgroups[hier.key].lstrip("/"), "tasks")
+            if tasks not in result:
+                result.append(tasks)
+        return result
+
     def exec(self, name: str, argv: Sequence[str], stdin: Optional[bytes] = None, capture: bool = True,
              env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None, tty: bool = False,
              output: Optional[OutputPolicy] = None) -> ExecResult:
@@ -707,7 +738,8 @@ class ContainerManager:
         if runtime is None or not runtime.alive():
             self._not_running(name)
         cgroups = self.cgroups_for(runtime)
-        return exec_in(runtime.init_pid, argv, cgroups.payload_procs(PAYLOAD), cgroups.exec_cgroup2(PAYLOAD),
+        procs = cgroups.payload_procs(PAYLOAD) + self._init_cgroup_procs(runtime)
+        return exec_in(runtime.init_pid, argv, procs, cgroups.exec_cgroup2(PAYLOAD),
                        ns.DEFAULT_DROPPED_CAPABILITIES,
                        env=env, stdin=stdin, capture=capture, timeout=timeout, tty=tty, output=output)
 

@@ -39,7 +39,8 @@ def desired_run_state(wanted: str, current: str) -> str:
     if wanted in ("started", "restarted"):
         return "running"
     if wanted == "stopped":
-        return "stopped"
+        # Not running either: a suspended container keeps its memory (started, it resumes).
+        return "suspended" if current == "suspended" else "stopped"
     if wanted == "frozen":
         if current not in RUNNING:
             raise StateConflict("only a running container can be frozen; %s is %s"
@@ -178,8 +179,8 @@ def apply_container(manager: ContainerManager, plan: ContainerPlan, params: Mapp
     if plan.restart and current in RUNNING:
         manager.stop(name, timeout=timeout)
         current = "stopped"
-    if wanted in RUNNING and current == "stopped":
-        manager.start(name, wait_boot=bool(params.get("wait_boot")), timeout=timeout)
+    if wanted in RUNNING and current in ("stopped", "suspended"):
+        manager.start(name, wait_boot=bool(params.get("wait_boot")), timeout=timeout)   # resumes a suspended one
         current = "running"
     if wanted == "running" and current == "frozen":
         manager.thaw(name)

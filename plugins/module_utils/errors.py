@@ -46,3 +46,19 @@ class ContainerRunning(StateConflict):
 
 class NotRoot(OvzError):
     """The caller is not root, which every operation on a node needs."""
+
+
+class HostFileError(OvzError, OSError):
+    """A file system of the host refused a write (full, read-only, out of inodes): the message names
+    the path and what was being written. Still an ``OSError``, for callers that treat writes as best effort."""
+
+    def __init__(self, path: str, what: str, cause: OSError, param: str | None = None) -> None:
+        reason = cause.strerror or str(cause)
+        OvzError.__init__(self, "writing %s to %s failed: %s" % (what, path, reason), param)
+        self.errno, self.strerror, self.filename = cause.errno, reason, path
+
+    def __str__(self) -> str:
+        text = str(self.args[0]) if self.args else ""
+        if self.param and self.param not in text:
+            return "%s: %s" % (self.param, text)
+        return text

@@ -1004,6 +1004,10 @@ def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: int = DEF
         if result["recovered"] == "completed":
             return result
     state = manager.status(name)
+    if state == "suspended":
+        # An offline migration would copy its disk but not its memory, and leave that behind.
+        raise StateConflict("container %s is suspended: resume it before migrating it (its memory is in %s)"
+                            % (name, manager.layout.dump(name)), "name")
     session = RemoteSession(target)
     try:
         session.open()
@@ -1027,6 +1031,8 @@ def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: int = DEF
                                     "containers are not supported (set unprivileged: false while stopped)" % name,
                                     "unprivileged")
         live = state in ("running", "frozen")
+        if live:
+            _checkpointer(manager).check(name)   # what CRIU would refuse, before anything is copied or frozen
         result["mode"] = "online" if live else "offline"
         storage = manager.storage(config)
         private_bytes = tree_bytes(storage.image if config.layout == "image" else storage.private)
@@ -1264,4 +1270,7 @@ def _rollback(manager: Any, name: str, journal: Dict[str, Any], session: RemoteS
         if isinstance(error, OvzError):
             error.args = ("%s (undo incomplete: %s)" % (error.args[0], "; ".join(problems)),) + error.args[1:]
         return
+    if isinstance(error, OvzError) and error.args:
+        error.args = ("%s (the migration failed in its %s phase and was undone: %s is %s here)"
+                      % (error.args[0], journal.get("phase"), name, manager.status(name)),) + error.args[1:]
     _clear_journal(manager, name)

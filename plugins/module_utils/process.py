@@ -213,12 +213,35 @@ def enter_userns(spec: InitSpec) -> None:  # pragma: no cover - runs in the fork
 
 
 def enter_container(init_pid: int) -> None:
-    """Join the namespaces of the container whose init is ``init_pid`` (its user namespace first, if it has one)."""
+    """Join every namespace of the container whose init is ``init_pid``: its time namespace, then its user
+    namespace (if it has one), then the others."""
+    join_time_namespace(init_pid)
     if other_userns(init_pid):
         ns.enter_namespaces(init_pid, ("user",) + ENTER_ORDER)
         become_root()
     else:
         ns.enter_namespaces(init_pid, ENTER_ORDER)
+
+
+def join_time_namespace(pid: int) -> None:
+    """Join the time namespace ``pid`` lives in (its children are born there too), unless it is this
+    process's own already.
+
+    A restored container's init lives in the time namespace CRIU made for it (its clocks carried
+    over); a process entering from the host's would be in another one, which CRIU can dump but never
+    restore. Joined first, while this process still holds the host's rights over the host's namespaces
+    (an unprivileged container's root has none over them).
+    """
+    try:
+        fd = os.open("/proc/%d/ns/time" % pid, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return   # a kernel without time namespaces
+    try:
+        if os.path.samestat(os.fstat(fd), os.stat("/proc/self/ns/time")):
+            return
+        ns.setns(fd, ns.CLONE_NEWTIME)
+    finally:
+        os.close(fd)
 
 
 def children(pid: int) -> List[int]:

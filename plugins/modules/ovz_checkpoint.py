@@ -21,15 +21,25 @@ description:
   - V(restored) starts the stopped container from such a dump. It continues where it was dumped; its
     established TCP connections carry on (the peers see a delay, not a reset).
   - V(suspended) checkpoints into O(data_dir)C(/dump/<name>) and stops the container; V(resumed) restores it
-    from there and removes the dump.
+    from there and removes the dump. Until then the container's state is V(suspended) (in
+    M(ovz.containers.ovz_info) and C(ovzctl list)), and starting it (M(ovz.containers.ovz_container) with
+    V(started), C(ovzctl start)) resumes it with its memory as well, as C(vzctl start) does. A resume that
+    fails leaves the container suspended, its dump kept, and says so.
   - V(migrated) moves the running (or stopped) container to O(target) over SSH, like C(vzmigrate --online).
     The private area is copied while it runs, memory is pre-copied with pre-dumps, then a short freeze, the
     final dump, copy and restore on the target. If any step fails the container runs on exactly one host.
   - A dump can only be restored with the same (or a newer) CRIU, on a kernel that offers what the dumped
     processes used, and with the same cgroup version. The container's configuration and private area must
     be present on the restoring node (M(ovz.containers.ovz_checkpoint) with V(migrated) copies them).
-  - A container whose checkpoint fails keeps running, and the failure says why, with the lines of CRIU's
-    log (kept in the dump directory) that explain it.
+  - Before it freezes anything, a checkpoint (and a suspend or a migration) refuses what CRIU would refuse,
+    naming each process (its PID inside the container and its command) or mount, and reports C(changed=false).
+    Refused are a process whose session or process group leader is outside the container (a job started from
+    the host without C(setsid)), a process in other namespaces than the container's init (but for mount and
+    network namespaces), a traced process, descriptors CRIU cannot dump (io_uring, perf events, BPF programs,
+    C(/dev/fuse), ...), and FUSE or other mounts it cannot take along.
+  - A container whose checkpoint fails after the freeze is thawed and keeps running, and the failure says at
+    which step and why, with the lines of CRIU's log (kept in the dump directory) that explain it. When the
+    host's file system is full, the message names the path that was being written.
 notes:
   - Processes started by M(ovz.containers.ovz_exec) that still run are not descendants of the container's
     init; CRIU cannot take them along, so the checkpoint is refused and names them. Daemons started from
@@ -46,7 +56,8 @@ options:
         exists and the container is stopped (or running, with O(leave_running)), unless O(force).
       - V(restored) needs a stopped container and O(dumpfile) or O(dump_dir); a running container is left
         alone.
-      - V(suspended) and V(resumed) use O(data_dir)C(/dump/<name>).
+      - V(suspended) and V(resumed) use O(data_dir)C(/dump/<name>). A suspended container can only be resumed
+        (not restored from another dump) and not migrated.
       - V(migrated) needs O(target).
     type: str
     required: true
@@ -55,11 +66,15 @@ options:
     description:
       - An absolute path to the dump as one file (an uncompressed tar archive of CRIU's images). Its
         directory must exist.
+      - The container waits, stopped, until the file is written; if it cannot be (a full file system), the
+        container carries on and the failure names the file.
       - Mutually exclusive with O(dump_dir).
     type: path
   dump_dir:
     description:
       - An absolute path to a directory for CRIU's images (and its logs). Made if missing.
+      - O(data_dir)C(/dump/<name>) is where V(suspended) keeps the container's state; a checkpoint there with
+        O(leave_running) is refused, and a restore from there is a resume.
       - Mutually exclusive with O(dumpfile).
     type: path
   leave_running:
@@ -194,7 +209,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 state:
-  description: The container's state on this host after the call.
+  description: The container's state on this host after the call (V(suspended) after O(state=suspended)).
   returned: always
   type: str
   sample: stopped
@@ -235,7 +250,6 @@ migration:
 '''
 
 import os
-import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -244,7 +258,6 @@ from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import
 from ansible_collections.ovz.containers.plugins.module_utils import checkpoint as ckpt
 from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.criu import CriuError
 from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter, StateConflict
 
 RUNNING = ('running', 'frozen')
@@ -293,41 +306,23 @@ def do_checkpointed(module, manager, checkpointer, name, state, result):
     if param == 'dumpfile' and not os.path.isdir(os.path.dirname(path)):
         raise InvalidParameter('the directory of %s does not exist' % path, 'dumpfile')
     result['dump'] = path
-    wanted = 'running' if params['leave_running'] else 'stopped'
-    if present and not params['force'] and (state in RUNNING if params['leave_running'] else state == 'stopped'):
+    keep = params['leave_running']
+    wanted = 'running' if keep else 'stopped'
+    if present and not params['force'] and (state in RUNNING if keep else state in ('stopped', 'suspended')):
         return
     if state not in RUNNING:
         raise StateConflict('container %s is %s; only a running container can be checkpointed' % (name, state),
                             'state')
     checkpointer.criu.version()  # CRIU is there (fails naming it otherwise), in check mode too
-    result['changed'] = True
     if module.check_mode:
-        result['state'] = wanted
+        checkpointer.check(name)     # nothing inside that CRIU would refuse (the dump checks it itself)
+        result.update(changed=True, state=wanted)
         return
     if param == 'dump_dir':
-        report = checkpointer.dump(name, path, leave_running=params['leave_running'],
-                                   tcp_established=params['tcp_established'])
+        report = checkpointer.dump(name, path, leave_running=keep, tcp_established=params['tcp_established'])
     else:
-        scratch = ckpt.scratch_dir(manager, name, 'dump')
-        try:
-            report = checkpointer.dump(name, scratch, leave_running=params['leave_running'],
-                                       tcp_established=params['tcp_established'])
-        except CriuError as exc:
-            # CRIU's log goes next to the dump file that was asked for; nothing stays in data_dir.
-            log = path + '.log'
-            shutil.copy(exc.log, log)
-            ckpt.remove_scratch(scratch)
-            raise CriuError(str(exc).replace(exc.log, log), log, exc.errors)
-        except Exception:
-            ckpt.remove_scratch(scratch)
-            raise
-        import time
-        began = time.monotonic()
-        # If packing fails the images stay in the scratch directory: they may be all that is left.
-        report['size'] = ckpt.pack(scratch, path)
-        report['timings']['pack_ms'] = round((time.monotonic() - began) * 1000.0, 1)
-        ckpt.remove_scratch(scratch)
-        report['images_dir'] = path
+        report = checkpointer.dump_to_file(name, path, leave_running=keep, tcp_established=params['tcp_established'])
+    result['changed'] = True
     fill(result, report)
 
 
@@ -345,10 +340,13 @@ def do_restored(module, manager, checkpointer, name, state, result):
     if meta.get('name') != name:
         raise InvalidParameter('%s is a checkpoint of container %s, not of %s' % (path, meta.get('name'), name),
                                'name')
+    if state == 'suspended' and (param == 'dumpfile' or
+                                 os.path.realpath(path) != os.path.realpath(manager.layout.dump(name))):
+        raise StateConflict('container %s is suspended (its memory is in %s): resume it instead of restoring '
+                            'another checkpoint' % (name, manager.layout.dump(name)), 'name')
     checkpointer.criu.version()
-    result['changed'] = True
     if module.check_mode:
-        result['state'] = 'running'
+        result.update(changed=True, state='running')
         return
     if param == 'dump_dir':
         report = checkpointer.restore(name, path, tcp_established=params['tcp_established'])
@@ -363,37 +361,41 @@ def do_restored(module, manager, checkpointer, name, state, result):
             report['timings']['unpack_ms'] = unpack_ms
         finally:
             ckpt.remove_scratch(scratch)
+    result['changed'] = True
     fill(result, report)
 
 
 def do_suspended(module, manager, checkpointer, name, state, result):
     result['dump'] = manager.layout.dump(name)
-    if state == 'stopped' and checkpointer.suspended(name):
+    if state == 'suspended':
         return
     if state not in RUNNING:
         raise StateConflict('container %s is %s and has no suspended state; only a running container can be '
                             'suspended' % (name, state), 'state')
     checkpointer.criu.version()
-    result['changed'] = True
     if module.check_mode:
-        result['state'] = 'stopped'
+        checkpointer.check(name)
+        result.update(changed=True, state='suspended')
         return
-    fill(result, checkpointer.suspend(name, tcp_established=module.params['tcp_established']))
+    report = checkpointer.suspend(name, tcp_established=module.params['tcp_established'])
+    result['changed'] = True
+    fill(result, report)
 
 
 def do_resumed(module, manager, checkpointer, name, state, result):
     if state in RUNNING:
         return
     result['dump'] = manager.layout.dump(name)
-    if not checkpointer.suspended(name):
+    if state != 'suspended':
         raise StateConflict('container %s is %s and was not suspended: nothing to resume from %s'
                             % (name, state, manager.layout.dump(name)), 'state')
     checkpointer.criu.version()
-    result['changed'] = True
     if module.check_mode:
-        result['state'] = 'running'
+        result.update(changed=True, state='running')
         return
-    fill(result, checkpointer.resume(name, tcp_established=module.params['tcp_established']))
+    report = checkpointer.resume(name, tcp_established=module.params['tcp_established'])
+    result['changed'] = True
+    fill(result, report)
 
 
 def do_migrated(module, manager, name, result):

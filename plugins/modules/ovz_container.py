@@ -20,11 +20,14 @@ description:
 options:
   state:
     description:
-      - V(present) makes sure the container exists, leaving it running or stopped as it is.
-      - V(started) makes sure it exists and runs (a frozen one is thawed).
+      - V(present) makes sure the container exists, leaving it running, stopped or suspended as it is.
+      - V(started) makes sure it exists and runs (a frozen one is thawed). A suspended one (see
+        M(ovz.containers.ovz_checkpoint)) is resumed with its memory, as C(vzctl start) does, not booted
+        afresh; a resume that fails keeps its suspended state and says so.
       - V(stopped) stops it gracefully - the init's own shutdown signal, then O(timeout), then
         C(SIGKILL) to every process in its cgroup - and leaves no process, mount, loop device or cgroup.
-      - V(restarted) always stops and starts it again.
+        A suspended container is not running either; it stays suspended, its memory kept.
+      - V(restarted) always stops and starts it again (a suspended one is resumed).
       - V(frozen) freezes every process of a running container (C(vzctl suspend) without a dump).
       - V(absent) stops it if needed and removes its configuration and private area.
     type: str
@@ -177,7 +180,9 @@ container:
       type: str
       sample: "101"
     state:
-      description: One of V(absent), V(stopped), V(running), V(frozen).
+      description:
+        - One of V(absent), V(stopped), V(suspended), V(running), V(frozen).
+        - V(suspended) is a stopped container whose memory waits in O(data_dir)C(/dump/<name>) (C(vzctl suspend)).
       type: str
       sample: running
     init_pid:

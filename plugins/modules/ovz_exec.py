@@ -12,8 +12,8 @@ module: ovz_exec
 short_description: Run a command inside a running container
 version_added: 0.1.0
 description:
-  - Runs a command inside a running container, like C(vzctl exec), entering all of its namespaces and
-    cgroups, with the container's capability bounding set.
+  - Runs a command inside a running container, like C(vzctl exec), entering all of its namespaces (the time
+    namespace of a resumed container included) and cgroups, with the container's capability bounding set.
   - Nothing of the host goes in with the command. Its standard input, output and error are pipes made for it
     (no other descriptor), it runs in a session of its own, with a fresh session keyring. The process that
     enters the container is non-dumpable and holds no capability the container lacks before the command is

@@ -14,6 +14,8 @@ version_added: 0.1.0
 description:
   - Lists the containers of a node (one O(data_dir)), like C(vzlist -a), with their state, configuration,
     paths, limits, disk quota usage and, for running ones, init PID, cgroups, disk usage and user beancounters.
+  - The state is V(running), V(frozen), V(stopped), V(suspended) (stopped, its memory kept in
+    O(data_dir)C(/dump/<name>) by a suspend, and starting it resumes it) or V(absent).
   - It changes no container. Outside check mode it keeps the beancounters' C(maxheld) bookkeeping in
     O(data_dir)C(/run/<name>/) and refreshes the snapshot that root inside a container reads at
     C(/run/ovz/user_beancounters), as M(ovz.containers.ovz_limits) does (the live view of

@@ -411,14 +411,14 @@ def test_suspend_then_resume(lab):
     assert result["changed"] and not result.get("failed"), result.get("msg", result)
     timings("suspend", result)
     manager = lab.node.manager
-    assert manager.status(name) == "stopped" and os.path.isdir(manager.layout.dump(name))
+    assert manager.status(name) == "suspended" and os.path.isdir(manager.layout.dump(name))
     snap = lab.snapshot()
     assert snap["loops"] == [] and snap["mounts"] == [] and snap["links"] == [], snap
     assert lab.module(suspend)["changed"] is False
 
     resume = {"name": name, "state": "resumed"}
     result = lab.module(resume, check=True)
-    assert result["changed"] and manager.status(name) == "stopped", result
+    assert result["changed"] and manager.status(name) == "suspended", result
     result = lab.module(resume)
     assert result["changed"] and not result.get("failed"), result.get("msg", result)
     timings("resume", result)

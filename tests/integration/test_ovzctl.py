@@ -44,7 +44,7 @@ def test_vzctl_vocabulary_end_to_end(node, busybox_template):
     assert ovzctl(node, "exec", name, "hostname", "ovz-suspended").returncode == 0
     result = ovzctl(node, "suspend", name)
     assert result.returncode == 0 and "suspended into" in result.stdout, result.stderr
-    assert json.loads(ovzctl(node, "status", name).stdout)["state"] == "stopped"
+    assert json.loads(ovzctl(node, "status", name).stdout)["state"] == "suspended"
     assert os.path.isfile(os.path.join(node.data_dir, "dump", name, "ovz-checkpoint.json"))
     result = ovzctl(node, "resume", name)
     assert result.returncode == 0 and "is resumed" in result.stdout, result.stderr
