@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Sequence
+from typing import List, Sequence
 
 import pytest
 
@@ -79,6 +79,31 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "serial: shares a host-wide resource (the CPUs it measures, a fixed port, the host's own data "
                    "dir or services); scripts/test runs these alone, after the parallel phase")
+
+
+def snapshot_differences(left, right, path="") -> List[str]:
+    """The leaves in which two snapshots (nested dicts and lists) differ, each as ``path: left != right``."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        found = []
+        for key in sorted(set(left) | set(right), key=str):
+            where = "%s/%s" % (path, key)
+            if key not in left or key not in right:
+                found.append("%s: %s" % (where, "only on the right" if key not in left else "only on the left"))
+            else:
+                found += snapshot_differences(left[key], right[key], where)
+        return found
+    if isinstance(left, list) and isinstance(right, list) and left != right:
+        return ["%s: %r != %r" % (path, sorted(set(left) - set(right), key=str)[:5] or left[:5],
+                                  sorted(set(right) - set(left), key=str)[:5] or right[:5])]
+    return [] if left == right else ["%s: %r != %r" % (path, left, right)]
+
+
+def pytest_assertrepr_compare(config, op, left, right):
+    """A failed comparison of two host snapshots names the leaves that differ (pytest's own diff of
+    such big dicts is cut before it reaches them)."""
+    if op == "==" and isinstance(left, dict) and isinstance(right, dict) and {"files", "cgroups"} <= set(left):
+        return ["host snapshots differ:"] + [line[:400] for line in snapshot_differences(left, right)[:40]]
+    return None
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -251,7 +276,7 @@ def host_snapshot(data_dir: str, cgroup_parent: str = "", names: Sequence[str] =
 
 # Writable cgroup files whose value the kernel moves by itself (peaks, counters, pressure triggers),
 # or that only take writes (reading them tells nothing of a setting).
-_MOVING_CGROUP_FILES = re.compile(r"(peak|failcnt|max_usage|procs|tasks|threads|pressure|reclaim|force_empty|"
+_MOVING_CGROUP_FILES = re.compile(r"(peak|failcnt|usage|procs|tasks|threads|pressure|reclaim|force_empty|"
                                   r"kill|oom_control|stat|events)")
 
 
