@@ -971,7 +971,7 @@ def plan(manager: Any, name: str, target: Any, **options: Any) -> Target:
     return parsed
 
 
-def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: int = DEFAULT_PRE_DUMPS,
+def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: Optional[int] = None,
             keep_source: bool = False, tcp_established: bool = True, check_mode: bool = False,
             hook: Optional[Hook] = None, watchdog: bool = True, lazy: Optional[bool] = None) -> Dict[str, Any]:
     """Move ``name`` from this node (``manager``) to ``target`` (a ``Target``, a dict or ``user@host``).
@@ -989,8 +989,9 @@ def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: int = DEF
     """
     validate_name(name)
     target = Target.from_param(target)
-    if not isinstance(pre_dump_iterations, int) or isinstance(pre_dump_iterations, bool) or \
-            not 0 <= pre_dump_iterations <= MAX_PRE_DUMPS:
+    if pre_dump_iterations is not None and (not isinstance(pre_dump_iterations, int) or
+                                            isinstance(pre_dump_iterations, bool) or
+                                            not 0 <= pre_dump_iterations <= MAX_PRE_DUMPS):
         raise InvalidParameter("must be 0 to %d, got %r" % (MAX_PRE_DUMPS, pre_dump_iterations), "pre_dump_iterations")
     if lazy is not None and not isinstance(lazy, bool):
         raise InvalidParameter("must be true, false or null (automatic), got %r" % (lazy,), "lazy")
@@ -1075,7 +1076,7 @@ def _call_hook(hook: Optional[Hook], phase: str) -> None:
 
 
 def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, session: RemoteSession,
-           result: Dict[str, Any], live: bool, iterations: int, keep_source: bool, tcp_established: bool,
+           result: Dict[str, Any], live: bool, iterations: Optional[int], keep_source: bool, tcp_established: bool,
            hook: Optional[Hook]) -> None:
     timings = result["timings"]
     sizes = result["sizes"]
@@ -1108,7 +1109,14 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
         parent: Optional[str] = None
         predumps: List[int] = []
         if lazy:
-            iterations = 0    # post-copy: the memory follows the restore, nothing to copy before
+            # Post-copy: the memory follows the restore, nothing to copy before.
+            if iterations:
+                result.setdefault("warnings", []).append(
+                    "pre_dump_iterations: %d pre-dumps were asked, but this migration is lazy (its memory follows the "
+                    "restore), so none was made; give lazy: false for pre-copy" % iterations)
+            iterations = 0
+        elif iterations is None:
+            iterations = DEFAULT_PRE_DUMPS
         if live and iterations and not checkpointer.criu.feature("mem_dirty_track"):
             # CRIU's pre-dumps need the kernel's soft-dirty bits (CONFIG_MEM_SOFT_DIRTY).
             result.setdefault("warnings", []).append(

@@ -130,8 +130,9 @@ options:
     description:
       - With V(migrated), at most this many memory pre-dumps while the container runs; they stop earlier
         when the dirty pages stop shrinking. C(0) disables pre-copy.
+      - Not given, 3 in a pre-copy migration and none in a lazy one. Given (above 0) for a migration that
+        turns out lazy, none is made and the task warns.
     type: int
-    default: 3
   lazy:
     description:
       - With V(migrated), post-copy (lazy) migration. The final dump leaves the memory with the stopped
@@ -198,7 +199,6 @@ EXAMPLES = r'''
     name: web1
     state: migrated
     target: root@node2.example.com
-    pre_dump_iterations: 3
     lazy: true
   register: moved
 
@@ -416,6 +416,8 @@ def do_migrated(module, manager, name, result):
                      check_mode=module.check_mode, lazy=params['lazy'])
     result['changed'] = bool(report.get('changed'))
     result['migration'] = report
+    for warning in report.get('warnings') or []:
+        module.warn(warning)
     timings = report.get('timings') or {}
     result['timings'] = dict((key if key.endswith('_ms') else key + '_ms',
                               round(value * 1000.0, 1) if isinstance(value, (int, float)) else value)
@@ -459,7 +461,7 @@ def main():
             identity_file=dict(type='path'),
             known_hosts=dict(type='path'),
             ssh_options=dict(type='list', elements='str', default=[]),
-            pre_dump_iterations=dict(type='int', default=3),
+            pre_dump_iterations=dict(type='int'),
             keep_source=dict(type='bool', default=False),
             lazy=dict(type='bool'),
         ),
