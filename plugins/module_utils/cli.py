@@ -16,16 +16,18 @@
                                add and remove addresses, live and stored (vzctl set --ipadd/--ipdel --save); an
                                address a neighbour answers for (duplicate-address probe, S seconds, 1) is refused
     status NAME                list [--json]
-    exec [-t|-T] NAME CMD [ARG...]
+    exec [-t|-T] [--timeout S] NAME 'COMMAND LINE'   run by /bin/sh -c inside (as vzctl exec)
+    exec [-t|-T] [--timeout S] NAME CMD ARG...       CMD with its arguments, no shell (two or more words)
                                a pty of the container's own when stdin is a terminal (as vzctl exec) or
-                               with -t, pipes with -T or otherwise; the caller's stdio is relayed, never handed in
+                               with -t, pipes with -T or otherwise; the caller's stdio is relayed, never handed in;
+                               a frozen container is refused (thaw it first)
     enter NAME                 (an interactive shell inside, on a pty of the container's own)
     bcd start|stop|status      the live beancounters view (bcd.py) of this data dir:
                                [--mountpoint M] [--pidfile P] [--logfile L] [--interval S] [--foreground]
     boot [--wait] [--json]     (start the node's onboot containers, higher bootorder first)
 
 Exit status: 0 on success, 1 on failure with the message on stderr, and for
-``exec`` the command's own status. As in vzctl, a NAME that does not exist exits 14 with every
+``exec`` the command's own status (15 when ``--timeout`` killed it). As in vzctl, a NAME that does not exist exits 14 with every
 command (``status`` still prints its JSON, state ``absent``), and ``destroy`` of a running
 container without ``--force`` exits 32. ``boot`` exits 1 when any container failed to start;
 ``bcd status`` exits 3 when the daemon does not run.
@@ -46,6 +48,7 @@ from .sizes import parse_pair
 # vzctl's exit codes (its vzerror.h), so that scripts written for vzctl read ours alike.
 EXIT_NOT_FOUND = 14     # VZ_NOVECONFIG: "Container config file does not exist"
 EXIT_RUNNING = 32       # VZ_VE_RUNNING: "Container is currently running. Stop it first."
+EXIT_EXEC_TIMEOUT = 15  # VZ_EXEC_TIMEOUT
 # The commands that take no container NAME, or one that need not exist yet.
 UNNAMED = ("create", "list", "boot", "bcd")
 
@@ -111,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a pty inside even when stdin is not a terminal")
     execute.add_argument("-T", dest="tty", action="store_const", const=False,
                          help="pipes even when stdin is a terminal")
+    execute.add_argument("--timeout", type=float, default=None, metavar="S",
+                         help="kill the command (with its process group) after S seconds; exit status 15")
     execute.add_argument("name")
     execute.add_argument("argv", nargs=argparse.REMAINDER)
     return parser
@@ -222,9 +227,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "exec":
             if not args.argv:
                 raise OvzError("exec needs a command", "command")
+            if args.timeout is not None and args.timeout <= 0:
+                raise OvzError("must be above 0 seconds, got %s" % args.timeout, "timeout")
             tty = os.isatty(0) if args.tty is None else args.tty
             env = {"TERM": os.environ.get("TERM", "linux")} if tty else None
-            return manager.exec(args.name, args.argv, capture=False, tty=tty, env=env).rc
+            # One argument is a command line for the shell inside (as vzctl exec and ovz_exec's command);
+            # several are the command's argv, run as they are (as ovz_exec's argv).
+            argv = ["/bin/sh", "-c", args.argv[0]] if len(args.argv) == 1 else args.argv
+            result = manager.exec(args.name, argv, capture=False, tty=tty, env=env, timeout=args.timeout)
+            if result.timed_out:
+                _say("ovzctl: the command did not end within %g s; it was killed with its process group" % args.timeout,
+                     sys.stderr)
+                return EXIT_EXEC_TIMEOUT
+            return result.rc
         elif args.command == "enter":
             env = {"TERM": os.environ.get("TERM", "linux")}
             return manager.exec(args.name, ["/bin/sh", "-l"], capture=False, tty=True, env=env).rc

@@ -390,8 +390,13 @@ class ContainerManager:
                     diff[key] = (getattr(config, key), value)
                     setattr(config, key, value)
             if diff:
+                state = self.status(name)
+                if "hostname" in diff and state == "frozen":
+                    # Set inside by a command, which a frozen container would never run.
+                    raise StateConflict("container %s is frozen; its hostname can change once it is thawed" % name,
+                                        "hostname")
                 self.store.save(config)
-                if "hostname" in diff and self.status(name) in ("running", "frozen"):
+                if "hostname" in diff and state == "running":
                     self._set_live_hostname(name, config.hostname)
         return diff
 
@@ -738,6 +743,9 @@ class ContainerManager:
         if runtime is None or not runtime.alive():
             self._not_running(name)
         cgroups = self.cgroups_for(runtime)
+        if cgroups.frozen():
+            # The command would join the frozen cgroup and wait there, with its caller, until a thaw.
+            raise StateConflict("container %s is frozen; thaw it first" % name, "name")
         procs = cgroups.payload_procs(PAYLOAD) + self._init_cgroup_procs(runtime)
         return exec_in(runtime.init_pid, argv, procs, cgroups.exec_cgroup2(PAYLOAD),
                        ns.DEFAULT_DROPPED_CAPABILITIES,

@@ -373,6 +373,7 @@ class ExecResult:
     stderr: bytes
     stdout_dropped: int = 0     # bytes of the stream's beginning not kept (OutputPolicy.limit)
     stderr_dropped: int = 0
+    timed_out: bool = False     # ended (killed) at its timeout
 
 
 TIOCSPTLCK = 0x40045431
@@ -534,7 +535,8 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgr
     if capture and tty:
         raise ValueError("a captured command gets pipes, not a terminal")
     if not capture:
-        return _exec_relayed(init_pid, argv, cgroup_procs, cgroup2_dir, dropped_capabilities, env or {}, cwd, tty)
+        return _exec_relayed(init_pid, argv, cgroup_procs, cgroup2_dir, dropped_capabilities, env or {}, cwd, tty,
+                             timeout)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
@@ -544,14 +546,16 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgr
     finally:
         for fd in (in_r, out_w, err_w):
             os.close(fd)
-    out, err = _pump(in_w, stdin or b"", out_r, err_r, timeout, lambda: _end_command(child), output)
+    out, err, timed_out = _pump(in_w, stdin or b"", out_r, err_r, timeout, lambda: _end_command(child), output)
     _pid, status = os.waitpid(child, 0)
-    return ExecResult(_exit_code(status), out.value(), err.value(), out.dropped, err.dropped)
+    return ExecResult(_exit_code(status), out.value(), err.value(), out.dropped, err.dropped, timed_out)
 
 
 def _exec_relayed(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgroup2_dir: Optional[str],
-                  dropped_capabilities: Sequence[str], env: Dict[str, str], cwd: str, tty: bool) -> ExecResult:
+                  dropped_capabilities: Sequence[str], env: Dict[str, str], cwd: str, tty: bool,
+                  timeout: Optional[float] = None) -> ExecResult:
     from . import terminal
+    began = time.monotonic()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     mine: List[int] = []           # the caller's ends
     given: List[int] = []          # the helper's, closed here once it has them
@@ -584,17 +588,19 @@ def _exec_relayed(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str
             message, fds = b"", []
         ours.close()
         command_pid = struct.unpack("i", message[:4])[0] if len(message) >= 4 else None
+        deadline = None if timeout is None else terminal.Deadline(began + timeout, lambda: _end_command(child))
+        timed_out = False
         if tty and fds:
             mine.append(fds[0])
-            terminal.relay_pty(child, command_pid, fds[0])
+            timed_out = terminal.relay_pty(child, command_pid, fds[0], deadline)
         elif not tty:
             mine.remove(in_w)   # the relay's now: it closes it at the end of the caller's input
-            terminal.relay_pipes(child, command_pid, in_w, out_r, err_r)
+            timed_out = terminal.relay_pipes(child, command_pid, in_w, out_r, err_r, deadline)
         _pid, status = os.waitpid(child, 0)
         if tty:
             # The helper's own failure (it had no pty to say it on).
             terminal.copy_out(err_r, 2)
-        return ExecResult(_exit_code(status), b"", b"")
+        return ExecResult(_exit_code(status), b"", b"", timed_out=timed_out)
     finally:
         ours.close()
         for fd in mine:
@@ -649,10 +655,10 @@ class _Tail:
 
 
 def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[float],
-          on_deadline: Callable[[], None], output: Optional[OutputPolicy] = None) -> Tuple[_Tail, _Tail]:
+          on_deadline: Callable[[], None], output: Optional[OutputPolicy] = None) -> Tuple[_Tail, _Tail, bool]:
     """Feed ``data`` to the command and read both streams until they close, each within the policy's bound.
     At the deadline (or a held stream's overflow, if the policy says so) ``on_deadline`` ends the command;
-    the streams are read on until the pipes close, still bounded."""
+    the streams are read on until the pipes close, still bounded. Also returns whether the deadline ended it."""
     policy = output or OutputPolicy()
     tails = {out_r: _Tail(policy.limit), err_r: _Tail(policy.limit)}
     writers = [in_w] if data else []
@@ -660,13 +666,13 @@ def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[floa
         os.close(in_w)
     readers = [out_r, err_r]
     deadline = None if timeout is None else time.monotonic() + timeout
-    ended = False
+    ended = timed_out = False
     while readers or writers:
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         ready_r, ready_w, _errors = select.select(readers, writers, [], wait)
         if not ready_r and not ready_w:
             on_deadline()
-            ended = True
+            ended = timed_out = True
             deadline = None
             continue
         for fd in ready_w:
@@ -691,7 +697,7 @@ def _pump(in_w: int, data: bytes, out_r: int, err_r: int, timeout: Optional[floa
                     on_deadline()
                     ended = True
                     deadline = None
-    return tails[out_r], tails[err_r]
+    return tails[out_r], tails[err_r], timed_out
 
 
 def run_bounded(argv: Sequence[str], stdin: Optional[bytes] = None, timeout: Optional[float] = None,
@@ -709,6 +715,7 @@ def run_bounded(argv: Sequence[str], stdin: Optional[bytes] = None, timeout: Opt
         raise
     for fd in (in_r, out_w, err_w):
         os.close(fd)
-    out, err = _pump(in_w, stdin or b"", out_r, err_r, timeout, proc.kill, output)
+    out, err, timed_out = _pump(in_w, stdin or b"", out_r, err_r, timeout, proc.kill, output)
     status = proc.wait()
-    return ExecResult(status if status >= 0 else 128 - status, out.value(), err.value(), out.dropped, err.dropped)
+    return ExecResult(status if status >= 0 else 128 - status, out.value(), err.value(), out.dropped, err.dropped,
+                      timed_out)

@@ -18,6 +18,7 @@ This file never forks, enters a namespace or opens a path of a container.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import os
@@ -25,6 +26,7 @@ import select
 import signal
 import termios
 import threading
+import time
 import tty
 from typing import Callable, Dict, Iterator, Optional
 
@@ -87,6 +89,13 @@ def _signals(forward: Callable[[int], None], on_winch: Optional[Callable[[], Non
             signal.signal(signum, handler)
 
 
+@dataclasses.dataclass
+class Deadline:
+    """When (``time.monotonic()``) a relayed command is ended, and what ends it."""
+    at: float
+    action: Callable[[], None]
+
+
 def _kill_group(pgid: Optional[int], signum: int) -> None:
     if pgid:
         try:
@@ -96,12 +105,14 @@ def _kill_group(pgid: Optional[int], signum: int) -> None:
 
 
 def _relay(helper: int, source: int, command_in: int, outputs: Dict[int, int], close_in_at_eof: bool,
-           at_eof: bytes = b"") -> None:
+           at_eof: bytes = b"", deadline: Optional[Deadline] = None) -> bool:
     """Copy the caller's ``source`` to ``command_in`` and each of ``outputs`` (command side → caller
     side) until the helper (the command's parent) has ended, then what is left in ``outputs``.
     When the caller's input ends, ``command_in`` is closed (``close_in_at_eof``) or gets ``at_eof``
     (a pty's end-of-file character: a pty cannot be half-closed), again every second while the
     command runs on: an EOF that reaches a shell before its line editor is set up is lost.
+    At ``deadline`` its action ends the command, and the relay goes on until the helper ends; returns
+    whether it did.
 
     Output written after that by processes the command left behind is not waited for: they hold
     the pipes or the pty, not the caller."""
@@ -112,6 +123,7 @@ def _relay(helper: int, source: int, command_in: int, outputs: Dict[int, int], c
     for fd in outputs:
         os.set_blocking(fd, False)
     open_outputs = dict(outputs)
+    timed_out = False
     try:
         while True:
             readers = [pidfd] + list(open_outputs)
@@ -119,7 +131,13 @@ def _relay(helper: int, source: int, command_in: int, outputs: Dict[int, int], c
                 readers.append(source)
             writers = [command_in] if pending else []
             repeat_eof = bool(at_eof) and source >= 0 and not reading and not pending
-            ready_r, ready_w, _x = select.select(readers, writers, [], 1.0 if repeat_eof else None)
+            waits = [1.0] if repeat_eof else []
+            if deadline is not None and not timed_out:
+                waits.append(max(0.0, deadline.at - time.monotonic()))
+            ready_r, ready_w, _x = select.select(readers, writers, [], min(waits) if waits else None)
+            if deadline is not None and not timed_out and time.monotonic() >= deadline.at:
+                timed_out = True
+                deadline.action()
             if repeat_eof and not ready_r:
                 pending = at_eof
                 continue
@@ -148,7 +166,7 @@ def _relay(helper: int, source: int, command_in: int, outputs: Dict[int, int], c
             if pidfd in ready_r:
                 for fd, sink in open_outputs.items():
                     copy_out(fd, sink)
-                return
+                return timed_out
     finally:
         os.close(pidfd)
         if close_in_at_eof and command_in >= 0:
@@ -172,15 +190,18 @@ def _forward(fd: int, sink: int) -> bool:
     return True
 
 
-def relay_pipes(helper: int, command_pid: Optional[int], in_w: int, out_r: int, err_r: int) -> None:
+def relay_pipes(helper: int, command_pid: Optional[int], in_w: int, out_r: int, err_r: int,
+                deadline: Optional[Deadline] = None) -> bool:
     """``ovzctl exec`` without a terminal: the caller's stdio through the command's pipes.
-    ``in_w`` is closed here (at the end of the caller's input, or at the end)."""
+    ``in_w`` is closed here (at the end of the caller's input, or at the end). True if ``deadline`` ended it."""
     with _signals(lambda signum: _kill_group(command_pid, signum)):
-        _relay(helper, 0 if _is_open(0) else -1, in_w, {out_r: 1, err_r: 2}, close_in_at_eof=True)
+        return _relay(helper, 0 if _is_open(0) else -1, in_w, {out_r: 1, err_r: 2}, close_in_at_eof=True,
+                      deadline=deadline)
 
 
-def relay_pty(helper: int, command_pid: Optional[int], master: int) -> None:
-    """``ovzctl enter`` / ``exec -t``: the caller's terminal through the container's pty ``master``."""
+def relay_pty(helper: int, command_pid: Optional[int], master: int, deadline: Optional[Deadline] = None) -> bool:
+    """``ovzctl enter`` / ``exec -t``: the caller's terminal through the container's pty ``master``.
+    True if ``deadline`` ended it."""
     def forward(signum: int) -> None:
         try:
             group = os.tcgetpgrp(master)   # the pty's foreground job inside (a host PID: we are there)
@@ -201,7 +222,8 @@ def relay_pty(helper: int, command_pid: Optional[int], master: int) -> None:
         # Input from a file or a pipe (``echo ls | ovzctl enter 101``): its end is the pty's EOF
         # character, so that the shell inside ends as it would at a terminal's ^D.
         at_eof = b"" if os.isatty(0) else bytes([termios.tcgetattr(master)[6][termios.VEOF][0]])
-        _relay(helper, 0 if _is_open(0) else -1, master, {master: 1}, close_in_at_eof=False, at_eof=at_eof)
+        return _relay(helper, 0 if _is_open(0) else -1, master, {master: 1}, close_in_at_eof=False, at_eof=at_eof,
+                      deadline=deadline)
 
 
 def _is_open(fd: int) -> bool:

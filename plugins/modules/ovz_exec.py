@@ -42,7 +42,8 @@ options:
     type: dict
   timeout:
     description:
-      - Seconds after which the command is killed. V(0) waits forever.
+      - Seconds after which the command is killed with its process group, and the task fails naming O(timeout).
+        V(0) waits forever.
     type: int
     default: 0
   output_limit:
@@ -132,6 +133,12 @@ stderr_truncated:
   returned: always
   type: int
   sample: 0
+timed_out:
+  description: Whether the command was killed (with its process group) at O(timeout); the task then fails
+    saying so, and RV(rc) is that of the killed command (137).
+  returned: when the command ran
+  type: bool
+  sample: false
 stdout_lines:
   description: RV(stdout) split into lines.
   returned: always
@@ -207,7 +214,11 @@ def main():
     stdout = to_text(result.stdout, errors='surrogate_or_replace').rstrip('\r\n')
     stderr = to_text(result.stderr, errors='surrogate_or_replace').rstrip('\r\n')
     output = dict(changed=True, rc=result.rc, stdout=stdout, stderr=stderr, stdout_lines=stdout.splitlines(),
-                  cmd=argv, stdout_truncated=result.stdout_dropped, stderr_truncated=result.stderr_dropped)
+                  cmd=argv, stdout_truncated=result.stdout_dropped, stderr_truncated=result.stderr_dropped,
+                  timed_out=result.timed_out)
+    if result.timed_out:
+        module.fail_json(msg='timeout: the command did not end within %d s; it was killed with its process group'
+                         % params['timeout'], param='timeout', **output)
     if result.rc != 0:
         module.fail_json(msg='the command exited with status %d' % result.rc, **output)
     module.exit_json(**output)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO, host_snapshot
+from conftest import COLLECTIONS_ROOT, REPO, host_snapshot, run_module
 from ansible_collections.ovz.containers.plugins.module_utils.errors import NoSuchContainer
 from ansible_collections.ovz.containers.plugins.module_utils.process import process_starttime
 
@@ -143,3 +143,24 @@ def test_setup_puts_ovzctl_on_path(node, container):
     proc = subprocess.run([path, "--data-dir", node.data_dir, "--cgroup-parent", node.cgroup_parent, "list", "--json"],
                           cwd="/", stdout=subprocess.PIPE, universal_newlines=True, timeout=60, check=True)
     assert [c["name"] for c in json.loads(proc.stdout)] == [container]
+
+
+def test_exec_one_rule_timeout_and_a_frozen_container(node, container):
+    """One argument is a command line for the shell inside (as vzctl exec, and ovz_exec's command); several
+    are an argv run as it is (ovz_exec's argv). --timeout kills the command with exit 15 and says so. A
+    frozen container is refused at once (it used to hang for ever)."""
+    assert ovzctl(node, "exec", container, "echo one two | wc -w").stdout.strip() == "2"
+    assert ovzctl(node, "exec", container, "echo", "a | wc -w").stdout == "a | wc -w\n"      # no shell
+    proc = ovzctl(node, "exec", "--timeout", "1", container, "sleep 600; echo never")
+    assert proc.returncode == 15 and "did not end within 1 s" in proc.stderr and "never" not in proc.stdout, proc
+    assert ovzctl(node, "exec", container, "ps -o args | grep -c '[s]leep 600' || true").stdout.strip() == "0"
+    node.manager.freeze(container)
+    try:
+        proc = ovzctl(node, "exec", container, "true")
+        assert proc.returncode == 1 and "frozen" in proc.stderr and "thaw" in proc.stderr, proc
+        changed = run_module("ovz_container", {"name": container, "hostname": "ovz-new", "data_dir": node.data_dir,
+                                               "cgroup_parent": node.cgroup_parent})
+        assert changed.get("failed") and "frozen" in changed["msg"] and "hostname" in changed["msg"], changed
+        assert node.manager.load(container).hostname != "ovz-new"
+    finally:
+        node.manager.thaw(container)
