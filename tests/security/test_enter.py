@@ -100,8 +100,10 @@ class Operator:
                 if not chunk:
                     raise AssertionError("the operator's terminal closed: %s" % self.output.decode(errors="replace"))
                 self.output += chunk
-        found = self.output.decode(errors="replace")
-        self.output = b""
+        # Up to the end of the match: what came after it in the same read (the next prompt, say) is
+        # kept for the next expect, which would otherwise wait for it in vain.
+        end = self.output.index(text.encode()) + len(text.encode())
+        found, self.output = self.output[:end].decode(errors="replace"), self.output[end:]
         return found
 
     def sync(self, where: str) -> str:
