@@ -576,8 +576,9 @@ class ContainerManager:
             # A dead container of a start before data dirs had an identity left the bare ovz-<name>,
             # which a container of that name of another data dir may hold now: what runs in it is
             # not ours to kill (ours died with its init, whose pid namespace took them along).
-            foreign = not runtime.alive() and cgroups.populated() and \
-                all(os.path.basename(path) == cgroup_dirname(config.name, None) for path in runtime.cgroups.values())
+            foreign = not runtime.alive() and \
+                all(os.path.basename(path) == cgroup_dirname(config.name, None) for path in runtime.cgroups.values()) \
+                and _stays_populated(cgroups)
         else:
             # A start killed before it recorded its state: its cgroups are
             # where this call's cgroup_parent would have put them, named for this node
@@ -677,6 +678,16 @@ class ContainerManager:
         return exec_in(runtime.init_pid, argv, cgroups.payload_procs(PAYLOAD), cgroups.exec_cgroup2(PAYLOAD),
                        ns.DEFAULT_DROPPED_CAPABILITIES,
                        env=env, stdin=stdin, capture=capture, timeout=timeout, tty=tty, output=output)
+
+
+def _stays_populated(cgroups: ContainerCgroups, grace: float = 1.0) -> bool:
+    """Whether processes remain in ``cgroups`` after ``grace`` seconds (what was leaving is gone by then)."""
+    deadline = time.monotonic() + grace
+    while cgroups.populated():
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def halt_signal_for(pid: int, configured: str = "auto") -> int:

@@ -81,13 +81,14 @@ def pair(one_node, session_dir):  # pylint: disable=redefined-outer-name
 
 
 def call(view, expression, prelude=""):
-    """``expression`` with ``manager`` (the view's ContainerManager), in the node's netns; its JSON value."""
+    """``expression`` with ``manager`` (the view's ContainerManager), after ``prelude``, in the node's netns;
+    its JSON value."""
     code = ("import json\n"
             "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
             "from ansible_collections.ovz.containers.plugins.module_utils import network\n"
-            "%s"
             "manager = ContainerManager(%r, %r)\n"
-            "print('\\n' + json.dumps(%s, default=str))\n" % (prelude, view.data_dir, view.cgroup_parent, expression))
+            "%s"
+            "print('\\n' + json.dumps(%s, default=str))\n" % (view.data_dir, view.cgroup_parent, prelude, expression))
     return json.loads(view.python(code).stdout.strip().splitlines()[-1])
 
 
@@ -113,7 +114,7 @@ def counter(view, above=0, timeout=30):
     while True:
         try:
             with open(path) as handle:
-                status = dict(pair.split("=", 1) for pair in handle.read().split() if "=" in pair)
+                status = dict(item.split("=", 1) for item in handle.read().split() if "=" in item)
             if int(status.get("counter", 0)) > above:
                 return status
         except (OSError, ValueError):
@@ -218,14 +219,14 @@ def migrate(view, target, hook=None):
         NAME, target.target(data_dir=target.data_dir, cgroup_parent=target.cgroup_parent))
     if hook is None:
         return call(view, expression, prelude)
-    code = ("import json\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
-            "%smanager = ContainerManager(%r, %r)\n"
+    code = ("from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+            "manager = ContainerManager(%r, %r)\n"
+            "%s"
             "try:\n"
             "    %s\n"
             "    print('\\nnot failed')\n"
             "except RuntimeError as exc:\n"
-            "    print('\\n' + str(exc))\n" % (prelude, view.data_dir, view.cgroup_parent, expression))
+            "    print('\\n' + str(exc))\n" % (view.data_dir, view.cgroup_parent, prelude, expression))
     return view.python(code).stdout.strip().splitlines()[-1]
 
 
