@@ -135,7 +135,8 @@ def objects(view):
     runtime = call(view, "manager.runtime(%r).__dict__" % NAME)
     net = call(view, "network.load_runtime(network.runtime_path(manager.layout.run(%r)))" % NAME)
     pid = runtime["init_pid"]
-    assert process_starttime(pid) == runtime["init_starttime"], "the init of %s died" % view.data_dir
+    assert process_starttime(pid) == runtime["init_starttime"] and os.path.exists("/proc/%d/ns/net" % pid), \
+        "the init of %s in %s died" % (NAME, view.data_dir)
     with open("/proc/%d/cgroup" % pid) as handle:
         own = handle.read()
     for path in runtime["cgroups"].values():
@@ -177,8 +178,6 @@ def test_same_name_in_two_data_dirs_start_stop_destroy(pair, busybox_template):
     ip_a, ip_b = "10.213.201.71", "10.213.201.72"
     make(a, busybox_template, ip_a)
     objects_a = objects(a)
-    node = call(a, "manager.layout.node_id()")
-    assert {os.path.basename(path) for path in objects_a["cgroups"].values()} == {"ovz-%s-%s" % (node, NAME)}
     # A never-started container of that name in B, destroyed.
     make(b, busybox_template, ip_b, start=False)
     assert call(b, "manager.destroy(%r)" % NAME) is True
@@ -190,6 +189,8 @@ def test_same_name_in_two_data_dirs_start_stop_destroy(pair, busybox_template):
     for key in ("netns", "host_end", "table"):
         assert objects_a[key] != objects_b[key], key
     assert not set(objects_a["cgroups"].values()) & set(objects_b["cgroups"].values())
+    node = call(a, "manager.layout.node_id()")
+    assert {os.path.basename(path) for path in objects_a["cgroups"].values()} == {"ovz-%s-%s" % (node, NAME)}
     # Stopped and started again in B, then stopped in A and destroyed there.
     call(b, "manager.stop(%r, timeout=5)" % NAME)
     assert_untouched(a, objects_a, ip_a)
