@@ -12,7 +12,7 @@ Layout under ``data_dir`` (default ``/var/lib/ovz``)::
     templates/          OS templates
     run/<name>/         runtime state (state.json, lock; volatile/: a small tmpfs with
                         guest/ and console.log, so a container cannot fill the host's disk)
-    node.json           the data dir's identity on its host (``HostLayout.node_id``)
+    node.json           the data dir's identity on its host, while it holds containers (``HostLayout.node_id``)
 
 Each data dir is a node of its own: the names of the kernel objects its containers
 get (cgroups, the named netns, the nftables table) carry the node's identity, so two
@@ -136,7 +136,8 @@ class HostLayout:
         A copy (``cp -a``: another directory, while the original still sits at the recorded path with
         the same record) is a node of its own and gets its own identity. Until recorded the value is
         what would be recorded, so check mode predicts the names a real run gives. None when the data
-        dir does not exist: then nothing of it has a name yet.
+        dir does not exist: then nothing of it has a name yet. The record goes with the last container
+        (``forget_node_id``).
         """
         try:
             here = os.stat(self.data_dir)
@@ -157,6 +158,12 @@ class HostLayout:
         if record:
             self._write_node(digest[:8], here)
         return digest[:8]
+
+    def forget_node_id(self) -> None:
+        try:
+            os.unlink(self.node_file())
+        except FileNotFoundError:
+            pass
 
     def _write_node(self, node: str, here: os.stat_result) -> None:
         # Racing writers write the same value: it is derived, not drawn.

@@ -286,6 +286,10 @@ class ContainerManager:
             faults.point("destroy.storage")
             self.store.remove(name)
             self._remove_run_dir(name, keep_lock=False)
+            if not self.layout.names():
+                # No container left, so no kernel object has a name of it: the identity goes with the last
+                # container, as the data dir's other traces do (it is derived again, the same, at the next start).
+                self.layout.forget_node_id()
         return True
 
     def prepare_volatile(self, name: str) -> None:

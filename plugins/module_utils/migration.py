@@ -668,6 +668,8 @@ def _discard(manager: Any, name: str) -> None:
         shutil.rmtree(manager.layout.private(name), ignore_errors=True)
     shutil.rmtree(manager.layout.dump(name), ignore_errors=True)
     manager._remove_run_dir(name)  # pylint: disable=protected-access
+    if not manager.layout.names():
+        manager.layout.forget_node_id()   # as a destroy of the last container does
 
 
 def _remote_abort(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str,

@@ -61,6 +61,9 @@ def test_a_moved_data_dir_keeps_its_identity_and_a_new_one_at_the_old_path_gets_
         assert json.load(handle)["path"] == new
     os.mkdir(old)
     assert HostLayout(old).node_id() != node
+    copy = str(tmp_path / "copy")          # a copy of the moved one is told apart from it too
+    shutil.copytree(new, copy)
+    assert HostLayout(copy).node_id() not in (node, HostLayout(old).node_id())
 
 
 def test_a_copy_beside_the_original_is_a_node_of_its_own(tmp_path):
@@ -125,3 +128,12 @@ def test_a_migration_lets_the_target_name_a_derived_host_end_and_keeps_a_chosen_
 
 def _manager(path) -> _Manager:
     return _Manager(_mkdir(path))
+
+
+def test_the_record_can_be_forgotten_and_is_derived_the_same_again(tmp_path):
+    data = _mkdir(tmp_path / "data")
+    layout = HostLayout(data)
+    node = layout.node_id(record=True)
+    layout.forget_node_id()
+    layout.forget_node_id()
+    assert not os.path.exists(layout.node_file()) and layout.node_id() == node
