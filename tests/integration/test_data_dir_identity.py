@@ -274,6 +274,33 @@ def test_failed_migration_between_two_data_dirs_resumes_the_source_with_its_addr
     assert_none_left(b)
 
 
+def test_own_host_end_name_refused_between_two_data_dirs_before_the_freeze(pair, busybox_template, criu_works):
+    """Both host ends exist until the move is done, so a name of the operator's own cannot serve both: the
+    preflight says so, naming host_ifname, and the container runs on untouched."""
+    a, b = pair
+    ip = "10.213.201.80"
+    make(a, busybox_template, ip, start=False)
+    host_end = "ovzx" + uuid.uuid4().hex[:8]
+    call(a, "True",
+         "config = manager.load(%r)\n"
+         "config.network = network.normalize_network(%r, manager.layout.data_dir, {'host_ifname': %r}, config.network)\n"
+         "manager.store.save(config)\n" % (NAME, NAME, host_end))
+    call(a, "manager.start(%r, wait_boot=True, timeout=60)" % NAME)
+    before = objects(a)
+    assert before["host_end"] == host_end
+    code = ("from ansible_collections.ovz.containers.plugins.module_utils import migration\n"
+            "try:\n"
+            "    migration.migrate(manager, %r, %r)\n"
+            "    result = None\n"
+            "except Exception as exc:\n"
+            "    result = [getattr(exc, 'param', None), str(exc)]\n"
+            % (NAME, b.target(data_dir=b.data_dir, cgroup_parent=b.cgroup_parent)))
+    param, message = call(a, "result", code)
+    assert param == "host_ifname" and host_end in message and "leave host_ifname to its default" in message, message
+    assert_untouched(a, before, ip)
+    assert call(b, "manager.status(%r)" % NAME) == "absent"
+
+
 # ---------------------------------------------------------------------------------------
 # containers started before data dirs had an identity
 # ---------------------------------------------------------------------------------------
