@@ -8,11 +8,13 @@ hierarchy carries a controller, the host is v1 (or hybrid) and controllers
 live there; otherwise a cgroup2 mount is the unified hierarchy. Nothing is
 guessed from kernel versions or distribution names.
 
-Every container gets one directory ``ovz-<name>`` under its parent in each
-hierarchy it uses. The parent is resolved once, at start, from
-``cgroup_parent`` and the resulting absolute paths are stored in the
-container's runtime state; later calls use those paths, whichever cgroup they
-themselves run in.
+Every container gets one directory ``ovz-<node>-<name>`` under its parent in
+each hierarchy it uses (``<node>``: the identity of its data dir, so the
+containers of two data dirs never share a cgroup, even under one parent).
+The parent is resolved once, at start, from ``cgroup_parent`` and the
+resulting absolute paths are stored in the container's runtime state; later
+calls use those paths, whichever cgroup they themselves run in (containers
+started before the node identity existed run on in their ``ovz-<name>``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ class Hierarchy:
     mountpoint: str
     controllers: Tuple[str, ...]
     version: int
+
+
+def cgroup_dirname(name: str, node: Optional[str]) -> str:
+    """``ovz-<node>-<name>``; without a node, the name containers had before data dirs had an identity."""
+    return "%s%s-%s" % (CGROUP_PREFIX, node, name) if node else CGROUP_PREFIX + name
 
 
 def parse_mountinfo(text: str) -> List[Tuple[str, str, str, str]]:
@@ -164,13 +171,13 @@ class CgroupBackend:
             result[hier.key] = "/" + base.strip("/") if base.strip("/") else "/"
         return result
 
-    def container_paths(self, parent: Dict[str, str], name: str) -> Dict[str, str]:
-        """{hierarchy key: filesystem directory} of the container's cgroups."""
+    def container_paths(self, parent: Dict[str, str], name: str, node: Optional[str] = None) -> Dict[str, str]:
+        """{hierarchy key: filesystem directory} of the container's cgroups (``node``: its data dir's identity)."""
         paths = {}
         for hier in self.used():
             rel = parent[hier.key].strip("/")
-            paths[hier.key] = os.path.join(hier.mountpoint, rel, CGROUP_PREFIX + name) if rel else \
-                os.path.join(hier.mountpoint, CGROUP_PREFIX + name)
+            paths[hier.key] = os.path.join(hier.mountpoint, rel, cgroup_dirname(name, node)) if rel else \
+                os.path.join(hier.mountpoint, cgroup_dirname(name, node))
         return paths
 
     def mountpoint(self, key: str) -> str:
@@ -370,7 +377,7 @@ class ContainerCgroups:
     def create(self, payload: Optional[str] = None) -> None:
         """Create the container's directories (and ``payload`` below each, where its processes run).
 
-        Limits are set on ``ovz-<name>``; the processes and the root of their
+        Limits are set on ``ovz-<node>-<name>``; the processes and the root of their
         cgroup namespace live one level down, so root inside cannot raise the
         limits that hold it.
         """

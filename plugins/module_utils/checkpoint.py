@@ -17,12 +17,14 @@ What CRIU is told about a container started by ``ContainerManager``:
 - the console log the init writes to was opened on the host, so its
   descriptors are external files (``--external file[...]``) and are handed the
   restoring node's console log (``--inherit-fd``);
-- cgroups are dumped below ``ovz-<name>`` (``--cgroup-root``) and restored
-  below the new ``ovz-<name>``, which this module makes first, with the
-  container's limits and device list, as a start does;
+- cgroups are dumped below the container's cgroup (``--cgroup-root``) and
+  restored below the restoring node's ``ovz-<node>-<name>``, which this module
+  makes first, with the container's limits and device list, as a start does;
 - the veth's host end is recreated by CRIU under its configured name
   (``--external veth[...]``); the rest of the host side (routes, proxy
-  neighbours, anti-spoofing, netns name) comes from ``network.adopt_network``;
+  neighbours, anti-spoofing, netns name) comes from ``network.adopt_network``.
+  A resume on the source after a failed migration to another data dir of the
+  same host puts back the host routes and proxy neighbours the target's undo took;
 - established TCP connections (``--tcp-established``) are frozen in repair
   mode behind a network lock and come back with their sequence numbers.
 
@@ -1022,7 +1024,12 @@ class Checkpointer:
             end_page_server(read_json(self._stopped_path(name)))
             released, locks = self._continue_stopped(runtime, self.manager.cgroups_for(runtime))
             os.unlink(self._stopped_path(name))
-        return {"sockets_released": released, "network_locks_removed": locks,
+            warnings = []
+            try:
+                network.reclaim_addresses(network.load_runtime(network.runtime_path(self.manager.layout.run(name))))
+            except Exception as exc:  # noqa: BLE001 - the container runs again; say what it may miss
+                warnings.append("the host routes and proxy neighbours of %s may be missing: %s" % (name, exc))
+        return {"sockets_released": released, "network_locks_removed": locks, "warnings": warnings,
                 "total_ms": _ms(time.monotonic() - began)}
 
     def _undo_leave_stopped(self, name: str, runtime: Runtime, cgroups: ContainerCgroups,
@@ -1254,7 +1261,8 @@ class Checkpointer:
         manager.prepare_volatile(name)
         ensure_virtual_block_dir()
         parent = backend.resolve_parent(manager.cgroup_parent)
-        cgroups = ContainerCgroups(backend, backend.container_paths(parent, name))
+        node = manager.layout.node_id()
+        cgroups = ContainerCgroups(backend, backend.container_paths(parent, name, node))
         undo.append(cgroups.remove)
         cgroups.create()
         cgroups.apply_device_policy(DEVICE_ALLOW)
@@ -1316,11 +1324,12 @@ class Checkpointer:
         # The second-level quota's block node in the restored /dev names the loop device of the dump (issue 6).
         ovz_quota.refresh_rootfs_devices(config, storage, init_pid)
         runtime = Runtime(init_pid, starttime, cgroups.to_state(), backend.version, time.time())
+        manager.layout.node_id(record=True)   # the names just given stay this node's, wherever it moves
         atomic_write_json(manager.state_path(name), runtime.__dict__, durable=False)
         if meta.get("network") and config.network:
             mark = time.monotonic()
             network.adopt_network(name, config.network, init_pid, manager.layout.data_dir,
-                                  network.runtime_path(run_dir))
+                                  network.runtime_path(run_dir), node=node)
             timings["network_ms"] = _ms(time.monotonic() - mark)
         return init_pid
 

@@ -12,12 +12,18 @@ Layout under ``data_dir`` (default ``/var/lib/ovz``)::
     templates/          OS templates
     run/<name>/         runtime state (state.json, lock; volatile/: a small tmpfs with
                         guest/ and console.log, so a container cannot fill the host's disk)
+    node.json           the data dir's identity on its host, while it holds containers (``HostLayout.node_id``)
+
+Each data dir is a node of its own: the names of the kernel objects its containers
+get (cgroups, the named netns, the nftables table) carry the node's identity, so two
+data dirs on one host never share one, whatever their containers are called.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -30,6 +36,8 @@ from .errors import HostFileError, InvalidParameter
 DEFAULT_DATA_DIR = "/var/lib/ovz"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 CONFIG_VERSION = 1
+NODE_FILE = "node.json"
+NODE_ID_RE = re.compile(r"[0-9a-f]{8}")
 
 
 def validate_name(name: Any, param: str = "name") -> str:
@@ -115,6 +123,75 @@ class HostLayout:
         except FileNotFoundError:
             return []
         return sorted(e[:-5] for e in entries if e.endswith(".json") and NAME_RE.fullmatch(e[:-5]))
+
+    def node_file(self) -> str:
+        return os.path.join(self.data_dir, NODE_FILE)
+
+    def node_id(self, record: bool = False) -> Optional[str]:
+        """This data dir's identity on its host: 8 hex digits that the names of its kernel objects carry.
+
+        Derived from the data dir's path and inode when first needed, then recorded in ``node.json``
+        (``record``: by the calls that make kernel objects, or a container): a record wins, so a data
+        dir moved to another path keeps its identity, and the names its running containers were given.
+        A copy (``cp -a``: another directory, while the original still sits at the recorded path with
+        the same record) is a node of its own and gets its own identity. Until recorded the value is
+        what would be recorded, so check mode predicts the names a real run gives. None when the data
+        dir does not exist: then nothing of it has a name yet. The record goes with the last container
+        (``forget_node_id``).
+        """
+        try:
+            here = os.stat(self.data_dir)
+        except FileNotFoundError:
+            return None
+        recorded = _read_node_file(self.node_file())
+        if recorded is not None:
+            if (recorded["dev"], recorded["ino"]) == (here.st_dev, here.st_ino):
+                if record and recorded["path"] != self.data_dir:
+                    self._write_node(recorded["id"], here)   # renamed: a later copy must find the original
+                return recorded["id"]
+            if not _recorded_elsewhere(recorded):
+                # Moved (or restored from a backup): the same node at a new place.
+                if record:
+                    self._write_node(recorded["id"], here)
+                return recorded["id"]
+        digest = hashlib.sha256(("%s\0%d\0%d" % (self.data_dir, here.st_dev, here.st_ino)).encode()).hexdigest()
+        if record:
+            self._write_node(digest[:8], here)
+        return digest[:8]
+
+    def forget_node_id(self) -> None:
+        try:
+            os.unlink(self.node_file())
+        except FileNotFoundError:
+            pass
+
+    def _write_node(self, node: str, here: os.stat_result) -> None:
+        # Racing writers write the same value: it is derived, not drawn.
+        atomic_write_json(self.node_file(), {"id": node, "path": self.data_dir, "dev": here.st_dev,
+                                             "ino": here.st_ino}, mode=0o644)
+
+
+def _read_node_file(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        data = read_json(path)
+    except (ValueError, OSError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not NODE_ID_RE.fullmatch(data["id"]) \
+            or not isinstance(data.get("path"), str) or not all(isinstance(data.get(k), int) for k in ("dev", "ino")):
+        return None
+    return data
+
+
+def _recorded_elsewhere(recorded: Dict[str, Any]) -> bool:
+    """Whether the directory ``node.json`` was written for still exists at its recorded path, with the same
+    identity: then the one reading this copy of the record is a copy."""
+    try:
+        there = os.stat(recorded["path"])
+    except OSError:
+        return False
+    original = _read_node_file(os.path.join(recorded["path"], NODE_FILE))
+    return (there.st_dev, there.st_ino) == (recorded["dev"], recorded["ino"]) and original is not None and \
+        original["id"] == recorded["id"]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from . import limits as ovz_limits
 from . import namespaces as ns
 from . import network
 from . import quota as ovz_quota
-from .cgroups import CgroupBackend, ContainerCgroups, parse_proc_cgroup, select_backend, validate_cgroup_parent
+from .cgroups import CgroupBackend, ContainerCgroups, cgroup_dirname, parse_proc_cgroup, select_backend, validate_cgroup_parent
 from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
                      validate_labels, validate_name)
 from .errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, NotRoot, OvzError, StateConflict
@@ -324,6 +324,10 @@ class ContainerManager:
             faults.point("destroy.storage")
             self.store.remove(name)
             self._remove_run_dir(name, keep_lock=False)
+            if not self.layout.names():
+                # No container left, so no kernel object has a name of it: the identity goes with the last
+                # container, as the data dir's other traces do (it is derived again, the same, at the next start).
+                self.layout.forget_node_id()
         return True
 
     def prepare_volatile(self, name: str) -> None:
@@ -497,7 +501,8 @@ class ContainerManager:
         console = self.layout.console(name)
         backend = self.backend
         parent = backend.resolve_parent(self.cgroup_parent)
-        cgroups = ContainerCgroups(backend, backend.container_paths(parent, name))
+        node = self.layout.node_id()
+        cgroups = ContainerCgroups(backend, backend.container_paths(parent, name, node))
         undo: List[Callable[[], None]] = []
         try:
             storage.mount()
@@ -543,6 +548,7 @@ class ContainerManager:
             if starttime is None:
                 raise OvzError("the init of %s exited at once; see %s" % (name, spec.stdout_path))
             runtime = Runtime(init_pid, starttime, cgroups.to_state(), backend.version, time.time())
+            self.layout.node_id(record=True)   # the names just given stay this node's, wherever it moves
             atomic_write_json(self.state_path(name), runtime.__dict__, durable=False)
             self.beancounter_table(name, runtime, config.limits, quick=True)   # the table inside, from the start
             return runtime
@@ -621,15 +627,23 @@ class ContainerManager:
     def _cleanup_stale(self, config: ContainerConfig) -> None:
         """Remove what a dead (or killed) container left: processes, cgroups, mounts."""
         runtime = self.runtime(config.name)
+        foreign = False
         if runtime is not None:
             cgroups = self.cgroups_for(runtime)
+            # A dead container of a start before data dirs had an identity left the bare ovz-<name>,
+            # which a container of that name of another data dir may hold now: what runs in it is
+            # not ours to kill (ours died with its init, whose pid namespace took them along).
+            foreign = not runtime.alive() and \
+                all(os.path.basename(path) == cgroup_dirname(config.name, None) for path in runtime.cgroups.values()) \
+                and _stays_populated(cgroups)
         else:
             # A start killed before it recorded its state: its cgroups are
-            # where this call's cgroup_parent would have put them.
+            # where this call's cgroup_parent would have put them, named for this node
+            # (never the bare ovz-<name> of older starts: another data dir's container may have it).
             backend = self.backend
             cgroups = ContainerCgroups(backend, backend.container_paths(
-                backend.resolve_parent(self.cgroup_parent), config.name))
-        if cgroups.exists():
+                backend.resolve_parent(self.cgroup_parent), config.name, self.layout.node_id()))
+        if cgroups.exists() and not foreign:
             cgroups.kill_all()
             cgroups.remove()
             faults.point("stop.cgroups")
@@ -651,8 +665,11 @@ class ContainerManager:
             return before_go
         state_path = network.runtime_path(self.layout.run(config.name))
 
+        node = self.layout.node_id()
+
         def hook(init_pid: int) -> None:
-            network.setup_network(config.name, config.network, init_pid, self.layout.data_dir, root, state_path)
+            network.setup_network(config.name, config.network, init_pid, self.layout.data_dir, root, state_path,
+                                  node=node)
             if before_go is not None:
                 before_go(init_pid)
         return hook
@@ -662,7 +679,7 @@ class ContainerManager:
         runtime = network.load_runtime(network.runtime_path(self.layout.run(config.name)))
         if runtime is None and not config.network:
             return
-        network.teardown_network(config.name, config.network, runtime, self.layout.data_dir)
+        network.teardown_network(config.name, config.network, runtime, self.layout.data_dir, self.layout.node_id())
 
     def restart(self, name: str, wait_boot: bool = False, timeout: float = 60.0) -> None:
         self.stop(name)
@@ -750,6 +767,16 @@ class ContainerManager:
         return exec_in(runtime.init_pid, argv, procs, cgroups.exec_cgroup2(PAYLOAD),
                        ns.DEFAULT_DROPPED_CAPABILITIES,
                        env=env, stdin=stdin, capture=capture, timeout=timeout, tty=tty, output=output)
+
+
+def _stays_populated(cgroups: ContainerCgroups, grace: float = 1.0) -> bool:
+    """Whether processes remain in ``cgroups`` after ``grace`` seconds (what was leaving is gone by then)."""
+    deadline = time.monotonic() + grace
+    while cgroups.populated():
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def halt_signal_for(pid: int, configured: str = "auto") -> int:

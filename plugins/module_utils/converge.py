@@ -252,13 +252,14 @@ def apply_network(manager: ContainerManager, step: NetworkStep,
     name = config.name
     if step.running:
         init_pid = manager.runtime(name).init_pid
+        node = manager.layout.node_id()
         try:
             runtime = network.apply_network_live(name, result.after, init_pid, manager.layout.data_dir, runtime,
-                                                 step.runtime_path)
+                                                 step.runtime_path, node=node)
         except Exception:
             try:
                 network.apply_network_live(name, result.before, init_pid, manager.layout.data_dir,
-                                           network.load_runtime(step.runtime_path), step.runtime_path)
+                                           network.load_runtime(step.runtime_path), step.runtime_path, node=node)
             except Exception:  # noqa: BLE001 - the first error is the one to report
                 pass
             raise

@@ -15,7 +15,7 @@ Steps (in the order an operation reaches them):
     create.extract   the template is unpacked, the image is still mounted, no config
     start.mount      the root is mounted, no cgroup yet
     start.cgroups    the cgroups exist with their limits, no process yet
-    network.netns    the container's netns has its ovz-<name> name, no veth yet
+    network.netns    the container's netns has its ovz-<node>-<name> name, no veth yet
     network.link     the veth pair exists, host routes and filters are not set
     network.host     the host side is complete, resolv.conf is not written
     start.spawned    the init runs, its state is not recorded

@@ -155,6 +155,35 @@ def source_id(manager: Any) -> str:
     return "%s:%s" % (socket.gethostname(), manager.layout.data_dir)
 
 
+def boot_id() -> str:
+    """This kernel's boot id: equal on both sides of a migration between two data dirs of one host."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def portable_config(manager: Any, config: ContainerConfig) -> Dict[str, Any]:
+    """The configuration as the target gets it: a host end name this node derived (not the operator's
+    choice) is left for the target to derive, so that two data dirs of one host never give the
+    container the same host end (the source's lives on until the move is done)."""
+    data = config.to_dict()
+    netconf = dict(data.get("network") or {})
+    if netconf and network.is_default_host_ifname(manager.layout.data_dir, config.name, netconf.get("host_ifname")):
+        netconf["host_ifname"] = None
+        data["network"] = netconf
+    return data
+
+
+def _localized(manager: Any, name: str, config: Dict[str, Any]) -> Dict[str, Any]:
+    """``config`` with the host end name this node derives for ``name`` where the source left it to us."""
+    netconf = config.get("network") or {}
+    if not netconf or netconf.get("host_ifname"):
+        return config
+    return dict(config, network=dict(netconf, host_ifname=network.default_host_ifname(manager.layout.data_dir, name)))
+
+
 def journal_path(manager: Any, name: str) -> str:
     return os.path.join(manager.layout.dump(name), JOURNAL)
 
@@ -531,8 +560,11 @@ def _remote_status(session: Dict[str, Any], data_dir: str, cgroup_parent: str, n
 
 def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str,
                       config: Dict[str, Any], need_bytes: int, criu_version: Optional[List[int]],
-                      source: str, lxcfs: Optional[List[str]] = None) -> Dict[str, Any]:
+                      source: str, lxcfs: Optional[List[str]] = None,
+                      source_node: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     manager = _target_manager(data_dir, cgroup_parent)
+    if os.path.isdir(data_dir):
+        config = _localized(manager, name, config)
     info: Dict[str, Any] = {"kernel": os.uname().release, "hostname": socket.gethostname()}
     incoming = _incoming(manager, name)
     if manager.exists(name) or os.path.lexists(manager.layout.private(name)):
@@ -576,7 +608,9 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
         from .config import iter_configs
         others = [(c.name, c.network) for c in iter_configs(manager.layout) if c.name != name]
         network.check_address_conflicts(name, netconf, others)
-        network.check_host(netconf)
+        # From another data dir of this host: the addresses are routed to the source's host end until the move.
+        same_host = bool(source_node) and source_node.get("boot_id") == boot_id() != ""
+        network.check_host(netconf, moving_from=source_node.get("owner_alias") if source_node and same_host else None)
         if netconf.get("netif_mode") == "bridged" and netconf.get("bridge"):
             info["bridge"] = netconf["bridge"]
     os.makedirs(data_dir, mode=0o755, exist_ok=True)
@@ -610,7 +644,7 @@ def _remote_prepare(session: Dict[str, Any], data_dir: str, cgroup_parent: str, 
         os.makedirs(os.path.dirname(manager.layout.root(name)), mode=0o755, exist_ok=True)
         atomic_write_json(os.path.join(manager.layout.dump(name), INCOMING),
                           {"id": migration_id, "source": source, "name": name, "since": time.time()})
-        manager.store.save(ContainerConfig.from_dict(config))
+        manager.store.save(ContainerConfig.from_dict(_localized(manager, name, config)))
     session["incoming"] = {"data_dir": data_dir, "cgroup_parent": cgroup_parent, "name": name, "id": migration_id}
     return {"images": os.path.join(manager.layout.dump(name), IMAGES), "private": manager.layout.private(name),
             "dump": manager.layout.dump(name)}
@@ -634,6 +668,8 @@ def _discard(manager: Any, name: str) -> None:
         shutil.rmtree(manager.layout.private(name), ignore_errors=True)
     shutil.rmtree(manager.layout.dump(name), ignore_errors=True)
     manager._remove_run_dir(name)  # pylint: disable=protected-access
+    if not manager.layout.names():
+        manager.layout.forget_node_id()   # as a destroy of the last container does
 
 
 def _remote_abort(session: Dict[str, Any], data_dir: str, cgroup_parent: str, name: str,
@@ -1042,9 +1078,11 @@ def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: Optional[
         criu_version = list(_criu().version_tuple()) if live else None
         runtime = manager.runtime(name) if live else None
         info = session.call("preflight", timeout=120, data_dir=target.data_dir, cgroup_parent=target.cgroup_parent,
-                            name=name, config=config.to_dict(), need_bytes=private_bytes + SPACE_MARGIN,
+                            name=name, config=portable_config(manager, config), need_bytes=private_bytes + SPACE_MARGIN,
                             criu_version=criu_version, source=source_id(manager),
-                            lxcfs=_lxcfs_views(runtime))
+                            lxcfs=_lxcfs_views(runtime),
+                            source_node={"boot_id": boot_id(),
+                                         "owner_alias": network.owner_alias(manager.layout.data_dir, name)})
         result["target_info"] = info
         result["timings"]["preflight"] = time.monotonic() - t0
         if live and lazy is not False:
@@ -1093,7 +1131,7 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
     try:
         # -- copy: config and private area while the container runs -----------------------
         t0 = time.monotonic()
-        paths = session.call("prepare", config=config.to_dict(), migration_id=journal["id"],
+        paths = session.call("prepare", config=portable_config(manager, config), migration_id=journal["id"],
                              source=source_id(manager), live=live, **where)
         if image:
             image_sync = ImageSync(storage.image, target, os.path.join(paths["private"], "root.img"),

@@ -11,12 +11,17 @@ change) in the project's own ``netdev ovz`` table.
 Everything runs in the caller's network namespace (the "host") and in the
 container's; the container's side is reached by ``setns`` of the calling
 thread, which is undone before returning. Every host object is named or
-tagged ``ovz``:
+tagged ``ovz`` and carries the identity of its data dir (``<node>``, see
+``HostLayout.node_id``), so the containers of two data dirs never share one:
 
-- the host end of the veth pair, ``ovz<10 hex>`` (or ``host_ifname``), with
-  the alias ``ovz:<data_dir>:<name>``;
-- the named netns ``ovz-<name>`` (a bind mount under ``/run/netns``);
-- the nftables chains ``<host end>-in``/``<host end>-out`` in ``table netdev ovz``.
+- the host end of the veth pair, ``ovz<10 hex>`` (a digest of node and name;
+  or ``host_ifname``), with the alias ``ovz:<data_dir>:<name>``;
+- the named netns ``ovz-<node>-<name>`` (a bind mount under ``/run/netns``);
+- the nftables chains ``<host end>-in``/``<host end>-out`` in ``table netdev ovz-<node>``.
+
+A container started before data dirs had an identity keeps what it was given
+(the netns ``ovz-<name>``, its chains in ``table netdev ovz``) until it stops:
+teardown works from what setup recorded.
 
 Routed mode: the container's addresses are /32 and /128 on its interface,
 its default routes go via the link-local gateways 169.254.0.1 (onlink) and
@@ -55,12 +60,12 @@ import struct
 import subprocess
 import traceback
 from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from . import dad
 from . import faults
 from . import namespaces as ns
-from .config import atomic_write_json, read_json
+from .config import HostLayout, atomic_write_json, read_json
 from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .idmap import creating_as
 
@@ -94,8 +99,8 @@ DEFAULT_IFNAME = "eth0"
 HOST_PREFIX = "ovz"
 NETNS_DIR = "/run/netns"
 NETNS_PREFIX = "ovz-"
-NFT_TABLE = "ovz"
-NFT_LOCK = "/run/lock/ovz-nft.lock"
+NFT_TABLE = "ovz"       # the table of containers started before data dirs had an identity
+NFT_LOCK_DIR = "/run/lock"
 GATEWAY4 = "169.254.0.1"
 GATEWAY6 = "fe80::1"
 RUNTIME_FILE = "net.json"
@@ -369,8 +374,22 @@ def normalize_searchdomains(values: Any) -> List[str]:
 
 
 def default_host_ifname(data_dir: str, name: str) -> str:
+    """``ovz`` and 10 hex digits of the data dir's identity and the name: 13 characters, within IFNAMSIZ."""
+    node = HostLayout(data_dir).node_id()
+    if node is None:
+        return legacy_host_ifname(data_dir, name)
+    return HOST_PREFIX + hashlib.sha256(("%s\0%s" % (node, name)).encode()).hexdigest()[:10]
+
+
+def legacy_host_ifname(data_dir: str, name: str) -> str:
+    """The default host end of settings stored before data dirs had an identity (of the data dir's path)."""
     digest = hashlib.sha256(("%s\0%s" % (os.path.normpath(data_dir), name)).encode()).hexdigest()
     return HOST_PREFIX + digest[:10]
+
+
+def is_default_host_ifname(data_dir: str, name: str, host_ifname: Optional[str]) -> bool:
+    """Whether ``host_ifname`` is one this data dir derived for ``name`` (now or before), not the operator's choice."""
+    return host_ifname in (default_host_ifname(data_dir, name), legacy_host_ifname(data_dir, name))
 
 
 def default_mac(data_dir: str, name: str, salt: str = "ct") -> str:
@@ -521,9 +540,11 @@ def host_view() -> HostView:
 
 
 def check_host(netconf: Dict[str, Any], runtime: Optional[Dict[str, Any]] = None,
-               current: Optional[Dict[str, Any]] = None, view: Optional[HostView] = None) -> None:
+               current: Optional[Dict[str, Any]] = None, view: Optional[HostView] = None,
+               moving_from: Optional[str] = None) -> None:
     """Read-only checks against this host's kernel (or ``view`` of it): the bridge, the host end's name,
-    address clashes."""
+    address clashes. ``moving_from``: the owner alias of the container's host end in the data dir it
+    migrates from on this same host, whose addresses move along (its host end keeps its own name)."""
     mine = {conf.get("host_ifname") for conf in (runtime, current) if conf and conf.get("host_ifname")}
     if view is None:
         view = host_view()
@@ -544,7 +565,12 @@ def check_host(netconf: Dict[str, Any], runtime: Optional[Dict[str, Any]] = None
     if existing is not None and host_ifname not in mine and not _is_ours(existing):
         raise InvalidParameter("%s already exists on this host and is not a container's host end" % host_ifname,
                                "host_ifname")
+    if existing is not None and moving_from and existing.get_attr("IFLA_IFALIAS") == moving_from:
+        raise InvalidParameter("%s is the host end of the container in the data dir it leaves on this host, which "
+                               "keeps it until the move is done: leave host_ifname to its default, which differs "
+                               "per data dir" % host_ifname, "host_ifname")
     ours = {links[ifname]["index"] for ifname in mine | {host_ifname} if ifname in links}
+    ours |= {link["index"] for link in links.values() if moving_from and link.get_attr("IFLA_IFALIAS") == moving_from}
     for iface in address_objects(netconf):
         ip = str(iface.ip)
         if ip in local:
@@ -696,9 +722,14 @@ def nft(script: str) -> None:
         raise OvzError("nft failed: %s" % (result.stderr.strip() or result.stdout.strip()), "netif_mode")
 
 
-def nft_chains() -> List[str]:
-    """Chains of ``table netdev ovz`` in the caller's netns ([] when the table does not exist)."""
-    result = subprocess.run([nft_binary(), "-j", "list", "table", "netdev", NFT_TABLE], stdout=subprocess.PIPE,
+def nft_table(node: Optional[str]) -> str:
+    """The node's own table, ``ovz-<node>`` (no node: the table shared before data dirs had an identity)."""
+    return "%s-%s" % (NFT_TABLE, node) if node else NFT_TABLE
+
+
+def nft_chains(table: str = NFT_TABLE) -> List[str]:
+    """Chains of ``table netdev <table>`` in the caller's netns ([] when the table does not exist)."""
+    result = subprocess.run([nft_binary(), "-j", "list", "table", "netdev", table], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True, check=False)
     if result.returncode != 0:
         return []
@@ -709,14 +740,33 @@ def nft_chains() -> List[str]:
     return [item["chain"]["name"] for item in items if "chain" in item]
 
 
+def nft_lock_path(table: str) -> str:
+    return os.path.join(NFT_LOCK_DIR, "%s-nft.lock" % table)
+
+
 @contextmanager
-def nft_lock() -> Iterator[None]:
-    """One writer at a time for the shared ``ovz`` table (it is removed when its last chain goes)."""
-    os.makedirs(os.path.dirname(NFT_LOCK), mode=0o755, exist_ok=True)
-    fd = os.open(NFT_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
+def nft_lock(table: str) -> Iterator[Callable[[], None]]:
+    """One writer at a time for ``table`` (it is removed when its last chain goes). Yields a function that
+    removes the lock file with the table, so no node leaves one behind; whoever waited on the removed
+    file takes the lock again on a new one, as ``ContainerLock`` does."""
+    path = nft_lock_path(table)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+
+    def forget() -> None:
+        if table != NFT_TABLE:   # the old shared table's lock may be held by an engine of before
+            _unlink(path)
+    try:
+        yield forget
     finally:
         os.close(fd)
 
@@ -741,7 +791,7 @@ def nft_chain_names(host_ifname: str) -> Tuple[str, str]:
     return host_ifname + "-in", host_ifname + "-out"
 
 
-def nft_ruleset(netconf: Dict[str, Any]) -> str:
+def nft_ruleset(netconf: Dict[str, Any], table_name: str = NFT_TABLE) -> str:
     """The container's filter chains, as one nft script that replaces them atomically."""
     host = netconf["host_ifname"]
     chain_in, chain_out = nft_chain_names(host)
@@ -750,7 +800,7 @@ def nft_ruleset(netconf: Dict[str, Any]) -> str:
     v4 = [str(a.ip) for a in address_objects(netconf) if a.version == 4]
     v6 = [str(a.ip) for a in address_objects(netconf) if a.version == 6]
     own6 = v6 + [eui64_link_local(mac)]
-    table = "netdev %s" % NFT_TABLE
+    table = "netdev %s" % table_name
     lines = [
         "add table %s" % table,
         "add chain %s %s { type filter hook ingress device \"%s\" priority -300 ; policy drop ; }"
@@ -792,30 +842,37 @@ def nft_ruleset(netconf: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def nft_install(netconf: Dict[str, Any]) -> None:
-    with nft_lock():
-        script = nft_ruleset(netconf)
-        nft(script)
+def nft_install(netconf: Dict[str, Any], table: str) -> None:
+    with nft_lock(table) as forget:
+        try:
+            nft(nft_ruleset(netconf, table))
+        except OvzError:
+            if not nft_chains(table):
+                forget()
+            raise
 
 
-def nft_remove(host_ifname: str) -> None:
+def nft_remove(host_ifname: str, table: str) -> None:
     """Delete the container's chains, and the table once no chain is left in it."""
-    with nft_lock():
-        chains = nft_chains()
+    with nft_lock(table) as forget:
+        chains = nft_chains(table)
         mine = [c for c in nft_chain_names(host_ifname) if c in chains]
-        script = "".join("delete chain netdev %s %s\n" % (NFT_TABLE, c) for c in mine)
+        script = "".join("delete chain netdev %s %s\n" % (table, c) for c in mine)
         if chains and len(mine) == len(chains):
-            script = "delete table netdev %s\n" % NFT_TABLE
+            script = "delete table netdev %s\n" % table
         if script:
             nft(script)
+        if not chains or len(mine) == len(chains):
+            forget()
 
 
 # ---------------------------------------------------------------------------------------
 # the named netns and resolv.conf
 # ---------------------------------------------------------------------------------------
 
-def netns_path(name: str) -> str:
-    return os.path.join(NETNS_DIR, NETNS_PREFIX + name)
+def netns_path(name: str, node: Optional[str]) -> str:
+    """``/run/netns/ovz-<node>-<name>`` (no node: the name given before data dirs had an identity)."""
+    return os.path.join(NETNS_DIR, "%s%s-%s" % (NETNS_PREFIX, node, name) if node else NETNS_PREFIX + name)
 
 
 def _is_mountpoint(path: str) -> bool:
@@ -839,9 +896,9 @@ def _prepare_netns_dir() -> None:
         ns.mount("", NETNS_DIR, "none", MS_SHARED | ns.MS_REC)
 
 
-def bind_netns(name: str, pid: int) -> Optional[str]:
-    """Name the container's netns ``ovz-<name>`` for ``ip netns exec``; None if the name is taken."""
-    path = netns_path(name)
+def bind_netns(name: str, pid: int, node: Optional[str]) -> Optional[str]:
+    """Name the container's netns ``ovz-<node>-<name>`` for ``ip netns exec``; None if the name is taken."""
+    path = netns_path(name, node)
     _prepare_netns_dir()
     if _is_mountpoint(path):
         return None
@@ -935,9 +992,14 @@ def _save(path: Optional[str], runtime: Dict[str, Any]) -> None:
         atomic_write_json(path, runtime, durable=False)
 
 
-def _new_runtime(netconf: Dict[str, Any], owner: str) -> Dict[str, Any]:
+def _new_runtime(netconf: Dict[str, Any], owner: str, node: Optional[str]) -> Dict[str, Any]:
     return {"version": RUNTIME_VERSION, "config": dict(netconf), "host_ifname": netconf["host_ifname"],
-            "owner": owner, "netns": None, "proxy": [], "nft": False, "warnings": []}
+            "owner": owner, "netns": None, "proxy": [], "nft": False, "nft_table": nft_table(node), "warnings": []}
+
+
+def _runtime_table(runtime: Optional[Dict[str, Any]]) -> str:
+    """The table the container's chains went into (a runtime of before has none recorded: the shared one)."""
+    return (runtime or {}).get("nft_table") or NFT_TABLE
 
 
 # ---------------------------------------------------------------------------------------
@@ -1223,6 +1285,42 @@ def _host_side(netconf: Dict[str, Any], runtime: Dict[str, Any], old: Optional[D
                 runtime["proxy"].append([str(ip), dev])
 
 
+def _routed_elsewhere(ipr: Any, own_index: Optional[int]) -> Set[str]:
+    """Addresses whose host route goes through another link than the host end ``own_index``: the container
+    moved to another data dir of this host (a migration), whose host end now answers for them, and
+    the proxy neighbours the two share are the new owner's."""
+    found = set()
+    for family in (AF_INET, AF_INET6):
+        for route in ipr.get_routes(family=family, table=MAIN_TABLE):
+            dst = route.get_attr("RTA_DST")
+            if dst and route["dst_len"] == (32 if family == AF_INET else 128) and \
+                    route.get_attr("RTA_OIF") != own_index:
+                found.add(str(ipaddress.ip_address(dst)))
+    return found
+
+
+def reclaim_addresses(runtime: Optional[Dict[str, Any]]) -> None:
+    """Point the host routes of a running routed container back at its host end and put back its proxy
+    neighbours. A failed migration to another data dir of this host took them along: the target's
+    host end held the routes, and its undo removed the proxy neighbours the two shared."""
+    netconf = (runtime or {}).get("config") or {}
+    if netconf.get("netif_mode") != "routed" or not has_pyroute2():
+        return
+    with netlink() as ipr:
+        index = _link_index(ipr, netconf["host_ifname"])
+        if index is None:
+            return
+        for iface in address_objects(netconf):
+            family = AF_INET if iface.version == 4 else AF_INET6
+            ipr.route("replace", family=family, dst=str(iface.ip), dst_len=iface.ip.max_prefixlen, oif=index,
+                      scope=RT_SCOPE_LINK, table=MAIN_TABLE, proto=RTPROT_STATIC)
+        for ip, dev in (runtime or {}).get("proxy") or []:
+            dev_index = _link_index(ipr, dev)
+            if dev_index is not None:
+                _ignore((errno.EEXIST,), ipr.neigh, "add", family=AF_INET6 if ":" in ip else AF_INET, dst=ip,
+                        ifindex=dev_index, flags=NTF_PROXY)
+
+
 def _del_proxy(ipr: Any, entry: Sequence[str]) -> None:
     ip, dev = entry
     index = _link_index(ipr, dev)
@@ -1307,40 +1405,44 @@ def _bring_up_host_end(netconf: Dict[str, Any]) -> None:
         ipr.link("set", index=index, state="up")
 
 
-def _new_saved_runtime(netconf: Dict[str, Any], owner: str, state_path: Optional[str]) -> Dict[str, Any]:
+def _new_saved_runtime(netconf: Dict[str, Any], owner: str, state_path: Optional[str],
+                       node: Optional[str]) -> Dict[str, Any]:
     require_pyroute2()
-    runtime = _new_runtime(netconf, owner)
+    runtime = _new_runtime(netconf, owner, node)
     _save(state_path, runtime)
     return runtime
 
 
-def _name_netns(name: str, init_pid: int, runtime: Dict[str, Any], state_path: Optional[str]) -> None:
+def _name_netns(name: str, init_pid: int, runtime: Dict[str, Any], state_path: Optional[str],
+                node: Optional[str]) -> None:
     """Name the container's netns (``ip netns``), or warn that the name is taken; saved."""
-    runtime["netns"] = bind_netns(name, init_pid)
+    runtime["netns"] = bind_netns(name, init_pid, node)
     if runtime["netns"] is None:
         runtime["warnings"].append("the netns name %s is taken; use nsenter --net=/proc/%d/ns/net instead"
-                                   % (netns_path(name), init_pid))
+                                   % (netns_path(name, node), init_pid))
     _save(state_path, runtime)
 
 
 def setup_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str, root: Optional[str] = None,
-                  state_path: Optional[str] = None) -> Dict[str, Any]:
+                  state_path: Optional[str] = None, *, node: Optional[str]) -> Dict[str, Any]:
     """Give the container of ``init_pid`` its network; returns (and saves) the runtime state.
 
     Runs while the container's namespaces exist and before its init is exec'd, or live.
-    ``owner`` is the node's data_dir; ``root`` the container's root directory on the host
-    (default ``/proc/<init_pid>/root``). Undoes its own work if a step fails.
+    ``owner`` is the node's data_dir and ``node`` its identity (``HostLayout.node_id``), which the
+    names of the netns and the nftables table carry; ``root`` the container's root directory on
+    the host (default ``/proc/<init_pid>/root``). Undoes its own work if a step fails.
     """
-    runtime = _new_saved_runtime(netconf, owner, state_path)
+    runtime = _new_saved_runtime(netconf, owner, state_path, node)
+    table = runtime["nft_table"]
     try:
-        _name_netns(name, init_pid, runtime, state_path)
+        _name_netns(name, init_pid, runtime, state_path, node)
         faults.point("network.netns")
         _create_link(name, netconf, init_pid, owner)
         faults.point("network.link")
         if netconf["mac_filter"]:
             runtime["nft"] = True
             _save(state_path, runtime)
-            nft_install(netconf)  # before the port is up: no unfiltered moment
+            nft_install(netconf, table)  # before the port is up: no unfiltered moment
         _container_side(netconf, init_pid)
         _bring_up_host_end(netconf)
         _host_side(netconf, runtime)
@@ -1362,7 +1464,7 @@ def setup_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str,
 
 
 def adopt_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str,
-                  state_path: Optional[str] = None) -> Dict[str, Any]:
+                  state_path: Optional[str] = None, *, node: Optional[str]) -> Dict[str, Any]:
     """The host side of a restored container's network (checkpoint/restore, issue 7).
 
     CRIU restored the container's side (interface, MAC, addresses, routes) and made the
@@ -1371,9 +1473,9 @@ def adopt_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str,
     host end, the anti-spoofing rules, the host routes and proxy neighbours, and the netns
     name. Undoes its own work (and removes the pair) if a step fails.
     """
-    runtime = _new_saved_runtime(netconf, owner, state_path)
+    runtime = _new_saved_runtime(netconf, owner, state_path, node)
     try:
-        _name_netns(name, init_pid, runtime, state_path)
+        _name_netns(name, init_pid, runtime, state_path, node)
         with netlink() as ipr:
             bridge_index = _link_index(ipr, netconf["bridge"]) if netconf["netif_mode"] == "bridged" else None
             mtu = netconf["mtu"]
@@ -1383,7 +1485,7 @@ def adopt_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str,
         if netconf["mac_filter"]:
             runtime["nft"] = True
             _save(state_path, runtime)
-            nft_install(netconf)
+            nft_install(netconf, runtime["nft_table"])
         _bring_up_host_end(netconf)
         _host_side(netconf, runtime)
         runtime["warnings"] += _host_warnings(netconf, runtime["proxy"])
@@ -1401,26 +1503,31 @@ def adopt_network(name: str, netconf: Dict[str, Any], init_pid: int, owner: str,
 
 
 def apply_network_live(name: str, netconf: Optional[Dict[str, Any]], init_pid: int, owner: str,
-                       runtime: Optional[Dict[str, Any]], state_path: Optional[str] = None) -> Optional[Dict[str, Any]]:
-    """Bring a running container's network to ``netconf`` (None or {}: no network), without a restart."""
+                       runtime: Optional[Dict[str, Any]], state_path: Optional[str] = None, *,
+                       node: Optional[str]) -> Optional[Dict[str, Any]]:
+    """Bring a running container's network to ``netconf`` (None or {}: no network), without a restart.
+
+    Changes in place keep the names the container was given (its recorded table); a new interface
+    gets this ``node``'s names."""
     old = (runtime or {}).get("config") or None
     if not netconf:
         if old or runtime:
-            teardown_network(name, old or {}, runtime, owner)
+            teardown_network(name, old or {}, runtime, owner, node)
         if state_path:
             _unlink(state_path)
         return None
     if old is None or runtime is None or any(old.get(k) != netconf.get(k) for k in STRUCTURAL):
         if old is not None or runtime is not None:
-            teardown_network(name, old or {}, runtime, owner)
-        return setup_network(name, netconf, init_pid, owner, None, state_path)
+            teardown_network(name, old or {}, runtime, owner, node)
+        return setup_network(name, netconf, init_pid, owner, None, state_path, node=node)
     runtime = dict(runtime)
     runtime["proxy"] = [list(e) for e in runtime.get("proxy") or []]
+    runtime["nft_table"] = _runtime_table(runtime)
     if netconf["mac_filter"]:
         runtime["nft"] = True
-        nft_install(netconf)
+        nft_install(netconf, runtime["nft_table"])
     elif runtime.get("nft"):
-        nft_remove(netconf["host_ifname"])
+        nft_remove(netconf["host_ifname"], runtime["nft_table"])
         runtime["nft"] = False
     _container_side(netconf, init_pid, old)
     _host_side(netconf, runtime, old)
@@ -1433,12 +1540,14 @@ def apply_network_live(name: str, netconf: Optional[Dict[str, Any]], init_pid: i
     return runtime
 
 
-def teardown_network(name: str, netconf: Dict[str, Any], runtime: Optional[Dict[str, Any]], owner: str) -> None:
+def teardown_network(name: str, netconf: Dict[str, Any], runtime: Optional[Dict[str, Any]], owner: str,
+                     node: Optional[str] = None) -> None:
     """Remove every host object of the container's network, whether its init still runs or not.
 
     Works from ``runtime`` (what setup recorded; it is written before anything is made)
-    and falls back to ``netconf``. Only objects tagged as this container's (``owner`` is
-    the node's data_dir) are removed. Keeps going past failures; raises the first at the end.
+    and falls back to ``netconf`` and the names of ``node``. Only objects tagged as this
+    container's (``owner`` is the node's data_dir) are removed. Keeps going past failures;
+    raises the first at the end.
     """
     host = (runtime or {}).get("host_ifname") or (netconf or {}).get("host_ifname")
     errors: List[BaseException] = []
@@ -1448,7 +1557,7 @@ def teardown_network(name: str, netconf: Dict[str, Any], runtime: Optional[Dict[
         except OSError as exc:
             errors.append(exc)
     try:
-        _teardown_host_objects(name, host, owner, runtime)
+        _teardown_host_objects(name, host, owner, runtime, node)
     except Exception as exc:  # noqa: BLE001 - report after the rest is done
         errors.append(exc)
     if errors:
@@ -1458,16 +1567,24 @@ def teardown_network(name: str, netconf: Dict[str, Any], runtime: Optional[Dict[
         raise OvzError("removing the network of %s: %s" % (name, first), "name")
 
 
-def _teardown_host_objects(name: str, host: Optional[str], owner: str, runtime: Optional[Dict[str, Any]]) -> None:
+def _teardown_host_objects(name: str, host: Optional[str], owner: str, runtime: Optional[Dict[str, Any]],
+                           node: Optional[str]) -> None:
     if not has_pyroute2():
         return
     with netlink() as ipr:
-        for entry in (runtime or {}).get("proxy") or []:
-            _del_proxy(ipr, entry)
         link = _get_link(ipr, host) if host else None
         ours = link is not None and link.get_attr("IFLA_IFALIAS") == owner_alias(owner, name)
-        if host and ((runtime or {}).get("nft") or (runtime is None and ours)):
-            nft_remove(host)
+        moved = _routed_elsewhere(ipr, link["index"] if ours else None)
+        for entry in (runtime or {}).get("proxy") or []:
+            if entry[0] not in moved:
+                _del_proxy(ipr, entry)
+        if host and (runtime or {}).get("nft"):
+            nft_remove(host, _runtime_table(runtime))
+        elif host and runtime is None and ours:
+            # Nothing recorded: its chains are in this node's table, or in the old shared one.
+            for table in [nft_table(node)] + ([NFT_TABLE] if node else []):
+                if nft_chains(table):
+                    nft_remove(host, table)
         if ours:
             # Deleting one end deletes the pair; the host routes via it go with it.
             _ignore((errno.ENODEV, errno.ENOENT), ipr.link, "del", index=link["index"])

@@ -100,6 +100,9 @@ options:
   target_data_dir:
     description:
       - The O(data_dir) on the target.
+      - The target may be this same host with another data dir (a node of its own). The container's host end then
+        gets the target data dir's default name; a host end name of the operator's own (C(host_ifname)) is refused
+        there before anything is frozen, since both ends exist until the move is done.
     type: path
     default: /var/lib/ovz
   target_cgroup_parent:

@@ -205,7 +205,7 @@ container:
     cgroups:
       description: Its cgroup directories, by hierarchy, when running.
       type: dict
-      sample: {"memory": "/sys/fs/cgroup/memory/ovz-101"}
+      sample: {"memory": "/sys/fs/cgroup/memory/ovz-3f9a01c2-101"}
     unprivileged:
       description: Whether it runs in its own user namespace.
       type: bool

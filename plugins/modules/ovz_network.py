@@ -14,7 +14,9 @@ version_added: 0.1.0
 description:
   - Manages a container's network interface, as C(vzctl set --ipadd/--ipdel/--netif_add/--nameserver/--searchdomain) does.
   - The container gets one veth pair. Its host end is named C(ovz<10 hex digits>) (or O(host_ifname)) and carries the
-    alias C(ovz:<data_dir>:<name>); its network namespace is named C(ovz-<name>) for C(ip netns exec).
+    alias C(ovz:<data_dir>:<name>); its network namespace is named C(ovz-<node>-<name>) for C(ip netns exec).
+  - C(<node>) is the identity of the data dir (8 hex digits, recorded in C(<data_dir>/node.json)); the default host end
+    name is derived from it and the name, so two data dirs on one host never share a host object.
   - Settings are stored in the container's configuration and applied at every start. On a running (or frozen)
     container they are also applied at once, without a restart; changing O(netif_mode), O(ifname), O(host_ifname),
     O(bridge) or O(mac) replaces the interface, other changes are made in place.
@@ -140,7 +142,8 @@ requirements:
   - pyroute2 (Debian package C(python3-pyroute2)) on the managed host.
   - The C(nft) binary (Debian package C(nftables)) on the managed host.
 notes:
-  - Anti-spoofing lives in the nftables table C(netdev ovz), one chain per direction and container, named after the host end.
+  - Anti-spoofing lives in the node's nftables table C(netdev ovz-<node>), one chain per direction and container, named after
+    the host end. Containers started before data dirs had an identity keep C(netdev ovz) and C(ovz-<name>) until they stop.
   - The duplicate-address probe is sent through a raw packet socket (C(CAP_NET_RAW)); a neighbour that only proxies
     ARP for the address (Linux answers no ARP probe from a proxy entry) is not seen, as with C(arpsend -D).
   - Traffic beyond the host needs IP forwarding on the host (C(net.ipv4.ip_forward), C(net.ipv6.conf.all.forwarding)) and,
@@ -220,7 +223,7 @@ network:
       description: What the host holds for the running container - its host end, netns name and proxy neighbour entries.
       type: dict
       returned: when the container runs
-      sample: {"host_ifname": "ovz1f3a9c02de", "netns": "/run/netns/ovz-101", "proxy": [["10.0.0.101", "eth0"]]}
+      sample: {"host_ifname": "ovz1f3a9c02de", "netns": "/run/netns/ovz-3f9a01c2-101", "proxy": [["10.0.0.101", "eth0"]]}
 '''
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib

@@ -462,7 +462,7 @@ def test_restore_on_another_node(lab, second_node, session_dir):
     runtime = node_b.manager.runtime(name)
     with open("/proc/%d/cgroup" % runtime.init_pid) as handle:
         cgroups = handle.read()
-    assert "/%s/ovz-%s/payload" % (node_b.cgroup_parent, name) in cgroups
+    assert "/%s/ovz-%s-%s/payload" % (node_b.cgroup_parent, node_b.manager.layout.node_id(), name) in cgroups
     assert node_a.cgroup_parent not in cgroups
     snap_a = lab.snapshot(node_a, [name])
     assert not [c for c in snap_a["cgroups"] if name in c] and snap_a["mounts"] == []

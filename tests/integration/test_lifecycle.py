@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import host_snapshot, run_module, sh, wait_for
+from ansible_collections.ovz.containers.plugins.module_utils.cgroups import cgroup_dirname
 
 STOP_SCRIPT = """#!/bin/sh
 case "$1" in
@@ -36,7 +37,8 @@ def _leftovers(node, name):
     found += [line for line in loops.splitlines() if node.manager.layout.private(name) in line]
     for hierarchy in os.listdir("/sys/fs/cgroup"):
         for directory, dirs, _files in os.walk(os.path.join("/sys/fs/cgroup", hierarchy)):
-            found += [os.path.join(directory, d) for d in dirs if d == "ovz-" + name]
+            found += [os.path.join(directory, d) for d in dirs
+                      if d in (cgroup_dirname(name, node.manager.layout.node_id()), cgroup_dirname(name, None))]
     return found
 
 

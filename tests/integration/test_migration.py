@@ -197,8 +197,9 @@ def assert_gone(node, name, ips):
     proxies = node.netns.ip("neigh", "show", "proxy") + node.netns.ip("-6", "neigh", "show", "proxy")
     for ip in ips:
         assert ip not in routes and ip not in proxies
-    cgroups = subprocess.run(["find", "/sys/fs/cgroup", "-name", "ovz-" + name], stdout=subprocess.PIPE,
-                             universal_newlines=True, check=False).stdout
+    # Named ovz-<node>-<name> (or ovz-<name>, started before data dirs had an identity).
+    cgroups = subprocess.run(["find", "/sys/fs/cgroup", "-name", "ovz-" + name, "-o", "-name", "ovz-*-" + name],
+                             stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout
     assert [line for line in cgroups.split() if "/%s/" % node.cgroup_parent in line] == []
 
 

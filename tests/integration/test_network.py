@@ -478,9 +478,10 @@ def assert_nothing_left(lab, name, addresses):
         assert address.split("/")[0] + " " not in routes, routes
     assert lab.host.ip("neigh", "show", "proxy").strip() == "" and lab.host.ip("-6", "neigh", "show", "proxy").strip() == ""
     assert "netdev ovz" not in lab.host.run(["nft", "list", "tables"]).stdout
-    assert not os.path.exists(net.netns_path(name))
+    netns = net.netns_path(name, lab.manager.layout.node_id())
+    assert not os.path.exists(netns)
     with open("/proc/self/mountinfo") as handle:
-        assert net.netns_path(name) not in handle.read()
+        assert netns not in handle.read()
 
 
 # ---------------------------------------------------------------------------------------
@@ -514,7 +515,8 @@ def test_routed_reachability_by_every_address_and_live_changes(routed_lab):
         assert "%s dev %s proxy" % (address, lab.uplink) in proxy, proxy
     assert "10.213.2.10 " not in proxy
     # The named netns is there for operators.
-    assert "10.213.1.10/32" in run(["ip", "netns", "exec", "ovz-" + a, "ip", "-o", "addr"]).stdout
+    netns = os.path.basename(net.netns_path(a, lab.manager.layout.node_id()))
+    assert "10.213.1.10/32" in run(["ip", "netns", "exec", netns, "ip", "-o", "addr"]).stdout
 
     # Live: add one address, remove another; no restart; the second run changes nothing.
     pid = lab.pid(a)

@@ -9,6 +9,8 @@ recorded result of each step and on what the host showed at that point.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 SLICE = "/sys/fs/cgroup/ovz.slice"
@@ -17,7 +19,7 @@ SLICE = "/sys/fs/cgroup/ovz.slice"
 @pytest.fixture(scope="module")
 def run(ansible, vm_template, ct_names_module):
     img, dirct = ct_names_module(2)
-    cg = "%s/ovz-%s" % (SLICE, img)
+    cg = "%s/ovz-*-%s" % (SLICE, img)   # ovz-<node>-<name>: a shell glob in the raw commands
     ct = {"name": img}
     tasks = [
         {"name": "start image", "register": "started",
@@ -53,7 +55,7 @@ def run(ansible, vm_template, ct_names_module):
         {"name": "destroy directory", "ovz.containers.ovz_container": {"name": dirct, "state": "absent"}},
         {"name": "destroy again", "ovz.containers.ovz_container": dict(ct, state="absent")},
         {"name": "leftovers", "ansible.builtin.raw":
-            "ls %s | grep -E 'ovz-(%s|%s)$'; findmnt -rn -o TARGET | grep -E '/var/lib/ovz/root/(%s|%s)$';"
+            "ls %s | grep -E 'ovz-([0-9a-f]{8}-)?(%s|%s)$'; findmnt -rn -o TARGET | grep -E '/var/lib/ovz/root/(%s|%s)$';"
             " losetup -a | grep -E '/var/lib/ovz/private/(%s|%s)/'; ls /var/lib/ovz/private /var/lib/ovz/conf;"
             " true" % (SLICE, img, dirct, img, dirct, img, dirct)},
     ]
@@ -77,11 +79,12 @@ def test_cgroups_live_under_ovz_slice(run, vms):
         info = {c["name"]: c for c in play.ok(vm.name, "info running")["containers"]}
         for name in (img, dirct):
             assert info[name]["state"] == "running"
-            assert info[name]["cgroups"] == {"unified": "%s/ovz-%s" % (SLICE, name)}
+            assert list(info[name]["cgroups"]) == ["unified"]
+            assert re.fullmatch(r"%s/ovz-[0-9a-f]{8}-%s" % (SLICE, name), info[name]["cgroups"]["unified"]), info[name]
         assert info[dirct]["layout"] == "directory"
-        assert play.stdout(vm.name, "init cgroup") == "0::/ovz.slice/ovz-%s/payload" % img
+        assert re.fullmatch(r"0::/ovz\.slice/ovz-[0-9a-f]{8}-%s/payload" % img, play.stdout(vm.name, "init cgroup"))
         subtree, payload_controllers, procs = play.stdout(vm.name, "host cgroup files").splitlines()
-        # Limits are set on ovz-<name>: its controllers reach the payload below it.
+        # Limits are set on ovz-<node>-<name>: its controllers reach the payload below it.
         assert set(subtree.split()) >= {"cpu", "io", "memory", "pids"}
         assert set(payload_controllers.split()) >= {"cpu", "io", "memory", "pids"}
         assert int(procs) >= 1

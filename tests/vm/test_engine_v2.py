@@ -29,7 +29,7 @@ DELEGATE = (
 @pytest.fixture(scope="module")
 def delegated(ansible, vm1, vm_template, ct_names_module):
     name, = ct_names_module(1)
-    cg = "%s/ovz-%s/payload" % (SLICE, name)
+    cg = "%s/ovz-*-%s/payload" % (SLICE, name)   # ovz-<node>-<name>: a shell glob in the raw commands
     tasks = [
         {"name": "start", "ovz.containers.ovz_container": {"name": name, "template": vm_template,
                                                            "state": "started", "wait_boot": True}},
@@ -41,7 +41,7 @@ def delegated(ansible, vm1, vm_template, ct_names_module):
                                                                       "command": "echo hello; cat /proc/self/cgroup"}},
         {"name": "stop after delegation", "ovz.containers.ovz_container": {"name": name, "state": "stopped"}},
         {"name": "destroy after delegation", "ovz.containers.ovz_container": {"name": name, "state": "absent"}},
-        {"name": "cgroup left", "ansible.builtin.raw": "test -e %s/ovz-%s; echo $?" % (SLICE, name)},
+        {"name": "cgroup left", "ansible.builtin.raw": "test -e %s/ovz-*-%s; echo $?" % (SLICE, name)},
     ]
     return ansible.play(tasks, hosts=vm1.name), vm1.name
 

@@ -46,7 +46,8 @@ def usage(text: str) -> tuple:
 @pytest.fixture(scope="module")
 def limits(ansible, vm1, vm_template, vm_programs, ct_names_module):
     a, b = ct_names_module(2)
-    cga, cgb = "%s/ovz-%s" % (SLICE, a), "%s/ovz-%s" % (SLICE, b)
+    # ovz-<node>-<name>: a shell glob in the raw commands (the node's identity is the VM's).
+    cga, cgb = "%s/ovz-*-%s" % (SLICE, a), "%s/ovz-*-%s" % (SLICE, b)
 
     def limit(name, ct, **options):
         return {"name": name, "ovz.containers.ovz_limits": dict(options, name=ct), "diff": True}
