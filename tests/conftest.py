@@ -210,6 +210,29 @@ def sh(manager: ContainerManager, name: str, script: str, check: bool = True):
     return result
 
 
+def sh_without_session(manager: ContainerManager, name: str, script: str, stdout=subprocess.DEVNULL) -> None:
+    """Run ``script`` by /bin/sh inside, entered from the host as exec enters but *without* a session of its
+    own (as exec itself never does), and with ``stdout`` of the caller's: what a careless host tool would
+    leave inside (a job whose session leader is the host's, a host file held open)."""
+    from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
+    runtime = manager.runtime(name)
+    cgroups = manager.cgroups_for(runtime)
+    code = ("import os, sys; sys.path.insert(0, %r)\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils.process import enter_container, "
+            "fork_in_cgroup, join_cgroups\n"
+            "if fork_in_cgroup(%r) == 0:\n"
+            "    join_cgroups(%r)\n"
+            "    enter_container(%d)\n"
+            "    if os.fork() == 0:\n"
+            "        os.execv('/bin/sh', ['sh', '-c', %r])\n"
+            "    os.wait()\n"
+            "    os._exit(0)\n"
+            "os.wait()\n"
+            % (COLLECTIONS_ROOT, cgroups.exec_cgroup2(PAYLOAD), cgroups.payload_procs(PAYLOAD), runtime.init_pid, script))
+    subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.DEVNULL,
+                   check=True, timeout=60)
+
+
 def host_snapshot(data_dir: str, cgroup_parent: str = "", names: Sequence[str] = ()) -> dict:
     """What must not change when a call fails: files under data_dir, and the node's own cgroups,
     mounts, loops and host links.
@@ -319,10 +342,14 @@ def container_inside(manager: ContainerManager, name: str) -> dict:
             "addresses": addresses, "routes": routes, "mounts": inside_mounts}
 
 
-def wait_for(predicate, what: str, timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+def wait_for(predicate, what: str, timeout: float = 20.0):
+    """Poll ``predicate`` until it gives something true, and return that; fail naming ``what`` after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        value = predicate()
+        if value:
+            return value
         assert time.monotonic() < deadline, "timed out waiting for " + what
         time.sleep(0.05)
 

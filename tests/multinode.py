@@ -46,6 +46,18 @@ from collection_path import COLLECTIONS_ROOT, ensure_collection_path  # noqa: E4
 ensure_collection_path()
 
 HARNESS_FILE = "harness.json"
+
+# Without sockets: a shell whose counter lives only in its memory. It never forks (builtins only:
+# it sleeps in ``read -t`` on a FIFO), because the checkpoint's check that every process descends
+# from the init races with forks.
+S50_PLAIN = """#!/bin/sh
+case "$1" in
+    start) mkfifo /root/tick 2>/dev/null
+           sh -c 'i=0; while :; do i=$((i+1)); echo "counter=$i pid=$$" > /root/status;
+                  read -t 0.2 x <> /root/tick; done' </dev/null >/dev/null 2>&1 & ;;
+esac
+exit 0
+"""
 NETNS_PREFIX = "ovz-m"
 BRIDGE = "ovzbr0"
 NODE_LINK = "ovz0"

@@ -74,7 +74,8 @@ class Holder:
 # frames (pure)
 # ---------------------------------------------------------------------------------------
 
-def _checksum(data: bytes) -> int:
+def internet_checksum(data: bytes) -> int:
+    """The ones' complement sum of RFC 1071 (ICMPv6, UDP, IP headers)."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
@@ -102,7 +103,7 @@ def ns_probe(mac: bytes, ip: ipaddress.IPv6Address) -> bytes:
     option (RFC 4862 5.4.2)."""
     source, group = bytes(16), solicited_node(ip)
     icmp = struct.pack("!BBHI16s", ND_SOLICIT, 0, 0, 0, ip.packed)
-    check = _checksum(source + group.packed + struct.pack("!I3xB", len(icmp), ICMPV6) + icmp)
+    check = internet_checksum(source + group.packed + struct.pack("!I3xB", len(icmp), ICMPV6) + icmp)
     icmp = icmp[:2] + struct.pack("!H", check) + icmp[4:]
     head = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), ICMPV6, 255, source, group.packed)
     return multicast_mac(group) + mac + struct.pack("!H", ETH_P_IPV6) + head + icmp

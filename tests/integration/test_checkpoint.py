@@ -29,13 +29,12 @@ import uuid
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, MODULES_DIR, Node, host_snapshot
+from conftest import COLLECTIONS_ROOT, MODULES_DIR, Node, host_snapshot, sh_without_session
 from test_network import in_ns, run
 
 from ansible_collections.ovz.containers.plugins.module_utils import network as net
 from ansible_collections.ovz.containers.plugins.module_utils import checkpoint as ckpt
 from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer
-from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
 from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, CriuError, find_criu
 from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError, StateConflict
 
@@ -478,22 +477,8 @@ def test_failed_checkpoint_keeps_running_and_says_why(lab, session_dir):
     # A daemon inside holding a file of the host open (its stdout), which CRIU cannot take along.
     # exec hands nothing of the caller in, so it is planted by entering the container directly.
     outside = os.path.join(session_dir, "%s-outside.log" % name)
-    runtime = manager.runtime(name)
-    cgroups = manager.cgroups_for(runtime)
-    script = ("import os, sys; sys.path.insert(0, %r)\n"
-              "from ansible_collections.ovz.containers.plugins.module_utils.process import enter_container, "
-              "fork_in_cgroup, join_cgroups\n"
-              "if fork_in_cgroup(%r) == 0:\n"
-              "    join_cgroups(%r)\n"
-              "    enter_container(%d)\n"
-              "    if os.fork() == 0:\n"
-              "        os.execv('/bin/sh', ['sh', '-c', 'setsid sleep 1000 &'])\n"
-              "    os.wait()\n"
-              "    os._exit(0)\n"
-              "os.wait()\n"
-              % (COLLECTIONS_ROOT, cgroups.exec_cgroup2(PAYLOAD), cgroups.payload_procs(PAYLOAD), runtime.init_pid))
     with open(outside, "w") as handle:
-        subprocess.run([sys.executable, "-c", script], stdout=handle, check=True, timeout=60)
+        sh_without_session(manager, name, "setsid sleep 1000 &", stdout=handle)
     dumpfile = os.path.join(session_dir, "%s-fail.dump" % name)
     before = lab.snapshot(names=[name])
     result = lab.module({"name": name, "state": "checkpointed", "dumpfile": dumpfile})

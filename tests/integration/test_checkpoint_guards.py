@@ -19,16 +19,13 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, host_snapshot, run_module
+from conftest import host_snapshot, run_module, sh_without_session, wait_for
 from test_checkpoint import criu_binary  # noqa: F401 pylint: disable=unused-import
 from test_ovzctl import OVZCTL, ovzctl
 
-from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -71,16 +68,6 @@ def processes(manager, name, comm):
         except (OSError, KeyError):
             continue
     return found
-
-
-def wait_for(predicate, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("never: %s" % what)
 
 
 def ns_of(pid, kind):
@@ -150,24 +137,8 @@ def fill(directory):
 def plant_job_without_session(manager, name, argv):
     """Start ``argv`` in the background inside, entered from the host *without* a session of its own
     (as exec itself never does): its session leader is the host's. Returns its host pid."""
-    runtime = manager.runtime(name)
-    cgroups = manager.cgroups_for(runtime)
     before = set(processes(manager, name, os.path.basename(argv[0])))
-    script = ("import os, sys; sys.path.insert(0, %r)\n"
-              "from ansible_collections.ovz.containers.plugins.module_utils.process import enter_container, "
-              "fork_in_cgroup, join_cgroups\n"
-              "if fork_in_cgroup(%r) == 0:\n"
-              "    join_cgroups(%r)\n"
-              "    enter_container(%d)\n"
-              "    if os.fork() == 0:\n"
-              "        os.execv('/bin/sh', ['sh', '-c', %r])\n"
-              "    os.wait()\n"
-              "    os._exit(0)\n"
-              "os.wait()\n"
-              % (COLLECTIONS_ROOT, cgroups.exec_cgroup2(PAYLOAD), cgroups.payload_procs(PAYLOAD), runtime.init_pid,
-                 " ".join(argv) + " </dev/null >/dev/null 2>&1 &"))
-    subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=True, timeout=60)
+    sh_without_session(manager, name, " ".join(argv) + " </dev/null >/dev/null 2>&1 &")
     return wait_for(lambda: [pid for pid in processes(manager, name, os.path.basename(argv[0])) if pid not in before],
                     "the planted job runs")[0]
 

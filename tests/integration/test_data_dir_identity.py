@@ -23,7 +23,7 @@ import uuid
 
 import pytest
 
-from multinode import Harness, HarnessNode, process_starttime
+from multinode import S50_PLAIN, Harness, HarnessNode, process_starttime
 
 from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, find_criu
 from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
@@ -31,16 +31,6 @@ from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzEr
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 NAME = "ovzsame"
-# A shell counter that lives only in memory and never forks (read -t on a FIFO): CRIU's check that
-# every process descends from the init races with forks.
-S50_COUNTER = """#!/bin/sh
-case "$1" in
-    start) mkfifo /root/tick 2>/dev/null
-           sh -c 'i=0; while :; do i=$((i+1)); echo "counter=$i pid=$$" > /root/status;
-                  read -t 0.2 x <> /root/tick; done' </dev/null >/dev/null 2>&1 & ;;
-esac
-exit 0
-"""
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +90,7 @@ def make(view, template, ip, start=True, prelude=""):
     call(view, "True", prelude + code)
     init_d = os.path.join(view.data_dir, "private", NAME, "etc", "init.d", "S50counter")
     with open(init_d, "w") as handle:
-        handle.write(S50_COUNTER)
+        handle.write(S50_PLAIN)
     os.chmod(init_d, 0o755)
     if start:
         call(view, "manager.start(%r, wait_boot=True, timeout=60)" % NAME, prelude)

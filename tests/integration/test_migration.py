@@ -23,6 +23,7 @@ import time
 import pytest
 
 from conftest import host_snapshot, running_lxcfs
+from multinode import S50_PLAIN
 
 from ansible_collections.ovz.containers.plugins.module_utils import quota
 
@@ -40,17 +41,6 @@ case "$1" in
 esac
 exit 0
 """ % (PORT, HTTP_PORT)
-# Without sockets: a shell whose counter lives only in its memory. It never forks (builtins only:
-# it sleeps in ``read -t`` on a FIFO), because Checkpointer's check that every process descends
-# from the init races with forks.
-S50_PLAIN = """#!/bin/sh
-case "$1" in
-    start) mkfifo /root/tick 2>/dev/null
-           sh -c 'i=0; while :; do i=$((i+1)); echo "counter=$i pid=$$" > /root/status;
-                  read -t 0.2 x <> /root/tick; done' </dev/null >/dev/null 2>&1 & ;;
-esac
-exit 0
-"""
 
 
 DATA_MD5 = hashlib.md5(b"ovz-migration-data\n" * 1000).hexdigest()

@@ -26,6 +26,7 @@ import pytest
 
 from conftest import COLLECTIONS_ROOT, MODULES_DIR, Node, sh
 
+from ansible_collections.ovz.containers.plugins.module_utils import dad
 from ansible_collections.ovz.containers.plugins.module_utils import namespaces as ns
 from ansible_collections.ovz.containers.plugins.module_utils import network as net
 
@@ -274,15 +275,6 @@ def bridged_lab(node, busybox_template):
 # frames, captures, snapshots
 # ---------------------------------------------------------------------------------------
 
-def _csum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _mac(text):
     return bytes(int(x, 16) for x in text.split(":"))
 
@@ -292,12 +284,12 @@ def udp_frame(src_mac, dst_mac, src_ip, dst_ip, payload, sport=40000, dport=UDP_
         src, dst = socket.inet_pton(socket.AF_INET, src_ip), socket.inet_pton(socket.AF_INET, dst_ip)
         udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
         head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, src, dst)
-        head = head[:10] + struct.pack("!H", _csum(head)) + head[12:]
+        head = head[:10] + struct.pack("!H", dad.internet_checksum(head)) + head[12:]
         return _mac(dst_mac) + _mac(src_mac) + b"\x08\x00" + head + udp
     src, dst = socket.inet_pton(socket.AF_INET6, src_ip), socket.inet_pton(socket.AF_INET6, dst_ip)
     length = 8 + len(payload)
     udp = struct.pack("!HHHH", sport, dport, length, 0) + payload
-    check = _csum(src + dst + struct.pack("!I3xB", length, 17) + udp) or 0xFFFF
+    check = dad.internet_checksum(src + dst + struct.pack("!I3xB", length, 17) + udp) or 0xFFFF
     udp = udp[:6] + struct.pack("!H", check) + udp[8:]
     head = struct.pack("!IHBB16s16s", 6 << 28, length, 17, 64, src, dst)
     return _mac(dst_mac) + _mac(src_mac) + b"\x86\xdd" + head + udp
@@ -313,7 +305,7 @@ def na_frame(src_mac, dst_mac, src_ip, dst_ip, target):
     src, dst = socket.inet_pton(socket.AF_INET6, src_ip), socket.inet_pton(socket.AF_INET6, dst_ip)
     icmp = struct.pack("!BBHI16s", 136, 0, 0, 0x20000000, socket.inet_pton(socket.AF_INET6, target))
     icmp += b"\x02\x01" + _mac(src_mac)
-    check = _csum(src + dst + struct.pack("!I3xB", len(icmp), 58) + icmp)
+    check = dad.internet_checksum(src + dst + struct.pack("!I3xB", len(icmp), 58) + icmp)
     icmp = icmp[:2] + struct.pack("!H", check) + icmp[4:]
     head = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, 255, src, dst)
     return _mac(dst_mac) + _mac(src_mac) + b"\x86\xdd" + head + icmp

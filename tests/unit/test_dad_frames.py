@@ -50,7 +50,7 @@ def test_ns_probe_is_rfc4862_dad():
     icmp = frame[54:]
     assert icmp[0] == 135 and icmp[8:24] == V6.packed and len(icmp) == 24   # no source link-layer option
     pseudo = bytes(16) + group.packed + struct.pack("!I3xB", len(icmp), 58)
-    assert dad._checksum(pseudo + icmp) == 0
+    assert dad.internet_checksum(pseudo + icmp) == 0
 
 
 def test_arp_answers_that_claim():
