@@ -36,8 +36,10 @@ def onboot(ansible, vm1, vm_template, vm_workdir, ct_names_module):
     first.ok(vm1.name, "start not onboot")
     vm1.reboot()
     after = [
+        # SSH may answer while the oneshot unit still starts the containers (activating): wait for its end.
         {"name": "boot unit", "ansible.builtin.raw":
-            "cat /proc/sys/kernel/random/boot_id; systemctl is-active ovz-boot.service;"
+            "for i in $(seq 600); do [ \"$(systemctl is-active ovz-boot.service)\" != activating ] && break; sleep 1;"
+            " done; cat /proc/sys/kernel/random/boot_id; systemctl is-active ovz-boot.service;"
             " systemctl show -P ExecMainStatus ovz-boot.service"},
         {"name": "info after reboot", "ovz.containers.ovz_info": {"name": [on, off]}},
         {"name": "exec after reboot", "ovz.containers.ovz_exec": {"name": on, "command": "hostname; cat /proc/1/comm"}},
