@@ -329,6 +329,17 @@ SUPERVISOR = ("sleep 600 3</etc/passwd 4</etc/hosts 5</etc/group 6</etc/inittab 
               " dd if=/dev/zero of=/dev/shm/ovz-shm bs=1M count=4 2>/dev/null")
 
 
+def table_once(node, name, settled, seconds=10.0):
+    """The table once settled(table) holds. Memory-cgroup counters (shmpages, physpages) are flushed by the
+    kernel every couple of seconds, so a read right after the workload may still show the old value."""
+    deadline = time.monotonic() + seconds
+    while True:
+        current = table(node, name)
+        if settled(current) or time.monotonic() > deadline:
+            return current
+        time.sleep(0.25)
+
+
 def test_beancounter_table_complete_and_held_moves(node, busybox_template):
     name = make(node, busybox_template, numproc="200:250", ubc={"numfile": "1000:1200", "kmemsize": "64M"})
     before = table(node, name)
@@ -340,9 +351,10 @@ def test_beancounter_table_complete_and_held_moves(node, busybox_template):
     assert (before["numfile"]["barrier"], before["numfile"]["limit"]) == (1000, 1200)
     assert before["numfile"]["enforced"] is False and before["numfile"]["mechanism"]
     sh(node.manager, name, SUPERVISOR)
-    time.sleep(0.3)
-    after = table(node, name)
-    for key in ("numfile", "numtcpsock", "numothersock", "numpty", "shmpages", "numproc", "privvmpages"):
+    moving = ("numfile", "numtcpsock", "numothersock", "numpty", "shmpages", "numproc", "privvmpages")
+    after = table_once(node, name, lambda now: all(now[key]["held"] > before[key]["held"] for key in moving)
+                       and now["shmpages"]["held"] >= (4 << 20) // lim.PAGE_SIZE)
+    for key in moving:
         assert after[key]["held"] > before[key]["held"], (key, before[key], after[key])
     assert after["shmpages"]["held"] >= (4 << 20) // lim.PAGE_SIZE
     # Seen from inside: every parameter, in /proc/user_beancounters format.
@@ -351,8 +363,7 @@ def test_beancounter_table_complete_and_held_moves(node, busybox_template):
     assert [line.split()[-6] for line in text.splitlines()[2:]] == list(UBC_ORDER)
     # Processes gone: held drops, maxheld stays.
     sh(node.manager, name, "kill $(pidof sleep nc syslogd); rm /dev/shm/ovz-shm")
-    time.sleep(0.2)
-    later = table(node, name)
+    later = table_once(node, name, lambda now: now["numpty"]["held"] == 0 and now["numfile"]["held"] < after["numfile"]["held"])
     assert later["numpty"]["held"] == 0 and later["numpty"]["maxheld"] >= 1
     assert later["numfile"]["held"] < after["numfile"]["held"] <= later["numfile"]["maxheld"]
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import time
 
 import pytest
 
@@ -36,8 +38,35 @@ def test_mounts_criu_cannot_take_along_are_named(monkeypatch):
 
 
 def test_no_obstacle_in_a_plain_process():
-    """This test's own process, taken as its own init: one session, the same namespaces, plain descriptors."""
-    assert ckpt.process_obstacles(os.getpid(), [os.getpid()]) == []
+    """A process started in a session of its own, taken as its own init: one session, the same namespaces,
+    plain descriptors. (Not this test's own process: its session leader is whatever started pytest.)"""
+    with subprocess.Popen(["sleep", "60"], start_new_session=True, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as init:
+        try:
+            assert ckpt.process_obstacles(init.pid, [init.pid]) == []
+        finally:
+            init.kill()
+
+
+def test_a_process_whose_session_leader_is_outside_its_pid_namespace_is_an_obstacle():
+    """A sleep that is pid 1 of a pid namespace of its own but still in the session of the command that
+    started it: the kernel shows its session as 0 there, as for a job left by a command run inside without
+    setsid."""
+    with subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "60"], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as unshare:
+        try:
+            children = ""
+            for _attempt in range(100):
+                with open("/proc/%d/task/%d/children" % (unshare.pid, unshare.pid)) as listing:
+                    children = listing.read().split()
+                if children:
+                    break
+                time.sleep(0.05)
+            sleeper = int(children[0])
+            problems = ckpt.process_obstacles(sleeper, [sleeper])
+            assert len(problems) == 1 and "session or process group leader is outside" in problems[0], problems
+        finally:
+            unshare.kill()
 
 
 def test_a_failed_write_names_the_path_and_what_was_written(tmp_path, monkeypatch):
