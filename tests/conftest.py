@@ -8,10 +8,12 @@ on failure too.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -247,10 +249,10 @@ def host_snapshot(data_dir: str, cgroup_parent: str = "", names: Sequence[str] =
         dirs.sort()
         rel_dir = os.path.relpath(directory, data_dir)
         if rel_dir.count(os.sep) == 1 and rel_dir.split(os.sep)[0] in ("private", "root"):
-            # A container's own files (its image, its root tree) change while it runs:
-            # that is the container at work, not the call under test. Their presence counts.
+            # A container's own files: compared whole below while it is stopped; while it runs they
+            # change by the container at work, so only what the engine writes inside (/etc) counts.
             dirs[:] = []
-            entries = []
+            continue
         parts = rel_dir.split(os.sep)
         if len(parts) == 3 and parts[0] == "run" and parts[2] == "volatile":
             # What the container itself writes onto the host (its console log, its boot marker),
@@ -290,11 +292,50 @@ def host_snapshot(data_dir: str, cgroup_parent: str = "", names: Sequence[str] =
             for name in set(names) | set(ContainerManager(data_dir, cgroup_parent or "auto").layout.names())}
     links = subprocess.run(["ip", "-o", "link"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
     manager = ContainerManager(data_dir, cgroup_parent or "auto")
+    inside = {name: container_inside(manager, name) for name in sorted(manager.layout.names())}
+    for kind in ("private", "root"):
+        top = os.path.join(data_dir, kind)
+        for name in sorted(os.listdir(top)) if os.path.isdir(top) else ():
+            if not inside.get(name):
+                files.update(("%s/%s/%s" % (kind, name, rel), seen)
+                             for rel, seen in tree_files(os.path.join(top, name)).items())
     return {"files": files, "cgroups": cgroups, "mounts": mounts,
             "loops": sorted(line for line in loops.splitlines() if data_dir in line),
             "links": sorted(n for n in (line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
                             if n in ours),
-            "inside": {name: container_inside(manager, name) for name in sorted(manager.layout.names())}}
+            "inside": inside}
+
+
+# Larger files (a container's disk image) are compared by size and modification time, not read.
+_HASHED_BYTES = 1 << 20
+
+
+def tree_files(top: str) -> dict:
+    """Every entry under ``top`` without following links: its kind, mode and owner, and its content
+    (a hash, the link's target; size and mtime for large files)."""
+    seen = {}
+    for directory, dirs, entries in os.walk(top):
+        dirs.sort()
+        for entry in sorted(entries) + dirs:
+            path = os.path.join(directory, entry)
+            rel = os.path.relpath(path, top)
+            try:
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode):
+                    content = "-> " + os.readlink(path)
+                elif not stat.S_ISREG(info.st_mode):
+                    content = ""
+                elif info.st_size > _HASHED_BYTES:
+                    content = "%d bytes, mtime %d" % (info.st_size, info.st_mtime_ns)
+                else:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                    with os.fdopen(fd, "rb") as handle:
+                        content = hashlib.sha256(handle.read()).hexdigest()
+            except OSError as exc:
+                seen[rel] = "unreadable: %s" % exc.strerror
+                continue
+            seen[rel] = "%o %d:%d %s" % (info.st_mode, info.st_uid, info.st_gid, content)
+    return seen
 
 
 # Writable cgroup files whose value the kernel moves by itself (peaks, counters, pressure triggers),
@@ -338,8 +379,21 @@ def container_inside(manager: ContainerManager, name: str) -> dict:
                                    if not line.split()[4].startswith("/run/ovz"))
     except OSError:
         inside_mounts = []
+    # The files the engine writes inside (hostname, resolv.conf, hosts), as its processes see them.
+    etc = {}
+    etc_dir = "/proc/%d/root/etc" % pid
+    for entry in sorted(os.listdir(etc_dir)) if os.path.isdir(etc_dir) else ():
+        path = os.path.join(etc_dir, entry)
+        try:
+            if os.path.islink(path):
+                etc[entry] = "-> " + os.readlink(path)
+            elif os.path.isfile(path) and os.path.getsize(path) <= _HASHED_BYTES:
+                with open(path, "rb") as handle:
+                    etc[entry] = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            etc[entry] = "unreadable"
     return {"state": manager.status(name), "init_pid": pid, "cgroup_settings": settings,
-            "addresses": addresses, "routes": routes, "mounts": inside_mounts}
+            "addresses": addresses, "routes": routes, "mounts": inside_mounts, "etc": etc}
 
 
 def wait_for(predicate, what: str, timeout: float = 20.0):

@@ -65,3 +65,51 @@ def test_host_snapshot_sees_inside_a_running_container(node, container):
 
     node.manager.stop(container)
     assert host_snapshot(node.data_dir)["inside"][container] == {}
+
+
+def test_host_snapshot_sees_a_stopped_containers_files(node, container):
+    """A stopped container's tree is compared whole: content, mode, owner, links."""
+    node.manager.stop(container)
+    private = node.manager.layout.private(container)
+    before = host_snapshot(node.data_dir)
+    passwd = os.path.join(private, "etc", "passwd")
+    assert "private/%s/etc/passwd" % container in before["files"]
+    with open(passwd, "rb") as handle:
+        text = handle.read()
+    with open(passwd, "ab") as handle:
+        handle.write(b"ovz:x:4242:4242::/:/bin/sh\n")
+    try:
+        assert host_snapshot(node.data_dir) != before
+    finally:
+        with open(passwd, "wb") as handle:
+            handle.write(text)
+    assert host_snapshot(node.data_dir) == before
+
+    os.chmod(passwd, 0o666)
+    try:
+        assert host_snapshot(node.data_dir) != before
+    finally:
+        os.chmod(passwd, 0o644)
+    assert host_snapshot(node.data_dir) == before
+
+    planted = os.path.join(private, "ovz-planted")
+    os.symlink("/etc/shadow", planted)
+    try:
+        assert host_snapshot(node.data_dir)["files"]["private/%s/ovz-planted" % container].endswith(
+            "-> /etc/shadow")
+    finally:
+        os.unlink(planted)
+    assert host_snapshot(node.data_dir) == before
+
+
+def test_host_snapshot_sees_what_the_engine_writes_inside_a_running_container(node, container):
+    before = host_snapshot(node.data_dir)
+    assert "hostname" in before["inside"][container]["etc"]
+    assert host_snapshot(node.data_dir) == before
+    old = node.manager.exec(container, ["cat", "/etc/hostname"]).stdout
+    node.manager.exec(container, ["sh", "-c", "echo ovz-other > /etc/hostname"])
+    try:
+        assert host_snapshot(node.data_dir)["inside"][container]["etc"] != before["inside"][container]["etc"]
+    finally:
+        node.manager.exec(container, ["sh", "-c", 'printf %s "$0" > /etc/hostname', old.decode()])
+    assert host_snapshot(node.data_dir) == before
