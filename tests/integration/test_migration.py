@@ -640,7 +640,7 @@ def test_live_migration_debian(harness, debian_template):
     if not quota.has_capability(quota.CAP_SYS_RESOURCE):
         # The template's drop-in (service.d/ovz-checkpoint.conf) takes away the nested UTS namespaces
         # and BPF programs; CRIU then reads the rlimits of processes of other users (prlimit), which
-        # needs CAP_SYS_RESOURCE. Shown on the VMs: tests/vm/test_debian13.py.
+        # needs CAP_SYS_RESOURCE. Shown on the VMs: tests/vm/test_debian_systemd.py.
         pytest.skip("root here lacks CAP_SYS_RESOURCE: CRIU cannot read the rlimits of the Debian container's "
                     "processes of other users")
     node1, node2, _node3 = harness.nodes

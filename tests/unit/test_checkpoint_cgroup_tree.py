@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """The container's own cgroup2 tree across a checkpoint (checkpoint.read_cgroup_tree and the
 restore's action script), on plain directories standing in for cgroupfs. The real path, a
-systemd 257 container restored on a cgroup2 host, is tests/vm/test_debian13.py."""
+systemd 257 container restored on a cgroup2 host, is tests/vm/test_debian_systemd.py."""
 
 from __future__ import annotations
 

@@ -35,10 +35,11 @@ The files: test_platform.py (the VMs themselves), test_container_v2.py and test_
 numproc, ioprio, all live), test_quota.py (project quota on ``directory``, second-level quota in
 ``image``), test_checkpoint_v2.py (criu 3.17 dump/restore), test_migration.py (vm1 -> vm2 over
 the private link, an established TCP connection survives), test_onboot.py (``vm_reboot``).
-Two files skip unless the run's VMs have the releases they need (``VmRun.releases``, ``Vm.release``):
-test_debian13.py (``OVZ_VM_RELEASE=trixie``: a debian-13 container boots systemd 257, is checkpointed,
-restored and live-migrated) and test_mixed_release.py (``OVZ_VM_RELEASE=bookworm,trixie``: migration
-between CRIU 3.17 and 4.1 in both directions).
+test_debian_systemd.py: a Debian container of the VMs' own release (debian-12 on bookworm, debian-13
+with ``OVZ_VM_RELEASE=trixie``) boots systemd, is checkpointed, restored and live-migrated.
+test_mixed_release.py skips unless the run's VMs have the releases it needs (``VmRun.releases``,
+``Vm.release``): ``OVZ_VM_RELEASE=bookworm,trixie``, migration between CRIU 3.17 and 4.1 in both
+directions.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
 # -*- coding: utf-8 -*-
-"""A ``debian-13`` container on two Debian 13 VMs: systemd 257 boots to ``running``, the container is
-checkpointed and restored with trixie's own CRIU 4.1 on kernel 6.12, and live-migrated VM 1 -> VM 2.
+"""A Debian container with systemd as its init on two VMs of one Debian release, the release of the
+run's VMs: ``debian-12`` on the default tier's two bookworm VMs (systemd 252, CRIU 3.17, kernel 6.1),
+``debian-13`` on two trixie VMs (``OVZ_VM_RELEASE=trixie``: systemd 257, CRIU 4.1, kernel 6.12).
+systemd boots to ``running`` on cgroup2, the container is checkpointed and restored with the release's
+own CRIU, and live-migrated VM 1 -> VM 2. Here on the build machine the same Debian checkpoint is a named
+skip (root lacks CAP_SYS_RESOURCE: tests/integration/test_migration.py::test_live_migration_debian).
 
-Opt-in: it needs a run of two trixie VMs (``OVZ_VM_RELEASE=trixie``) and skips on any other run, such
-as the default tier's two bookworm VMs. The template is built on the controller
-(``scripts/build-debian-template --release trixie``; a cache hit is instant) and copied to both VMs.
+The template is built on the controller (``scripts/build-debian-template --release R``; a cache hit is
+instant) and copied to both VMs. A run of mixed releases skips (tests/vm/test_mixed_release.py).
 
 One batched play on VM 1 (VM 2's side through ``delegate_to``). A privileged container (checkpoint of
 unprivileged ones is refused) boots with ``wait_boot``; a transient unit started inside with
@@ -23,6 +26,10 @@ import time
 import pytest
 
 from vmlib import REPO, copy_to_vm
+
+# What each release brings: its template's number, its systemd, the CRIU of its VMs.
+RELEASES = {"bookworm": {"number": "12", "systemd": "252", "criu": "Version: 3.17"},
+            "trixie": {"number": "13", "systemd": "257", "criu": "Version: 4.1"}}
 
 BUILD = os.path.join(REPO, "scripts", "build-debian-template")
 COUNTER = "/root/ovz-counter"
@@ -46,28 +53,31 @@ def fields(text: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trixie_pair(vm_run):
+def release_pair(vm_run):
     releases = [vm.release for vm in vm_run.vms]
-    if len(releases) < 2 or set(releases) != {"trixie"}:
-        pytest.skip("needs two Debian 13 VMs (OVZ_VM_RELEASE=trixie); this run's VMs are %s" % ", ".join(releases))
+    if len(releases) < 2 or len(set(releases)) != 1 or releases[0] not in RELEASES:
+        pytest.skip("needs two VMs of one Debian release; this run's VMs are %s (mixed releases: "
+                    "tests/vm/test_mixed_release.py)" % ", ".join(releases))
     return vm_run.vms[:2]
 
 
 @pytest.fixture(scope="module")
-def debian13_template(trixie_pair):
-    """The debian-13 template, built here (or found in the build cache), in every VM's templates."""
-    out = subprocess.run([BUILD, "--release", "trixie"], stdout=subprocess.PIPE, universal_newlines=True,
+def debian_template(release_pair):
+    """The release's Debian template, built here (or found in the build cache), in every VM's templates."""
+    release = release_pair[0].release
+    out = subprocess.run([BUILD, "--release", release], stdout=subprocess.PIPE, universal_newlines=True,
                          check=True, timeout=3600).stdout
     tarball = out.strip().splitlines()[-1]
-    for vm in trixie_pair:
+    template = "debian-%s" % RELEASES[release]["number"]
+    for vm in release_pair:
         vm.sh("mkdir -p /var/lib/ovz/templates")
-        copy_to_vm(vm, tarball, "/var/lib/ovz/templates/debian-13.tar.zst")
-    return "debian-13"
+        copy_to_vm(vm, tarball, "/var/lib/ovz/templates/%s.tar.zst" % template)
+    return template
 
 
 @pytest.fixture(scope="module")
-def debian13(ansible, trixie_pair, debian13_template, ct_names_module):
-    vm1, vm2 = trixie_pair
+def debian(ansible, release_pair, debian_template, ct_names_module):
+    vm1, vm2 = release_pair
     name, = ct_names_module(1)
     private = "/var/lib/ovz/private/%s" % name
     dumpfile = "/var/lib/ovz/%s.ckpt.tar" % name
@@ -79,7 +89,7 @@ def debian13(ansible, trixie_pair, debian13_template, ct_names_module):
     tasks = [
         {"name": "criu", "ansible.builtin.raw": "criu --version | head -n 1"},
         {"name": "start", "ovz.containers.ovz_container": dict(
-            ct, template=debian13_template, layout="directory", state="started", wait_boot=True, timeout=900)},
+            ct, template=debian_template, layout="directory", state="started", wait_boot=True, timeout=900)},
         {"name": "system state", "ovz.containers.ovz_exec": dict(ct, command="systemctl is-system-running || true")},
         {"name": "inside", "ovz.containers.ovz_exec": dict(ct, command=(
             "systemctl --version | head -n 1; stat -fc %T /sys/fs/cgroup; . /etc/os-release; echo $VERSION_ID;"
@@ -106,7 +116,7 @@ def debian13(ansible, trixie_pair, debian13_template, ct_names_module):
     ]
     began = time.monotonic()
     play = ansible.play(tasks, hosts=vm1.name, variables={"vm2": vm2.name})
-    return play, vm1.name, name, time.monotonic() - began
+    return play, vm1.name, name, time.monotonic() - began, RELEASES[vm1.release]
 
 
 def assert_same_processes(before: dict, after: dict) -> None:
@@ -116,23 +126,24 @@ def assert_same_processes(before: dict, after: dict) -> None:
     assert after["system"] == "running" and after["failed"] == "", after
 
 
-def test_systemd_257_boots_to_running_on_cgroup_v2(debian13):
-    play, host, _name, _seconds = debian13
-    assert play.stdout(host, "criu").startswith("Version: 4.1"), play.stdout(host, "criu")
+def test_systemd_boots_to_running_on_cgroup_v2(debian):
+    play, host, _name, _seconds, release = debian
+    assert play.stdout(host, "criu").startswith(release["criu"]), play.stdout(host, "criu")
     play.ok(host, "start")
     assert play.stdout(host, "system state") == "running"
     lines = play.stdout(host, "inside").split("\n")
     assert len(lines) == 4, lines            # a fifth line would be a failed unit
     version, fstype, version_id, init = lines
-    assert version.split()[:2] == ["systemd", "257"], version
-    assert (fstype, version_id, init) == ("cgroup2fs", "13", "/usr/lib/systemd/systemd")
+    assert version.split()[:2] == ["systemd", release["systemd"]], version
+    assert (fstype, version_id) == ("cgroup2fs", release["number"])
+    assert init in ("/usr/lib/systemd/systemd", "/lib/systemd/systemd"), init
     before = fields(play.stdout(host, "before"))
     assert before["system"] == "running" and before["failed"] == "" and before["pid1"] == "systemd", before
     assert int(before["probe"]) > 1 and int(before["counter"]) > 5, before
 
 
-def test_checkpoint_and_restore_keep_the_same_processes(debian13):
-    play, host, _name, _seconds = debian13
+def test_checkpoint_and_restore_keep_the_same_processes(debian):
+    play, host, _name, _seconds, _release = debian
     done = play.ok(host, "checkpoint")
     assert done["changed"] is True and done["state"] == "stopped" and done["size"] > 0, done
     first, second = play.stdout(host, "dumped").split("\n")
@@ -146,8 +157,8 @@ def test_checkpoint_and_restore_keep_the_same_processes(debian13):
     print("checkpoint %s, restore %s" % (done.get("timings"), restored.get("timings")))
 
 
-def test_live_migration_to_vm2_keeps_the_same_processes(debian13):
-    play, host, name, _seconds = debian13
+def test_live_migration_to_vm2_keeps_the_same_processes(debian):
+    play, host, name, _seconds, _release = debian
     moved = play.get(host, "migrate")
     assert moved["_status"] == "ok", "migrate: %s" % moved
     assert moved["changed"] is True and moved["frozen_ms"] > 0, moved
@@ -160,9 +171,9 @@ def test_live_migration_to_vm2_keeps_the_same_processes(debian13):
     assert play.ok(host, "info vm2")["containers"][0]["state"] == "running"
 
 
-def test_cleanup(debian13):
-    play, host, name, seconds = debian13
+def test_cleanup(debian):
+    play, host, name, seconds, _release = debian
     assert play.ok(host, "destroy on vm2")["changed"] is True
     assert name not in play.stdout(host, "left on vm1")
     play.ok(host, "remove dump")
-    print("debian-13 play: %.1f s" % seconds)
+    print("Debian play: %.1f s" % seconds)
