@@ -296,6 +296,19 @@ def collections_tree(tmp: Path, repo_root: Path = REPO_ROOT) -> Path:
     return Path(tmp)
 
 
+# The engine modules the benches name, by where they live in the layered engine (plugins/module_utils/_engine).
+ENGINE_PATHS = {
+    "container": "_engine.container.manager",
+    "templates": "_engine.node.templates",
+    "storage": "_engine.kernel.storage",
+    "namespaces": "_engine.kernel.namespaces",
+    "criu": "_engine.kernel.criu",
+    "limits": "_engine.resources.limits",
+    "network": "_engine.resources.network",
+    "checkpoint": "_engine.ops.checkpoint",
+}
+
+
 def import_engine(tree: Path, *modules: str):
     """Import engine modules from the collections tree.
 
@@ -306,7 +319,7 @@ def import_engine(tree: Path, *modules: str):
     importlib.invalidate_caches()
     loaded = {}
     for mod in modules:
-        full = f"ansible_collections.ovz.containers.plugins.module_utils.{mod}"
+        full = f"ansible_collections.ovz.containers.plugins.module_utils.{ENGINE_PATHS.get(mod, mod)}"
         try:
             loaded[mod] = importlib.import_module(full)
         except Exception as e:  # noqa: BLE001 - the engine may be half-written

@@ -118,7 +118,7 @@ def main():
     try:
         with Harness(os.path.join(work, "mn"), args.nodes) as harness:
             template = harness.nodes[0].engine(
-                "__import__('ansible_collections.ovz.containers.plugins.module_utils.templates', fromlist=['x'])"
+                "__import__('ansible_collections.ovz.containers.plugins.module_utils._engine.node.templates', fromlist=['x'])"
                 ".build_busybox_template(%r)" % os.path.join(work, "templates"))
             items = fleet(args.containers, args.nodes, template, args.layout)
             varsfile = os.path.join(work, "fleet.json")

@@ -56,7 +56,7 @@ def node_json(node, code):
 def make(node, name, template, binary, size, rate):
     node.create_container(name, template, [], start=False)
     code = ("import os, shutil, json\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
             "m = ContainerManager(%r, %r)\n"
             "s = m.storage(m.load(%r))\n"
             "s.mount()\n"
@@ -105,8 +105,8 @@ def rss_mib(pid):
 
 def checkpoint(node, name, predumps, scratch):
     code = ("import json, os, time\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer\n"
             "c = Checkpointer(ContainerManager(%r, %r))\n"
             "base = %r\n"
             "done, parent = 0, None\n"
@@ -128,8 +128,8 @@ def checkpoint(node, name, predumps, scratch):
 
 def migrate(node, name, target, predumps, lazy):
     code = ("import json\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils import migration\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import migration\n"
             "r = migration.migrate(ContainerManager(%r, %r), %r, %r, pre_dump_iterations=%d, lazy=%r)\n"
             "print(json.dumps(r, default=str))\n" % (node.data_dir, node.cgroup_parent, name, target, predumps, lazy))
     return node_json(node, code)
@@ -197,7 +197,7 @@ def main():
         with Harness(os.path.join(work, "mn-bench"), 2) as harness:
             node1, node2 = harness.nodes
             template = node_json(node1, "import json\nfrom ansible_collections.ovz.containers.plugins.module_utils."
-                                        "templates import build_busybox_template\n"
+                                        "_engine.node.templates import build_busybox_template\n"
                                         "print(json.dumps(build_busybox_template(%r)))" % os.path.join(work, "tpl"))
             for run in range(args.runs):
                 for size in sizes:

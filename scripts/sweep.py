@@ -27,7 +27,7 @@ from collection_path import ensure_collection_path  # noqa: E402
 
 ensure_collection_path()
 
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager  # noqa: E402
 
 WORK_GLOB = "/var/tmp/ovz-tests-*"
 SUITE_CGROUP = re.compile(r"^ovz-t[0-9a-f]{6}$")
@@ -131,7 +131,7 @@ def sweep_harnesses():
             data = node.get("data_dir")
             if data and os.path.isdir(data) and os.path.exists(netns) and HARNESS_NETNS.match(node["netns"]):
                 code = ("import sys\nsys.path.insert(0, %r)\n" % ensure_collection_path()
-                        + "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+                        + "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
                         "m = ContainerManager(%r, %r)\n"
                         "for n in m.layout.names():\n"
                         "    m.destroy(n)\n"

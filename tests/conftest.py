@@ -30,10 +30,10 @@ from sweep import SESSION_OWNER, process_starttime  # noqa: E402
 
 ensure_collection_path()
 
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager  # noqa: E402
-from ansible_collections.ovz.containers.plugins.module_utils.network import default_host_ifname  # noqa: E402
-from ansible_collections.ovz.containers.plugins.module_utils.rootfs import find_lxcfs  # noqa: E402
-from ansible_collections.ovz.containers.plugins.module_utils.templates import build_busybox_template  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.network import default_host_ifname  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.rootfs import find_lxcfs  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.templates import build_busybox_template  # noqa: E402
 
 WORK_ROOT = "/var/tmp"
 
@@ -216,11 +216,11 @@ def sh_without_session(manager: ContainerManager, name: str, script: str, stdout
     """Run ``script`` by /bin/sh inside, entered from the host as exec enters but *without* a session of its
     own (as exec itself never does), and with ``stdout`` of the caller's: what a careless host tool would
     leave inside (a job whose session leader is the host's, a host file held open)."""
-    from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import PAYLOAD
     runtime = manager.runtime(name)
     cgroups = manager.cgroups_for(runtime)
     code = ("import os, sys; sys.path.insert(0, %r)\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.process import enter_container, "
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import enter_container, "
             "fork_in_cgroup, join_cgroups\n"
             "if fork_in_cgroup(%r) == 0:\n"
             "    join_cgroups(%r)\n"

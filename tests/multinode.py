@@ -219,7 +219,7 @@ class HarnessNode:
     def engine(self, expression: str, timeout: float = 300) -> Any:
         """Evaluate ``expression`` with ``manager`` (this node's ContainerManager) in the node's netns; JSON result."""
         code = ("import json\n"
-                "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+                "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
                 "manager = ContainerManager(%r, %r)\n"
                 "print('\\n' + json.dumps(%s))\n" % (self.data_dir, self.cgroup_parent, expression))
         out = self.python(code, timeout=timeout).stdout
@@ -229,8 +229,8 @@ class HarnessNode:
                          start: bool = True, boot_timeout: float = 180, **options: Any) -> Dict[str, Any]:
         """Create (and start, booted) a container on this node, with routed addresses; returns its facts."""
         code = ("import json\n"
-                "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
-                "from ansible_collections.ovz.containers.plugins.module_utils import network\n"
+                "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
+                "from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network\n"
                 "m = ContainerManager(%r, %r)\n"
                 "config = m.create(%r, %r, layout=%r, **%r)\n"
                 "if %r:\n"
@@ -311,7 +311,7 @@ class HarnessNode:
         if not os.path.isdir(self.data_dir) or not self.netns.exists():
             return
         code = ("import sys\n"
-                "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+                "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
                 "m = ContainerManager(%r, %r)\n"
                 "for n in m.layout.names():\n"
                 "    try:\n"
@@ -324,7 +324,7 @@ class HarnessNode:
             print("harness: %s cleanup: %s" % (self.name, proc.stderr), file=sys.stderr)
 
     def remove_cgroup_parent(self) -> None:
-        from ansible_collections.ovz.containers.plugins.module_utils.cgroups import select_backend
+        from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.cgroups import select_backend
         backend = select_backend()
         for hierarchy, path in backend.resolve_parent(self.cgroup_parent).items():
             directory = os.path.join(backend.mountpoint(hierarchy), path.lstrip("/"))
@@ -475,7 +475,7 @@ class Harness:
 def _connect_in(netns_fd: int, address: str, port: int, timeout: float) -> socket.socket:
     """Make the socket in a thread that entered the netns (sockets keep the netns they were made in)."""
     import threading
-    from ansible_collections.ovz.containers.plugins.module_utils import namespaces as ns
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import namespaces as ns
     box: Dict[str, Any] = {}
 
     def target() -> None:

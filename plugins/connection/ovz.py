@@ -143,11 +143,11 @@ from ansible.module_utils.common.text.converters import to_bytes, to_native, to_
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
-from ansible_collections.ovz.containers.plugins.module_utils.cli import EXIT_NOT_FOUND
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
-from ansible_collections.ovz.containers.plugins.module_utils.process import OutputPolicy, run_bounded
-from ansible_collections.ovz.containers.plugins.module_utils.sizes import parse_size
+from ansible_collections.ovz.containers.plugins.module_utils._tools.cli import EXIT_NOT_FOUND
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import OutputPolicy, run_bounded
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.sizes import parse_size
 
 display = Display()
 

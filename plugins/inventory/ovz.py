@@ -173,8 +173,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     @staticmethod
     def _local_list(node):
-        from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-        from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
+        from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+        from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
         try:
             return ContainerManager(node['data_dir'], node['cgroup_parent']).list()
         except (OvzError, OSError) as exc:

@@ -256,12 +256,12 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import (
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import (
     DifferenceTracker, argument_spec, fail_from_error)
-from ansible_collections.ovz.containers.plugins.module_utils import checkpoint as ckpt
-from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter, StateConflict
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import checkpoint as ckpt
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter, StateConflict
 
 RUNNING = ('running', 'frozen')
 
@@ -406,8 +406,8 @@ def do_migrated(module, manager, name, result):
     if not params['target']:
         raise InvalidParameter('state=migrated needs a target', 'target')
     try:
-        from ansible_collections.ovz.containers.plugins.module_utils.migration import migrate
-        from ansible_collections.ovz.containers.plugins.module_utils.remote import Target
+        from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.migration import migrate
+        from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.remote import Target
     except ImportError as exc:
         raise StateConflict('live migration is not available in this installation (%s)' % exc, 'state')
     target = Target.from_param(params['target'], data_dir=params['target_data_dir'],

@@ -220,12 +220,12 @@ container:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import argument_spec, fail_from_error
-from ansible_collections.ovz.containers.plugins.module_utils.config import validate_labels, validate_name
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.converge import apply_container, plan_container
-from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
-from ansible_collections.ovz.containers.plugins.module_utils.specs import CONTAINER_OPTIONS
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import argument_spec, fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_labels, validate_name
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.converge import apply_container, plan_container
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import CONTAINER_OPTIONS
 
 
 def main():

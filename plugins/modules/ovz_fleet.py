@@ -409,12 +409,12 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.ovz.containers.plugins.module_utils import fleet as ovz_fleet
-from ansible_collections.ovz.containers.plugins.module_utils import network
-from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import argument_spec, fail_from_error
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
-from ansible_collections.ovz.containers.plugins.module_utils.specs import (
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import fleet as ovz_fleet
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import argument_spec, fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import (
     CONTAINER_OPTIONS, LIMITS_OPTIONS, NETWORK_OPTIONS, QUOTA_OPTIONS)
 
 ITEM_OPTIONS = dict((key, value) for key, value in CONTAINER_OPTIONS.items() if key not in ('diskspace', 'diskinodes'))

@@ -84,11 +84,11 @@ containers:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import argument_spec, fail_from_error
-from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
-from ansible_collections.ovz.containers.plugins.module_utils.quota import usage
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import argument_spec, fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.quota import usage
 
 
 def quota_usage(manager, entry):

@@ -215,12 +215,12 @@ applied:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import (
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import (
     DifferenceTracker, argument_spec, fail_from_error)
-from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.limits import LIMIT_PARAMS, effective, update
-from ansible_collections.ovz.containers.plugins.module_utils.specs import LIMITS_OPTIONS
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.limits import LIMIT_PARAMS, effective, update
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import LIMITS_OPTIONS
 
 RUNNING = ('running', 'frozen')
 

@@ -228,13 +228,13 @@ network:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.ovz.containers.plugins.module_utils import network
-from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import argument_spec, fail_from_error
-from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.converge import apply_network, plan_network
-from ansible_collections.ovz.containers.plugins.module_utils.errors import StateConflict
-from ansible_collections.ovz.containers.plugins.module_utils.specs import NETWORK_OPTIONS
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import argument_spec, fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.converge import apply_network, plan_network
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import StateConflict
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NETWORK_OPTIONS
 
 
 def main():

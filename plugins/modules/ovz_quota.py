@@ -206,13 +206,13 @@ restarted:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ovz.containers.plugins.module_utils.ansible_glue import (
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import (
     DifferenceTracker, argument_spec, fail_from_error)
-from ansible_collections.ovz.containers.plugins.module_utils.config import validate_name
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.converge import quota_request
-from ansible_collections.ovz.containers.plugins.module_utils.quota import update, usage
-from ansible_collections.ovz.containers.plugins.module_utils.specs import QUOTA_OPTIONS
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.converge import quota_request
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.quota import update, usage
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import QUOTA_OPTIONS
 
 
 def main():

@@ -15,8 +15,8 @@ import subprocess
 import pytest
 
 from conftest import REPO, sh, wait_for
-from ansible_collections.ovz.containers.plugins.module_utils.beancounters import UBC_ORDER
-from ansible_collections.ovz.containers.plugins.module_utils.rootfs import BCD_FSTYPE, mount_points
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.beancounters import UBC_ORDER
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.rootfs import BCD_FSTYPE, mount_points
 
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
 GUEST = "/run/ovz/user_beancounters"

@@ -32,11 +32,11 @@ import pytest
 from conftest import COLLECTIONS_ROOT, MODULES_DIR, Node, host_snapshot, sh_without_session
 from test_network import in_ns, run
 
-from ansible_collections.ovz.containers.plugins.module_utils import network as net
-from ansible_collections.ovz.containers.plugins.module_utils import checkpoint as ckpt
-from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer
-from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, CriuError, find_criu
-from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError, StateConflict
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import checkpoint as ckpt
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, CriuError, find_criu
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError, StateConflict
 
 HOST4, CLIENT4, CT4 = "10.213.60.1", "10.213.60.2", "10.213.61.10"
 PORT = 7000

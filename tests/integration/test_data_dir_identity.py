@@ -25,8 +25,8 @@ import pytest
 
 from multinode import S50_PLAIN, Harness, HarnessNode, process_starttime
 
-from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, find_criu
-from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, find_criu
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -74,8 +74,8 @@ def call(view, expression, prelude=""):
     """``expression`` with ``manager`` (the view's ContainerManager), after ``prelude``, in the node's netns;
     its JSON value."""
     code = ("import json\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils import network\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network\n"
             "manager = ContainerManager(%r, %r)\n"
             "%s"
             "print('\\n' + json.dumps(%s, default=str))\n" % (view.data_dir, view.cgroup_parent, prelude, expression))
@@ -202,7 +202,7 @@ def test_same_name_in_two_data_dirs_start_stop_destroy(pair, busybox_template):
 def migrate(view, target, hook=None):
     """``migration.migrate`` of ``NAME`` from ``view`` to ``target`` (another view), as its own process;
     ``hook``: a phase after which the migration raises (its undo runs)."""
-    prelude = ("from ansible_collections.ovz.containers.plugins.module_utils import migration\n"
+    prelude = ("from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import migration\n"
                "def hook(phase):\n"
                "    if phase == %r:\n"
                "        raise RuntimeError('test: failed after ' + phase)\n" % hook)
@@ -210,7 +210,7 @@ def migrate(view, target, hook=None):
         NAME, target.target(data_dir=target.data_dir, cgroup_parent=target.cgroup_parent))
     if hook is None:
         return call(view, expression, prelude)
-    code = ("from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+    code = ("from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
             "manager = ContainerManager(%r, %r)\n"
             "%s"
             "try:\n"
@@ -278,7 +278,7 @@ def test_own_host_end_name_refused_between_two_data_dirs_before_the_freeze(pair,
     call(a, "manager.start(%r, wait_boot=True, timeout=60)" % NAME)
     before = objects(a)
     assert before["host_end"] == host_end
-    code = ("from ansible_collections.ovz.containers.plugins.module_utils import migration\n"
+    code = ("from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import migration\n"
             "try:\n"
             "    migration.migrate(manager, %r, %r)\n"
             "    result = None\n"
@@ -297,7 +297,7 @@ def test_own_host_end_name_refused_between_two_data_dirs_before_the_freeze(pair,
 
 # What the engine named before: no node identity (bare ovz-<name> cgroups and netns, chains in
 # netdev ovz, a host end derived from the data dir's path), and nothing recorded of it.
-LEGACY = ("from ansible_collections.ovz.containers.plugins.module_utils.config import HostLayout\n"
+LEGACY = ("from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import HostLayout\n"
           "HostLayout.node_id = lambda self, record=False: None\n")
 
 
@@ -374,7 +374,7 @@ def test_legacy_container_checkpointed_and_resumed_gets_new_names(pair, busybox_
     ip = "10.213.201.79"
     legacy = make_legacy(a, busybox_template, ip)
     before = counter(a)
-    checkpointer = "from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer\n"
+    checkpointer = "from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer\n"
     assert call(a, "Checkpointer(manager).suspend(%r)['state']" % NAME, checkpointer) == "stopped"
     assert not os.path.exists(legacy["netns"]) and legacy["host_end"] not in a.netns.links()
     assert all(not os.path.exists(path) for path in legacy["cgroups"].values())

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import COLLECTIONS_ROOT, host_snapshot, new_node, sh
 from test_network import Netns, in_ns, run_module_in
-from ansible_collections.ovz.containers.plugins.module_utils.process import process_starttime
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import process_starttime
 
 pytestmark = pytest.mark.slow
 

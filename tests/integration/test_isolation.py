@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from conftest import sh
-from ansible_collections.ovz.containers.plugins.module_utils import namespaces as ns
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import namespaces as ns
 
 
 def test_ps_shows_only_own_processes_and_init_is_pid_1(node, container):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import host_snapshot, run_module, sh, wait_for
-from ansible_collections.ovz.containers.plugins.module_utils.cgroups import cgroup_dirname
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.cgroups import cgroup_dirname
 
 STOP_SCRIPT = """#!/bin/sh
 case "$1" in

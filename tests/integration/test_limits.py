@@ -19,8 +19,8 @@ import uuid
 import pytest
 
 from conftest import host_snapshot, run_module, running_lxcfs, sh
-from ansible_collections.ovz.containers.plugins.module_utils import limits as lim
-from ansible_collections.ovz.containers.plugins.module_utils.beancounters import UBC_ORDER
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.beancounters import UBC_ORDER
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,7 +85,7 @@ def table(node, name):
 
 
 def needs_v1():
-    from ansible_collections.ovz.containers.plugins.module_utils.cgroups import select_backend
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.cgroups import select_backend
     return select_backend().version == 1
 
 

@@ -25,7 +25,7 @@ import pytest
 from conftest import host_snapshot, running_lxcfs
 from multinode import S50_PLAIN
 
-from ansible_collections.ovz.containers.plugins.module_utils import quota
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import quota
 
 pytest_plugins = ["multinode"]   # the harness fixture
 
@@ -78,7 +78,7 @@ def make_container(node, name, template, workload_binary, ips, layout="directory
         script = script.replace("    start) ", "    start) /usr/bin/memfill %d /root/memstatus </dev/null >/dev/null 2>&1 &\n"
                                 "           " % memfill[1], 1)
     code = ("import shutil, os\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
             "m = ContainerManager(%r, %r)\n"
             "c = m.load(%r)\n"
             "s = m.storage(c)\n"
@@ -102,7 +102,7 @@ def make_container(node, name, template, workload_binary, ips, layout="directory
 
 def sh(node, name, script):
     code = ("import sys\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
             "r = ContainerManager(%r, %r).exec(%r, ['/bin/sh', '-c', %r], timeout=30)\n"
             "sys.stdout.write(r.stdout.decode())\n" % (node.data_dir, node.cgroup_parent, name, script))
     return node.python(code).stdout
@@ -141,8 +141,8 @@ def run_migration(node, name, target, fault=None, kill_during=None, **options):
     after which a timer kills it a moment later (while the next step runs).
     """
     code = ("import json, os, sys, threading\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils import migration\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import migration\n"
             "def hook(phase):\n"
             "    if phase == %r:\n"
             "        os.kill(os.getpid(), 9)\n"
@@ -386,7 +386,7 @@ def test_killed_migration_converges(harness, busybox_template, workload, memfill
     name = "ovzmf%d" % index
     ips = addresses(index)
     if phase == "predump":
-        dirty = node1.python("from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu\n"
+        dirty = node1.python("from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu\n"
                              "print(Criu().feature('mem_dirty_track'))").stdout.strip()
         if dirty != "True":
             pytest.skip("this kernel cannot track dirty memory (CONFIG_MEM_SOFT_DIRTY): no pre-dumps here")
@@ -551,7 +551,7 @@ def test_remote_engine_leaves_nothing(harness):
     node1, node2, _node3 = harness.nodes
     before = set(os.listdir("/tmp"))
     code = ("import json\n"
-            "from ansible_collections.ovz.containers.plugins.module_utils.remote import RemoteSession, Target\n"
+            "from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.remote import RemoteSession, Target\n"
             "s = RemoteSession(Target.from_param(%r))\n"
             "hello = s.open()\n"
             "st = s.call('status', data_dir=%r, cgroup_parent='auto', name='x')\n"

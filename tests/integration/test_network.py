@@ -26,9 +26,9 @@ import pytest
 
 from conftest import COLLECTIONS_ROOT, MODULES_DIR, Node, sh
 
-from ansible_collections.ovz.containers.plugins.module_utils import dad
-from ansible_collections.ovz.containers.plugins.module_utils import namespaces as ns
-from ansible_collections.ovz.containers.plugins.module_utils import network as net
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import dad
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import namespaces as ns
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net
 
 ETH_P_ALL = 0x0003
 UDP_PORT = 9999
@@ -924,7 +924,7 @@ def test_system_python_with_debian_pyroute2(routed_lab):
 ADDRESS_DUMP_CHECK = r"""
 import json, subprocess
 from pyroute2 import IPRoute
-from ansible_collections.ovz.containers.plugins.module_utils import network as net
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net
 def sh(*argv):
     subprocess.run(argv, check=True)
 sh("ip", "link", "set", "lo", "up")

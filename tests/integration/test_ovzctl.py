@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from conftest import COLLECTIONS_ROOT, REPO, host_snapshot, run_module
-from ansible_collections.ovz.containers.plugins.module_utils.errors import NoSuchContainer
-from ansible_collections.ovz.containers.plugins.module_utils.process import process_starttime
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import NoSuchContainer
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import process_starttime
 
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
 EXIT_NOT_FOUND, EXIT_RUNNING = 14, 32   # vzctl's VZ_NOVECONFIG and VZ_VE_RUNNING

@@ -24,9 +24,9 @@ import time
 import pytest
 
 from conftest import host_snapshot, run_module, sh
-from ansible_collections.ovz.containers.plugins.module_utils import quota as q
-from ansible_collections.ovz.containers.plugins.module_utils import storage as st
-from ansible_collections.ovz.containers.plugins.module_utils.namespaces import syncfs
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import quota as q
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import storage as st
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.namespaces import syncfs
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -486,8 +486,8 @@ def test_second_level_node_follows_the_loop_device_across_restarts(node, busybox
 
 @pytest.mark.serial  # waits for a given loop device number, which parallel tests take meanwhile
 def test_second_level_node_follows_the_loop_device_after_restore(node, busybox_template):
-    from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer
-    from ansible_collections.ovz.containers.plugins.module_utils.criu import Criu, find_criu
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, find_criu
     try:
         criu = Criu(find_criu())
     except q.OvzError as exc:

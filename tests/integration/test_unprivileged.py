@@ -21,10 +21,10 @@ import pytest
 
 from conftest import REPO, host_snapshot, run_module, sh
 
-from ansible_collections.ovz.containers.plugins.module_utils import idmap
-from ansible_collections.ovz.containers.plugins.module_utils.checkpoint import Checkpointer
-from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
-from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import idmap
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import PAYLOAD
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 from test_network import A4, OUT4, routed_lab  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import

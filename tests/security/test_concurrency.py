@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import host_snapshot, run_module
 
-from ansible_collections.ovz.containers.plugins.module_utils import limits as lim
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 
 RUNS = 20
 

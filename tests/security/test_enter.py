@@ -35,7 +35,7 @@ import uuid
 import pytest
 
 from conftest import COLLECTIONS_ROOT, REPO, run_module
-from ansible_collections.ovz.containers.plugins.module_utils.idmap import creating_as
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.idmap import creating_as
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")

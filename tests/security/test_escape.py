@@ -38,10 +38,10 @@ import pytest
 
 from conftest import REPO, sh
 
-from ansible_collections.ovz.containers.plugins.module_utils import limits as lim
-from ansible_collections.ovz.containers.plugins.module_utils import namespaces as ns
-from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
-from ansible_collections.ovz.containers.plugins.module_utils.process import enter_container, join_cgroups
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import namespaces as ns
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import PAYLOAD
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import enter_container, join_cgroups
 
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 import test_network as netlab  # noqa: E402  pylint: disable=wrong-import-position

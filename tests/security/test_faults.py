@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 import test_network as netlab  # noqa: E402  pylint: disable=wrong-import-position
 from test_network import routed_lab  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
-from ansible_collections.ovz.containers.plugins.module_utils import faults  # noqa: E402
-from ansible_collections.ovz.containers.plugins.module_utils import network as net  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base import faults  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net  # noqa: E402
 
 ADDRESSES = ["10.213.2.40", "fd00:213::a:40"]
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from conftest import new_node
 
-from ansible_collections.ovz.containers.plugins.module_utils.network import default_host_ifname
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.network import default_host_ifname
 
 from ansible.module_utils import basic
 

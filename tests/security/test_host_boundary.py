@@ -120,7 +120,7 @@ def module_argv(module, args):
 
 
 def limited_container(node, busybox_template, unprivileged):
-    from ansible_collections.ovz.containers.plugins.module_utils import limits as lim
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
     name = node.name()
     node.manager.create(name, busybox_template, layout="directory", unprivileged=unprivileged)
     node.manager.start(name, wait_boot=True, timeout=20)
@@ -362,7 +362,7 @@ def test_bcd_bounds_what_one_containers_readers_take(node, busybox_template):
     """16 readers inside one container open /run/ovz/user_beancounters in a loop for a few seconds: bcd
     computes that container's table at most once per MIN_ROUND_GAP (its counter, shown by ``bcd status``),
     however many opens come; every reader still gets a table. bcd's CPU time over the window is reported."""
-    from ansible_collections.ovz.containers.plugins.module_utils import bcd  # pylint: disable=import-outside-toplevel
+    from ansible_collections.ovz.containers.plugins.module_utils._tools import bcd  # pylint: disable=import-outside-toplevel
     ctl = [OVZCTL, "--data-dir", node.data_dir, "bcd"]
     name = node.name()
     node.manager.create(name, busybox_template, layout="directory")

@@ -18,11 +18,11 @@ import os
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils import cgroups
-from ansible_collections.ovz.containers.plugins.module_utils.cgroups import (
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import cgroups
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.cgroups import (
     UNIFIED, V1_CONTROLLERS, CgroupV1, CgroupV2, ContainerCgroups, parse_mountinfo, parse_proc_cgroup,
     probe_hierarchies, select_backend)
-from ansible_collections.ovz.containers.plugins.module_utils.errors import (
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import (
     InvalidParameter, KernelUnsupported, OvzError)
 
 # --------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils import checkpoint as ckpt
-from ansible_collections.ovz.containers.plugins.module_utils.cgroups import ContainerCgroups
-from ansible_collections.ovz.containers.plugins.module_utils.container import PAYLOAD
-from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter, StateConflict
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import checkpoint as ckpt
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.cgroups import ContainerCgroups
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import PAYLOAD
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter, StateConflict
 
 
 def write(path, text):

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils import checkpoint as ckpt
-from ansible_collections.ovz.containers.plugins.module_utils import config as ovz_config
-from ansible_collections.ovz.containers.plugins.module_utils.converge import desired_run_state
-from ansible_collections.ovz.containers.plugins.module_utils.errors import HostFileError, OvzError
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import checkpoint as ckpt
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node import config as ovz_config
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.converge import desired_run_state
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import HostFileError, OvzError
 
 
 def mount(target, fstype, root="/"):

@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils import dad
-from ansible_collections.ovz.containers.plugins.module_utils import network
-from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import dad
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter
 
 OURS = bytes.fromhex("fe0000000001")
 THEIRS = bytes.fromhex("0e0000000002")

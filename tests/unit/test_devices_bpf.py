@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils.devices_bpf import (
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.devices_bpf import (
     BPF_DEVCG_ACC_MKNOD, BPF_DEVCG_ACC_READ, BPF_DEVCG_ACC_WRITE, BPF_DEVCG_DEV_BLOCK, BPF_DEVCG_DEV_CHAR,
     DeviceRule, attach_device_filter, build_program, parse_rule, query_device_filters)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils import fleet
-from ansible_collections.ovz.containers.plugins.module_utils.config import ContainerConfig
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import fleet
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import ContainerConfig
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter
 
 NODES = ["node1", "node2", "node3"]
 

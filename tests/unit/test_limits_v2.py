@@ -17,15 +17,15 @@ import pytest
 
 from test_cgroups_fake import (  # pylint: disable=import-error
     HYBRID_PROC_CGROUP, V1_FILES, V2_FILES, V2_MOUNTINFO, FakeCgroupFS, HYBRID_MOUNTINFO)
-from ansible_collections.ovz.containers.plugins.module_utils import beancounters as bc
-from ansible_collections.ovz.containers.plugins.module_utils import limits as lim
-from ansible_collections.ovz.containers.plugins.module_utils.cgroups import (
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import beancounters as bc
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.cgroups import (
     UNIFIED, ContainerCgroups, parse_proc_cgroup, select_backend)
-from ansible_collections.ovz.containers.plugins.module_utils.config import ContainerConfig
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager, Runtime
-from ansible_collections.ovz.containers.plugins.module_utils.errors import (
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import ContainerConfig
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager, Runtime
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import (
     InvalidParameter, KernelUnsupported, OvzError)
-from ansible_collections.ovz.containers.plugins.module_utils.process import process_starttime
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import process_starttime
 
 DEVICES = lim.Devices(throttle=["7:3"], weight=["7:3", "254:0"], names={"7:3": "loop3", "254:0": "vda"})
 V2_EXTRA = {
@@ -166,7 +166,7 @@ def running(v2, ct, tmp_path):
     manager.store.save(config)
     pid = os.getpid()
     runtime = Runtime(pid, process_starttime(pid), ct.to_state(), 2, 0.0)
-    from ansible_collections.ovz.containers.plugins.module_utils.config import atomic_write_json
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import atomic_write_json
     atomic_write_json(manager.state_path("101"), runtime.__dict__)
     assert manager.status("101") == "running"
     return manager

@@ -10,10 +10,10 @@ import json
 import os
 import shutil
 
-from ansible_collections.ovz.containers.plugins.module_utils import migration
-from ansible_collections.ovz.containers.plugins.module_utils import network as net
-from ansible_collections.ovz.containers.plugins.module_utils.cgroups import cgroup_dirname
-from ansible_collections.ovz.containers.plugins.module_utils.config import NODE_FILE, ContainerConfig, HostLayout
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import migration
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.cgroups import cgroup_dirname
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import NODE_FILE, ContainerConfig, HostLayout
 
 
 class _Manager:

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils import namespaces as ns
-from ansible_collections.ovz.containers.plugins.module_utils import process
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import namespaces as ns
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import process
 
 
 def _no_clone3(_fd):
@@ -87,7 +87,7 @@ def test_fork_in_cgroup_with_another_python_thread_running_forks_then_moves(tmp_
 def test_end_processes_working_in_ends_only_those(tmp_path):
     """What a migration's target ends before it removes an incoming area: processes working in it
     (a leftover rsync receiver), also once the directory is gone; not others."""
-    from ansible_collections.ovz.containers.plugins.module_utils.process import end_processes_working_in
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import end_processes_working_in
     area, elsewhere = tmp_path / "private" / "ct", tmp_path / "other"
     (area / "sub").mkdir(parents=True)
     elsewhere.mkdir()
@@ -109,7 +109,7 @@ def test_end_processes_working_in_ends_only_those(tmp_path):
 def test_end_transfers_spares_the_master(tmp_path):
     """What the watchdog of a killed migration ends: processes using its ssh control socket, not the
     master (which still carries the call the target finishes)."""
-    from ansible_collections.ovz.containers.plugins.module_utils.remote import RemoteSession
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.remote import RemoteSession
     control = str(tmp_path / "ovz-ssh-x")
     transfer = subprocess.Popen(["sh", "-c", "sleep 60; true", "-o", "ControlPath=%s/cm" % control])
     master = subprocess.Popen(["sh", "-c", "sleep 60; true", "-o", "ControlPath=%s/cm" % control, "-o", "ControlMaster=yes"])

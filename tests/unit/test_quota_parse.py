@@ -7,9 +7,9 @@ import ctypes
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils import quota as q
-from ansible_collections.ovz.containers.plugins.module_utils.config import ContainerConfig
-from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import quota as q
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import ContainerConfig
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter
 
 MIB = 1 << 20
 

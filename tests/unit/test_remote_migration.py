@@ -9,9 +9,10 @@ import zipfile
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils import migration, remote
-from ansible_collections.ovz.containers.plugins.module_utils.container import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import migration
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import remote
+from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter
 
 
 @pytest.mark.parametrize("text, host, user, port", [
@@ -51,8 +52,12 @@ def test_ssh_argv_options():
 def test_engine_zip_holds_the_engine():
     archive = zipfile.ZipFile(io.BytesIO(remote.engine_zip()))
     names = {os.path.basename(n) for n in archive.namelist()}
-    assert {"migration.py", "remote.py", "container.py", "checkpoint.py", "criu.py", "network.py"} <= names
+    assert {"migration.py", "remote.py", "manager.py", "checkpoint.py", "criu.py", "network.py"} <= names
     assert "ansible_collections/ovz/containers/plugins/module_utils/__init__.py" in archive.namelist()
+    # the sub-packages go along, each with its __init__.py
+    base = "ansible_collections/ovz/containers/plugins/module_utils/"
+    assert {base + "_engine/__init__.py", base + "_engine/container/__init__.py", base + "_engine/container/manager.py",
+            base + "_engine/ops/migration.py", base + "_engine/kernel/devices_bpf.py"} <= set(archive.namelist())
 
 
 def test_remote_calls_are_an_explicit_table():

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils import config as config_mod
-from ansible_collections.ovz.containers.plugins.module_utils.config import (
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node import config as config_mod
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import (
     ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, iter_configs, read_json,
     validate_data_dir, validate_name)
-from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter
-from ansible_collections.ovz.containers.plugins.module_utils.sizes import (
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.sizes import (
     format_size, parse_count, parse_pair, parse_size)
 
 K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40

@@ -9,8 +9,8 @@ import tarfile
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils.errors import InvalidParameter, OvzError
-from ansible_collections.ovz.containers.plugins.module_utils.templates import (
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter, OvzError
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.templates import (
     build_busybox_template, find_template, resolve_template)
 
 BUSYBOX = "/bin/busybox"

@@ -50,7 +50,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ovz.containers.plugins.module_utils.templates import build_busybox_template
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.templates import build_busybox_template
 from vmlib import BIN, REPO, VM_PY, VM_PYTHON, Ansible, VmRun, copy_to_vm, destroy_everywhere, fresh_names
 
 # Opt-in files, by the variable that brings them in (README, "VM tier"): the roles' Molecule

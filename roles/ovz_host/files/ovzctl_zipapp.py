@@ -21,7 +21,7 @@ import zipfile
 PACKAGE = "ansible_collections/ovz/containers/plugins/module_utils"
 MAIN = (
     "import sys\n"
-    "from ansible_collections.ovz.containers.plugins.module_utils.cli import main\n"
+    "from ansible_collections.ovz.containers.plugins.module_utils._tools.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 STAMP = (1980, 1, 1, 0, 0, 0)
@@ -32,6 +32,19 @@ def entry(archive, name, data):
     info.external_attr = 0o644 << 16
     info.compress_type = zipfile.ZIP_DEFLATED
     archive.writestr(info, data)
+
+
+def modules(source):
+    """The engine's Python files below ``source`` (its sub-packages' ``__init__.py`` included), as sorted
+    relative paths; the top ``__init__.py`` is left out, as the archive writes its own."""
+    found = []
+    for directory, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in files:
+            path = os.path.relpath(os.path.join(directory, name), source)
+            if name.endswith(".py") and path != "__init__.py":
+                found.append(path.replace(os.sep, "/"))
+    return sorted(found)
 
 
 def build(source, output):
@@ -46,10 +59,9 @@ def build(source, output):
             parts = PACKAGE.split("/")
             for depth in range(1, len(parts) + 1):
                 entry(archive, "/".join(parts[:depth]) + "/__init__.py", "")
-            for name in sorted(os.listdir(source)):
-                if name.endswith(".py") and name != "__init__.py":
-                    with open(os.path.join(source, name), "rb") as module:
-                        entry(archive, PACKAGE + "/" + name, module.read())
+            for name in modules(source):
+                with open(os.path.join(source, name), "rb") as module:
+                    entry(archive, PACKAGE + "/" + name, module.read())
     os.chmod(tmp, 0o755)
     os.rename(tmp, output)
 

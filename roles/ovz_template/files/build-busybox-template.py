@@ -29,6 +29,7 @@ import types
 import zipfile
 
 PACKAGE = "ansible_collections.ovz.containers.plugins.module_utils"
+TEMPLATES = "_engine.node.templates"     # the engine's OS template module, below PACKAGE
 HERE = os.path.dirname(os.path.realpath(__file__))
 CANDIDATES = (os.path.join(HERE, "..", "..", "..", "plugins", "module_utils"), "/usr/local/sbin/ovzctl")
 
@@ -37,16 +38,16 @@ def load_templates(engine):
     """The engine's ``templates`` module from a module_utils directory or an ovzctl zip."""
     paths = [engine] if engine else [os.path.normpath(path) for path in CANDIDATES]
     for path in paths:
-        if os.path.isfile(os.path.join(path, "templates.py")):
+        if os.path.isfile(os.path.join(path, *TEMPLATES.split(".")) + ".py"):
             # The directory as a package of its own: the engine's relative imports resolve inside it.
             package = types.ModuleType("ovz_engine")
             package.__path__ = [path]
             sys.modules["ovz_engine"] = package
-            return importlib.import_module("ovz_engine.templates")
+            return importlib.import_module("ovz_engine." + TEMPLATES)
         if os.path.isfile(path) and zipfile.is_zipfile(path):
             sys.path.insert(0, path)
-            return importlib.import_module(PACKAGE + ".templates")
-    raise SystemExit("build-busybox-template: no engine (templates.py) at %s" % ", ".join(paths))
+            return importlib.import_module(PACKAGE + "." + TEMPLATES)
+    raise SystemExit("build-busybox-template: no engine (%s.py) at %s" % (TEMPLATES.replace(".", "/"), ", ".join(paths)))
 
 
 def main(argv):

@@ -48,14 +48,14 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from . import cgroups as cg
-from . import faults
-from .errors import InvalidParameter, KernelUnsupported, OvzError
-from .sizes import parse_count, parse_pair, parse_size
+from ..kernel import cgroups as cg
+from ..base import faults
+from ..base.errors import InvalidParameter, KernelUnsupported, OvzError
+from ..base.sizes import parse_count, parse_pair, parse_size
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .container import ContainerManager
-    from .storage import Storage
+    from ..container.manager import ContainerManager
+    from ..kernel.storage import Storage
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 CPUUNITS_MIN, CPUUNITS_MAX, CPUUNITS_DEFAULT = 8, 500000, 1000
@@ -403,7 +403,7 @@ def _devno_of_path(path: str) -> Optional[str]:
 
 def container_devices(storage: "Storage") -> Devices:
     """The loop device for the image layout (and the disk under its image), the disk for directories."""
-    from .storage import mount_entry
+    from ..kernel.storage import mount_entry
     devices = Devices()
     if storage.layout == "image":
         entry = mount_entry(storage.root)

@@ -116,7 +116,7 @@ def open_in_root(root_fd: int, path: str, flags: int, mode: int = 0o644, needed_
     if fd < 0:
         err = ctypes.get_errno()
         if err == errno.ENOSYS:
-            from .errors import KernelUnsupported
+            from ..base.errors import KernelUnsupported
             raise KernelUnsupported("this kernel has no openat2 (Linux 5.6+), needed %s" % (needed_for or "here"),
                                     param)
         raise OSError(err, os.strerror(err), path)
@@ -253,7 +253,7 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 
 def capability_numbers(names: Iterable[str], param: str = "capability") -> list:
-    from .errors import InvalidParameter
+    from ..base.errors import InvalidParameter
     numbers = []
     for name in names:
         key = name.lower().replace("cap_", "", 1) if name.lower().startswith("cap_") else name.lower()

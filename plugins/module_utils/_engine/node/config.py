@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Iterator, List, Optional
 
-from .errors import HostFileError, InvalidParameter
+from ..base.errors import HostFileError, InvalidParameter
 
 DEFAULT_DATA_DIR = "/var/lib/ovz"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from .errors import InvalidParameter
+from ..base.errors import InvalidParameter
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 

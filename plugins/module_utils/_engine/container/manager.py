@@ -18,20 +18,20 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
-from . import faults
-from . import idmap as ovz_idmap
-from . import limits as ovz_limits
-from . import namespaces as ns
-from . import network
-from . import quota as ovz_quota
-from .cgroups import CgroupBackend, ContainerCgroups, cgroup_dirname, parse_proc_cgroup, select_backend, validate_cgroup_parent
-from .config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
+from ..base import faults
+from ..kernel import idmap as ovz_idmap
+from ..resources import limits as ovz_limits
+from ..kernel import namespaces as ns
+from ..resources import network
+from ..resources import quota as ovz_quota
+from ..kernel.cgroups import CgroupBackend, ContainerCgroups, cgroup_dirname, parse_proc_cgroup, select_backend, validate_cgroup_parent
+from ..node.config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
                      validate_labels, validate_name)
-from .errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, NotRoot, OvzError, StateConflict
-from .process import ExecResult, InitSpec, OutputPolicy, exec_in, process_starttime, spawn_init
-from .rootfs import DEVICE_ALLOW, RootfsSpec, ensure_virtual_block_dir, find_bcd, find_lxcfs
-from .storage import Storage, extract_template, validate_layout
-from .templates import resolve_template
+from ..base.errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, NotRoot, OvzError, StateConflict
+from ..kernel.process import ExecResult, InitSpec, OutputPolicy, exec_in, process_starttime, spawn_init
+from ..kernel.rootfs import DEVICE_ALLOW, RootfsSpec, ensure_virtual_block_dir, find_bcd, find_lxcfs
+from ..kernel.storage import Storage, extract_template, validate_layout
+from ..node.templates import resolve_template
 
 STATES = ("absent", "stopped", "suspended", "running", "frozen")
 PAYLOAD = "payload"
@@ -206,7 +206,7 @@ class ContainerManager:
         written where root inside reads it, /run/ovz/user_beancounters; a failed write raises an
         OvzError naming the file, or is handed to ``warn`` when given. ``quick``: see ``collect``.
         """
-        from .beancounters import collect, publish
+        from ..resources.beancounters import collect, publish
         table = collect(self.cgroups_for(runtime), runtime.init_pid, limits, state_dir=self.layout.run(name),
                         ctid=name, persist=persist, quick=quick)
         if persist:
@@ -485,7 +485,7 @@ class ContainerManager:
                 self._cleanup_stale(config)
                 self._start_locked(config, before_go)
         if state == "suspended":
-            from .checkpoint import Checkpointer   # the checkpoint engine builds on this module
+            from ..ops.checkpoint import Checkpointer   # the checkpoint engine builds on this module
             Checkpointer(self).resume(name)
             return True
         if wait_boot:

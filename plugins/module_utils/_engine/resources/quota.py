@@ -45,14 +45,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
-from .config import ContainerConfig
-from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
-from .namespaces import load_libc, unescape_mount_path
-from .sizes import Pair, parse_pair
-from .storage import LOOP_SET_CAPACITY, MIN_DISKSPACE, Storage, drop_cached_pages, loop_direct_io, run
+from ..node.config import ContainerConfig
+from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from ..kernel.namespaces import load_libc, unescape_mount_path
+from ..base.sizes import Pair, parse_pair
+from ..kernel.storage import LOOP_SET_CAPACITY, MIN_DISKSPACE, Storage, drop_cached_pages, loop_direct_io, run
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .container import ContainerManager
+    from ..container.manager import ContainerManager
 
 # quotactl(2)
 USRQUOTA, GRPQUOTA, PRJQUOTA = 0, 1, 2

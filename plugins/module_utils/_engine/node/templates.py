@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from typing import Optional
 
-from .errors import InvalidParameter, OvzError
+from ..base.errors import InvalidParameter, OvzError
 
 TEMPLATE_SUFFIXES = (".tar.zst", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tar")
 BUSYBOX_TEMPLATE_VERSION = "2"

@@ -15,15 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from . import dad
-from . import network
-from .ansible_glue import DifferenceTracker
-from .config import ContainerConfig, iter_configs
-from .container import ContainerManager, validate_hostname
-from .errors import OvzError, StateConflict
-from .quota import QuotaRequest
-from .sizes import parse_pair
-from .templates import resolve_template
+from ..kernel import dad
+from ..resources import network
+from ..._ansible.results import DifferenceTracker
+from ..node.config import ContainerConfig, iter_configs
+from ..container.manager import ContainerManager, validate_hostname
+from ..base.errors import OvzError, StateConflict
+from ..resources.quota import QuotaRequest
+from ..base.sizes import parse_pair
+from ..node.templates import resolve_template
 
 RUNNING = ("running", "frozen")
 CONTAINER_SETTINGS = ("hostname", "onboot", "bootorder", "init", "labels")

@@ -54,10 +54,11 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import faults, network
-from .namespaces import syncfs
-from .config import ContainerConfig, atomic_write_json, read_json, validate_name
-from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from ..base import faults
+from ..resources import network
+from ..kernel.namespaces import syncfs
+from ..node.config import ContainerConfig, atomic_write_json, read_json, validate_name
+from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .remote import RemoteSession, Target, Unreachable
 
 JOURNAL = "migrate.json"
@@ -113,7 +114,7 @@ def _lxcfs_views(runtime: Any) -> Optional[List[str]]:
 
 
 def _criu() -> Any:
-    from .criu import Criu
+    from ..kernel.criu import Criu
     return Criu()
 
 
@@ -536,7 +537,7 @@ def announce(manager: Any, name: str) -> List[List[str]]:
 # ---------------------------------------------------------------------------------------
 
 def _target_manager(data_dir: str, cgroup_parent: str) -> Any:
-    from .container import ContainerManager
+    from ..container.manager import ContainerManager
     return ContainerManager(data_dir, cgroup_parent)
 
 
@@ -594,7 +595,7 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
         info["lazy_pages"] = criu.feature("uffd-noncoop")
         criu.feature("network_lock_nftables")   # asked now (and cached), not while the container is frozen
     if lxcfs:
-        from .rootfs import LXCFS_FILES, find_lxcfs
+        from ..kernel.rootfs import LXCFS_FILES, find_lxcfs
         if find_lxcfs(data_dir) is None:
             raise StateConflict("container %s shows LXCFS's views (%s) but LXCFS does not run on the target, where "
                                 "its restore would fail: start LXCFS there (the ovz_host role does) or restart the "
@@ -605,7 +606,7 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
                                 "take along: %s; unmount them inside first" % (name, ", ".join(missing)), "name")
     netconf = config.get("network") or {}
     if netconf.get("ip_address") or netconf.get("host_ifname"):
-        from .config import iter_configs
+        from ..node.config import iter_configs
         others = [(c.name, c.network) for c in iter_configs(manager.layout) if c.name != name]
         network.check_address_conflicts(name, netconf, others)
         # From another data dir of this host: the addresses are routed to the source's host end until the move.
@@ -657,7 +658,7 @@ def _discard(manager: Any, name: str) -> None:
     the freeze): ended first, or their receiver would write the private area again behind its removal,
     and the next migration would find "a container of that name" on this host."""
     _end_lazy_daemon(os.path.join(manager.layout.dump(name), IMAGES, "final"))
-    from .process import end_processes_working_in
+    from ..kernel.process import end_processes_working_in
     end_processes_working_in([manager.layout.private(name), manager.layout.dump(name)])
     config = manager.store.load(name)
     if config is not None:
@@ -692,13 +693,13 @@ def _lazy_daemon(images_dir: str) -> Dict[str, Any]:
     except (OSError, ValueError):
         rc = None   # not written yet (the shell renames it into place once whole)
     pid = read_json(os.path.join(images_dir, LAZY_PID)) or {}
-    from .process import process_starttime
+    from ..kernel.process import process_starttime
     alive = bool(pid.get("pid")) and process_starttime(pid["pid"]) == pid.get("starttime")
     return {"rc": rc, "alive": alive and rc is None}
 
 
 def _end_lazy_daemon(images_dir: str) -> None:
-    from .process import process_starttime
+    from ..kernel.process import process_starttime
     pid = read_json(os.path.join(images_dir, LAZY_PID)) or {}
     if pid.get("pid") and process_starttime(pid["pid"]) == pid.get("starttime"):
         try:
@@ -710,7 +711,7 @@ def _end_lazy_daemon(images_dir: str) -> None:
 def _start_lazy_daemon(images_dir: str, port: int) -> None:
     """Start ``criu lazy-pages`` on ``images_dir``, fetching pages from ``127.0.0.1:port`` (the source's page
     server, forwarded by ssh); it ends by itself once every page is in, writing its exit status."""
-    from .process import process_starttime
+    from ..kernel.process import process_starttime
     criu = _criu()
     for entry in (LAZY_RC, LAZY_RC + ".tmp", "lazy-pages.socket"):
         try:
@@ -729,7 +730,7 @@ def _start_lazy_daemon(images_dir: str, port: int) -> None:
     while not os.path.exists(os.path.join(images_dir, "lazy-pages.socket")):
         if proc.poll() is not None or time.monotonic() > deadline:
             _end_lazy_daemon(images_dir)
-            from .criu import log_errors
+            from ..kernel.criu import log_errors
             raise OvzError("criu lazy-pages did not start on the target: %s"
                            % "; ".join(log_errors(os.path.join(images_dir, "lazy-pages.log"))), "lazy")
         time.sleep(0.005)
@@ -779,7 +780,7 @@ def _remote_lazy_wait(session: Dict[str, Any], data_dir: str, cgroup_parent: str
             break
         time.sleep(0.02)
     if state["rc"] != 0:
-        from .criu import log_errors
+        from ..kernel.criu import log_errors
         state["errors"] = log_errors(os.path.join(images_dir, "lazy-pages.log"))
     return state
 

@@ -50,17 +50,17 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import limits as ovz_limits
-from . import network
-from . import quota as ovz_quota
-from .cgroups import ContainerCgroups, read_file
-from .config import ContainerConfig, atomic_write_json, read_json, validate_name
-from .container import CHECKPOINT_META, PAYLOAD, ContainerManager, Runtime
-from .criu import Criu, CriuError, CriuRun, log_errors, read_stats
-from .errors import HostFileError, InvalidParameter, KernelUnsupported, OvzError, StateConflict
-from .namespaces import unescape_mount_path
-from .process import process_starttime, process_tree
-from .rootfs import DEVICE_ALLOW, LXCFS_FILES, ensure_virtual_block_dir, find_lxcfs
+from ..resources import limits as ovz_limits
+from ..resources import network
+from ..resources import quota as ovz_quota
+from ..kernel.cgroups import ContainerCgroups, read_file
+from ..node.config import ContainerConfig, atomic_write_json, read_json, validate_name
+from ..container.manager import CHECKPOINT_META, PAYLOAD, ContainerManager, Runtime
+from ..kernel.criu import Criu, CriuError, CriuRun, log_errors, read_stats
+from ..base.errors import HostFileError, InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from ..kernel.namespaces import unescape_mount_path
+from ..kernel.process import process_starttime, process_tree
+from ..kernel.rootfs import DEVICE_ALLOW, LXCFS_FILES, ensure_virtual_block_dir, find_lxcfs
 
 META_FILE = CHECKPOINT_META
 META_VERSION = 1

@@ -36,7 +36,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from . import namespaces
-from .errors import InvalidParameter, OvzError
+from ..base.errors import InvalidParameter, OvzError
 
 LAYOUTS = ("image", "directory")
 IMAGE_FILE = "root.img"

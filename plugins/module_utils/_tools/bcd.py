@@ -58,12 +58,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import namespaces as ns
-from .config import NAME_RE, HostLayout, atomic_write_json, read_json
-from .container import ContainerManager
-from .errors import OvzError
-from .process import process_starttime
-from .rootfs import BCD_FSTYPE, BCD_MOUNT, GUEST_BEANCOUNTERS, mount_points
+from .._engine.kernel import namespaces as ns
+from .._engine.node.config import NAME_RE, HostLayout, atomic_write_json, read_json
+from .._engine.container.manager import ContainerManager
+from .._engine.base.errors import OvzError
+from .._engine.kernel.process import process_starttime
+from .._engine.kernel.rootfs import BCD_FSTYPE, BCD_MOUNT, GUEST_BEANCOUNTERS, mount_points
 
 DEFAULT_INTERVAL = 2.0
 MIN_ROUND_GAP = 0.1      # seconds between the starts of two table computations of one container
@@ -205,7 +205,7 @@ class Tables:
         return self.manager.layout.guest(name)
 
     def render(self, name: str) -> bytes:
-        from .beancounters import collect, render
+        from .._engine.resources.beancounters import collect, render
         runtime = self.manager.runtime(name)
         if runtime is None or not runtime.alive():
             raise OSError(errno.ENOENT, "container %s is not running" % name)
@@ -224,7 +224,7 @@ def table_size(name: str) -> int:
     """The length of a container's table: its columns have a fixed width (values below 2**63 fit in 20
     digits), so every table of one container has the same length. The file reports it as its size:
     readers that splice (busybox cat uses sendfile) read through the page cache up to the size."""
-    from .beancounters import UBC_ORDER, render
+    from .._engine.resources.beancounters import UBC_ORDER, render
     blank = {key: {"held": 0, "maxheld": 0, "barrier": None, "limit": None, "failcnt": 0} for key in UBC_ORDER}
     return len(render(blank, name).encode())
 

@@ -41,9 +41,9 @@ import os
 import sys
 from typing import List, Optional
 
-from .container import ContainerManager, require_root
-from .errors import ContainerRunning, NoSuchContainer, NotRoot, OvzError
-from .sizes import parse_pair
+from .._engine.container.manager import ContainerManager, require_root
+from .._engine.base.errors import ContainerRunning, NoSuchContainer, NotRoot, OvzError
+from .._engine.base.sizes import parse_pair
 
 # vzctl's exit codes (its vzerror.h), so that scripts written for vzctl read ours alike.
 EXIT_NOT_FOUND = 14     # VZ_NOVECONFIG: "Container config file does not exist"
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _boot(manager: ContainerManager, args: argparse.Namespace) -> int:
-    from .boot import boot
+    from .._engine.ops.boot import boot
     report = boot(manager, wait_boot=args.wait, timeout=args.timeout)
     if args.json:
         _say(json.dumps(report, sort_keys=True))
@@ -141,7 +141,7 @@ def _boot(manager: ContainerManager, args: argparse.Namespace) -> int:
 
 def _suspend_resume(manager: ContainerManager, args: argparse.Namespace) -> None:
     """vzctl suspend / resume: a CRIU checkpoint in <data-dir>/dump/NAME, the container stopped in between."""
-    from .checkpoint import Checkpointer
+    from .._engine.ops.checkpoint import Checkpointer
     checkpointer = Checkpointer(manager)
     if args.command == "suspend":
         _say("Setting up checkpoint of container %s..." % args.name)
@@ -157,7 +157,8 @@ def _suspend_resume(manager: ContainerManager, args: argparse.Namespace) -> None
 
 def _set_addresses(manager: ContainerManager, args: argparse.Namespace) -> None:
     """vzctl set --ipadd/--ipdel: the same plan and apply steps as ovz_network, the probe included."""
-    from . import converge, network
+    from .._engine.ops import converge
+    from .._engine.resources import network
     manager.load(args.name)   # fails for a name that does not exist, before its lock is made
     with manager.lock(args.name):
         stored = manager.load(args.name).network

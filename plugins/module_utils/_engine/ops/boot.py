@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from .container import ContainerManager
-from .criu import Criu
-from .errors import OvzError
+from ..container.manager import ContainerManager
+from ..kernel.criu import Criu
+from ..base.errors import OvzError
 
 
 def boot_plan(manager: ContainerManager) -> List[Dict[str, Any]]:

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .errors import InvalidParameter, KernelUnsupported, OvzError
+from ..base.errors import InvalidParameter, KernelUnsupported, OvzError
 from .namespaces import unescape_mount_path
 
 CGROUP_PREFIX = "ovz-"

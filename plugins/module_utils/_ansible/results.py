@@ -30,7 +30,7 @@ def argument_spec(**extra):
 
 def fail_from_error(module, exc, **result):
     """Fail with the engine's message; it names the parameter at fault."""
-    from ansible_collections.ovz.containers.plugins.module_utils.errors import OvzError
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
     if isinstance(exc, OvzError):
         module.fail_json(msg=str(exc), param=exc.param, **result)
     module.fail_json(msg='%s: %s' % (type(exc).__name__, exc), exception=traceback.format_exc(), **result)

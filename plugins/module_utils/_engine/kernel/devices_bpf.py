@@ -33,7 +33,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from .errors import KernelUnsupported
+from ..base.errors import KernelUnsupported
 
 # bpf(2) commands, program/attach types and flags (include/uapi/linux/bpf.h).
 BPF_PROG_LOAD = 5

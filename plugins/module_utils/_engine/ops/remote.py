@@ -5,8 +5,9 @@
 
 A migration's target may have no copy of this collection (Ansible hosts only
 ever receive AnsiballZ payloads). So the source ships the engine itself: the
-``module_utils`` package, read from wherever this process imported it (a
-checkout, an installed collection or an AnsiballZ zip), is packed into a zip
+``module_utils`` package with its sub-packages (``_engine/base``, ``kernel``, ...),
+read from wherever this process imported it (a checkout, an installed collection
+or an AnsiballZ zip), is packed into a zip
 in memory and written to the stdin of ``ssh target python3 -I -c BOOTSTRAP`` (isolated:
 the login directory and the environment of the remote shell add nothing to ``sys.path``).
 The bootstrap reads it into a ``memfd`` (an anonymous file: nothing is ever
@@ -46,11 +47,13 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, List, Optional
 
-from .config import DEFAULT_DATA_DIR, validate_data_dir
-from .errors import InvalidParameter, OvzError
+from ..node.config import DEFAULT_DATA_DIR, validate_data_dir
+from ..base.errors import InvalidParameter, OvzError
 
-PACKAGE = __name__.rsplit(".", 1)[0]          # ansible_collections.ovz.containers.plugins.module_utils
-MODULES = ("migration",)                       # modules whose REMOTE_CALLS a session may use
+# ansible_collections.ovz.containers.plugins.module_utils: the package the zip holds, sub-packages and all.
+PACKAGE = __name__.rsplit(".", 3)[0]
+# The modules whose REMOTE_CALLS a session may use, by the name a session gives, and where each lives.
+MODULES = {"migration": "_engine.ops.migration"}
 HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+|[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252}))$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -80,8 +83,8 @@ view = memoryview(data)
 while view:
     view = view[os.write(fd, view):]
 sys.path.insert(0, path)
-from ansible_collections.ovz.containers.plugins.module_utils import remote
-sys.exit(remote.serve(inp, MODULE))
+import importlib
+sys.exit(importlib.import_module(REMOTE).serve(inp, MODULE))
 """
 
 
@@ -198,9 +201,11 @@ class Unreachable(OvzError):
 # the client side
 # ---------------------------------------------------------------------------------------
 
-# What the target needs besides the calls' own module (some are imported lazily there:
+# What the target needs besides the calls' own module, below PACKAGE (some are imported lazily there:
 # devices_bpf by cgroups only on cgroup v2, so a source that has not loaded it must still send it).
-ENGINE_MODULES = ("remote", "container", "checkpoint", "criu", "network", "config", "errors", "faults", "devices_bpf")
+ENGINE_MODULES = ("_engine.ops.remote", "_engine.container.manager", "_engine.ops.checkpoint", "_engine.kernel.criu",
+                  "_engine.resources.network", "_engine.node.config", "_engine.base.errors", "_engine.base.faults",
+                  "_engine.kernel.devices_bpf")
 
 
 def engine_sources(module: str) -> Dict[str, bytes]:
@@ -210,20 +215,23 @@ def engine_sources(module: str) -> Dict[str, bytes]:
     from: a checkout, an installed collection, or an AnsiballZ zip (which holds only the
     module_utils a module imports; everything the target runs is imported by then).
     """
-    for name in (module,) + ENGINE_MODULES:
+    for name in (MODULES[module],) + ENGINE_MODULES:
         try:
             importlib.import_module(PACKAGE + "." + name)
         except ImportError:
             continue  # a partial install: the target reports what is missing
     sources = {}
     for name, loaded in list(sys.modules.items()):
-        if not name.startswith(PACKAGE + ".") or loaded is None or "." in name[len(PACKAGE) + 1:]:
+        if not name.startswith(PACKAGE + ".") or loaded is None:
             continue
         loader = getattr(loaded, "__loader__", None)
         path = getattr(loaded, "__file__", None)
         if loader is None or not path or not hasattr(loader, "get_data"):
             continue
-        sources[name[len(PACKAGE) + 1:] + ".py"] = loader.get_data(path)
+        relative = name[len(PACKAGE) + 1:].replace(".", "/")
+        # A package is its __init__.py (empty here, but it must exist for the import system).
+        filename = relative + "/__init__.py" if os.path.basename(path) == "__init__.py" else relative + ".py"
+        sources[filename] = loader.get_data(path)
     return sources
 
 
@@ -235,7 +243,14 @@ def engine_zip(module: str = "migration") -> bytes:
         for depth in range(1, len(parts) + 1):
             archive.writestr("/".join(parts[:depth]) + "/__init__.py", "")
         base = "/".join(parts)
-        for filename, source in sorted(engine_sources(module).items()):
+        sources = engine_sources(module)
+        # Every sub-package gets its __init__.py, whether or not this process loaded it from a file.
+        for filename in list(sources):
+            package = os.path.dirname(filename)
+            while package:
+                sources.setdefault(package + "/__init__.py", b"")
+                package = os.path.dirname(package)
+        for filename, source in sorted(sources.items()):
             archive.writestr(base + "/" + filename, source)
     return buffer.getvalue()
 
@@ -260,7 +275,7 @@ class RemoteSession:
 
     def open(self) -> Dict[str, Any]:
         self.control_dir = tempfile.mkdtemp(prefix="ovz-ssh-")
-        bootstrap = BOOTSTRAP.replace("MODULE", repr(self.module))
+        bootstrap = BOOTSTRAP.replace("MODULE", repr(self.module)).replace("REMOTE", repr(__name__))
         command = "PATH=%s:$PATH exec %s -I -c %s" % (SBIN_PATH, shlex.quote(self.target.python), shlex.quote(bootstrap))
         argv = self.target.ssh_argv(self.control_path, master=True) + [self.target.destination, command]
         try:
@@ -370,7 +385,7 @@ class RemoteSession:
         whose process died; the PIDs ended. They would otherwise write on the target after the target
         undid the migration. The master itself and the call it carries (a restore the target finishes
         and reports to whoever converges) are left alone."""
-        from .process import end_processes
+        from ..kernel.process import end_processes
         marker = ("ControlPath=" + os.path.join(control_dir, CONTROL_SOCKET)).encode()
 
         def uses_it(pid: int) -> bool:
@@ -408,7 +423,7 @@ def serve(inp: IO[bytes], module: str) -> int:
         if module not in MODULES:
             _answer(out, {"ok": False, "error": "no remote calls in module %r" % module})
             return 2
-        handlers = importlib.import_module(PACKAGE + "." + module)
+        handlers = importlib.import_module(PACKAGE + "." + MODULES[module])
         calls = getattr(handlers, "REMOTE_CALLS")
         abandoned = getattr(handlers, "REMOTE_ABANDONED", None)
     except Exception as exc:  # noqa: BLE001 - reported to the client

@@ -62,12 +62,12 @@ import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from . import dad
-from . import faults
-from . import namespaces as ns
-from .config import HostLayout, atomic_write_json, read_json
-from .errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
-from .idmap import creating_as
+from ..kernel import dad
+from ..base import faults
+from ..kernel import namespaces as ns
+from ..node.config import HostLayout, atomic_write_json, read_json
+from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from ..kernel.idmap import creating_as
 
 # pyroute2 is imported on first use: importing it costs about half a second,
 # which every container start and every module run would otherwise pay.

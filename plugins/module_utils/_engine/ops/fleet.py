@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import converge
-from . import dad
-from . import network
-from . import limits as ovz_limits
-from . import quota as ovz_quota
-from .config import ContainerConfig, iter_configs, validate_labels, validate_name
-from .container import ContainerManager
-from .errors import InvalidParameter, OvzError
+from ..kernel import dad
+from ..resources import network
+from ..resources import limits as ovz_limits
+from ..resources import quota as ovz_quota
+from ..node.config import ContainerConfig, iter_configs, validate_labels, validate_name
+from ..container.manager import ContainerManager
+from ..base.errors import InvalidParameter, OvzError
 
 FLEET_LABEL = "ovz_fleet"
 FLEET_STATES = ("present", "started", "stopped", "frozen", "absent")

@@ -33,8 +33,8 @@ import struct
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import namespaces as ns
-from .config import atomic_write_json, read_json
-from .errors import KernelUnsupported, OvzError
+from ..node.config import atomic_write_json, read_json
+from ..base.errors import KernelUnsupported, OvzError
 
 ID_COUNT = 65536
 DEFAULT_FIRST = 1000000000
