@@ -1,6 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, ovz.containers developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 """The ``criu`` binary: finding it, asking what it supports, and running dump, pre-dump and restore.
 
 Every run writes its log (``<action>.log``, verbose) into the images directory,
