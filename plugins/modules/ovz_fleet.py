@@ -411,7 +411,8 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import fleet as ovz_fleet
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import argument_spec, fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import (

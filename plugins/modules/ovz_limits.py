@@ -215,8 +215,9 @@ applied:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import (
-    DifferenceTracker, argument_spec, fail_from_error)
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.diff import DifferenceTracker
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.limits import LIMIT_PARAMS, effective, update

@@ -4,7 +4,7 @@
 
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
-"""Argument specs the modules share (Ansible side).
+"""Argument specs the modules share (Ansible side): the common options, and each module's own.
 
 ``ovz_container``, ``ovz_limits``, ``ovz_network`` and ``ovz_quota`` take these
 options at the top level; ``ovz_fleet`` takes the same ones per container, as
@@ -14,6 +14,22 @@ never drift apart.
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
+
+COMMON_ARGUMENT_SPEC = dict(
+    data_dir=dict(type='path', default='/var/lib/ovz'),
+    cgroup_parent=dict(type='str', default='auto'),
+)
+
+NAME_ARGUMENT_SPEC = dict(
+    name=dict(type='str', required=True, aliases=['ctid']),
+)
+
+
+def argument_spec(**extra):
+    spec = dict(COMMON_ARGUMENT_SPEC)
+    spec.update(extra)
+    return spec
+
 
 CONTAINER_STATES = ['present', 'started', 'stopped', 'restarted', 'frozen', 'absent']
 

@@ -20,9 +20,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..kernel import dad
 from ..resources import network
-from ..._ansible.results import DifferenceTracker
 from ..node.config import ContainerConfig, iter_configs
 from ..container.manager import ContainerManager, validate_hostname
+from ..base.diff import DifferenceTracker
 from ..base.errors import OvzError, StateConflict
 from ..resources.quota import QuotaRequest
 from ..base.sizes import parse_pair
