@@ -14,7 +14,7 @@ import time
 import pytest
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import checkpoint as ckpt
-from ansible_collections.ovz.containers.plugins.module_utils._engine.node import config as ovz_config
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base import files as ovz_files
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.converge import desired_run_state
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import HostFileError, OvzError
 
@@ -77,7 +77,7 @@ def test_a_failed_write_names_the_path_and_what_was_written(tmp_path, monkeypatc
 
     monkeypatch.setattr(json, "dump", full)
     with pytest.raises(HostFileError) as raised:
-        ovz_config.atomic_write_json(path, {"a": 1}, what="the configuration of ct1")
+        ovz_files.atomic_write_json(path, {"a": 1}, what="the configuration of ct1")
     error = raised.value
     assert str(error) == "writing the configuration of ct1 to %s failed: %s" % (path, os.strerror(errno.ENOSPC))
     # Still an OSError with its errno (callers that treat a write as best effort go on as before), and an

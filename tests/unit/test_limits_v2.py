@@ -166,7 +166,7 @@ def running(v2, ct, tmp_path):
     manager.store.save(config)
     pid = os.getpid()
     runtime = Runtime(pid, process_starttime(pid), ct.to_state(), 2, 0.0)
-    from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import atomic_write_json
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.base.files import atomic_write_json
     atomic_write_json(manager.state_path("101"), runtime.__dict__)
     assert manager.status("101") == "running"
     return manager

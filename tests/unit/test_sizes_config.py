@@ -12,9 +12,10 @@ import time
 import pytest
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node import config as config_mod
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base import files as files_mod
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.files import atomic_write_json, read_json
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import (
-    ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, iter_configs, read_json,
-    validate_data_dir, validate_name)
+    ConfigStore, ContainerConfig, ContainerLock, HostLayout, iter_configs, validate_data_dir, validate_name)
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.sizes import (
     format_size, parse_count, parse_pair, parse_size)
@@ -168,7 +169,7 @@ def test_atomic_write_failure_keeps_old_content_and_no_temp(tmp_path, monkeypatc
         handle.write('{"version": "ne')      # a torn write, then the failure
         raise exc
 
-    monkeypatch.setattr(config_mod.json, "dump", boom)
+    monkeypatch.setattr(files_mod.json, "dump", boom)
     with pytest.raises(type(exc)):
         atomic_write_json(path, {"version": "new"})
     monkeypatch.undo()
@@ -185,7 +186,7 @@ def test_atomic_write_failure_at_rename(tmp_path, monkeypatch):
     def bad_rename(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(config_mod.os, "rename", bad_rename)
+    monkeypatch.setattr(files_mod.os, "rename", bad_rename)
     with pytest.raises(OSError):
         atomic_write_json(path, [2])
     monkeypatch.undo()

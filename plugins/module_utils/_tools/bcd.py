@@ -62,8 +62,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._engine.kernel import namespaces as ns
-from .._engine.node.config import NAME_RE, HostLayout, atomic_write_json, read_json
+from .._engine.node.config import NAME_RE, HostLayout
 from .._engine.container.manager import ContainerManager
+from .._engine.base.files import atomic_write_json, read_json
 from .._engine.base.errors import OvzError
 from .._engine.kernel.process import process_starttime
 from .._engine.kernel.rootfs import BCD_FSTYPE, BCD_MOUNT, GUEST_BEANCOUNTERS, mount_points

@@ -28,8 +28,8 @@ from ..kernel import namespaces as ns
 from ..resources import network
 from ..resources import quota as ovz_quota
 from ..kernel.cgroups import CgroupBackend, ContainerCgroups, cgroup_dirname, parse_proc_cgroup, select_backend, validate_cgroup_parent
-from ..node.config import (ConfigStore, ContainerConfig, ContainerLock, HostLayout, atomic_write_json, read_json,
-                     validate_labels, validate_name)
+from ..node.config import ConfigStore, ContainerConfig, ContainerLock, HostLayout, validate_labels, validate_name
+from ..base.files import atomic_write_json, read_json
 from ..base.errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, NotRoot, OvzError, StateConflict
 from ..kernel.process import ExecResult, InitSpec, OutputPolicy, exec_in, process_starttime, spawn_init
 from ..kernel.rootfs import DEVICE_ALLOW, RootfsSpec, ensure_virtual_block_dir, find_bcd, find_lxcfs

@@ -36,7 +36,7 @@ import struct
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import namespaces as ns
-from ..node.config import atomic_write_json, read_json
+from ..base.files import atomic_write_json, read_json
 from ..base.errors import KernelUnsupported, OvzError
 
 ID_COUNT = 65536

@@ -27,14 +27,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Iterator, List, Optional
 
-from ..base.errors import HostFileError, InvalidParameter
+from ..base.errors import InvalidParameter
+from ..base.files import atomic_write_json, read_json
 
 DEFAULT_DATA_DIR = "/var/lib/ovz"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -228,58 +227,6 @@ class ContainerConfig:
             raise ValueError("not a container configuration")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def atomic_write_json(path: str, data: Any, mode: int = 0o600, durable: bool = True, what: str = "") -> None:
-    """Write ``data`` so that readers see the old file or the new one, never a torn one.
-
-    ``durable`` also survives a host crash (fsync of file and directory);
-    runtime state, which a reboot makes stale anyway, skips it. A write the host's file
-    system refuses (full, read-only) raises ``HostFileError`` naming ``path`` and ``what``.
-    """
-    try:
-        _atomic_write_json(path, data, mode, durable)
-    except HostFileError:
-        raise
-    except OSError as exc:
-        # A failed write() names no file: the operator must learn which file system is full.
-        raise HostFileError(path, what or "a file", exc) from None
-
-
-def _atomic_write_json(path: str, data: Any, mode: int, durable: bool) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            if durable:
-                os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if not durable:
-        return
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def read_json(path: str) -> Optional[Any]:
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        return None
 
 
 class ConfigStore:

@@ -57,9 +57,10 @@ from ..resources import limits as ovz_limits
 from ..resources import network
 from ..resources import quota as ovz_quota
 from ..kernel.cgroups import ContainerCgroups, read_file
-from ..node.config import ContainerConfig, atomic_write_json, read_json, validate_name
+from ..node.config import ContainerConfig, validate_name
 from ..container.manager import CHECKPOINT_META, PAYLOAD, ContainerManager, Runtime
 from ..kernel.criu import Criu, CriuError, CriuRun, log_errors, read_stats
+from ..base.files import atomic_write_json, read_json
 from ..base.errors import HostFileError, InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from ..kernel.namespaces import unescape_mount_path
 from ..kernel.process import process_starttime, process_tree

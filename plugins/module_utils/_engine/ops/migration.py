@@ -60,7 +60,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..base import faults
 from ..resources import network
 from ..kernel.namespaces import syncfs
-from ..node.config import ContainerConfig, atomic_write_json, read_json, validate_name
+from ..node.config import ContainerConfig, validate_name
+from ..base.files import atomic_write_json, read_json
 from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from .remote import RemoteSession, Target, Unreachable
 

@@ -68,7 +68,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from ..kernel import dad
 from ..base import faults
 from ..kernel import namespaces as ns
-from ..node.config import HostLayout, atomic_write_json, read_json
+from ..node.config import HostLayout
+from ..base.files import atomic_write_json, read_json
 from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from ..kernel.idmap import creating_as
 
