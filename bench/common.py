@@ -306,6 +306,7 @@ ENGINE_PATHS = {
     "limits": "_engine.resources.limits",
     "network": "_engine.resources.network",
     "checkpoint": "_engine.ops.checkpoint",
+    "limits_op": "_engine.ops.limits",      # limits.update, the code behind ovz_limits
 }
 
 

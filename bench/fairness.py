@@ -81,7 +81,7 @@ class Node:
         self.count += 1
         name = "ovzf%d%d" % (os.getpid(), self.count)
         self.manager.create(name, self.template, layout="directory")
-        self.mods["limits"].update(self.manager, name, limits)
+        self.mods["limits_op"].update(self.manager, name, limits)
         self.manager.start(name, wait_boot=True, timeout=30)
         return name
 
@@ -183,7 +183,7 @@ def run_cpulimit(node: Node, args) -> list:
         hogs = max(2, -(-max(CPULIMITS) // 100) + 1)
         node.sh(name, " ".join([HOG] * hogs))
         for pct in CPULIMITS:
-            node.mods["limits"].update(node.manager, name, {"cpulimit": pct})
+            node.mods["limits_op"].update(node.manager, name, {"cpulimit": pct})
             time.sleep(args.settle)
             achieved = [measure_cpu(node, [name], args.seconds)[0] * 100.0 for _run in range(args.runs)]
             errors = [error_pct(a, pct) for a in achieved]
@@ -380,7 +380,7 @@ def engine_node(tmp: Path, repo_root: str, cgroup_parent: str):
     """(a Node with the engine imported from ``repo_root`` and a busybox template, this machine's info);
     (None, None) with the reason on stderr when the engine cannot be imported."""
     tree = C.collections_tree(tmp / "collections", Path(repo_root))
-    mods, why = C.import_engine(tree, "container", "limits", "templates")
+    mods, why = C.import_engine(tree, "container", "limits", "limits_op", "templates")
     if mods is None:
         print("ovz: engine not available: %s" % why, file=sys.stderr)
         return None, None

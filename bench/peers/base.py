@@ -24,7 +24,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 import common as C  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
-ENGINE_MODULES = ("container", "templates", "limits", "checkpoint", "network", "namespaces", "criu")
+ENGINE_MODULES = ("container", "templates", "limits", "limits_op", "checkpoint", "network", "namespaces", "criu")
 
 
 class Ctx:

@@ -169,7 +169,7 @@ def dirty_binary(ctx: Ctx) -> str:
 
 def limits(ctx: Ctx) -> dict:
     runs = 5 if ctx.quick else 30
-    limits_mod = ctx.engine()["limits"]
+    limits_mod = ctx.engine()["limits_op"]
     out: dict = {"runs": runs, "results": {}, "notes": {}}
     ours = OvzCt(ctx, "limits")
     samples: dict = {"ovz": {"cpu": [], "memory": []}, "lxc": {"cpu": [], "memory": []}}

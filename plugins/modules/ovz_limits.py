@@ -220,7 +220,8 @@ from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec im
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.limits import LIMIT_PARAMS, effective, update
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.limits import update
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.limits import LIMIT_PARAMS, effective
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import LIMITS_OPTIONS
 
 RUNNING = ('running', 'frozen')

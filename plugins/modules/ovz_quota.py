@@ -212,7 +212,8 @@ from ansible_collections.ovz.containers.plugins.module_utils._ansible.results im
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.converge import quota_request
-from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.quota import update, usage
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.quota import update
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.quota import usage
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import QUOTA_OPTIONS
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import host_snapshot, run_module, running_lxcfs, sh
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import limits as limits_op
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.beancounters import UBC_ORDER
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,7 +39,7 @@ def make(node, template, layout="directory", start=True, **limits):
     name = node.name()
     node.manager.create(name, template, layout=layout, diskspace=[None, 128 << 20] if layout == "image" else None)
     if limits:
-        lim.update(node.manager, name, limits)
+        limits_op.update(node.manager, name, limits)
     if start:
         node.manager.start(name, wait_boot=True, timeout=20)
     return name
@@ -180,7 +181,7 @@ def test_cpumask_affinity_inside_and_measured_and_cpus_quota(node, busybox_templ
         # It ran (at least 10% of 2 s even with the machine busy) and only where allowed.
         assert delta[last] < 0.02 * sum(delta) and delta[first] > 0.2e9, delta
     # Live: move to the other CPU; running processes follow.
-    lim.update(node.manager, name, {"cpumask": str(last)})
+    limits_op.update(node.manager, name, {"cpumask": str(last)})
     assert str(last) in sh(node.manager, name, "grep Cpus_allowed_list /proc/1/status").stdout.decode()
     time.sleep(0.3)
     before = cpu_ns_percpu(node, name) if needs_v1() else None
@@ -189,7 +190,7 @@ def test_cpumask_affinity_inside_and_measured_and_cpus_quota(node, busybox_templ
         delta = [a - b for a, b in zip(cpu_ns_percpu(node, name), before)]
         assert delta[first] < 0.02 * sum(delta) and delta[last] > 0.2e9, delta
     # cpus=1 on every CPU: two hogs together get one CPU's worth.
-    lim.update(node.manager, name, {"cpumask": "all", "cpus": 1})
+    limits_op.update(node.manager, name, {"cpumask": "all", "cpus": 1})
     assert sh(node.manager, name, "nproc").stdout.strip() == str(len(HOST_CPUS)).encode()
     time.sleep(0.3)
     (share,) = measure(node, [name], 3)
@@ -214,7 +215,7 @@ def test_ram_oom_kills_inside_only_and_live_raise_lets_it_succeed(node, busybox_
     for n, pid in pids.items():                                    # both inits live on
         assert node.manager.status(n) == "running" and node.manager.runtime(n).init_pid == pid
     assert sh(node.manager, bystander, alloc).rc == 0
-    change = lim.update(node.manager, name, {"ram": "256M"})
+    change = limits_op.update(node.manager, name, {"ram": "256M"})
     assert change.applied and change.after["ram"] == 256 << 20
     assert sh(node.manager, name, alloc).rc == 0
     assert node.manager.runtime(name).init_pid == pids[name]
@@ -303,9 +304,9 @@ def test_ioprio_bfq_weight_and_iolimit_5m(bfq_node, busybox_template):
     # bench/ measures configured against achieved.
     assert rate <= 5 * 1.5, rate
     for prio, weight in enumerate(lim.IOPRIO_WEIGHTS):
-        lim.update(node.manager, name, {"ioprio": prio})
+        limits_op.update(node.manager, name, {"ioprio": prio})
         cg_expect(node, name, ("blkio", "blkio.bfq.weight", str(weight)), ("io", "io.bfq.weight", "default %d" % weight))
-    lim.update(node.manager, name, {"iolimit": 0})
+    limits_op.update(node.manager, name, {"iolimit": 0})
     cg_expect(node, name, ("blkio", "blkio.throttle.write_bps_device", ""), ("io", "io.max", ""))
 
 
@@ -385,7 +386,7 @@ def test_lxcfs_shows_the_containers_memory_and_cpus_inside(lxcfs_node, busybox_t
     assert lines[0].split()[1:] == ["65536", "kB"], lines
     assert lines[1:4] == ["1", "1", str(HOST_CPUS[0])], lines
     assert int(lines[4]) >= 8                                   # the proc and sys files are LXCFS's
-    lim.update(node.manager, name, {"ram": "128M"})             # live, and seen at once
+    limits_op.update(node.manager, name, {"ram": "128M"})             # live, and seen at once
     assert b"131072 kB" in sh(node.manager, name, "grep MemTotal /proc/meminfo").stdout
     other = make(node, busybox_template)                        # no limit: the host's memory
     with open("/proc/meminfo") as handle:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import host_snapshot, run_module
 
-from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import limits as lim
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 
 RUNS = 20

@@ -38,7 +38,7 @@ import pytest
 
 from conftest import REPO, sh
 
-from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import limits as lim
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import namespaces as ns
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import PAYLOAD
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import enter_container, join_cgroups

@@ -120,7 +120,7 @@ def module_argv(module, args):
 
 
 def limited_container(node, busybox_template, unprivileged):
-    from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import limits as lim
     name = node.name()
     node.manager.create(name, busybox_template, layout="directory", unprivileged=unprivileged)
     node.manager.start(name, wait_boot=True, timeout=20)

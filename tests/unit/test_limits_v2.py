@@ -19,6 +19,7 @@ from test_cgroups_fake import (  # pylint: disable=import-error
     HYBRID_PROC_CGROUP, V1_FILES, V2_FILES, V2_MOUNTINFO, FakeCgroupFS, HYBRID_MOUNTINFO)
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import beancounters as bc
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import limits as limits_op
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.cgroups import (
     UNIFIED, ContainerCgroups, parse_proc_cgroup, select_backend)
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import ContainerConfig
@@ -173,10 +174,10 @@ def running(v2, ct, tmp_path):
 
 
 def test_v2_update_applies_live_persists_and_is_idempotent(v2, ct, running):
-    change = lim.update(running, "101", dict(cpuunits=3000, ram="1G", numproc=50), dry_run=True)
+    change = limits_op.update(running, "101", dict(cpuunits=3000, ram="1G", numproc=50), dry_run=True)
     assert change.changed and not change.applied and running.load("101").limits == {}
     assert v2.writes_to("cpu.weight") == []                          # check mode wrote nothing
-    change = lim.update(running, "101", dict(cpuunits=3000, ram="1G", numproc=50))
+    change = limits_op.update(running, "101", dict(cpuunits=3000, ram="1G", numproc=50))
     assert change.applied and change.after == {"cpuunits": 3000, "ram": 1 << 30, "numproc": [50, 50]}
     assert running.load("101").limits == change.after
     with open(os.path.join(running.layout.guest("101"), "user_beancounters")) as handle:
@@ -184,16 +185,16 @@ def test_v2_update_applies_live_persists_and_is_idempotent(v2, ct, running):
     assert row[-3:-1] == ["50", "50"] and change.beancounters["numproc"]["limit"] == 50
     assert files(v2, ct, "cpu.weight", "memory.max", "pids.max") == {
         "cpu.weight": "300", "memory.max": str(1 << 30), "pids.max": "50"}
-    again = lim.update(running, "101", dict(cpuunits=3000, ram="1G", numproc=50))
+    again = limits_op.update(running, "101", dict(cpuunits=3000, ram="1G", numproc=50))
     assert not again.changed and not again.applied
     v2.set(os.path.join(ct.paths[UNIFIED], "pids.max"), "max")       # changed behind our back
-    fixed = lim.update(running, "101", dict(numproc=50))
+    fixed = limits_op.update(running, "101", dict(numproc=50))
     assert fixed.changed and fixed.drift == ["pids.max"] and fixed.before == fixed.after
     assert files(v2, ct, "pids.max") == {"pids.max": "50"}
 
 
 def test_v2_failed_write_rolls_back_and_stores_nothing(v2, ct, running, monkeypatch):
-    lim.update(running, "101", dict(cpuunits=2000, ram="1G"))
+    limits_op.update(running, "101", dict(cpuunits=2000, ram="1G"))
     real = v2._kernel_write
 
     def refuse_memory(path, value):
@@ -203,7 +204,7 @@ def test_v2_failed_write_rolls_back_and_stores_nothing(v2, ct, running, monkeypa
 
     monkeypatch.setattr(v2, "_kernel_write", refuse_memory)
     with pytest.raises(OvzError) as err:
-        lim.update(running, "101", dict(cpuunits=4000, ram="1M"))
+        limits_op.update(running, "101", dict(cpuunits=4000, ram="1M"))
     assert err.value.param == "ram"
     assert files(v2, ct, "cpu.weight") == {"cpu.weight": "200"}     # put back
     assert running.load("101").limits == {"cpuunits": 2000, "ram": 1 << 30}

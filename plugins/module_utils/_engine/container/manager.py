@@ -13,13 +13,14 @@ and undoes its own partial work if a step fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence
 
 from ..base import faults
 from ..kernel import idmap as ovz_idmap
@@ -290,7 +291,7 @@ class ContainerManager:
                     raise
         except BaseException:
             if not self.store.exists(name):
-                self._remove_run_dir(name, keep_lock=False)
+                self.discard_run_dir(name, keep_lock=False)
                 for directory in reversed(missing):
                     try:
                         os.rmdir(directory)
@@ -308,13 +309,13 @@ class ContainerManager:
         validate_name(name)
         with self.lock(name):
             if not self.store.exists(name):
-                self._remove_run_dir(name, keep_lock=False)
+                self.discard_run_dir(name, keep_lock=False)
                 return False
             config = self.load(name)
             state = self.status(name)
             if not stop_running and state in ("running", "frozen"):
                 raise ContainerRunning("container %s is currently %s; stop it first" % (name, state), "name")
-            self._stop_locked(config, timeout=config.stop_timeout)
+            self.stop_locked(config, timeout=config.stop_timeout)
             faults.point("destroy.stopped")
             self.storage(config).destroy()
             self.idmap.release(name)
@@ -326,7 +327,7 @@ class ContainerManager:
                     pass
             faults.point("destroy.storage")
             self.store.remove(name)
-            self._remove_run_dir(name, keep_lock=False)
+            self.discard_run_dir(name, keep_lock=False)
             if not self.layout.names():
                 # No container left, so no kernel object has a name of it: the identity goes with the last
                 # container, as the data dir's other traces do (it is derived again, the same, at the next start).
@@ -357,7 +358,9 @@ class ContainerManager:
         while os.path.ismount(volatile):
             ns.umount(volatile, ns.MNT_DETACH)
 
-    def _remove_run_dir(self, name: str, keep_lock: bool = True) -> None:
+    def discard_run_dir(self, name: str, keep_lock: bool = True) -> None:
+        """Empty run/<name> (runtime state, markers, the volatile tmpfs), keeping its lock file unless
+        ``keep_lock`` is false, when the directory goes too. Nothing in it outlives a stopped container."""
         run_dir = self.layout.run(name)
         if not os.path.isdir(run_dir):
             return
@@ -485,7 +488,7 @@ class ContainerManager:
             if state in ("running", "frozen"):
                 return False
             if state != "suspended":
-                self._cleanup_stale(config)
+                self.tear_down_remains(config)
                 self._start_locked(config, before_go)
         if state == "suspended":
             from ..ops.checkpoint import Checkpointer   # the checkpoint engine builds on this module
@@ -536,7 +539,7 @@ class ContainerManager:
                 dropped_capabilities=ns.DEFAULT_DROPPED_CAPABILITIES,
                 stdout_path=console,
             )
-            undo.append(lambda: self._network_teardown(config))
+            undo.append(lambda: self.tear_down_network(config))
             if config.unprivileged:
                 userns = self._prepare_userns(config, storage, cgroups, [guest_dir, console])
                 spec.userns_fd, spec.root_tree_fd, spec.rootfs.userns = userns["userns_fd"], userns["root_tree_fd"], True
@@ -585,9 +588,12 @@ class ContainerManager:
         """Stop gracefully; returns False if the container was not running."""
         with self.lock(name):
             config = self.load(name)
-            return self._stop_locked(config, timeout if timeout is not None else config.stop_timeout)
+            return self.stop_locked(config, timeout if timeout is not None else config.stop_timeout)
 
-    def _stop_locked(self, config: ContainerConfig, timeout: float) -> bool:
+    def stop_locked(self, config: ContainerConfig, timeout: float) -> bool:
+        """``stop`` for a caller that holds the container's lock already; returns whether it ran.
+
+        What a dead container left is torn down either way (``tear_down_remains``)."""
         runtime = self.runtime(config.name)
         was_running = runtime is not None and runtime.alive()
         if was_running and runtime is not None:
@@ -596,8 +602,24 @@ class ContainerManager:
                 cgroups.thaw()
             self._halt(runtime, config, timeout)
             faults.point("stop.halt")
-        self._cleanup_stale(config)
+        self.tear_down_remains(config)
         return was_running
+
+    @contextlib.contextmanager
+    def while_stopped(self, config: ContainerConfig, stop: bool = True) -> Iterator[bool]:
+        """Run the block with the container stopped, and start it again afterwards, failed block or not.
+
+        The caller holds the container's lock across the block. The start reads the configuration
+        as the block left it saved. With ``stop`` false the block runs as things are (yields False).
+        """
+        if not stop:
+            yield False
+            return
+        self.stop_locked(config, timeout=config.stop_timeout)
+        try:
+            yield True
+        finally:
+            self._start_locked(self.load(config.name), None)
 
     def _halt(self, runtime: Runtime, config: ContainerConfig, timeout: float) -> None:
         """The init's own shutdown signal, then the timeout, then SIGKILL to the whole cgroup.
@@ -627,8 +649,11 @@ class ContainerManager:
         finally:
             os.close(pidfd)
 
-    def _cleanup_stale(self, config: ContainerConfig) -> None:
-        """Remove what a dead (or killed) container left: processes, cgroups, mounts."""
+    def tear_down_remains(self, config: ContainerConfig) -> None:
+        """Remove what a dead (or killed) container left: processes, cgroups, network, mounts, run dir.
+
+        The caller holds the container's lock and knows its init is gone (or is to go: what
+        still runs in its cgroups is killed)."""
         runtime = self.runtime(config.name)
         foreign = False
         if runtime is not None:
@@ -652,11 +677,11 @@ class ContainerManager:
             faults.point("stop.cgroups")
         network_error: Optional[OvzError] = None
         try:
-            self._network_teardown(config)
+            self.tear_down_network(config)
         except OvzError as exc:
             network_error = exc  # finish the cleanup, then report it
         self.storage(config).umount()
-        self._remove_run_dir(config.name)
+        self.discard_run_dir(config.name)
         if network_error is not None:
             raise network_error
 
@@ -677,7 +702,7 @@ class ContainerManager:
                 before_go(init_pid)
         return hook
 
-    def _network_teardown(self, config: ContainerConfig) -> None:
+    def tear_down_network(self, config: ContainerConfig) -> None:
         """Remove the host side of the container's network (host end, routes, proxy entries, nft, netns name)."""
         runtime = network.load_runtime(network.runtime_path(self.layout.run(config.name)))
         if runtime is None and not config.network:

@@ -840,7 +840,7 @@ class Checkpointer:
                         raise
                     raise _amend(exc, "checkpoint of %s: " % name, "; the container carries on") from None
             elif not leave_running:
-                self.manager._cleanup_stale(config)  # pylint: disable=protected-access
+                self.manager.tear_down_remains(config)
             timings["cleanup_ms"] = _ms(time.monotonic() - mark)
         stats = run.stats
         timings["total_ms"] = _ms(time.monotonic() - began)
@@ -1087,7 +1087,7 @@ class Checkpointer:
                     cgroups.thaw()
                 # A process with much memory can take long to exit on a loaded host (seen: > 10 s for 1 GiB).
                 cgroups.kill_all(timeout=120.0)
-            self.manager._cleanup_stale(config)  # pylint: disable=protected-access
+            self.manager.tear_down_remains(config)
         return {"total_ms": _ms(time.monotonic() - began)}
 
     # -- restore --------------------------------------------------------------------------------
@@ -1123,7 +1123,7 @@ class Checkpointer:
             if meta.get("network") and not config.network:
                 raise StateConflict("the checkpoint of %s has a network interface but its configuration has none"
                                     % name, "name")
-            self.manager._cleanup_stale(config)  # pylint: disable=protected-access
+            self.manager.tear_down_remains(config)
             undo: List[Callable[[], None]] = []
             try:
                 init_pid = self._restore_locked(config, meta, images_dir, tcp_established, timings, undo, lazy)
@@ -1258,7 +1258,7 @@ class Checkpointer:
             raise StateConflict("the checkpoint was made on a cgroup v%s host; this one is v%d"
                                 % (meta.get("cgroup_version"), backend.version), "name")
         run_dir = manager.layout.run(name)
-        undo.append(lambda: manager._remove_run_dir(name))  # pylint: disable=protected-access
+        undo.append(lambda: manager.discard_run_dir(name))
         storage.mount()
         undo.append(storage.umount)
         ovz_quota.apply_at_start(config, storage)
@@ -1304,7 +1304,7 @@ class Checkpointer:
                 mark = time.monotonic()
                 network.prepare_host_end(name, netconf, manager.layout.data_dir)
                 timings["host_end_ms"] = _ms(time.monotonic() - mark)
-                undo.append(lambda: manager._network_teardown(config))  # pylint: disable=protected-access
+                undo.append(lambda: manager.tear_down_network(config))
                 veth = "veth[%s]:%s" % (meta["network"]["ifname"], netconf["host_ifname"])
                 if netconf["netif_mode"] == "bridged":
                     veth += "@" + netconf["bridge"]

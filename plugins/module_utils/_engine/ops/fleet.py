@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import converge
+from . import limits as limits_op
+from . import quota as quota_op
 from ..kernel import dad
 from ..resources import network
 from ..resources import limits as ovz_limits
@@ -300,7 +302,7 @@ class FleetConverger:
                     before = {}
                     drift: List[str] = []
                 else:
-                    change = ovz_limits.update(self.manager, name, work.limits, dry_run=True)
+                    change = limits_op.update(self.manager, name, work.limits, dry_run=True)
                     before, after, drift = change.before, change.after, change.drift
                     work.not_enforced.update(change.not_enforced)
                 if before != after or drift:
@@ -313,7 +315,7 @@ class FleetConverger:
             if quota:
                 work.quota = converge.quota_request(quota)
                 if not new:
-                    qchange = ovz_quota.update(self.manager, name, work.quota, dry_run=True)
+                    qchange = quota_op.update(self.manager, name, work.quota, dry_run=True)
                     work.not_enforced.update(qchange.not_enforced)
                     if qchange.changed:
                         work.quota_change = (qchange.before, qchange.after)
@@ -360,11 +362,11 @@ class FleetConverger:
                                        self.warn)
         if work.limits_change is not None:
             section["value"] = "limits"
-            change = ovz_limits.update(self.manager, name, work.limits, warn=self.warn)
+            change = limits_op.update(self.manager, name, work.limits, warn=self.warn)
             work.not_enforced.update(change.not_enforced)
         if work.quota is not None and (work.quota_change is not None or work.plan.create_config is not None):
             section["value"] = "quota"
-            change = ovz_quota.update(self.manager, name, work.quota)
+            change = quota_op.update(self.manager, name, work.quota)
             work.not_enforced.update(change.not_enforced)
         section["value"] = ""
 

@@ -666,13 +666,13 @@ def _discard(manager: Any, name: str) -> None:
     end_processes_working_in([manager.layout.private(name), manager.layout.dump(name)])
     config = manager.store.load(name)
     if config is not None:
-        manager._stop_locked(config, timeout=0)  # pylint: disable=protected-access
+        manager.stop_locked(config, timeout=0)
         manager.storage(config).destroy()
         manager.store.remove(name)
     else:
         shutil.rmtree(manager.layout.private(name), ignore_errors=True)
     shutil.rmtree(manager.layout.dump(name), ignore_errors=True)
-    manager._remove_run_dir(name)  # pylint: disable=protected-access
+    manager.discard_run_dir(name)
     if not manager.layout.names():
         manager.layout.forget_node_id()   # as a destroy of the last container does
 
@@ -891,7 +891,7 @@ class _Watchdog:
             except BaseException:  # noqa: BLE001 - nobody to report to
                 code = 1
             finally:
-                os._exit(code)  # pylint: disable=protected-access
+                os._exit(code)
         os.close(read_fd)
         self.pid, self.fd = pid, write_fd
 

@@ -40,7 +40,8 @@ Mapping (parameter -> cgroup v1 file -> cgroup v2 file -> conversion):
     ubc kmemsize             memory.kmem.limit_in_bytes (v1, where the kernel still honours it)
 
 Every file is written through ``cgroups.write_file`` (one ``write()`` per
-value) and read through ``cgroups.read_file``.
+value) and read through ``cgroups.read_file``. The ``ovz_limits`` operation that
+runs this for one container under its lock is ``ops/limits.py``.
 """
 
 from __future__ import annotations
@@ -49,16 +50,12 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from ..kernel import cgroups as cg
-from ..base import faults
 from ..base.errors import InvalidParameter, KernelUnsupported, OvzError
 from ..base.sizes import parse_count, parse_pair, parse_size
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..container.manager import ContainerManager
-    from ..kernel.storage import Storage
+from ..kernel import cgroups as cg
+from ..kernel.storage import Storage, mount_entry
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 CPUUNITS_MIN, CPUUNITS_MAX, CPUUNITS_DEFAULT = 8, 500000, 1000
@@ -404,9 +401,8 @@ def _devno_of_path(path: str) -> Optional[str]:
     return whole_disk("%d:%d" % (major, minor))
 
 
-def container_devices(storage: "Storage") -> Devices:
+def container_devices(storage: Storage) -> Devices:
     """The loop device for the image layout (and the disk under its image), the disk for directories."""
-    from ..kernel.storage import mount_entry
     devices = Devices()
     if storage.layout == "image":
         entry = mount_entry(storage.root)
@@ -767,71 +763,9 @@ def settings_for(cgroups: cg.ContainerCgroups, limits: Mapping[str, Any], device
     return build_settings(limits, cgroups.backend.version, devices, parent_cpus(cgroups), memsw_present(cgroups))
 
 
-def apply_at_start(cgroups: cg.ContainerCgroups, limits: Mapping[str, Any], storage: "Storage") -> None:
+def apply_at_start(cgroups: cg.ContainerCgroups, limits: Mapping[str, Any], storage: Storage) -> None:
     """Put the stored limits in force on a new container's cgroups, before any of its processes exist."""
     if not limits:
         return
     devices = container_devices(storage)
     apply_settings(cgroups, settings_for(cgroups, limits, devices))
-
-
-# -- the ovz_limits operation ------------------------------------------------------------
-@dataclass
-class LimitsChange:
-    """What a call to ``update`` found and did."""
-
-    before: Dict[str, Any]
-    after: Dict[str, Any]
-    running: bool
-    drift: List[str]                 # files the kernel did not hold (running containers)
-    applied: bool = False
-    not_enforced: Dict[str, str] = field(default_factory=dict)
-    beancounters: Optional[Dict[str, Dict[str, Any]]] = None   # the table inside, rewritten after a live change
-
-    @property
-    def changed(self) -> bool:
-        return self.before != self.after or bool(self.drift)
-
-
-def update(manager: "ContainerManager", name: str, params: Mapping[str, Any], dry_run: bool = False,
-           warn: Optional[Callable[[str], None]] = None) -> LimitsChange:
-    """Validate, diff against the stored and live limits, apply live, persist (``vzctl set --save``).
-
-    A running container's beancounter table inside is rewritten after a change, so it shows the
-    new barriers and limits; ``warn`` gets a failure to write it (raised when None: the limits hold).
-    """
-    request = normalize_request({k: v for k, v in params.items() if v is not None})
-    with manager.lock(name):
-        config = manager.load(name)
-        before = merge(config.limits, {})
-        after = merge(before, request)
-        backend = manager.backend
-        host = HostInfo.probe(backend)
-        validate_combination(after, host)
-        state = manager.status(name)
-        runtime = manager.runtime(name) if state in ("running", "frozen") else None
-        change = LimitsChange(before=before, after=after, running=runtime is not None, drift=[])
-        if runtime is None:
-            change.not_enforced = not_enforced(after, None, backend.version, None)
-            if change.changed and not dry_run:
-                config.limits = after
-                manager.store.save(config)
-            return change
-        cgroups = manager.cgroups_for(runtime)
-        devices = container_devices(manager.storage(config))
-        settings = settings_for(cgroups, after, devices)
-        change.drift = sorted({s.file for s in drift(cgroups, settings)})
-        change.not_enforced = not_enforced(after, cgroups, backend.version, devices)
-        if change.changed and not dry_run:
-            apply_settings(cgroups, settings, rollback=settings_for(cgroups, before, devices))
-            change.applied = True
-            faults.point("limits.apply")
-            if before != after:
-                config.limits = after
-                try:
-                    manager.store.save(config)
-                except BaseException:
-                    apply_settings(cgroups, settings_for(cgroups, before, devices))
-                    raise
-            change.beancounters = manager.beancounter_table(name, runtime, after, warn=warn)
-        return change
