@@ -142,6 +142,20 @@ def _boot(manager: ContainerManager, args: argparse.Namespace) -> int:
     return 1 if any(e["action"] == "failed" for e in report) else 0
 
 
+def _start(manager: ContainerManager, args: argparse.Namespace) -> None:
+    """vzctl start / restart: a suspended container is resumed with its memory (through the checkpoint
+    engine, loaded only for these two)."""
+    from .._engine.ops import lifecycle
+    if args.command == "restart":
+        lifecycle.restart(manager, args.name)
+        return
+    suspended = manager.status(args.name) == "suspended"
+    if not lifecycle.start(manager, args.name, wait_boot=args.wait):
+        _say("Container %s is already running" % args.name, sys.stderr)
+    elif suspended:
+        _say("Container %s was suspended: resumed with its memory" % args.name)
+
+
 def _suspend_resume(manager: ContainerManager, args: argparse.Namespace) -> None:
     """vzctl suspend / resume: a CRIU checkpoint in <data-dir>/dump/NAME, the container stopped in between."""
     from .._engine.ops.checkpoint import Checkpointer
@@ -197,17 +211,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             manager.create(args.name, args.ostemplate, layout=args.layout, hostname=args.hostname,
                            diskspace=parse_pair(args.diskspace, "diskspace") if args.diskspace else None,
                            unprivileged=args.unprivileged)
-        elif args.command == "start":
-            suspended = manager.status(args.name) == "suspended"
-            if not manager.start(args.name, wait_boot=args.wait):
-                _say("Container %s is already running" % args.name, sys.stderr)
-            elif suspended:
-                _say("Container %s was suspended: resumed with its memory" % args.name)
+        elif args.command in ("start", "restart"):
+            _start(manager, args)
         elif args.command == "stop":
             if not manager.stop(args.name, timeout=args.timeout):
                 _say("Container %s was not running" % args.name, sys.stderr)
-        elif args.command == "restart":
-            manager.restart(args.name)
         elif args.command in ("suspend", "resume"):
             _suspend_resume(manager, args)
         elif args.command == "freeze":

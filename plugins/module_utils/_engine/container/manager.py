@@ -476,23 +476,28 @@ class ContainerManager:
 
     # -- start / stop -------------------------------------------------------------------
     def start(self, name: str, wait_boot: bool = False, timeout: float = 60.0,
-              before_go: Optional[Callable[[int], None]] = None) -> bool:
+              before_go: Optional[Callable[[int], None]] = None,
+              resume: Optional[Callable[[str], Any]] = None) -> bool:
         """Start the container; returns False if it was already running.
 
-        A suspended container is resumed with its memory, as ``vzctl start`` does (it booted before:
-        ``wait_boot`` and ``before_go`` do not apply); a resume that fails keeps its suspended state.
+        A suspended container comes back through ``resume`` (called with its name, after this
+        call let go of its lock), which the layer above supplies: ``ops.lifecycle.start`` resumes
+        it with its memory, as ``vzctl start`` does (it booted before: ``wait_boot`` and ``before_go``
+        do not apply). Without ``resume`` a suspended container is refused, its state kept.
         """
         with self.lock(name):
             config = self.load(name)
             state = self.status(name)
             if state in ("running", "frozen"):
                 return False
+            if state == "suspended" and resume is None:
+                raise StateConflict("container %s is suspended; resume it (ovzctl start or resume) to start it with "
+                                    "its memory" % name, "state")
             if state != "suspended":
                 self.tear_down_remains(config)
                 self._start_locked(config, before_go)
-        if state == "suspended":
-            from ..ops.checkpoint import Checkpointer   # the checkpoint engine builds on this module
-            Checkpointer(self).resume(name)
+        if state == "suspended" and resume is not None:
+            resume(name)
             return True
         if wait_boot:
             self.wait_booted(name, timeout)
@@ -709,9 +714,11 @@ class ContainerManager:
             return
         network.teardown_network(config.name, config.network, runtime, self.layout.data_dir, self.layout.node_id())
 
-    def restart(self, name: str, wait_boot: bool = False, timeout: float = 60.0) -> None:
+    def restart(self, name: str, wait_boot: bool = False, timeout: float = 60.0,
+                resume: Optional[Callable[[str], Any]] = None) -> None:
+        """Stop, then start (``resume``: as for ``start``)."""
         self.stop(name)
-        self.start(name, wait_boot=wait_boot, timeout=timeout)
+        self.start(name, wait_boot=wait_boot, timeout=timeout, resume=resume)
 
     # -- freeze ---------------------------------------------------------------------------
     def freeze(self, name: str) -> bool:

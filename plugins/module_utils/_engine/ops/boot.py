@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+from . import lifecycle
 from ..container.manager import ContainerManager
 from ..kernel.criu import Criu
 from ..base.errors import OvzError
@@ -50,7 +51,7 @@ def boot(manager: ContainerManager, wait_boot: bool = False, timeout: float = 60
     report = []
     for entry in boot_plan(manager):
         try:
-            started = manager.start(entry["name"], wait_boot=wait_boot, timeout=timeout)
+            started = lifecycle.start(manager, entry["name"], wait_boot=wait_boot, timeout=timeout)
             entry["action"] = "started" if started else "running"
         except Exception as exc:  # noqa: BLE001 - one container's failure must not keep the others down
             entry["action"] = "failed"

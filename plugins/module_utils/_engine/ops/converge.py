@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from . import lifecycle
 from ..kernel import dad
 from ..resources import network
 from ..node.config import ContainerConfig, iter_configs
@@ -183,7 +184,7 @@ def apply_container(manager: ContainerManager, plan: ContainerPlan, params: Mapp
         manager.stop(name, timeout=timeout)
         current = "stopped"
     if wanted in RUNNING and current in ("stopped", "suspended"):
-        manager.start(name, wait_boot=bool(params.get("wait_boot")), timeout=timeout)   # resumes a suspended one
+        lifecycle.start(manager, name, wait_boot=bool(params.get("wait_boot")), timeout=timeout)   # resumes a suspended one
         current = "running"
     if wanted == "running" and current == "frozen":
         manager.thaw(name)
