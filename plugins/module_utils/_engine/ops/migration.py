@@ -891,7 +891,7 @@ class _Watchdog:
             except BaseException:  # noqa: BLE001 - nobody to report to
                 code = 1
             finally:
-                os._exit(code)
+                os._exit(code)  # pylint: disable=protected-access
         os.close(read_fd)
         self.pid, self.fd = pid, write_fd
 
