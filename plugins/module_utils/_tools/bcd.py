@@ -61,13 +61,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .._engine.kernel import namespaces as ns
-from .._engine.node.config import NAME_RE, HostLayout
-from .._engine.container.manager import ContainerManager
-from .._engine.base.files import atomic_write_json, read_json
 from .._engine.base.errors import OvzError
+from .._engine.base.files import atomic_write_json, read_json
+from .._engine.container.manager import ContainerManager
+from .._engine.kernel import namespaces as ns
 from .._engine.kernel.process import process_starttime
 from .._engine.kernel.rootfs import BCD_FSTYPE, BCD_MOUNT, GUEST_BEANCOUNTERS, mount_points
+from .._engine.node.config import NAME_RE, HostLayout
 
 DEFAULT_INTERVAL = 2.0
 MIN_ROUND_GAP = 0.1      # seconds between the starts of two table computations of one container

@@ -44,9 +44,9 @@ import os
 import sys
 from typing import List, Optional
 
-from .._engine.container.manager import ContainerManager, require_root
 from .._engine.base.errors import ContainerRunning, NoSuchContainer, NotRoot, OvzError
 from .._engine.base.sizes import parse_pair
+from .._engine.container.manager import ContainerManager, require_root
 
 # vzctl's exit codes (its vzerror.h), so that scripts written for vzctl read ours alike.
 EXIT_NOT_FOUND = 14     # VZ_NOVECONFIG: "Container config file does not exist"

@@ -23,19 +23,19 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence
 
 from ..base import faults
-from ..kernel import idmap as ovz_idmap
-from ..resources import limits as ovz_limits
-from ..kernel import namespaces as ns
-from ..resources import network
-from ..resources import quota as ovz_quota
-from ..kernel.cgroups import CgroupBackend, ContainerCgroups, cgroup_dirname, parse_proc_cgroup, select_backend, validate_cgroup_parent
-from ..node.config import ConfigStore, ContainerConfig, ContainerLock, HostLayout, validate_labels, validate_name
-from ..base.files import atomic_write_json, read_json
 from ..base.errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, NotRoot, OvzError, StateConflict
+from ..base.files import atomic_write_json, read_json
+from ..kernel import idmap as ovz_idmap
+from ..kernel import namespaces as ns
+from ..kernel.cgroups import CgroupBackend, ContainerCgroups, cgroup_dirname, parse_proc_cgroup, select_backend, validate_cgroup_parent
 from ..kernel.process import ExecResult, InitSpec, OutputPolicy, exec_in, process_starttime, spawn_init
 from ..kernel.rootfs import DEVICE_ALLOW, RootfsSpec, ensure_virtual_block_dir, find_bcd, find_lxcfs
 from ..kernel.storage import Storage, extract_template, validate_layout
+from ..node.config import ConfigStore, ContainerConfig, ContainerLock, HostLayout, validate_labels, validate_name
 from ..node.templates import resolve_template
+from ..resources import limits as ovz_limits
+from ..resources import network
+from ..resources import quota as ovz_quota
 
 STATES = ("absent", "stopped", "suspended", "running", "frozen")
 PAYLOAD = "payload"

@@ -35,9 +35,9 @@ import stat
 import struct
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from . import namespaces as ns
-from ..base.files import atomic_write_json, read_json
 from ..base.errors import KernelUnsupported, OvzError
+from ..base.files import atomic_write_json, read_json
+from . import namespaces as ns
 
 ID_COUNT = 65536
 DEFAULT_FIRST = 1000000000

@@ -38,8 +38,8 @@ import subprocess
 import time
 from typing import Dict, List, Optional, Tuple
 
-from . import namespaces
 from ..base.errors import InvalidParameter, OvzError
+from . import namespaces
 
 LAYOUTS = ("image", "directory")
 IMAGE_FILE = "root.img"

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from . import lifecycle
+from ..base.errors import OvzError
 from ..container.manager import ContainerManager
 from ..kernel.criu import Criu
-from ..base.errors import OvzError
+from . import lifecycle
 
 
 def boot_plan(manager: ContainerManager) -> List[Dict[str, Any]]:

@@ -53,18 +53,18 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..resources import limits as ovz_limits
-from ..resources import network
-from ..resources import quota as ovz_quota
-from ..kernel.cgroups import ContainerCgroups, read_file
-from ..node.config import ContainerConfig, validate_name
-from ..container.manager import CHECKPOINT_META, PAYLOAD, ContainerManager, Runtime
-from ..kernel.criu import Criu, CriuError, CriuRun, log_errors, read_stats
-from ..base.files import atomic_write_json, read_json
 from ..base.errors import HostFileError, InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from ..base.files import atomic_write_json, read_json
+from ..container.manager import CHECKPOINT_META, PAYLOAD, ContainerManager, Runtime
+from ..kernel.cgroups import ContainerCgroups, read_file
+from ..kernel.criu import Criu, CriuError, CriuRun, log_errors, read_stats
 from ..kernel.namespaces import unescape_mount_path
 from ..kernel.process import process_starttime, process_tree
 from ..kernel.rootfs import DEVICE_ALLOW, LXCFS_FILES, ensure_virtual_block_dir, find_lxcfs
+from ..node.config import ContainerConfig, validate_name
+from ..resources import limits as ovz_limits
+from ..resources import network
+from ..resources import quota as ovz_quota
 
 META_FILE = CHECKPOINT_META
 META_VERSION = 1

@@ -18,16 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from . import lifecycle
-from ..kernel import dad
-from ..resources import network
-from ..node.config import ContainerConfig, iter_configs
-from ..container.manager import ContainerManager, validate_hostname
 from ..base.diff import DifferenceTracker
 from ..base.errors import OvzError, StateConflict
-from ..resources.quota import QuotaRequest
 from ..base.sizes import parse_pair
+from ..container.manager import ContainerManager, validate_hostname
+from ..kernel import dad
+from ..node.config import ContainerConfig, iter_configs
 from ..node.templates import resolve_template
+from ..resources import network
+from ..resources.quota import QuotaRequest
+from . import lifecycle
 
 RUNNING = ("running", "frozen")
 CONTAINER_SETTINGS = ("hostname", "onboot", "bootorder", "init", "labels")

@@ -30,16 +30,16 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
+from ..base.errors import InvalidParameter, OvzError
+from ..container.manager import ContainerManager
+from ..kernel import dad
+from ..node.config import ContainerConfig, iter_configs, validate_labels, validate_name
+from ..resources import limits as ovz_limits
+from ..resources import network
+from ..resources import quota as ovz_quota
 from . import converge
 from . import limits as limits_op
 from . import quota as quota_op
-from ..kernel import dad
-from ..resources import network
-from ..resources import limits as ovz_limits
-from ..resources import quota as ovz_quota
-from ..node.config import ContainerConfig, iter_configs, validate_labels, validate_name
-from ..container.manager import ContainerManager
-from ..base.errors import InvalidParameter, OvzError
 
 FLEET_LABEL = "ovz_fleet"
 FLEET_STATES = ("present", "started", "stopped", "frozen", "absent")

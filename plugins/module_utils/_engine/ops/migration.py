@@ -58,11 +58,11 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..base import faults
-from ..resources import network
+from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from ..base.files import atomic_write_json, read_json
 from ..kernel.namespaces import syncfs
 from ..node.config import ContainerConfig, validate_name
-from ..base.files import atomic_write_json, read_json
-from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from ..resources import network
 from .remote import RemoteSession, Target, Unreachable
 
 JOURNAL = "migrate.json"

@@ -50,8 +50,8 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, List, Optional
 
-from ..node.config import DEFAULT_DATA_DIR, validate_data_dir
 from ..base.errors import InvalidParameter, OvzError
+from ..node.config import DEFAULT_DATA_DIR, validate_data_dir
 
 # ansible_collections.ovz.containers.plugins.module_utils: the package the zip holds, sub-packages and all.
 PACKAGE = __name__.rsplit(".", 3)[0]

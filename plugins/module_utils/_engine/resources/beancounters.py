@@ -60,11 +60,11 @@ import subprocess
 import tempfile
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from ..base.errors import KernelUnsupported, OvzError
 from ..kernel import cgroups as cg
 from ..kernel import namespaces as ns
-from ..base.errors import KernelUnsupported, OvzError
-from .limits import PAGE_SIZE, UBC_UNITS, V1_UNLIMITED_FLOOR
 from ..kernel.rootfs import GUEST_BEANCOUNTERS, mount_points
+from .limits import PAGE_SIZE, UBC_UNITS, V1_UNLIMITED_FLOOR
 
 UBC_ORDER = ("kmemsize", "lockedpages", "privvmpages", "shmpages", "numproc", "physpages", "vmguarpages",
              "oomguarpages", "numtcpsock", "numflock", "numpty", "numsiginfo", "tcpsndbuf", "tcprcvbuf",

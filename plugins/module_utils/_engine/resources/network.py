@@ -65,13 +65,13 @@ import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from ..kernel import dad
 from ..base import faults
-from ..kernel import namespaces as ns
-from ..node.config import HostLayout
-from ..base.files import atomic_write_json, read_json
 from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from ..base.files import atomic_write_json, read_json
+from ..kernel import dad
+from ..kernel import namespaces as ns
 from ..kernel.idmap import creating_as
+from ..node.config import HostLayout
 
 # pyroute2 is imported on first use: importing it costs about half a second,
 # which every container start and every module run would otherwise pay.

@@ -51,11 +51,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..node.config import ContainerConfig
 from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
-from ..kernel.namespaces import load_libc, unescape_mount_path
 from ..base.sizes import Pair, parse_pair
+from ..kernel.namespaces import load_libc, unescape_mount_path
 from ..kernel.storage import LOOP_SET_CAPACITY, Storage, drop_cached_pages, loop_direct_io, run
+from ..node.config import ContainerConfig
 
 # quotactl(2)
 USRQUOTA, GRPQUOTA, PRJQUOTA = 0, 1, 2
