@@ -15,9 +15,8 @@ import pytest
 
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import checkpoint as ckpt
-from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import (IMG_SERVICE_MAGIC, STATS_MAGIC, TMPFS_MAGIC,
-                                                                          Criu, CriuError, filesystem_type, find_criu,
-                                                                          log_errors, read_stats)
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import (
+    IMG_SERVICE_MAGIC, STATS_MAGIC, TMPFS_MAGIC, Criu, CriuError, filesystem_type, find_criu, log_errors, read_stats)
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter, KernelUnsupported
 
