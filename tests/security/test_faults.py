@@ -4,7 +4,7 @@ network setup, limit change, stop and destroy; a second run converges, and after
 container is destroyed no veth, route, nft rule, netns name, mount, loop device, cgroup or
 half-written config is left.
 
-The kill is the engine's test hook ``OVZ_FAULT=<step>`` (plugins/module_utils/faults.py):
+The kill is the engine's test hook ``OVZ_FAULT=<step>`` (plugins/module_utils/_engine/base/faults.py):
 the process SIGKILLs itself at that step, as an OOM kill or ``kill -9`` would. Every module
 runs in the network namespace of a routed lab (tests/integration/test_network.py), so that
 the container's network is set up on each start.
