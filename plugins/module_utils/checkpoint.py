@@ -233,7 +233,7 @@ def _ns_ids(pid: int, kinds: Tuple[str, ...]) -> Dict[str, Tuple[int, int]]:
 
 def _fd_obstacles(pid: int) -> List[str]:
     """The descriptors of ``pid`` CRIU cannot dump."""
-    found = []
+    found: List[str] = []
     try:
         entries = os.listdir("/proc/%d/fd" % pid)
     except OSError:
@@ -570,7 +570,7 @@ class Checkpointer:
             return cgroups.controller_dir("freezer")
         return cgroups.paths["unified"]
 
-    def _cgroup_roots(self, runtime: Runtime) -> List[Dict[str, str]]:
+    def _cgroup_roots(self, runtime: Runtime) -> List[Dict[str, Any]]:
         """Each hierarchy the container's init is in and ``ovz-<name>`` has a directory in:
         its controllers as ``/proc/<pid>/cgroup`` spells them, and the root of the container's
         cgroup namespace there (``ovz-<name>/payload``), which CRIU swaps for the new one at restore."""
@@ -589,7 +589,7 @@ class Checkpointer:
                 continue
             mountpoint = backend.mountpoint(key)
             rel = "/" + os.path.relpath(os.path.join(runtime.cgroups[key], PAYLOAD), mountpoint).strip("/")
-            root = {"controllers": controllers, "key": key, "path": rel}
+            root: Dict[str, Any] = {"controllers": controllers, "key": key, "path": rel}
             if controllers == "":
                 root["tree"] = read_cgroup_tree(os.path.join(runtime.cgroups[key], PAYLOAD))
             result.append(root)
@@ -1009,7 +1009,7 @@ class Checkpointer:
     # -- after a dump with leave_stopped ---------------------------------------------------------
     def stopped_after_dump(self, name: str) -> bool:
         """True while the container's processes wait, stopped, after ``dump(leave_stopped=True)``."""
-        data = read_json(self._stopped_path(validate_name(name)))
+        data = read_json(self._stopped_path(validate_name(name))) or {}
         runtime = self.manager.runtime(name)
         return bool(data) and runtime is not None and runtime.alive() and \
             data.get("init_starttime") == runtime.init_starttime

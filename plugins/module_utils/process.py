@@ -57,7 +57,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: List[bytes] = []
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
