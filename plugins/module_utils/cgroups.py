@@ -438,7 +438,7 @@ class ContainerCgroups:
         return leaf
 
     def attach(self, pid: int) -> None:
-        for key, path in self.paths.items():
+        for path in self.paths.values():
             write_file(os.path.join(path, "cgroup.procs"), str(pid))
 
     def pids(self) -> List[int]:

@@ -716,7 +716,7 @@ class Checkpointer:
                 args += ["--prev-images-dir", os.path.relpath(os.path.abspath(parent_dir), os.path.abspath(images_dir))]
             try:
                 run = self.criu.run("pre-dump", images_dir, args, what="pre-dump of %s" % name)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - undone, then raised as the operator's error
                 raise self._failed_after_freeze(name, exc, "the pre-dump into %s" % images_dir, images_dir,
                                                 runtime, cgroups, was_frozen) from None
             if not was_frozen:
@@ -809,7 +809,7 @@ class Checkpointer:
                     run = self.criu.run("dump", images_dir, args, what="checkpoint of %s" % name)
                 else:
                     server, run = self._dump_lazy(name, runtime, images_dir, args)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - undone, then raised as the operator's error
                 if wrote_meta:
                     _unlink_quietly(meta_path)
                 if leave_stopped:
@@ -882,7 +882,7 @@ class Checkpointer:
         began = time.monotonic()
         try:
             report["size"] = pack(scratch, dumpfile)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - undone, then raised as the operator's error
             undo = "the container carries on"
             try:
                 if not leave_running:
