@@ -157,17 +157,20 @@ class Target:
         return "%s@%s" % (self.user, self.host)
 
     def ssh_argv(self, control_path: Optional[str] = None, master: bool = False) -> List[str]:
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % self.connect_timeout,
-                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR",
-                # Bulk copies: AES-GCM (AES-NI) first, no compression (images and pages hardly compress).
-                "-o", "Ciphers=" + CIPHERS, "-o", "Compression=no",
-                "-p", str(self.port)]
+        # ssh keeps the first value it is given for an option: BatchMode (never a prompt) comes before the
+        # operator's ssh_options, and those before the defaults below, so that they can change them.
+        argv = ["ssh", "-o", "BatchMode=yes"]
+        for option in self.ssh_options:
+            argv += ["-o", option]
+        argv += ["-o", "ConnectTimeout=%d" % self.connect_timeout,
+                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6", "-o", "LogLevel=ERROR",
+                 # Bulk copies: AES-GCM (AES-NI) first, no compression (images and pages hardly compress).
+                 "-o", "Ciphers=" + CIPHERS, "-o", "Compression=no",
+                 "-p", str(self.port)]
         if self.identity_file:
             argv += ["-i", self.identity_file, "-o", "IdentitiesOnly=yes"]
         if self.known_hosts:
             argv += ["-o", "UserKnownHostsFile=" + self.known_hosts, "-o", "StrictHostKeyChecking=yes"]
-        for option in self.ssh_options:
-            argv += ["-o", option]
         if control_path:
             argv += ["-o", "ControlPath=" + control_path, "-o", "ControlMaster=" + ("yes" if master else "no")]
         return argv
@@ -315,9 +318,10 @@ class RemoteSession:
             if select.select([fd], [], [], remaining)[0]:
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    self.proc.wait()
-                    raise OvzError("the connection to %s closed (ssh exit %s)"
-                                   % (self.target.destination, self.proc.returncode), "target")
+                    said = self._stderr()
+                    raise OvzError("the connection to %s closed (ssh exit %s)%s"
+                                   % (self.target.destination, self.proc.returncode, ": " + said if said else ""),
+                                   "target")
                 self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)

@@ -126,6 +126,9 @@ options:
   ssh_options:
     description:
       - More SSH options for the target, such as C(StrictHostKeyChecking=accept-new).
+      - They come before the collection's own (C(ConnectTimeout), C(ServerAliveInterval=5),
+        C(ServerAliveCountMax=6), C(Ciphers), C(Compression=no), C(StrictHostKeyChecking=yes) with
+        O(known_hosts)), so they replace them; C(BatchMode=yes) stays (a migration never prompts).
     type: list
     elements: str
     default: []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import zipfile
 
 import pytest
@@ -46,6 +47,17 @@ def test_ssh_argv_options():
     assert argv[0] == "ssh" and "BatchMode=yes" in argv and "IdentitiesOnly=yes" in argv
     assert "UserKnownHostsFile=/kh" in argv and "StrictHostKeyChecking=yes" in argv and "Foo=bar" in argv
     assert "ControlPath=/tmp/cm" in argv and "ControlMaster=yes" in argv and argv[argv.index("-p") + 1] == "2200"
+
+
+def test_the_operators_ssh_options_take_precedence_but_never_over_batch_mode():
+    """ssh keeps the first value of an option: what ssh itself resolves (``ssh -G``) is what counts."""
+    target = remote.Target.from_param({"host": "h", "known_hosts": "/kh", "ssh_options": [
+        "ServerAliveCountMax=12", "StrictHostKeyChecking=accept-new", "BatchMode=no", "Ciphers=aes128-ctr"]})
+    argv = target.ssh_argv()
+    resolved = subprocess.run(argv[:1] + ["-G"] + argv[1:] + [target.host], stdout=subprocess.PIPE,
+                              universal_newlines=True, check=True, timeout=30).stdout.splitlines()
+    assert {"serveralivecountmax 12", "serveraliveinterval 5", "stricthostkeychecking accept-new",
+            "batchmode yes", "ciphers aes128-ctr", "userknownhostsfile /kh"} <= set(resolved), resolved
 
 
 def test_engine_zip_holds_the_engine():
