@@ -348,7 +348,7 @@ def in_thread(setup, fn, *args, **kwargs):
         try:
             setup()
             box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: B036 - handed to the caller
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
             box["error"] = exc
 
     thread = threading.Thread(target=target)
@@ -572,7 +572,7 @@ def report(results: dict, args) -> dict:
         goal = out["goals"].setdefault(key, {})
         parts = []
         verdicts = []
-        for metric, title, lower, _digits in metrics:
+        for metric, _title, lower, _digits in metrics:
             a, b = results[metric].get(ours, []), results[metric].get(bare, [])
             ratios = [x / y for x, y in zip(a, b) if y]
             if not ratios:

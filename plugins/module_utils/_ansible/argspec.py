@@ -15,6 +15,8 @@ never drift apart.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+from typing import Any, Dict
+
 COMMON_ARGUMENT_SPEC = dict(
     data_dir=dict(type='path', default='/var/lib/ovz'),
     cgroup_parent=dict(type='str', default='auto'),
@@ -25,7 +27,7 @@ NAME_ARGUMENT_SPEC = dict(
 )
 
 
-def argument_spec(**extra):
+def argument_spec(**extra: Any) -> Dict[str, Any]:
     spec = dict(COMMON_ARGUMENT_SPEC)
     spec.update(extra)
     return spec

@@ -14,11 +14,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import traceback
+from typing import Any, NoReturn
+
+from ansible.module_utils.basic import AnsibleModule
 
 from .._engine.base.errors import OvzError
 
 
-def fail_from_error(module, exc, **result):
+def fail_from_error(module: AnsibleModule, exc: BaseException, **result: Any) -> NoReturn:
     """Fail with the engine's message; it names the parameter at fault."""
     if isinstance(exc, OvzError):
         module.fail_json(msg=str(exc), param=exc.param, **result)

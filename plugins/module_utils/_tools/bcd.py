@@ -632,7 +632,7 @@ def status(data_dir: str, mountpoint: str, pidfile: str) -> Dict[str, Any]:
         for name, init_pid, _starttime in Tables(data_dir).running():
             if _ours_on_top(init_pid):
                 bound.append(name)
-    stats: Dict[str, Any] = {}
+    stats: Any = {}     # whatever the file holds: only a dict is read
     if pid is not None:
         try:
             stats = read_json(stats_path(pidfile))

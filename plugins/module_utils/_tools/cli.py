@@ -42,7 +42,7 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, TextIO
 
 from .._engine.base.errors import ContainerRunning, NoSuchContainer, NotRoot, OvzError
 from .._engine.base.sizes import parse_pair
@@ -56,7 +56,7 @@ EXIT_EXEC_TIMEOUT = 15  # VZ_EXEC_TIMEOUT
 UNNAMED = ("create", "list", "boot", "bcd")
 
 
-def _say(text: str, stream=None) -> None:
+def _say(text: str, stream: Optional[TextIO] = None) -> None:
     # Plain writes: this module lives in module_utils, where print() is reserved.
     (stream or sys.stdout).write(text + "\n")
 

@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from ..base.errors import InvalidParameter, KernelUnsupported, OvzError
 from .namespaces import unescape_mount_path
@@ -81,7 +81,7 @@ def probe_hierarchies(mountinfo: Optional[str] = None, fs_root: str = "") -> Lis
             continue  # a bind mount of a sub-cgroup (e.g. inside a container): not a hierarchy root
         path = fs_root + mountpoint
         if fstype == "cgroup2":
-            controllers = ()
+            controllers: Tuple[str, ...] = ()
             try:
                 with open(os.path.join(path, "cgroup.controllers")) as handle:
                     controllers = tuple(handle.read().split())
@@ -164,6 +164,7 @@ class CgroupBackend:
             if cgroup_parent.startswith("/"):
                 base = cgroup_parent
             else:
+                auto: Optional[str]
                 if self.systemd():
                     auto = "/ovz.slice"
                 else:
@@ -440,12 +441,12 @@ class ContainerCgroups:
         return leaf
 
     def attach(self, pid: int) -> None:
-        for key, path in self.paths.items():
+        for path in self.paths.values():
             write_file(os.path.join(path, "cgroup.procs"), str(pid))
 
     def pids(self) -> List[int]:
         """Every process in the container's cgroups, sub-cgroups included."""
-        seen = set()
+        seen: Set[int] = set()
         for path in self.paths.values():
             for directory, _dirs, files in os.walk(path):
                 if "cgroup.procs" not in files:

@@ -211,7 +211,7 @@ class _Port:
     def send(self) -> None:
         for ip in self.addresses:
             frame = arp_probe(self.mac, ip) if isinstance(ip, ipaddress.IPv4Address) else \
-                ns_probe(self.mac, ip)  # type: ignore[arg-type]
+                ns_probe(self.mac, ip)
             try:
                 self.sock.send(frame)
             except OSError as exc:
@@ -221,7 +221,7 @@ class _Port:
 
     def receive(self) -> List[Tuple[IPAddress, str]]:
         """Claims for the probed addresses among the frames waiting on the socket."""
-        found = []
+        found: List[Tuple[IPAddress, str]] = []
         while True:
             try:
                 frame, address = self.sock.recvfrom(2048, socket.MSG_DONTWAIT)
@@ -253,7 +253,7 @@ def _open_ports(targets: Sequence[Tuple[IPAddress, str]]) -> List[_Port]:
             if port.usable and ip not in port.addresses:
                 port.addresses.append(ip)
                 if ip.version == 6:
-                    port.join(ip)  # type: ignore[arg-type]
+                    port.join(ip)
     except BaseException:
         for port in ports.values():
             port.close()

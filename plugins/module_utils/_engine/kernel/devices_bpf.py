@@ -97,7 +97,7 @@ def parse_rule(rule: str) -> DeviceRule:
     kind, major, minor, access = match.groups()
     if kind is None:                    # bare "a": every device, every access (v1 meaning)
         return _ALLOW_ALL
-    numbers = []
+    numbers: List[Optional[int]] = []
     for value, limit in ((major, _MAJOR_MAX), (minor, _MINOR_MAX)):
         if value == "*":
             numbers.append(None)
@@ -206,9 +206,10 @@ def _bpf(cmd: int, attr: ctypes.Array) -> int:
 
 
 def _unsupported(what: str, exc: OSError) -> KernelUnsupported:
-    error = KernelUnsupported("%s failed: [Errno %d] %s (the kernel needs CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF)"
+    error = KernelUnsupported("%s failed: [Errno %s] %s (the kernel needs CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF)"
                               % (what, exc.errno, exc.strerror))
-    error.errno = exc.errno              # type: ignore[attr-defined] - callers may inspect it
+    # An attribute of this instance only (callers may inspect it), not of every KernelUnsupported.
+    error.errno = exc.errno  # type: ignore[attr-defined]
     return error
 
 
@@ -222,7 +223,7 @@ def _load(program: bytes) -> int:
                          ctypes.addressof(insns), ctypes.addressof(license_))
         if log is not None:
             struct.pack_into("<IIQ", attr, 24, 1, len(log), ctypes.addressof(log))
-        attr[48:48 + len(_PROG_NAME)] = _PROG_NAME
+        struct.pack_into("%ds" % len(_PROG_NAME), attr, 48, _PROG_NAME)
         return _bpf(BPF_PROG_LOAD, attr)
 
     try:
@@ -251,7 +252,7 @@ def _open_cgroup(cgroup_dir: str) -> int:
     return os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def _explain(what: str, cgroup_dir: str, exc: OSError) -> OSError:
+def _explain(what: str, cgroup_dir: str, exc: OSError) -> Exception:
     if exc.errno == errno.EBADF:
         # cgroup_get_from_fd() answers EBADF for anything but a cgroup2 directory.
         return OSError(exc.errno, "%s: %s is not a cgroup v2 directory" % (what, cgroup_dir))

@@ -210,7 +210,7 @@ def make_userns(first: int, count: int = ID_COUNT) -> int:
             ns.unshare(ns.CLONE_NEWUSER)
             os.write(ready_w, b"1")
             os.read(done_r, 1)
-        except BaseException as exc:  # noqa: B036 - reported to the parent
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
             os.write(ready_w, ("%s: %s" % (type(exc).__name__, exc)).encode(errors="replace")[:4000])
         finally:
             os._exit(0)

@@ -346,17 +346,6 @@ def bounding_set(pid: str = "self") -> int:
     return 0
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-
 def raise_effective_capabilities() -> None:
     """Make every permitted capability effective again (a change of euid away from 0 empties the effective set)."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)

@@ -60,7 +60,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: List[bytes] = []
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
@@ -164,7 +164,7 @@ def spawn_init(spec: InitSpec, before_go: Optional[Callable[[int], None]] = None
                 _init_child(spec, go_r, err_w, console_fd)
             _write_all(pid_w, struct.pack("i", init_pid))
             os._exit(0)
-        except BaseException as exc:  # noqa: B036 - report anything to the parent
+        except BaseException as exc:  # noqa: BLE001 - report anything to the parent
             _child_fail(err_w, exc)
     os.close(console_fd)
     os.close(go_r)
@@ -348,7 +348,7 @@ def _init_child(spec: InitSpec, go_r: int, err_w: int, console_fd: int) -> None:
         env = {"PATH": DEFAULT_PATH, "container": "ovz", "HOME": "/root", "TERM": "linux"}
         env.update(spec.env)
         os.execve(spec.argv[0], spec.argv, env)
-    except BaseException as exc:  # noqa: B036
+    except BaseException as exc:  # noqa: BLE001 - the forked child reports anything to the parent
         _child_fail(err_w, exc)
 
 
@@ -473,7 +473,7 @@ def _exec_helper(command: _Command) -> None:  # pragma: no cover - runs in the f
         _pid, status = os.waitpid(grandchild, 0)
         os._exit(os.waitstatus_to_exitcode(status) & 0xff if os.WIFEXITED(status)
                  else 128 + os.WTERMSIG(status))
-    except BaseException as exc:  # noqa: B036
+    except BaseException as exc:  # noqa: BLE001 - the forked child says why, then exits
         try:
             os.write(2, ("ovz exec: %s\n" % exc).encode(errors="replace"))
         finally:

@@ -206,6 +206,7 @@ def relay_pty(helper: int, command_pid: Optional[int], master: int, deadline: Op
     """``ovzctl enter`` / ``exec -t``: the caller's terminal through the container's pty ``master``.
     True if ``deadline`` ended it."""
     def forward(signum: int) -> None:
+        group: Optional[int]
         try:
             group = os.tcgetpgrp(master)   # the pty's foreground job inside (a host PID: we are there)
         except OSError:

@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Optional
+from typing import Iterator, Optional
 
 from ..base.errors import InvalidParameter, OvzError
 
@@ -81,7 +81,7 @@ DIRECTORIES = ("bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "proc", "sys"
                "root", "var/log", "var/run", "home", "mnt")
 
 
-def template_candidates(name: str, templates_dir: str):
+def template_candidates(name: str, templates_dir: str) -> Iterator[str]:
     for suffix in TEMPLATE_SUFFIXES:
         yield os.path.join(templates_dir, name + suffix)
     yield os.path.join(templates_dir, name)

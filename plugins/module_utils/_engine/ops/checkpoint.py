@@ -237,7 +237,7 @@ def _ns_ids(pid: int, kinds: Tuple[str, ...]) -> Dict[str, Tuple[int, int]]:
 
 def _fd_obstacles(pid: int) -> List[str]:
     """The descriptors of ``pid`` CRIU cannot dump."""
-    found = []
+    found: List[str] = []
     try:
         entries = os.listdir("/proc/%d/fd" % pid)
     except OSError:
@@ -574,7 +574,7 @@ class Checkpointer:
             return cgroups.controller_dir("freezer")
         return cgroups.paths["unified"]
 
-    def _cgroup_roots(self, runtime: Runtime) -> List[Dict[str, str]]:
+    def _cgroup_roots(self, runtime: Runtime) -> List[Dict[str, Any]]:
         """Each hierarchy the container's init is in and ``ovz-<name>`` has a directory in:
         its controllers as ``/proc/<pid>/cgroup`` spells them, and the root of the container's
         cgroup namespace there (``ovz-<name>/payload``), which CRIU swaps for the new one at restore."""
@@ -593,7 +593,7 @@ class Checkpointer:
                 continue
             mountpoint = backend.mountpoint(key)
             rel = "/" + os.path.relpath(os.path.join(runtime.cgroups[key], PAYLOAD), mountpoint).strip("/")
-            root = {"controllers": controllers, "key": key, "path": rel}
+            root: Dict[str, Any] = {"controllers": controllers, "key": key, "path": rel}
             if controllers == "":
                 root["tree"] = read_cgroup_tree(os.path.join(runtime.cgroups[key], PAYLOAD))
             result.append(root)
@@ -720,7 +720,7 @@ class Checkpointer:
                 args += ["--prev-images-dir", os.path.relpath(os.path.abspath(parent_dir), os.path.abspath(images_dir))]
             try:
                 run = self.criu.run("pre-dump", images_dir, args, what="pre-dump of %s" % name)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - undone, then raised as the operator's error
                 raise self._failed_after_freeze(name, exc, "the pre-dump into %s" % images_dir, images_dir,
                                                 runtime, cgroups, was_frozen) from None
             if not was_frozen:
@@ -813,7 +813,7 @@ class Checkpointer:
                     run = self.criu.run("dump", images_dir, args, what="checkpoint of %s" % name)
                 else:
                     server, run = self._dump_lazy(name, runtime, images_dir, args)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - undone, then raised as the operator's error
                 if wrote_meta:
                     _unlink_quietly(meta_path)
                 if leave_stopped:
@@ -886,7 +886,7 @@ class Checkpointer:
         began = time.monotonic()
         try:
             report["size"] = pack(scratch, dumpfile)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - undone, then raised as the operator's error
             undo = "the container carries on"
             try:
                 if not leave_running:
@@ -1013,7 +1013,7 @@ class Checkpointer:
     # -- after a dump with leave_stopped ---------------------------------------------------------
     def stopped_after_dump(self, name: str) -> bool:
         """True while the container's processes wait, stopped, after ``dump(leave_stopped=True)``."""
-        data = read_json(self._stopped_path(validate_name(name)))
+        data = read_json(self._stopped_path(validate_name(name))) or {}
         runtime = self.manager.runtime(name)
         return bool(data) and runtime is not None and runtime.alive() and \
             data.get("init_starttime") == runtime.init_starttime

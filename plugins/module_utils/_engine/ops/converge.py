@@ -205,6 +205,13 @@ class NetworkStep:
     runtime_path: str
     plan: Optional[network.NetworkPlan]
 
+    @property
+    def planned(self) -> network.NetworkPlan:
+        """The plan, which ``plan_network`` sets (a step without one is a caller's bug)."""
+        if self.plan is None:
+            raise ValueError("network step of %s without a plan" % self.config.name)
+        return self.plan
+
 
 def other_networks(manager: ContainerManager, name: str) -> List[Tuple[str, Dict[str, Any]]]:
     """The network settings of the node's other containers (for address conflicts)."""
@@ -252,10 +259,13 @@ def apply_network(manager: ContainerManager, step: NetworkStep,
                   warn: Callable[[str], None] = lambda text: None) -> Optional[Dict[str, Any]]:
     """Change the running container first, then store the settings; a failed live change is undone.
     The caller holds the container's lock."""
-    config, result, runtime = step.config, step.plan, step.runtime
+    config, result, runtime = step.config, step.planned, step.runtime
     name = config.name
     if step.running:
-        init_pid = manager.runtime(name).init_pid
+        live = manager.runtime(name)
+        if live is None:   # the caller's lock keeps the state file: only a bug gets here
+            raise StateConflict("container %s is not running" % name, "name")
+        init_pid = live.init_pid
         node = manager.layout.node_id()
         try:
             runtime = network.apply_network_live(name, result.after, init_pid, manager.layout.data_dir, runtime,

@@ -128,7 +128,7 @@ class ContainerWork:
     plan: Optional[converge.ContainerPlan] = None
     network: Optional[Dict[str, Any]] = None          # the network options given
     network_change: Optional[Tuple[Dict[str, Any], Dict[str, Any]]] = None
-    network_plan: Optional[network.NetworkPlan] = None
+    network_plan: Optional[NetworkPlan] = None   # (the field ``network`` hides the module here)
     limits: Dict[str, Any] = field(default_factory=dict)
     limits_change: Optional[Tuple[Dict[str, Any], Dict[str, Any]]] = None
     quota: Optional[ovz_quota.QuotaRequest] = None
@@ -142,6 +142,13 @@ class ContainerWork:
     @property
     def changed(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def planned(self) -> converge.ContainerPlan:
+        """The plan, which every item has once planning is done."""
+        if self.plan is None:
+            raise ValueError("container %s has no plan yet" % self.name)
+        return self.plan
 
 
 class FleetConverger:
@@ -286,7 +293,7 @@ class FleetConverger:
                     planned = converge.plan_new_network(self.manager, name, work.network, others, self.view)
                 else:
                     planned = converge.plan_network(self.manager, name, work.network, others, self.view,
-                                                    probe=False).plan   # probed for all items at once
+                                                    probe=False).planned   # probed for all items at once
                 networks[name] = planned.after
                 if planned.changed:
                     work.network_change = (planned.before, planned.after)
@@ -343,7 +350,7 @@ class FleetConverger:
                 continue
             section = {"value": ""}
             try:
-                converge.apply_container(self.manager, work.plan, work.params,
+                converge.apply_container(self.manager, work.planned, work.params,
                                          before_run_state=functools.partial(self._settle, work, section))
                 section["value"] = ""
                 work.state = self.manager.status(work.name)
@@ -362,12 +369,12 @@ class FleetConverger:
                                        self.warn)
         if work.limits_change is not None:
             section["value"] = "limits"
-            change = limits_op.update(self.manager, name, work.limits, warn=self.warn)
-            work.not_enforced.update(change.not_enforced)
-        if work.quota is not None and (work.quota_change is not None or work.plan.create_config is not None):
+            applied_limits = limits_op.update(self.manager, name, work.limits, warn=self.warn)
+            work.not_enforced.update(applied_limits.not_enforced)
+        if work.quota is not None and (work.quota_change is not None or work.planned.create_config is not None):
             section["value"] = "quota"
-            change = quota_op.update(self.manager, name, work.quota)
-            work.not_enforced.update(change.not_enforced)
+            applied_quota = quota_op.update(self.manager, name, work.quota)
+            work.not_enforced.update(applied_quota.not_enforced)
         section["value"] = ""
 
     # -- report -----------------------------------------------------------------------------
@@ -400,8 +407,8 @@ class FleetConverger:
             if work.remove:
                 before[work.name], after[work.name] = {"state": "present"}, {"state": "absent"}
                 continue
-            old = dict(work.plan.tracker.before)
-            new = dict(work.plan.tracker.after)
+            old = dict(work.planned.tracker.before)
+            new = dict(work.planned.tracker.after)
             for key, change in (("network", work.network_change), ("limits", work.limits_change),
                                 ("quota", work.quota_change)):
                 if change is not None:

@@ -55,7 +55,7 @@ import struct
 import subprocess
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from ..base import faults
 from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
@@ -64,6 +64,12 @@ from ..kernel.namespaces import syncfs
 from ..node.config import ContainerConfig, validate_name
 from ..resources import network
 from .remote import RemoteSession, Target, Unreachable
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: the code imports these where it needs them
+    from .checkpoint import Checkpointer
+    from .container import ContainerManager, Runtime
+    from .criu import Criu
+    from .storage import Storage
 
 JOURNAL = "migrate.json"
 INCOMING = "incoming.json"
@@ -107,17 +113,17 @@ class _FileLock:
             self.fd = None
 
 
-def _checkpointer(manager: Any) -> Any:
+def _checkpointer(manager: ContainerManager) -> Checkpointer:
     from .checkpoint import Checkpointer
     return Checkpointer(manager)
 
 
-def _lxcfs_views(runtime: Any) -> Optional[List[str]]:
+def _lxcfs_views(runtime: Optional[Runtime]) -> Optional[List[str]]:
     from .checkpoint import lxcfs_views
     return lxcfs_views(runtime.init_pid) if runtime is not None else None
 
 
-def _criu() -> Any:
+def _criu() -> Criu:
     from ..kernel.criu import Criu
     return Criu()
 
@@ -155,7 +161,7 @@ def pages_bytes(images_dir: str) -> int:
     return total
 
 
-def source_id(manager: Any) -> str:
+def source_id(manager: ContainerManager) -> str:
     """Who migrates: this host and data_dir (a stale incoming container of the same source may be replaced)."""
     return "%s:%s" % (socket.gethostname(), manager.layout.data_dir)
 
@@ -169,7 +175,7 @@ def boot_id() -> str:
         return ""
 
 
-def portable_config(manager: Any, config: ContainerConfig) -> Dict[str, Any]:
+def portable_config(manager: ContainerManager, config: ContainerConfig) -> Dict[str, Any]:
     """The configuration as the target gets it: a host end name this node derived (not the operator's
     choice) is left for the target to derive, so that two data dirs of one host never give the
     container the same host end (the source's lives on until the move is done)."""
@@ -181,7 +187,7 @@ def portable_config(manager: Any, config: ContainerConfig) -> Dict[str, Any]:
     return data
 
 
-def _localized(manager: Any, name: str, config: Dict[str, Any]) -> Dict[str, Any]:
+def _localized(manager: ContainerManager, name: str, config: Dict[str, Any]) -> Dict[str, Any]:
     """``config`` with the host end name this node derives for ``name`` where the source left it to us."""
     netconf = config.get("network") or {}
     if not netconf or netconf.get("host_ifname"):
@@ -189,11 +195,11 @@ def _localized(manager: Any, name: str, config: Dict[str, Any]) -> Dict[str, Any
     return dict(config, network=dict(netconf, host_ifname=network.default_host_ifname(manager.layout.data_dir, name)))
 
 
-def journal_path(manager: Any, name: str) -> str:
+def journal_path(manager: ContainerManager, name: str) -> str:
     return os.path.join(manager.layout.dump(name), JOURNAL)
 
 
-def read_journal(manager: Any, name: str) -> Optional[Dict[str, Any]]:
+def read_journal(manager: ContainerManager, name: str) -> Optional[Dict[str, Any]]:
     try:
         data = read_json(journal_path(manager, name))
     except ValueError:
@@ -201,7 +207,7 @@ def read_journal(manager: Any, name: str) -> Optional[Dict[str, Any]]:
     return data if isinstance(data, dict) and data.get("name") == name else None
 
 
-def _write_journal(manager: Any, journal: Dict[str, Any], phase: str, durable: bool = True) -> None:
+def _write_journal(manager: ContainerManager, journal: Dict[str, Any], phase: str, durable: bool = True) -> None:
     """``durable``: False for the steps between the freeze and the restore: a recovery after a host crash
     that finds the phase before them (dump instead of sync) takes the same path."""
     journal["phase"] = phase
@@ -209,7 +215,7 @@ def _write_journal(manager: Any, journal: Dict[str, Any], phase: str, durable: b
     atomic_write_json(journal_path(manager, journal["name"]), journal, durable=durable)
 
 
-def _clear_journal(manager: Any, name: str) -> None:
+def _clear_journal(manager: ContainerManager, name: str) -> None:
     shutil.rmtree(os.path.join(manager.layout.dump(name), IMAGES), ignore_errors=True)
     for entry in (JOURNAL, LOCK):
         try:
@@ -441,7 +447,7 @@ class _FinalSync:
     """The last copy of the private area, started once its files are quiescent (frozen or stopped
     container), so that it runs while CRIU dumps; ``wait`` for the bytes sent."""
 
-    def __init__(self, storage: Any, image_sync: Optional[ImageSync], source_private: str, destination: str,
+    def __init__(self, storage: Storage, image_sync: Optional[ImageSync], source_private: str, destination: str,
                  target: Target, control_path: Optional[str]) -> None:
         self.target = target
         self.sent = 0
@@ -520,7 +526,7 @@ def unsolicited_na(ifname: str, ip: str) -> None:
         sock.sendto(message, ("ff02::1", 0, 0, index))
 
 
-def announce(manager: Any, name: str) -> List[List[str]]:
+def announce(manager: ContainerManager, name: str) -> List[List[str]]:
     """Tell the neighbours that the container's addresses are here now, on every proxy device."""
     runtime = network.load_runtime(network.runtime_path(manager.layout.run(name))) or {}
     sent = []
@@ -540,12 +546,12 @@ def announce(manager: Any, name: str) -> List[List[str]]:
 # the target side (run by remote.serve; ``session`` is that connection's state)
 # ---------------------------------------------------------------------------------------
 
-def _target_manager(data_dir: str, cgroup_parent: str) -> Any:
+def _target_manager(data_dir: str, cgroup_parent: str) -> ContainerManager:
     from ..container.manager import ContainerManager
     return ContainerManager(data_dir, cgroup_parent)
 
 
-def _incoming(manager: Any, name: str) -> Optional[Dict[str, Any]]:
+def _incoming(manager: ContainerManager, name: str) -> Optional[Dict[str, Any]]:
     try:
         data = read_json(os.path.join(manager.layout.dump(name), INCOMING))
     except ValueError:
@@ -614,8 +620,9 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
         others = [(c.name, c.network) for c in iter_configs(manager.layout) if c.name != name]
         network.check_address_conflicts(name, netconf, others)
         # From another data dir of this host: the addresses are routed to the source's host end until the move.
-        same_host = bool(source_node) and source_node.get("boot_id") == boot_id() != ""
-        network.check_host(netconf, moving_from=source_node.get("owner_alias") if source_node and same_host else None)
+        node = source_node or {}
+        same_host = bool(node) and node.get("boot_id") == boot_id() != ""
+        network.check_host(netconf, moving_from=node.get("owner_alias") if same_host else None)
         if netconf.get("netif_mode") == "bridged" and netconf.get("bridge"):
             info["bridge"] = netconf["bridge"]
     os.makedirs(data_dir, mode=0o755, exist_ok=True)
@@ -655,7 +662,7 @@ def _remote_prepare(session: Dict[str, Any], data_dir: str, cgroup_parent: str, 
             "dump": manager.layout.dump(name)}
 
 
-def _discard(manager: Any, name: str) -> None:
+def _discard(manager: ContainerManager, name: str) -> None:
     """Remove an incoming container completely (killed if it runs). Caller holds the container lock.
 
     The transfers of a source that died go on by themselves (its final rsync was started before
@@ -849,7 +856,7 @@ REMOTE_ABANDONED = _remote_abandoned
 class _Watchdog:
     """A forked process that converges the migration if this one dies before saying it is done."""
 
-    def __init__(self, manager: Any, name: str, leftovers: List[str], converge: bool = True) -> None:
+    def __init__(self, manager: ContainerManager, name: str, leftovers: List[str], converge: bool = True) -> None:
         self.manager = manager
         self.name = name
         self.leftovers = leftovers      # the ssh control directory of the dead migration
@@ -916,7 +923,7 @@ def _open_session(target: Target) -> RemoteSession:
     return session
 
 
-def recover(manager: Any, name: str, session: Optional[RemoteSession] = None) -> Optional[str]:
+def recover(manager: ContainerManager, name: str, session: Optional[RemoteSession] = None) -> Optional[str]:
     """Converge an interrupted migration of ``name`` from its journal.
 
     Returns None (no journal), ``rolled_back`` (the source runs, the target has nothing)
@@ -980,7 +987,7 @@ def _lazy_complete(session: RemoteSession, target: Target, name: str, status: Di
         status = session.call("status", data_dir=target.data_dir, cgroup_parent=target.cgroup_parent, name=name)
 
 
-def _resume_source(manager: Any, name: str, journal: Dict[str, Any]) -> None:
+def _resume_source(manager: ContainerManager, name: str, journal: Dict[str, Any]) -> None:
     """Undo a freeze or a leave_stopped dump on the source (nothing to do if it runs normally)."""
     if journal.get("stopped") and manager.status(name) in ("running", "frozen"):
         checkpointer = _checkpointer(manager)
@@ -990,7 +997,7 @@ def _resume_source(manager: Any, name: str, journal: Dict[str, Any]) -> None:
         manager.thaw(name)
 
 
-def _finish_source(manager: Any, name: str, journal: Dict[str, Any]) -> None:
+def _finish_source(manager: ContainerManager, name: str, journal: Dict[str, Any]) -> None:
     if journal.get("stopped") and manager.exists(name):
         _checkpointer(manager).finish_stopped(name)
     if journal.get("keep_source"):
@@ -1003,7 +1010,7 @@ def _finish_source(manager: Any, name: str, journal: Dict[str, Any]) -> None:
         _clear_journal(manager, name)
 
 
-def plan(manager: Any, name: str, target: Any, **options: Any) -> Target:
+def plan(manager: ContainerManager, name: str, target: Any, **options: Any) -> Target:
     """Validate the inputs (touching nothing); the parsed target."""
     validate_name(name)
     parsed = Target.from_param(target, **{k: v for k, v in options.items()
@@ -1012,7 +1019,7 @@ def plan(manager: Any, name: str, target: Any, **options: Any) -> Target:
     return parsed
 
 
-def migrate(manager: Any, name: str, target: Any, pre_dump_iterations: Optional[int] = None,
+def migrate(manager: ContainerManager, name: str, target: Any, pre_dump_iterations: Optional[int] = None,
             keep_source: bool = False, tcp_established: bool = True, check_mode: bool = False,
             hook: Optional[Hook] = None, watchdog: bool = True, lazy: Optional[bool] = None) -> Dict[str, Any]:
     """Move ``name`` from this node (``manager``) to ``target`` (a ``Target``, a dict or ``user@host``).
@@ -1118,12 +1125,12 @@ def _call_hook(hook: Optional[Hook], phase: str) -> None:
     faults.point("migrate." + phase)
 
 
-def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, session: RemoteSession,
+def _steps(manager: ContainerManager, name: str, config: ContainerConfig, target: Target, session: RemoteSession,
            result: Dict[str, Any], live: bool, iterations: Optional[int], keep_source: bool, tcp_established: bool,
            hook: Optional[Hook]) -> None:
     timings = result["timings"]
     sizes = result["sizes"]
-    where = {"data_dir": target.data_dir, "cgroup_parent": target.cgroup_parent, "name": name}
+    where: Dict[str, Any] = {"data_dir": target.data_dir, "cgroup_parent": target.cgroup_parent, "name": name}
     lazy = bool(result.get("lazy"))
     journal: Dict[str, Any] = {"id": uuid.uuid4().hex, "name": name, "target": dict(target.__dict__),
                                "keep_source": keep_source, "stopped": False, "froze": False, "lazy": lazy,
@@ -1148,7 +1155,7 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
         timings["copy"] = time.monotonic() - t0
         _call_hook(hook, "copy")
         # -- pre-dumps ------------------------------------------------------------------
-        checkpointer = _checkpointer(manager) if live else None
+        checkpointer = _checkpointer(manager) if live else None   # ``is not None``: ``live``
         parent: Optional[str] = None
         predumps: List[int] = []
         if lazy:
@@ -1160,13 +1167,13 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
             iterations = 0
         elif iterations is None:
             iterations = DEFAULT_PRE_DUMPS
-        if live and iterations and not checkpointer.criu.feature("mem_dirty_track"):
+        if checkpointer is not None and iterations and not checkpointer.criu.feature("mem_dirty_track"):
             # CRIU's pre-dumps need the kernel's soft-dirty bits (CONFIG_MEM_SOFT_DIRTY).
             result.setdefault("warnings", []).append(
                 "pre-dumps skipped: this kernel cannot track dirty memory (criu check --feature mem_dirty_track "
                 "fails; CONFIG_MEM_SOFT_DIRTY is off), so all memory is copied while the container is frozen")
             iterations = 0
-        if live and iterations:
+        if checkpointer is not None and iterations:
             _write_journal(manager, journal, "predump")
             t0 = time.monotonic()
             os.makedirs(local_images, mode=0o700, exist_ok=True)
@@ -1194,7 +1201,7 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
         final = os.path.join(local_images, "final")
         inline: Optional[List[List[str]]] = None
         we_froze = False
-        if live:
+        if checkpointer is not None:
             checkpointer.criu.feature("network_lock_nftables")   # asked now (and cached), not while frozen
             journal["stopped"] = True
             _write_journal(manager, journal, "dump")
@@ -1206,7 +1213,7 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
                                 target, session.control_path)
         pending: List[Tuple[subprocess.Popen, str]] = []
         try:
-            if live:
+            if checkpointer is not None:
                 # -- final dump; the tasks stay stopped here ------------------------------------------------
                 os.makedirs(final, mode=0o700, exist_ok=True)
                 try:
@@ -1256,7 +1263,7 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
             result["frozen_time"] = time.monotonic() - frozen_at
             result["restore_timings"] = dict((restored.get("result") or {}).get("timings") or {},
                                              **(restored.get("steps") or {}))
-        if lazy:
+        if lazy and checkpointer is not None:   # (a lazy migration is a live one)
             # -- the pages follow: the source's page server ends when the target has them all ------------
             _call_hook(hook, "transfer")
             t0 = time.monotonic()
@@ -1292,7 +1299,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _tasks_stopped(manager: Any, name: str) -> bool:
+def _tasks_stopped(manager: ContainerManager, name: str) -> bool:
     """After a failed dump: are the container's tasks left stopped (so they need resume_stopped)?"""
     runtime = manager.runtime(name)
     if runtime is None:
@@ -1304,7 +1311,7 @@ def _tasks_stopped(manager: Any, name: str) -> bool:
         return False
 
 
-def _rollback(manager: Any, name: str, journal: Dict[str, Any], session: RemoteSession, where: Dict[str, Any],
+def _rollback(manager: ContainerManager, name: str, journal: Dict[str, Any], session: RemoteSession, where: Dict[str, Any],
               error: BaseException) -> None:
     """Undo every step: the target forgets the container, the source runs it again."""
     problems = []

@@ -431,7 +431,7 @@ def serve(inp: IO[bytes], module: str) -> int:
             _answer(out, {"ok": False, "error": "no remote calls in module %r" % module})
             return 2
         handlers = importlib.import_module(PACKAGE + "." + MODULES[module])
-        calls = getattr(handlers, "REMOTE_CALLS")
+        calls = handlers.REMOTE_CALLS
         abandoned = getattr(handlers, "REMOTE_ABANDONED", None)
     except Exception as exc:  # noqa: BLE001 - reported to the client
         _answer(out, {"ok": False, "error": "cannot load the engine: %s" % exc, "traceback": traceback.format_exc()})

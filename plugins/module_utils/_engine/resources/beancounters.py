@@ -58,7 +58,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from ..base.errors import KernelUnsupported, OvzError
 from ..kernel import cgroups as cg
@@ -140,7 +140,7 @@ def _subdirs(directory: str) -> List[str]:
 
 def container_pids(directory: str) -> List[int]:
     """Every process (thread group) in a cgroup directory and below."""
-    pids = set()
+    pids: Set[int] = set()
     for sub in _subdirs(directory):
         text = _read(os.path.join(sub, "cgroup.procs"))
         if text:
@@ -451,7 +451,7 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
         held.update(socket_counters(init_pid))
         held["numiptent"] = netfilter_rules(init_pid)
         sysv_pages, sysv_resident = sysv_shm(init_pid)
-    held["shmpages"] = sysv_pages + _pages(max(0, shmem - sysv_resident))
+    held["shmpages"] = sysv_pages + (_pages(max(0, shmem - sysv_resident)) or 0)
     held["vmguarpages"] = held.get("privvmpages")
     held["oomguarpages"] = (held.get("physpages") or 0) + (held.get("swappages") or 0)
 

@@ -111,13 +111,14 @@ def parse_cpu_list(text: str, param: str = "cpumask") -> Set[int]:
 def format_cpu_list(cpus: Iterable[int]) -> str:
     ordered = sorted(set(cpus))
     ranges: List[str] = []
-    start = prev = None
-    for cpu in ordered + [None]:  # type: ignore[operator]
+    start: Optional[int] = None
+    prev: Optional[int] = None
+    for cpu in [*ordered, None]:
         if cpu is not None and prev is not None and cpu == prev + 1:
             prev = cpu
             continue
         if start is not None:
-            ranges.append(str(start) if start == prev else "%d-%d" % (start, prev))
+            ranges.append(str(start) if start == prev else "%s-%s" % (start, prev))
         start = prev = cpu
     return ",".join(ranges)
 

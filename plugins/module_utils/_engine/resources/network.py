@@ -689,7 +689,7 @@ def netlink(pid: Optional[int] = None) -> Iterator[Any]:
 def _ignore(codes: Sequence[int], call: Any, *args: Any, **kwargs: Any) -> None:
     try:
         call(*args, **kwargs)
-    except NetlinkError as exc:  # type: ignore[misc]
+    except NetlinkError as exc:
         if exc.code not in codes:
             raise
 
@@ -1015,7 +1015,7 @@ def container_routes(netconf: Dict[str, Any]) -> List[Dict[str, Any]]:
     routed = netconf["netif_mode"] == "routed"
     families = {a.version for a in address_objects(netconf)}
     user = netconf.get("routes") or []
-    result = []
+    result: List[Dict[str, Any]] = []
     for family in (4, 6):
         if routed and family in families and not any(r["dst"] == "default%d" % family and not r["metric"]
                                                      for r in user):
@@ -1078,7 +1078,7 @@ def _get_link(ipr: Any, ifname: str) -> Optional[Any]:
         return None
     try:
         links = ipr.get_links(index)
-    except NetlinkError as exc:  # type: ignore[misc]
+    except NetlinkError as exc:
         if exc.code in (errno.ENODEV, errno.ENOENT):
             return None
         raise
@@ -1154,7 +1154,7 @@ def _proxy_devices(ipr: Any, iface: IPInterface, skip: Iterable[str]) -> List[st
             continue
         try:
             links = ipr.get_links(index)
-        except NetlinkError as exc:  # type: ignore[misc]
+        except NetlinkError as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT):
                 continue
             raise
@@ -1167,7 +1167,7 @@ def _proxy_devices(ipr: Any, iface: IPInterface, skip: Iterable[str]) -> List[st
 
 
 def _host_warnings(netconf: Dict[str, Any], proxy: List[List[str]]) -> List[str]:
-    warnings = []
+    warnings: List[str] = []
     if netconf["netif_mode"] != "routed":
         return warnings
     families = {a.version for a in address_objects(netconf)}
@@ -1201,8 +1201,8 @@ def _container_side(netconf: Dict[str, Any], pid: int, old: Optional[Dict[str, A
             if lo is not None:
                 ipr.link("set", index=lo, state="up")
             with in_netns(pid):
-                for key in ("accept_dad", "dad_transmits"):
-                    path = _conf("ipv6", ifname, key)
+                for setting in ("accept_dad", "dad_transmits"):
+                    path = _conf("ipv6", ifname, setting)
                     if os.path.exists(path):
                         write_sysctl(path, "0")
             link: Dict[str, Any] = {"address": netconf["mac"]}
@@ -1232,7 +1232,7 @@ def _container_side(netconf: Dict[str, Any], pid: int, old: Optional[Dict[str, A
         for spec in want_routes.values():
             try:
                 ipr.route("replace", **_route_args(spec, index))
-            except NetlinkError as exc:  # type: ignore[misc]
+            except NetlinkError as exc:
                 raise _netlink_error(exc, "route %s/%s inside the container" % (spec["dst"] or "default",
                                                                                 spec["dst_len"]), "routes")
 
@@ -1255,7 +1255,7 @@ def _host_side(netconf: Dict[str, Any], runtime: Dict[str, Any], old: Optional[D
                 {"address": GATEWAY6, "prefixlen": 64, "flags": IFA_F_NODAD}
             try:
                 ipr.addr("add", index=index, **gateway)
-            except NetlinkError as exc:  # type: ignore[misc]
+            except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise _netlink_error(exc, "gateway %s on %s" % (gateway["address"], host), "ip_address")
         for ip in have - want:
@@ -1274,7 +1274,7 @@ def _host_side(netconf: Dict[str, Any], runtime: Dict[str, Any], old: Optional[D
             try:
                 ipr.route("replace", family=family, dst=str(ip), dst_len=ip.max_prefixlen, oif=index,
                           scope=RT_SCOPE_LINK, table=MAIN_TABLE, proto=RTPROT_STATIC)
-            except NetlinkError as exc:  # type: ignore[misc]
+            except NetlinkError as exc:
                 raise _netlink_error(exc, "host route to %s" % ip, "ip_address")
         proxied = {entry[0] for entry in runtime["proxy"]}
         for ip in sorted(want, key=str):
@@ -1369,7 +1369,7 @@ def _create_link(name: str, netconf: Dict[str, Any], pid: int, owner: str) -> No
         peer: Dict[str, Any] = {"ifname": netconf["ifname"], "net_ns_pid": pid}
         try:
             ipr.link("add", ifname=host, kind="veth", peer=peer, address=default_mac(owner, name, "host"))
-        except NetlinkError as exc:  # type: ignore[misc]
+        except NetlinkError as exc:
             raise _netlink_error(exc, "creating the veth pair %s/%s" % (host, netconf["ifname"]), "host_ifname")
         _configure_host_end(ipr, name, netconf, owner, bridge_index, mtu)
 
@@ -1578,7 +1578,7 @@ def _teardown_host_objects(name: str, host: Optional[str], owner: str, runtime: 
     with netlink() as ipr:
         link = _get_link(ipr, host) if host else None
         ours = link is not None and link.get_attr("IFLA_IFALIAS") == owner_alias(owner, name)
-        moved = _routed_elsewhere(ipr, link["index"] if ours else None)
+        moved = _routed_elsewhere(ipr, link["index"] if link is not None and ours else None)
         for entry in (runtime or {}).get("proxy") or []:
             if entry[0] not in moved:
                 _del_proxy(ipr, entry)
@@ -1589,7 +1589,7 @@ def _teardown_host_objects(name: str, host: Optional[str], owner: str, runtime: 
             for table in [nft_table(node)] + ([NFT_TABLE] if node else []):
                 if nft_chains(table):
                     nft_remove(host, table)
-        if ours:
+        if link is not None and ours:
             # Deleting one end deletes the pair; the host routes via it go with it.
             _ignore((errno.ENODEV, errno.ENOENT), ipr.link, "del", index=link["index"])
 

@@ -634,7 +634,7 @@ def apply_second_level(config: ContainerConfig, storage: Storage, strict: bool =
         for qtype in (USRQUOTA, GRPQUOTA):
             set_grace(storage.root, qtype, int(wanted["quotatime"]))
     for qtype, qid, limits in _resolved(config, storage, wanted, strict):
-        set_quota(storage.root, qtype, qid, tuple(limits["blocks"]), tuple(limits["inodes"]))  # type: ignore[arg-type]
+        set_quota(storage.root, qtype, qid, tuple(limits["blocks"]), tuple(limits["inodes"]))
 
 
 def directory_quota_missing(storage: Storage) -> Optional[str]:
