@@ -67,6 +67,11 @@ except Exception as exc:
 '''
 
 
+# TCP reset counters of a host (diagnostics: who reset the client's connection, if it is reset).
+RESETS = "nstat -asz 2>/dev/null | grep -E 'OutRsts|EstabResets|TCPAbort' | tr -s ' ' | tr '\\n' ';'; true"
+RESETS_INSIDE = "grep -h -A1 -e '^Tcp:' -e '^TcpExt:' /proc/net/snmp /proc/net/netstat; true"
+
+
 def wait_status(private: str, above: str) -> str:
     """A raw command: wait until the workload's counter is above ``above``, then print its status."""
     path = private + STATUS
@@ -127,11 +132,19 @@ def migration(ansible, vm1, vm2, vm_template, vm_programs, ct_names_module):
         {"name": "status before", "ansible.builtin.raw": wait_status(private, "5")},
         {"name": "client", "ansible.builtin.raw": client_start()},
         {"name": "status connected", "register": "connected", "ansible.builtin.raw": wait_status(private, "5")},
+        {"name": "resets before vm1", "ignore_errors": True, "ansible.builtin.raw": RESETS},
+        dict(on_vm2, name="resets before vm2", ignore_errors=True, **{"ansible.builtin.raw": RESETS}),
+        {"name": "resets before inside", "ignore_errors": True, "ovz.containers.ovz_exec": dict(
+            ct, command=RESETS_INSIDE)},
         {"name": "migrate check", "check_mode": True, "ovz.containers.ovz_checkpoint": migrate},
         {"name": "migrate", "ovz.containers.ovz_checkpoint": migrate},
         dict(on_vm2, name="status on vm2", **{"ansible.builtin.raw": wait_status(
             private, "{{ connected.stdout.split()[0].split('=')[1] | int }}")}),
         {"name": "client after", "ansible.builtin.raw": client_after()},
+        {"name": "resets after vm1", "ignore_errors": True, "ansible.builtin.raw": RESETS},
+        dict(on_vm2, name="resets after vm2", ignore_errors=True, **{"ansible.builtin.raw": RESETS}),
+        dict(on_vm2, name="resets after inside", ignore_errors=True, **{"ovz.containers.ovz_exec": dict(
+            ct, command=RESETS_INSIDE)}),
         {"name": "info vm1", "ovz.containers.ovz_info": {}},
         dict(on_vm2, name="info vm2", **{"ovz.containers.ovz_info": {"name": [name]}}),
         {"name": "migrate again", "ovz.containers.ovz_checkpoint": migrate},
@@ -173,7 +186,11 @@ def test_established_tcp_connection_survives(migration):
     assert first.startswith("connected local=") and "n=2" in first, first
     local = first.split("\n")[0].split("=", 1)[1]
     last, route = play.stdout(host, "client after").split("\n")
-    assert last.startswith("final-ok local=%s " % local), last        # the same socket, never reconnected
+    resets = "; ".join("%s: %s" % (task, (play.get(host, task).get("stdout") or "").strip()) for task in (
+        "resets before vm1", "resets after vm1", "resets before vm2", "resets after vm2", "resets before inside",
+        "resets after inside"))
+    print("TCP resets: %s" % resets)
+    assert last.startswith("final-ok local=%s " % local), (last, resets)  # the same socket, never reconnected
     summary = dict(item.split("=", 1) for item in last.split()[1:])
     assert int(summary["n"]) >= 6, summary
     assert "dev eth1" in route, route        # VM 1 now reaches the container over the private link
