@@ -58,7 +58,7 @@ def test_busybox_build_with_the_engine_of_an_ovzctl_zip(tmp_path):
 def test_busybox_build_without_an_engine_fails_clearly(tmp_path):
     proc = subprocess.run(["/usr/bin/python3", BUSYBOX, "--out", str(tmp_path), "--engine", str(tmp_path / "none")],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
-    assert proc.returncode != 0 and "no engine (templates.py)" in proc.stderr
+    assert proc.returncode != 0 and "no engine (_engine/node/templates.py)" in proc.stderr
     assert os.listdir(str(tmp_path)) == []
 
 

@@ -36,6 +36,7 @@ from ..kernel import dad
 from ..node.config import ContainerConfig, iter_configs, validate_labels, validate_name
 from ..resources import limits as ovz_limits
 from ..resources import network
+from ..resources.network import NetworkPlan
 from ..resources import quota as ovz_quota
 from . import converge
 from . import limits as limits_op

@@ -66,10 +66,10 @@ from ..resources import network
 from .remote import RemoteSession, Target, Unreachable
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the code imports these where it needs them
+    from ..container.manager import ContainerManager, Runtime
+    from ..kernel.criu import Criu
+    from ..kernel.storage import Storage
     from .checkpoint import Checkpointer
-    from .container import ContainerManager, Runtime
-    from .criu import Criu
-    from .storage import Storage
 
 JOURNAL = "migrate.json"
 INCOMING = "incoming.json"
