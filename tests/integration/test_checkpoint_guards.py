@@ -328,6 +328,64 @@ def test_checkpoint_refuses_a_background_job_without_a_session_early(node, ct, s
 
 
 # ---------------------------------------------------------------------------------------------
+# a vfork in flight: waited out, or refused by name; never CRIU's timeout
+# ---------------------------------------------------------------------------------------------
+
+WAITER = "/root/vfork_waiter"
+
+
+@pytest.fixture(scope="session")
+def vfork_waiter(session_dir):
+    out = os.path.join(session_dir, "vfork_waiter")
+    if not os.path.exists(out):
+        subprocess.run(["gcc", "-static", "-O1", "-Wall", "-o", out,
+                        os.path.join(os.path.dirname(os.path.abspath(__file__)), "vfork_waiter.c")],
+                       check=True, timeout=120)
+    return out
+
+
+def start_vfork_waiter(manager, name, binary, *args):
+    """The waiter started inside (a daemon of the container's init); its host pid, once it waits in vfork."""
+    subprocess.run(["cp", binary, manager.layout.root(name) + WAITER], check=True)
+    command = "setsid %s %s </dev/null >/dev/null 2>&1 &" % (WAITER, " ".join(args))
+    assert manager.exec(name, ["sh", "-c", command]).rc == 0
+    parent = wait_for(lambda: [pid for pid in processes(manager, name, "vfork_waiter")
+                               if status_of(pid)["PPid"][0] not in map(str, processes(manager, name, "vfork_waiter"))],
+                      "the waiter runs")[0]
+    wait_for(lambda: status_of(parent)["State"][0] == "D", "the waiter's parent sleeps in its vfork")
+    return parent
+
+
+def test_checkpoint_waits_out_a_vfork_in_flight(node, ct, vfork_waiter):
+    """Caught by the freeze between vfork and exec, a process would hold CRIU until its timeout; the
+    checkpoint lets the container run until the child has gone on, then freezes it again."""
+    manager = node.manager
+    parent = start_vfork_waiter(manager, ct, vfork_waiter, "4")
+    inside = int(status_of(parent)["NSpid"][-1])
+    ok(module(node, ct, "ovz_checkpoint", state="suspended"))
+    ok(module(node, ct, "ovz_checkpoint", state="resumed"))
+    assert inside in processes(manager, ct, "vfork_waiter").values()
+    assert_runs(manager, ct)
+
+
+def test_checkpoint_refuses_a_process_that_never_leaves_vfork(node, ct, vfork_waiter, session_dir):
+    manager = node.manager
+    parent = start_vfork_waiter(manager, ct, vfork_waiter, "1", "again")
+    inside = int(status_of(parent)["NSpid"][-1])
+    images = os.path.join(session_dir, "%s-images" % ct)
+    before = host_snapshot(node.data_dir, node.cgroup_parent, [ct])
+    result = module(node, ct, "ovz_checkpoint", state="checkpointed", dump_dir=images)
+    assert result.get("failed") and result["changed"] is False, result
+    assert "process %d (vfork_waiter)" % inside in result["msg"] and "vfork" in result["msg"], result["msg"]
+    assert "runs on" in result["msg"], result["msg"]
+    print("\nrefused checkpoint says: %s" % result["msg"])
+    assert manager.status(ct) == "running" and not manager.cgroups_for(manager.runtime(ct)).frozen()
+    assert manager.exec(ct, ["true"], timeout=30).rc == 0
+    assert host_snapshot(node.data_dir, node.cgroup_parent, [ct]) == before
+    assert not os.path.exists(os.path.join(images, "ovz-checkpoint.json"))
+
+
+# ---------------------------------------------------------------------------------------------
 # suspended is a state; start resumes it with its memory
 # ---------------------------------------------------------------------------------------------
 

@@ -14,9 +14,11 @@ subreaper) and keeps running after the caller is gone, as with ``vzctl start``.
 from __future__ import annotations
 
 import collections
+import ctypes
 import errno
 import fcntl
 import os
+import platform
 import select
 import signal
 import socket
@@ -274,6 +276,38 @@ def process_tree(root: int) -> List[int]:
         seen.append(pid)
         todo.extend(children(pid))
     return seen
+
+
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272, "ppc64le": 354, "s390x": 343}
+KCMP_VM = 1
+_libc = ns.load_libc()
+
+
+def shares_address_space(pid: int, other: int) -> bool:
+    """Whether two processes share one address space (kcmp(2), as CRIU itself compares them)."""
+    number = _SYS_KCMP.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, "kcmp: unsupported architecture %s" % platform.machine())
+    result = _libc.syscall(number, pid, other, KCMP_VM, 0, 0)
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return bool(result == 0)
+
+
+def vfork_in_flight(pids: Sequence[int]) -> List[Tuple[int, int]]:
+    """The (parent, child) pairs among ``pids`` whose child still shares its parent's memory: a vfork
+    whose child has not exec'd or exited yet (or a clone with CLONE_VM but without CLONE_THREAD).
+    Meanwhile the parent sleeps uninterruptibly, where no ptrace stop reaches it."""
+    found = []
+    for pid in pids:
+        for child in children(pid):
+            try:
+                if shares_address_space(pid, child):
+                    found.append((pid, child))
+            except OSError:
+                continue    # gone meanwhile
+    return found
 
 
 def end_processes(matches: Callable[[int], bool], timeout: float = 5.0) -> List[int]:

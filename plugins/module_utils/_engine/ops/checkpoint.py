@@ -59,7 +59,7 @@ from ..container.manager import CHECKPOINT_META, PAYLOAD, ContainerManager, Runt
 from ..kernel.cgroups import ContainerCgroups, read_file
 from ..kernel.criu import Criu, CriuError, CriuRun, log_errors, read_stats
 from ..kernel.namespaces import unescape_mount_path
-from ..kernel.process import process_starttime, process_tree
+from ..kernel.process import process_starttime, process_tree, vfork_in_flight
 from ..kernel.rootfs import DEVICE_ALLOW, LXCFS_FILES, ensure_virtual_block_dir, find_lxcfs
 from ..node.config import ContainerConfig, validate_name
 from ..resources import limits as ovz_limits
@@ -93,6 +93,8 @@ DUMP_HINTS = (
                  "similar unit settings); CRIU cannot checkpoint BPF programs."),
     ("Can't lookup mount", "Hint: a process inside has a file of the host open (for example output inherited from "
                            "a command started by exec); only the container's own files can be checkpointed."),
+    ("Unseizable non-zombie", "Hint: a process inside slept uninterruptibly (state D: on slow storage, say) through "
+                              "all of CRIU's timeout; try again once it is done."),
     ("Can't get rlimit", "Hint: CRIU reads the resource limits of processes running as another user with prlimit(2), "
                          "which needs CAP_SYS_RESOURCE; the caller runs without it."),
 )
@@ -297,6 +299,9 @@ def process_obstacles(init_pid: int, pids: List[int]) -> List[str]:
         problems += ["%s: %s" % (who, reason) for reason in reasons]
     return problems
 
+
+# How long a checkpoint lets the container run on for a vfork in flight to end (see _freeze_and_check).
+VFORK_WAIT = 5.0
 
 # Less than this (or a tenth of it) left on the file system that took a failed dump: say it is full.
 FULL_BYTES = 1 << 20
@@ -629,26 +634,48 @@ class Checkpointer:
         The process tree and the cgroup's process list are read one after the other: only
         with the cgroup frozen does a process that forks all the time show the same processes
         in both. CRIU finds the cgroup frozen and leaves it so; a failed check thaws it again.
+
+        A freeze that catches a vfork before its child execs leaves the parent where CRIU can
+        seize it but never stop it, until CRIU's timeout fails the dump. The container then runs
+        on until such children have gone on (up to VFORK_WAIT seconds) and is frozen again.
         """
         was_frozen = cgroups.frozen()
-        if not was_frozen:
-            cgroups.freeze()
-        try:
-            self._check_tree(name, runtime, cgroups)
-        except BaseException:
+        deadline = time.monotonic() + VFORK_WAIT
+        while True:
             if not was_frozen:
-                self._ensure_running(runtime, cgroups)
-            raise
-        return was_frozen
+                cgroups.freeze()
+            try:
+                waiting = vfork_in_flight(self._check_tree(name, runtime, cgroups))
+                if waiting and (was_frozen or time.monotonic() > deadline):
+                    raise StateConflict(
+                        "container %s cannot be checkpointed: %s; CRIU cannot stop a process that waits for its "
+                        "vfork child to exec or exit%s. %s" % (
+                            name, "; ".join("%s waits for its child %s" % (_who(parent), _who(child).split(" ", 1)[1])
+                                            for parent, child in waiting[:5]),
+                            "" if was_frozen else " (waited %.0f s)" % VFORK_WAIT,
+                            "The container stays frozen, as it was: thaw it and try again" if was_frozen
+                            else "The container runs on"), "name")
+            except BaseException:
+                if not was_frozen:
+                    self._ensure_running(runtime, cgroups)
+                raise
+            if not waiting:
+                return was_frozen
+            cgroups.thaw()
+            while time.monotonic() < deadline and vfork_in_flight([parent for parent, _child in waiting]):
+                time.sleep(0.01)
 
-    def _check_tree(self, name: str, runtime: Runtime, cgroups: ContainerCgroups) -> None:
-        tree = set(process_tree(runtime.init_pid))
-        strays = [pid for pid in cgroups.pids() if pid not in tree]
+    def _check_tree(self, name: str, runtime: Runtime, cgroups: ContainerCgroups) -> List[int]:
+        """The container's processes (its init's tree), once none other is found in its cgroup."""
+        tree = process_tree(runtime.init_pid)
+        members = set(tree)
+        strays = [pid for pid in cgroups.pids() if pid not in members]
         if strays:
             raise StateConflict(
                 "container %s runs processes that are not descendants of its init, which CRIU cannot checkpoint "
                 "(commands still running from ovz exec?): %s"
                 % (name, ", ".join("%d (%s)" % (pid, _comm(pid)) for pid in strays[:5])), "name")
+        return tree
 
     def _dump_args(self, config: ContainerConfig, runtime: Runtime, tcp_established: bool,
                    meta: Dict[str, Any]) -> List[str]:
