@@ -344,10 +344,10 @@ def vfork_waiter(session_dir):
     return out
 
 
-def start_vfork_waiter(manager, name, binary, *args):
+def start_vfork_waiter(manager, name, binary, seconds):
     """The waiter started inside (a daemon of the container's init); its host pid, once it waits in vfork."""
     subprocess.run(["cp", binary, manager.layout.root(name) + WAITER], check=True)
-    command = "setsid %s %s </dev/null >/dev/null 2>&1 &" % (WAITER, " ".join(args))
+    command = "setsid %s %s </dev/null >/dev/null 2>&1 &" % (WAITER, seconds)
     assert manager.exec(name, ["sh", "-c", command]).rc == 0
     parent = wait_for(lambda: [pid for pid in processes(manager, name, "vfork_waiter")
                                if status_of(pid)["PPid"][0] not in map(str, processes(manager, name, "vfork_waiter"))],
@@ -370,7 +370,7 @@ def test_checkpoint_waits_out_a_vfork_in_flight(node, ct, vfork_waiter):
 
 def test_checkpoint_refuses_a_process_that_never_leaves_vfork(node, ct, vfork_waiter, session_dir):
     manager = node.manager
-    parent = start_vfork_waiter(manager, ct, vfork_waiter, "1", "again")
+    parent = start_vfork_waiter(manager, ct, vfork_waiter, "100000")
     inside = int(status_of(parent)["NSpid"][-1])
     images = os.path.join(session_dir, "%s-images" % ct)
     before = host_snapshot(node.data_dir, node.cgroup_parent, [ct])
