@@ -255,250 +255,43 @@ migration:
            "timings": {"dump": 0.3, "sync": 0.6, "restore": 1.1, "lazy_transfer": 2.4}}
 '''
 
-import os
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.ovz.containers.plugins.module_utils._engine.base.diff import DifferenceTracker
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
-from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import checkpoint as ckpt
-from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter, StateConflict
+from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint_states import CheckpointRequest, reach
 
-RUNNING = ('running', 'frozen')
-
-
-def dump_location(params):
-    """(path, 'dumpfile' or 'dump_dir', present?) of the dump the call names."""
-    for param in ('dumpfile', 'dump_dir'):
-        path = params[param]
-        if path is None:
-            continue
-        if not os.path.isabs(path):
-            raise InvalidParameter('must be an absolute path, got %r' % path, param)
-        if param == 'dumpfile':
-            if os.path.isdir(path):
-                raise InvalidParameter('%s is a directory; use dump_dir for a directory of images' % path, param)
-            return path, param, os.path.isfile(path)
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise InvalidParameter('%s exists and is not a directory' % path, param)
-        return path, param, ckpt.is_images_dir(path)
-    return None, None, False
-
-
-def archive_meta(path):
-    """The checkpoint description inside a dump archive; fails naming dumpfile when there is none."""
-    import json
-    import tarfile
-    try:
-        with tarfile.open(path, mode='r') as archive:
-            member = archive.extractfile(ckpt.META_FILE)
-            meta = json.loads(member.read().decode()) if member is not None else None
-    except KeyError:
-        meta = None
-    except (tarfile.TarError, OSError, ValueError) as exc:
-        raise InvalidParameter('%s is not a readable dump archive: %s' % (path, exc), 'dumpfile')
-    if not isinstance(meta, dict) or meta.get('version') != ckpt.META_VERSION:
-        raise InvalidParameter('%s holds no checkpoint of this collection' % path, 'dumpfile')
-    return meta
+ARGUMENT_SPEC = argument_spec(
+    name=dict(type='str', required=True, aliases=['ctid']),
+    state=dict(type='str', required=True, choices=['checkpointed', 'restored', 'suspended', 'resumed', 'migrated']),
+    dumpfile=dict(type='path'),
+    dump_dir=dict(type='path'),
+    leave_running=dict(type='bool', default=False),
+    force=dict(type='bool', default=False),
+    tcp_established=dict(type='bool', default=True),
+    target=dict(type='str'),
+    target_data_dir=dict(type='path', default='/var/lib/ovz'),
+    target_cgroup_parent=dict(type='str', default='auto'),
+    target_python=dict(type='str', default='python3'),
+    identity_file=dict(type='path'),
+    known_hosts=dict(type='path'),
+    ssh_options=dict(type='list', elements='str', default=[]),
+    pre_dump_iterations=dict(type='int'),
+    keep_source=dict(type='bool', default=False),
+    lazy=dict(type='bool'),
+)
 
 
-def do_checkpointed(module, manager, checkpointer, name, state, result):
+def checkpoint(module, result):
+    result['state'] = None
     params = module.params
-    path, param, present = dump_location(params)
-    if path is None:
-        raise InvalidParameter('state=checkpointed needs dumpfile or dump_dir', 'dumpfile')
-    if param == 'dumpfile' and not os.path.isdir(os.path.dirname(path)):
-        raise InvalidParameter('the directory of %s does not exist' % path, 'dumpfile')
-    result['dump'] = path
-    keep = params['leave_running']
-    wanted = 'running' if keep else 'stopped'
-    if present and not params['force'] and (state in RUNNING if keep else state in ('stopped', 'suspended')):
-        return
-    if state not in RUNNING:
-        raise StateConflict('container %s is %s; only a running container can be checkpointed' % (name, state),
-                            'state')
-    checkpointer.criu.version()  # CRIU is there (fails naming it otherwise), in check mode too
-    if module.check_mode:
-        checkpointer.check(name)     # nothing inside that CRIU would refuse (the dump checks it itself)
-        result.update(changed=True, state=wanted)
-        return
-    if param == 'dump_dir':
-        report = checkpointer.dump(name, path, leave_running=keep, tcp_established=params['tcp_established'])
-    else:
-        report = checkpointer.dump_to_file(name, path, leave_running=keep, tcp_established=params['tcp_established'])
-    result['changed'] = True
-    fill(result, report)
-
-
-def do_restored(module, manager, checkpointer, name, state, result):
-    params = module.params
-    path, param, present = dump_location(params)
-    if path is None:
-        raise InvalidParameter('state=restored needs dumpfile or dump_dir', 'dumpfile')
-    result['dump'] = path
-    if state in RUNNING:
-        return
-    if not present:
-        raise InvalidParameter('no dump at %s' % path, param)
-    meta = archive_meta(path) if param == 'dumpfile' else ckpt.load_meta(path)
-    if meta.get('name') != name:
-        raise InvalidParameter('%s is a checkpoint of container %s, not of %s' % (path, meta.get('name'), name),
-                               'name')
-    if state == 'suspended' and (param == 'dumpfile' or
-                                 os.path.realpath(path) != os.path.realpath(manager.layout.dump(name))):
-        raise StateConflict('container %s is suspended (its memory is in %s): resume it instead of restoring '
-                            'another checkpoint' % (name, manager.layout.dump(name)), 'name')
-    checkpointer.criu.version()
-    if module.check_mode:
-        result.update(changed=True, state='running')
-        return
-    if param == 'dump_dir':
-        report = checkpointer.restore(name, path, tcp_established=params['tcp_established'])
-    else:
-        scratch = ckpt.scratch_dir(manager, name, 'restore')
-        try:
-            import time
-            began = time.monotonic()
-            ckpt.unpack(path, scratch)
-            unpack_ms = round((time.monotonic() - began) * 1000.0, 1)
-            report = checkpointer.restore(name, scratch, tcp_established=params['tcp_established'])
-            report['timings']['unpack_ms'] = unpack_ms
-        finally:
-            ckpt.remove_scratch(scratch)
-    result['changed'] = True
-    fill(result, report)
-
-
-def do_suspended(module, manager, checkpointer, name, state, result):
-    result['dump'] = manager.layout.dump(name)
-    if state == 'suspended':
-        return
-    if state not in RUNNING:
-        raise StateConflict('container %s is %s and has no suspended state; only a running container can be '
-                            'suspended' % (name, state), 'state')
-    checkpointer.criu.version()
-    if module.check_mode:
-        checkpointer.check(name)
-        result.update(changed=True, state='suspended')
-        return
-    report = checkpointer.suspend(name, tcp_established=module.params['tcp_established'])
-    result['changed'] = True
-    fill(result, report)
-
-
-def do_resumed(module, manager, checkpointer, name, state, result):
-    if state in RUNNING:
-        return
-    result['dump'] = manager.layout.dump(name)
-    if state != 'suspended':
-        raise StateConflict('container %s is %s and was not suspended: nothing to resume from %s'
-                            % (name, state, manager.layout.dump(name)), 'state')
-    checkpointer.criu.version()
-    if module.check_mode:
-        result.update(changed=True, state='running')
-        return
-    report = checkpointer.resume(name, tcp_established=module.params['tcp_established'])
-    result['changed'] = True
-    fill(result, report)
-
-
-def do_migrated(module, manager, name, result):
-    params = module.params
-    if not params['target']:
-        raise InvalidParameter('state=migrated needs a target', 'target')
-    try:
-        from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.migration import migrate
-        from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.remote import Target
-    except ImportError as exc:
-        raise StateConflict('live migration is not available in this installation (%s)' % exc, 'state')
-    target = Target.from_param(params['target'], data_dir=params['target_data_dir'],
-                               cgroup_parent=params['target_cgroup_parent'], python=params['target_python'],
-                               identity_file=params['identity_file'], known_hosts=params['known_hosts'],
-                               ssh_options=list(params['ssh_options'] or []))
-    report = migrate(manager, name, target, pre_dump_iterations=params['pre_dump_iterations'],
-                     keep_source=params['keep_source'], tcp_established=params['tcp_established'],
-                     check_mode=module.check_mode, lazy=params['lazy'])
-    result['changed'] = bool(report.get('changed'))
-    result['migration'] = report
-    for warning in report.get('warnings') or []:
-        module.warn(warning)
-    timings = report.get('timings') or {}
-    result['timings'] = dict((key if key.endswith('_ms') else key + '_ms',
-                              round(value * 1000.0, 1) if isinstance(value, (int, float)) else value)
-                             for key, value in timings.items())
-    if report.get('frozen_time') is not None:
-        result['frozen_ms'] = round(report['frozen_time'] * 1000.0, 1)
-
-
-def fill(result, report):
-    result['checkpoint'] = report
-    result['timings'] = report.get('timings', {})
-    if 'frozen_ms' in report:
-        result['frozen_ms'] = report['frozen_ms']
-    if 'size' in report:
-        result['size'] = report['size']
-
-
-ACTIONS = {
-    'checkpointed': do_checkpointed,
-    'restored': do_restored,
-    'suspended': do_suspended,
-    'resumed': do_resumed,
-}
+    manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
+    reach(manager, validate_name(params['name']), CheckpointRequest.from_mapping(params), module.check_mode, result)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            name=dict(type='str', required=True, aliases=['ctid']),
-            state=dict(type='str', required=True, choices=['checkpointed', 'restored', 'suspended', 'resumed',
-                                                           'migrated']),
-            dumpfile=dict(type='path'),
-            dump_dir=dict(type='path'),
-            leave_running=dict(type='bool', default=False),
-            force=dict(type='bool', default=False),
-            tcp_established=dict(type='bool', default=True),
-            target=dict(type='str'),
-            target_data_dir=dict(type='path', default='/var/lib/ovz'),
-            target_cgroup_parent=dict(type='str', default='auto'),
-            target_python=dict(type='str', default='python3'),
-            identity_file=dict(type='path'),
-            known_hosts=dict(type='path'),
-            ssh_options=dict(type='list', elements='str', default=[]),
-            pre_dump_iterations=dict(type='int'),
-            keep_source=dict(type='bool', default=False),
-            lazy=dict(type='bool'),
-        ),
-        mutually_exclusive=[('dumpfile', 'dump_dir')],
-        required_if=[('state', 'migrated', ('target',))],
-        supports_check_mode=True,
-    )
-    params = module.params
-    result = dict(changed=False, state=None)
-    diff = DifferenceTracker()
-    try:
-        name = validate_name(params['name'])
-        manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
-        state = manager.status(name)
-        if state == 'absent' and params['state'] != 'migrated':
-            raise StateConflict('container %s does not exist' % name, 'name')
-        before = state
-        if params['state'] == 'migrated':
-            do_migrated(module, manager, name, result)
-        else:
-            ACTIONS[params['state']](module, manager, ckpt.Checkpointer(manager), name, state, result)
-        if not result['state']:
-            result['state'] = manager.status(name)
-        diff.add('state', before, result['state'])
-        diff.add('dump', None, result.get('dump'))
-    except Exception as exc:  # noqa: BLE001 - every failure is reported with its parameter
-        fail_from_error(module, exc, **result)
-    if module._diff:
-        result['diff'] = diff.diff()
-    module.exit_json(**result)
+    run_module(ARGUMENT_SPEC, checkpoint, mutually_exclusive=[('dumpfile', 'dump_dir')],
+               required_if=[('state', 'migrated', ('target',))])
 
 
 if __name__ == '__main__':

@@ -218,10 +218,8 @@ container:
       sample: {"uid": 1000000000, "gid": 1000000000, "count": 65536, "mode": "idmapped"}
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_labels, validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.converge import apply_container, plan_container
@@ -229,38 +227,29 @@ from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import CONTAINER_OPTIONS
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            name=dict(type='str', required=True, aliases=['ctid']),
-            unprivileged=dict(type='bool'),
-            **CONTAINER_OPTIONS
-        ),
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC = argument_spec(name=dict(type='str', required=True, aliases=['ctid']), unprivileged=dict(type='bool'),
+                              **CONTAINER_OPTIONS)
+
+
+def converge(module, result):
     params = module.params
-    result = dict(changed=False)
-    try:
-        name = validate_name(params['name'])
-        if params['labels'] is not None:
-            params['labels'] = validate_labels(params['labels'])
-        if params['timeout'] < 0:
-            raise OvzError('must not be negative, got %d' % params['timeout'], 'timeout')
-        manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
-        plan = plan_container(manager, name, params)
-        for warning in plan.warnings:
-            module.warn(warning)
-        changed = plan.changed
-        if changed and not module.check_mode:
-            apply_container(manager, plan, params)
-        result['changed'] = changed
-        if module._diff:
-            result['diff'] = plan.tracker.diff()
-        result['container'] = manager.facts(name) if not module.check_mode else dict(
-            manager.facts(name), state=plan.wanted if changed else plan.current)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported with its parameter
-        fail_from_error(module, exc, **result)
-    module.exit_json(**result)
+    name = validate_name(params['name'])
+    if params['labels'] is not None:
+        params['labels'] = validate_labels(params['labels'])
+    if params['timeout'] < 0:
+        raise OvzError('must not be negative, got %d' % params['timeout'], 'timeout')
+    manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
+    plan = plan_container(manager, name, params)
+    result['warnings'] = plan.warnings
+    if plan.changed and not module.check_mode:
+        apply_container(manager, plan, params)
+    result.update(changed=plan.changed, diff=plan.tracker.diff())
+    result['container'] = manager.facts(name) if not module.check_mode else dict(
+        manager.facts(name), state=plan.wanted if plan.changed else plan.current)
+
+
+def main():
+    run_module(ARGUMENT_SPEC, converge)
 
 
 if __name__ == '__main__':

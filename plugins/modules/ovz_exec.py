@@ -147,82 +147,34 @@ stdout_lines:
   sample: ["ct101"]
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_bytes, to_text
-
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import OutputPolicy
-from ansible_collections.ovz.containers.plugins.module_utils._engine.base.sizes import parse_size
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.command import run_command
+
+ARGUMENT_SPEC = argument_spec(
+    name=dict(type='str', required=True, aliases=['ctid']),
+    argv=dict(type='list', elements='str'),
+    command=dict(type='str'),
+    stdin=dict(type='str'),
+    env=dict(type='dict'),
+    timeout=dict(type='int', default=0),
+    output_limit=dict(type='str', default='1M'),
+    creates=dict(type='path'),
+    removes=dict(type='path'),
+)
+COMMAND_PARAMS = ('argv', 'command', 'stdin', 'env', 'timeout', 'output_limit', 'creates', 'removes')
+
+
+def execute(module, result):
+    params = module.params
+    manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
+    result.update(run_command(manager, params['name'], check_mode=module.check_mode,
+                              **dict((key, params[key]) for key in COMMAND_PARAMS)))
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            name=dict(type='str', required=True, aliases=['ctid']),
-            argv=dict(type='list', elements='str'),
-            command=dict(type='str'),
-            stdin=dict(type='str'),
-            env=dict(type='dict'),
-            timeout=dict(type='int', default=0),
-            output_limit=dict(type='str', default='1M'),
-            creates=dict(type='path'),
-            removes=dict(type='path'),
-        ),
-        required_one_of=[('argv', 'command')],
-        mutually_exclusive=[('argv', 'command')],
-        supports_check_mode=True,
-    )
-    params = module.params
-    argv = params['argv'] or ['/bin/sh', '-c', params['command']]
-
-    def not_run(changed, stdout='', **extra):
-        module.exit_json(changed=changed, rc=0, stdout=stdout, stderr='', stdout_lines=stdout.splitlines(), cmd=argv,
-                         stdout_truncated=0, stderr_truncated=0, **extra)
-
-    try:
-        manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
-        output_limit = parse_size(params['output_limit'], 'output_limit')
-        if params['timeout'] < 0:
-            module.fail_json(msg='timeout: must not be negative, got %d' % params['timeout'], param='timeout')
-        for path_param in ('creates', 'removes'):
-            if params[path_param] and not params[path_param].startswith('/'):
-                module.fail_json(msg='%s: must be an absolute path inside the container, got %r'
-                                 % (path_param, params[path_param]), param=path_param)
-        status = manager.status(params['name'])
-        if status != 'running' and module.check_mode:
-            # An earlier task of the same check run would have started it: the command would run then.
-            not_run(True, msg='the command would run once container %s runs (it is %s now)' % (params['name'], status))
-        if status != 'running':
-            module.fail_json(msg='name: container %s is %s; it must be running' % (params['name'], status), param='name')
-        skip = None
-        if params['creates'] and manager.path_exists_inside(params['name'], params['creates'], 'creates'):
-            skip = '%s exists' % params['creates']
-        if skip is None and params['removes'] and \
-                not manager.path_exists_inside(params['name'], params['removes'], 'removes'):
-            skip = '%s does not exist' % params['removes']
-        if skip is not None:
-            not_run(False, 'skipped, since %s' % skip)
-        if module.check_mode:
-            not_run(True, msg='the command would have run (not in check mode)')
-        env = dict((str(k), str(v)) for k, v in (params['env'] or {}).items())
-        result = manager.exec(params['name'], argv, stdin=to_bytes(params['stdin']) if params['stdin'] else None,
-                              env=env, timeout=params['timeout'] or None, output=OutputPolicy(limit=output_limit))
-    except Exception as exc:  # noqa: BLE001
-        fail_from_error(module, exc)
-    # Trailing newlines are dropped, as ansible.builtin.command does.
-    stdout = to_text(result.stdout, errors='surrogate_or_replace').rstrip('\r\n')
-    stderr = to_text(result.stderr, errors='surrogate_or_replace').rstrip('\r\n')
-    output = dict(changed=True, rc=result.rc, stdout=stdout, stderr=stderr, stdout_lines=stdout.splitlines(),
-                  cmd=argv, stdout_truncated=result.stdout_dropped, stderr_truncated=result.stderr_dropped,
-                  timed_out=result.timed_out)
-    if result.timed_out:
-        module.fail_json(msg='timeout: the command did not end within %d s; it was killed with its process group'
-                         % params['timeout'], param='timeout', **output)
-    if result.rc != 0:
-        module.fail_json(msg='the command exited with status %d' % result.rc, **output)
-    module.exit_json(**output)
+    run_module(ARGUMENT_SPEC, execute, required_one_of=[('argv', 'command')], mutually_exclusive=[('argv', 'command')])
 
 
 if __name__ == '__main__':

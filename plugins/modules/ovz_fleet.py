@@ -404,17 +404,13 @@ not_enforced:
   sample: {"web1": {"ioprio": "no device of the container uses the bfq I/O scheduler"}}
 '''
 
-import time
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import fleet as ovz_fleet
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
-from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import (
     CONTAINER_OPTIONS, LIMITS_OPTIONS, NETWORK_OPTIONS, QUOTA_OPTIONS)
 
@@ -430,46 +426,28 @@ ITEM_OPTIONS.update(
 )
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            containers=dict(type='list', elements='dict', required=True, options=ITEM_OPTIONS),
-            node=dict(type='str'),
-            nodes=dict(type='list', elements='str'),
-            play_nodes=dict(type='list', elements='str'),
-            fleet=dict(type='str'),
-            prune=dict(type='bool', default=False),
-        ),
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC = argument_spec(
+    containers=dict(type='list', elements='dict', required=True, options=ITEM_OPTIONS),
+    node=dict(type='str'),
+    nodes=dict(type='list', elements='str'),
+    play_nodes=dict(type='list', elements='str'),
+    fleet=dict(type='str'),
+    prune=dict(type='bool', default=False),
+)
+
+
+def converge(module, result):
     params = module.params
     if any(item.get('network') is not None for item in params['containers']) and not network.has_pyroute2():
         module.fail_json(msg=missing_required_lib('pyroute2'), exception=network.PYROUTE2_IMPORT_ERROR)
-    result = dict(changed=False, containers={}, summary={}, not_enforced={}, pruned=[], prune_kept={}, timings={})
-    try:
-        ovz_fleet.check_nodes(params['containers'], params['nodes'], params['node'])
-        manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
-        converger = ovz_fleet.FleetConverger(manager, fleet=params['fleet'], warn=module.warn)
-        start = time.monotonic()
-        converger.plan(ovz_fleet.select(params['containers'], params['node']), prune=params['prune'],
-                       keep=ovz_fleet.kept_by_prune(params['containers'], params['node'], params['play_nodes']))
-        result['timings']['plan'] = round(time.monotonic() - start, 3)
-        if not module.check_mode:
-            start = time.monotonic()
-            converger.apply()
-            result['timings']['apply'] = round(time.monotonic() - start, 3)
-        result.update(converger.report(check_mode=module.check_mode))
-        if module._diff:
-            result['diff'] = converger.diff()
-    except Exception as exc:  # noqa: BLE001 - every failure is reported with its container and parameter
-        if 'converger' in locals():
-            result.update(converger.report(check_mode=module.check_mode))
-        if isinstance(exc, ovz_fleet.FleetError) and exc.cause is not None:
-            result['exception'] = ''.join(traceback.format_exception(type(exc.cause), exc.cause, exc.cause.__traceback__))
-        if isinstance(exc, OvzError):
-            module.fail_json(msg=str(exc), param=exc.param, **result)
-        fail_from_error(module, exc, **result)
-    module.exit_json(**result)
+    manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
+    ovz_fleet.converge_fleet(manager, params['containers'], node=params['node'], nodes=params['nodes'],
+                             play_nodes=params['play_nodes'], fleet=params['fleet'], prune=params['prune'],
+                             check_mode=module.check_mode, warn=module.warn, report=result)
+
+
+def main():
+    run_module(ARGUMENT_SPEC, converge)
 
 
 if __name__ == '__main__':

@@ -82,10 +82,8 @@ containers:
                                          "failcnt": 0, "enforced": true, "unit": "count", "mechanism": "pids.max"}}}]
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
@@ -102,25 +100,21 @@ def quota_usage(manager, entry):
         return {'layout': entry.get('layout'), 'error': str(exc)}
 
 
+ARGUMENT_SPEC = argument_spec(name=dict(type='list', elements='str', aliases=['ctid']))
+
+
+def gather(module, result):
+    manager = ContainerManager(module.params['data_dir'], module.params['cgroup_parent'])
+    names = [validate_name(n) for n in module.params['name']] if module.params['name'] else manager.layout.names()
+    containers = [manager.facts(n, beancounters=True, persist=not module.check_mode, warn=module.warn) for n in names]
+    for entry in containers:
+        if entry['state'] != 'absent':
+            entry['quota_usage'] = quota_usage(manager, entry)
+    result['containers'] = containers
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(name=dict(type='list', elements='str', aliases=['ctid'])),
-        supports_check_mode=True,
-    )
-    try:
-        manager = ContainerManager(module.params['data_dir'], module.params['cgroup_parent'])
-        names = module.params['name']
-        if names:
-            names = [validate_name(n) for n in names]
-        else:
-            names = manager.layout.names()
-        containers = [manager.facts(n, beancounters=True, persist=not module.check_mode, warn=module.warn) for n in names]
-        for entry in containers:
-            if entry['state'] != 'absent':
-                entry['quota_usage'] = quota_usage(manager, entry)
-    except Exception as exc:  # noqa: BLE001
-        fail_from_error(module, exc)
-    module.exit_json(changed=False, containers=containers)
+    run_module(ARGUMENT_SPEC, gather)
 
 
 if __name__ == '__main__':

@@ -213,11 +213,9 @@ applied:
   sample: true
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.diff import DifferenceTracker
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.limits import update
@@ -227,41 +225,35 @@ from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec im
 RUNNING = ('running', 'frozen')
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            name=dict(type='str', required=True, aliases=['ctid']),
-            **LIMITS_OPTIONS
-        ),
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC = argument_spec(name=dict(type='str', required=True, aliases=['ctid']), **LIMITS_OPTIONS)
+
+
+def set_limits(module, result):
+    result.update(applied=False, limits={}, beancounters={}, not_enforced={})
     params = module.params
-    result = dict(changed=False, applied=False, limits={}, beancounters={}, not_enforced={})
-    try:
-        name = validate_name(params['name'])
-        manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
-        change = update(manager, name, dict((key, params[key]) for key in LIMIT_PARAMS), dry_run=module.check_mode,
-                        warn=module.warn)
-        tracker = DifferenceTracker()
-        before, after = effective(change.before), effective(change.after)
-        for key in sorted(after):
-            tracker.add(key, before[key], after[key])
-        if change.drift:
-            tracker.add('kernel_differs', change.drift, [])
-        result.update(changed=change.changed, applied=change.applied, not_enforced=change.not_enforced,
-                      limits=after)
-        if module._diff:
-            result['diff'] = tracker.diff()
-        runtime = manager.runtime(name) if manager.status(name) in RUNNING else None
-        if change.beancounters is not None:
-            result['beancounters'] = change.beancounters
-        elif runtime is not None:
-            result['beancounters'] = manager.beancounter_table(
-                name, runtime, change.before if module.check_mode else change.after, persist=not module.check_mode,
-                warn=module.warn)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported with its parameter
-        fail_from_error(module, exc, **result)
-    module.exit_json(**result)
+    name = validate_name(params['name'])
+    manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
+    change = update(manager, name, dict((key, params[key]) for key in LIMIT_PARAMS), dry_run=module.check_mode,
+                    warn=module.warn)
+    tracker = DifferenceTracker()
+    before, after = effective(change.before), effective(change.after)
+    for key in sorted(after):
+        tracker.add(key, before[key], after[key])
+    if change.drift:
+        tracker.add('kernel_differs', change.drift, [])
+    result.update(changed=change.changed, applied=change.applied, not_enforced=change.not_enforced, limits=after,
+                  diff=tracker.diff())
+    runtime = manager.runtime(name) if manager.status(name) in RUNNING else None
+    if change.beancounters is not None:
+        result['beancounters'] = change.beancounters
+    elif runtime is not None:
+        result['beancounters'] = manager.beancounter_table(
+            name, runtime, change.before if module.check_mode else change.after, persist=not module.check_mode,
+            warn=module.warn)
+
+
+def main():
+    run_module(ARGUMENT_SPEC, set_limits)
 
 
 if __name__ == '__main__':

@@ -226,11 +226,11 @@ network:
       sample: {"host_ifname": "ovz1f3a9c02de", "netns": "/run/netns/ovz-3f9a01c2-101", "proxy": [["10.0.0.101", "eth0"]]}
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.converge import apply_network, plan_network
@@ -238,37 +238,31 @@ from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NETWORK_OPTIONS
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            name=dict(type='str', required=True, aliases=['ctid']),
-            state=dict(type='str', default='present', choices=['present', 'absent']),
-            **NETWORK_OPTIONS
-        ),
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC = argument_spec(name=dict(type='str', required=True, aliases=['ctid']),
+                              state=dict(type='str', default='present', choices=['present', 'absent']),
+                              **NETWORK_OPTIONS)
+
+
+def configure(module, result):
     if not network.has_pyroute2():
         module.fail_json(msg=missing_required_lib('pyroute2'), exception=network.PYROUTE2_IMPORT_ERROR)
     params = module.params
-    result = dict(changed=False)
-    try:
-        name = validate_name(params['name'])
-        manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
-        if not manager.exists(name):
-            raise StateConflict('container %s does not exist; create it with ovz_container first' % name, 'name')
-        with manager.lock(name):
-            step = plan_network(manager, name, params)
-            planned, running, runtime = step.plan, step.running, step.runtime
-            if planned.changed and not module.check_mode:
-                runtime = apply_network(manager, step, module.warn)
-        result['changed'] = planned.changed
-        if module._diff:
-            result['diff'] = dict(before=planned.before, after=planned.after)
-        shown = planned.after if module.check_mode or planned.changed else planned.before
-        result['network'] = network.network_facts(shown, runtime if running and not module.check_mode else None)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported with its parameter
-        fail_from_error(module, exc, **result)
-    module.exit_json(**result)
+    name = validate_name(params['name'])
+    manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
+    if not manager.exists(name):
+        raise StateConflict('container %s does not exist; create it with ovz_container first' % name, 'name')
+    with manager.lock(name):
+        step = plan_network(manager, name, params)
+        planned, running, runtime = step.plan, step.running, step.runtime
+        if planned.changed and not module.check_mode:
+            runtime = apply_network(manager, step, module.warn)
+    result.update(changed=planned.changed, diff=dict(before=planned.before, after=planned.after))
+    shown = planned.after if module.check_mode or planned.changed else planned.before
+    result['network'] = network.network_facts(shown, runtime if running and not module.check_mode else None)
+
+
+def main():
+    run_module(ARGUMENT_SPEC, configure)
 
 
 if __name__ == '__main__':

@@ -204,11 +204,9 @@ restarted:
   sample: false
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.diff import DifferenceTracker
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import fail_from_error
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.converge import quota_request
@@ -217,41 +215,33 @@ from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.q
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import QUOTA_OPTIONS
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            name=dict(type='str', required=True, aliases=['ctid']),
-            **QUOTA_OPTIONS
-        ),
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC = argument_spec(name=dict(type='str', required=True, aliases=['ctid']), **QUOTA_OPTIONS)
+
+
+def set_quota(module, result):
+    result.update(applied=False, restarted=False, quota={}, usage={}, not_enforced={}, actions=[])
     params = module.params
-    result = dict(changed=False, applied=False, restarted=False, quota={}, usage={}, not_enforced={}, actions=[])
-    try:
-        name = validate_name(params['name'])
-        manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
-        request = quota_request(params)
-        change = update(manager, name, request, dry_run=module.check_mode)
-        tracker = DifferenceTracker()
-        for key in sorted(change.after):
-            tracker.add(key, change.before[key], change.after[key])
-        if change.drift:
-            tracker.add('kernel_differs', change.drift, [])
-        if change.actions:
-            tracker.add('actions', [], change.actions)
-        result.update(changed=change.changed, applied=change.applied, restarted=change.restarted,
-                      quota=change.after,
-                      not_enforced=change.not_enforced, actions=change.actions)
-        if module._diff:
-            result['diff'] = tracker.diff()
-        config = manager.load(name)
-        storage = manager.storage(config)
-        result['usage'] = usage(config, storage, manager.status(name) in ('running', 'frozen'))
-        if result['usage'].get('direct_io') is False:
-            module.warn(storage.direct_io_note() or 'the loop device of the image does buffered I/O')
-    except Exception as exc:  # noqa: BLE001 - every failure is reported with its parameter
-        fail_from_error(module, exc, **result)
-    module.exit_json(**result)
+    name = validate_name(params['name'])
+    manager = ContainerManager(params['data_dir'], params['cgroup_parent'])
+    change = update(manager, name, quota_request(params), dry_run=module.check_mode)
+    tracker = DifferenceTracker()
+    for key in sorted(change.after):
+        tracker.add(key, change.before[key], change.after[key])
+    if change.drift:
+        tracker.add('kernel_differs', change.drift, [])
+    if change.actions:
+        tracker.add('actions', [], change.actions)
+    result.update(changed=change.changed, applied=change.applied, restarted=change.restarted, quota=change.after,
+                  not_enforced=change.not_enforced, actions=change.actions, diff=tracker.diff())
+    config = manager.load(name)
+    storage = manager.storage(config)
+    result['usage'] = usage(config, storage, manager.status(name) in ('running', 'frozen'))
+    if result['usage'].get('direct_io') is False:
+        module.warn(storage.direct_io_note() or 'the loop device of the image does buffered I/O')
+
+
+def main():
+    run_module(ARGUMENT_SPEC, set_quota)
 
 
 if __name__ == '__main__':

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import difflib
 import functools
+import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -416,3 +418,37 @@ class FleetConverger:
                     old[key], new[key] = change
             before[work.name], after[work.name] = old, new
         return dict(before=before, after=after)
+
+
+def converge_fleet(manager: ContainerManager, containers: Sequence[Mapping[str, Any]], node: Optional[str] = None,
+                   nodes: Optional[Collection[str]] = None, play_nodes: Optional[Collection[str]] = None,
+                   fleet: Optional[str] = None, prune: bool = False, check_mode: bool = False,
+                   warn: Optional[Callable[[str], None]] = None,
+                   report: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Bring this node's share of ``containers`` (``ovz_fleet``'s items) to what they say; the report.
+
+    ``report`` is filled as the work goes: after a failure it still holds what each container reached
+    (and, for a container's failure, the traceback of its cause as ``exception``). ``diff`` holds the
+    planned changes, ``timings`` the seconds of ``plan`` and ``apply``.
+    """
+    report = report if report is not None else {}
+    report.update(changed=False, containers={}, summary={}, not_enforced={}, pruned=[], prune_kept={}, timings={})
+    check_nodes(containers, nodes, node)
+    converger = FleetConverger(manager, fleet=fleet, warn=warn or (lambda text: None))
+    try:
+        start = time.monotonic()
+        converger.plan(select(containers, node), prune=prune, keep=kept_by_prune(containers, node, play_nodes))
+        report["timings"]["plan"] = round(time.monotonic() - start, 3)
+        if not check_mode:
+            start = time.monotonic()
+            converger.apply()
+            report["timings"]["apply"] = round(time.monotonic() - start, 3)
+        report.update(converger.report(check_mode=check_mode))
+        report["diff"] = converger.diff()
+    except Exception as exc:
+        report.update(converger.report(check_mode=check_mode))
+        if isinstance(exc, FleetError) and exc.cause is not None:
+            report["exception"] = "".join(traceback.format_exception(type(exc.cause), exc.cause,
+                                                                     exc.cause.__traceback__))
+        raise
+    return report
