@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
-"""Fault injection (issue 9): the module process is killed at each step of create, start,
-network setup, limit change, stop and destroy; a second run converges, and after the
+"""Fault injection: the module process is killed at each step of create, start, restore (a resume:
+the start's bring-up, CRIU in the place of the init), network setup, limit change, stop and
+destroy; a second run converges, and after the
 container is destroyed no veth, route, nft rule, netns name, mount, loop device, cgroup or
 half-written config is left.
 
@@ -27,6 +28,8 @@ import test_network as netlab  # noqa: E402  pylint: disable=wrong-import-positi
 from test_network import routed_lab  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base import faults  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, find_criu  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer  # noqa: E402
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net  # noqa: E402
 
 ADDRESSES = ["10.213.2.40", "fd00:213::a:40"]
@@ -41,6 +44,9 @@ SCENARIOS = {
     "network.link": ("stopped", "ovz_container", {"state": "started"}),
     "network.host": ("stopped", "ovz_container", {"state": "started"}),
     "start.spawned": ("stopped", "ovz_container", {"state": "started"}),
+    "restore.mount": ("suspended", "ovz_checkpoint", {"state": "resumed"}),
+    "restore.cgroups": ("suspended", "ovz_checkpoint", {"state": "resumed"}),
+    "restore.spawned": ("suspended", "ovz_checkpoint", {"state": "resumed"}),
     "limits.apply": ("running", "ovz_limits", {"ram": "96M", "numproc": 300}),
     "stop.halt": ("running", "ovz_container", {"state": "stopped", "timeout": 2}),
     "stop.cgroups": ("running", "ovz_container", {"state": "stopped", "timeout": 2}),
@@ -124,8 +130,14 @@ def test_kill_at_step_then_converge(routed_lab, step):
     if first != "absent":
         lab.manager.create(name, lab.template, diskspace=[64 << 20, 64 << 20])
         give_network(lab, name)
-    if first == "running":
+    if first in ("running", "suspended"):
         lab.start(name)
+    if first == "suspended":
+        if not Criu(find_criu()).check()[0]:
+            netlab.in_ns(lab.host.path, lab.manager.destroy, name)
+            pytest.skip("criu check fails on this kernel")
+        netlab.in_ns(lab.host.path, Checkpointer(lab.manager).suspend, name)
+        assert lab.manager.status(name) == "suspended"
     args = dict(container if module == "ovz_container" else base, **call)
 
     run_killed(lab, module, args, step)
@@ -137,7 +149,7 @@ def test_kill_at_step_then_converge(routed_lab, step):
         assert not ok(netlab.run_module_in(lab.host, module, args))["changed"]
     configs_are_whole(lab)
     state = call.get("state")
-    if state == "started":
+    if state in ("started", "resumed"):
         assert lab.manager.status(name) == "running"
         assert lab.manager.exec(name, ["true"]).rc == 0
         assert lab.runtime(name)["host_ifname"] in lab.host.ip("-o", "link")

@@ -22,6 +22,9 @@ Steps (in the order an operation reaches them):
     network.link     the veth pair exists, host routes and filters are not set
     network.host     the host side is complete, resolv.conf is not written
     start.spawned    the init runs, its state is not recorded
+    restore.mount    (a restore, at the start's points) the root is mounted, no cgroup yet
+    restore.cgroups  the cgroups exist with their limits, CRIU has not run
+    restore.spawned  CRIU restored the processes, their state is not recorded
     limits.apply     new limits are in the kernel, not in the configuration
     stop.halt        the init is gone (or was told to go), cgroups and mounts remain
     stop.cgroups     the cgroups are removed, the network and the root mount remain
@@ -36,7 +39,7 @@ import signal
 
 FAULT_ENV = "OVZ_FAULT"
 STEPS = ("create.storage", "create.extract", "start.mount", "start.cgroups", "network.netns", "network.link",
-         "network.host", "start.spawned", "limits.apply", "stop.halt", "stop.cgroups", "destroy.stopped",
+         "network.host", "start.spawned", "restore.mount", "restore.cgroups", "restore.spawned", "limits.apply", "stop.halt", "stop.cgroups", "destroy.stopped",
          "destroy.storage")
 
 

@@ -19,26 +19,25 @@ import select
 import shutil
 import signal
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence
 
 from ..base import faults
 from ..base.errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, NotRoot, OvzError, StateConflict
-from ..base.files import atomic_write_json, read_json
 from ..kernel import idmap as ovz_idmap
 from ..kernel import namespaces as ns
 from ..kernel.cgroups import CgroupBackend, ContainerCgroups, cgroup_dirname, parse_proc_cgroup, select_backend, validate_cgroup_parent
-from ..kernel.process import ExecResult, InitSpec, OutputPolicy, exec_in, process_starttime, spawn_init
-from ..kernel.rootfs import DEVICE_ALLOW, RootfsSpec, ensure_virtual_block_dir, find_bcd, find_lxcfs
+from ..kernel.process import ExecResult, InitSpec, OutputPolicy, exec_in, spawn_init
+from ..kernel.rootfs import RootfsSpec, find_bcd, find_lxcfs
 from ..kernel.storage import Storage, extract_template, validate_layout
 from ..node.config import ConfigStore, ContainerConfig, ContainerLock, HostLayout, validate_labels, validate_name
 from ..node.templates import resolve_template
 from ..resources import limits as ovz_limits
 from ..resources import network
 from ..resources import quota as ovz_quota
+from .bringup import BringUp
+from .runtime import PAYLOAD, Runtime
 
 STATES = ("absent", "stopped", "suspended", "running", "frozen")
-PAYLOAD = "payload"
 # A checkpoint's description in its images directory; in dump/<name> it makes a stopped container suspended.
 CHECKPOINT_META = "ovz-checkpoint.json"
 BOOT_MARKER = "booted"
@@ -74,31 +73,6 @@ def require_root() -> None:
     if os.geteuid() != 0:
         raise NotRoot("containers are managed as root on their node: run this as root (in a play, become: true); "
                       "this process runs as uid %d" % os.geteuid())
-
-
-@dataclass
-class Runtime:
-    """What a running container left in ``run/<name>/state.json``."""
-
-    init_pid: int
-    init_starttime: int
-    cgroups: Dict[str, str]
-    cgroup_version: int
-    started_at: float
-
-    @classmethod
-    def load(cls, path: str) -> Optional["Runtime"]:
-        data = read_json(path)
-        if not data:
-            return None
-        try:
-            return cls(int(data["init_pid"]), int(data["init_starttime"]), dict(data["cgroups"]),
-                       int(data["cgroup_version"]), float(data["started_at"]))
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def alive(self) -> bool:
-        return process_starttime(self.init_pid) == self.init_starttime
 
 
 class ContainerManager:
@@ -505,33 +479,10 @@ class ContainerManager:
 
     def _start_locked(self, config: ContainerConfig, before_go: Optional[Callable[[int], None]]) -> Runtime:
         name = config.name
-        storage = self.storage(config)
-        if not storage.exists():
-            raise StateConflict("the private area of %s is missing (%s)" % (name, storage.private), "name")
         guest_dir = self.layout.guest(name)
         console = self.layout.console(name)
-        backend = self.backend
-        parent = backend.resolve_parent(self.cgroup_parent)
-        node = self.layout.node_id()
-        cgroups = ContainerCgroups(backend, backend.container_paths(parent, name, node))
-        undo: List[Callable[[], None]] = []
-        try:
-            storage.mount()
-            undo.append(storage.umount)
-            faults.point("start.mount")
-            # Disk quota (issue 6): the stored limits, in force before the first process of the container exists.
-            ovz_quota.apply_at_start(config, storage)
-            self.prepare_volatile(name)
-            undo.append(lambda: self._release_volatile(name))
-            ensure_virtual_block_dir()
-            undo.append(cgroups.remove)
-            cgroups.create()
-            cgroups.apply_device_policy(DEVICE_ALLOW)
-            cgroups.create(PAYLOAD)
-            # Limits (issue 5): in force before the first process of the container exists.
-            ovz_limits.apply_at_start(cgroups, config.limits, storage)
-            faults.point("start.cgroups")
-            undo.append(cgroups.kill_all)
+        with BringUp(self, config, "start") as bringup:
+            storage, cgroups = bringup.prepare()
             spec = InitSpec(
                 argv=[config.init],
                 rootfs=RootfsSpec(root=storage.root, console=console,
@@ -544,7 +495,7 @@ class ContainerManager:
                 dropped_capabilities=ns.DEFAULT_DROPPED_CAPABILITIES,
                 stdout_path=console,
             )
-            undo.append(lambda: self.tear_down_network(config))
+            bringup.network()
             if config.unprivileged:
                 userns = self._prepare_userns(config, storage, cgroups, [guest_dir, console])
                 spec.userns_fd, spec.root_tree_fd, spec.rootfs.userns = userns["userns_fd"], userns["root_tree_fd"], True
@@ -554,22 +505,9 @@ class ContainerManager:
                 for fd in (spec.userns_fd, spec.root_tree_fd):
                     if fd is not None:
                         os.close(fd)
-            faults.point("start.spawned")
-            starttime = process_starttime(init_pid)
-            if starttime is None:
-                raise OvzError("the init of %s exited at once; see %s" % (name, spec.stdout_path))
-            runtime = Runtime(init_pid, starttime, cgroups.to_state(), backend.version, time.time())
-            self.layout.node_id(record=True)   # the names just given stay this node's, wherever it moves
-            atomic_write_json(self.state_path(name), runtime.__dict__, durable=False)
+            runtime = bringup.record(init_pid, cgroups, console)
             self.beancounter_table(name, runtime, config.limits, quick=True)   # the table inside, from the start
             return runtime
-        except BaseException:
-            for step in reversed(undo):
-                try:
-                    step()
-                except Exception:  # noqa: BLE001 - keep undoing; the first error is what matters
-                    pass
-            raise
 
     def wait_booted(self, name: str, timeout: float = 60.0) -> None:
         """Wait until the container's startup scripts have run (they touch /run/ovz/booted)."""

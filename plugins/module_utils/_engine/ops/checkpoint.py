@@ -51,18 +51,19 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..base.errors import HostFileError, InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from ..base.files import atomic_write_json, read_json
-from ..container.manager import CHECKPOINT_META, PAYLOAD, ContainerManager, Runtime
+from ..container.bringup import BringUp
+from ..container.manager import CHECKPOINT_META, ContainerManager
+from ..container.runtime import PAYLOAD, Runtime
 from ..kernel.cgroups import ContainerCgroups, read_file
 from ..kernel.criu import Criu, CriuError, CriuRun, log_errors, read_stats
 from ..kernel.namespaces import unescape_mount_path
 from ..kernel.process import process_starttime, process_tree, vfork_in_flight
-from ..kernel.rootfs import DEVICE_ALLOW, LXCFS_FILES, ensure_virtual_block_dir, find_lxcfs
+from ..kernel.rootfs import LXCFS_FILES, find_lxcfs
 from ..node.config import ContainerConfig, validate_name
-from ..resources import limits as ovz_limits
 from ..resources import network
 from ..resources import quota as ovz_quota
 
@@ -1151,19 +1152,12 @@ class Checkpointer:
                 raise StateConflict("the checkpoint of %s has a network interface but its configuration has none"
                                     % name, "name")
             self.manager.tear_down_remains(config)
-            undo: List[Callable[[], None]] = []
             try:
-                init_pid = self._restore_locked(config, meta, images_dir, tcp_established, timings, undo, lazy)
-                leftover_locks = self._remove_leftover_lock(meta, init_pid, timings)
-            except BaseException as exc:
-                for step in reversed(undo):
-                    try:
-                        step()
-                    except Exception:  # noqa: BLE001 - keep undoing; the first error is what matters
-                        pass
-                if isinstance(exc, CriuError):
-                    raise self._keep_failure_log(name, "restore", exc) from None
-                raise
+                with BringUp(self.manager, config, "restore") as bringup:
+                    init_pid = self._restore_locked(config, meta, images_dir, tcp_established, timings, bringup, lazy)
+                    leftover_locks = self._remove_leftover_lock(meta, init_pid, timings)
+            except CriuError as exc:
+                raise self._keep_failure_log(name, "restore", exc) from None
             if own:
                 # It runs again: that checkpoint is history now, not a state to resume at the next start.
                 _unlink_quietly(os.path.join(images_dir, META_FILE))
@@ -1273,33 +1267,17 @@ class Checkpointer:
         raise InvalidParameter("unknown external mount %r in the checkpoint" % key, "dump_dir")
 
     def _restore_locked(self, config: ContainerConfig, meta: Dict[str, Any], images_dir: str, tcp_established: bool,
-                        timings: Dict[str, float], undo: List[Callable[[], None]], lazy: bool = False) -> int:
+                        timings: Dict[str, float], bringup: BringUp, lazy: bool = False) -> int:
         name = config.name
         manager = self.manager
         mark = time.monotonic()
-        storage = manager.storage(config)
-        if not storage.exists():
-            raise StateConflict("the private area of %s is missing (%s)" % (name, storage.private), "name")
         backend = manager.backend
         if meta.get("cgroup_version") != backend.version:
             raise StateConflict("the checkpoint was made on a cgroup v%s host; this one is v%d"
                                 % (meta.get("cgroup_version"), backend.version), "name")
         run_dir = manager.layout.run(name)
-        undo.append(lambda: manager.discard_run_dir(name))
-        storage.mount()
-        undo.append(storage.umount)
-        ovz_quota.apply_at_start(config, storage)
-        manager.prepare_volatile(name)
-        ensure_virtual_block_dir()
-        parent = backend.resolve_parent(manager.cgroup_parent)
+        storage, cgroups = bringup.prepare()
         node = manager.layout.node_id()
-        cgroups = ContainerCgroups(backend, backend.container_paths(parent, name, node))
-        undo.append(cgroups.remove)
-        cgroups.create()
-        cgroups.apply_device_policy(DEVICE_ALLOW)
-        cgroups.create(PAYLOAD)
-        ovz_limits.apply_at_start(cgroups, config.limits, storage)
-        undo.append(cgroups.kill_all)
         timings["prepare_ms"] = _ms(time.monotonic() - mark)
         args = ["-d", "--root", storage.root, "--manage-cgroups=soft", "--file-locks", "--link-remap",
                 "--pidfile", os.path.join(run_dir, "restore.pid")]
@@ -1329,9 +1307,9 @@ class Checkpointer:
             netconf = config.network or None
             if meta.get("network") and netconf:
                 mark = time.monotonic()
+                bringup.network()
                 network.prepare_host_end(name, netconf, manager.layout.data_dir)
                 timings["host_end_ms"] = _ms(time.monotonic() - mark)
-                undo.append(lambda: manager.tear_down_network(config))
                 veth = "veth[%s]:%s" % (meta["network"]["ifname"], netconf["host_ifname"])
                 if netconf["netif_mode"] == "bridged":
                     veth += "@" + netconf["bridge"]
@@ -1347,16 +1325,11 @@ class Checkpointer:
         os.unlink(os.path.join(run_dir, "restore.pid"))
         if script:
             os.unlink(script)
-        starttime = process_starttime(init_pid)
-        if starttime is None:
-            raise OvzError("the restored init of %s exited at once; see %s" % (name, run.log))
+        bringup.record(init_pid, cgroups, run.log)
         if meta.get("frozen") is False and cgroups.frozen():
             cgroups.thaw()   # the dump froze it to check its tree; CRIU restores the freezer state it saw
-        # The second-level quota's block node in the restored /dev names the loop device of the dump (issue 6).
+        # The second-level quota's block node in the restored /dev names the loop device of the dump.
         ovz_quota.refresh_rootfs_devices(config, storage, init_pid)
-        runtime = Runtime(init_pid, starttime, cgroups.to_state(), backend.version, time.time())
-        manager.layout.node_id(record=True)   # the names just given stay this node's, wherever it moves
-        atomic_write_json(manager.state_path(name), runtime.__dict__, durable=False)
         if meta.get("network") and config.network:
             mark = time.monotonic()
             network.adopt_network(name, config.network, init_pid, manager.layout.data_dir,
