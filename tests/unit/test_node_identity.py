@@ -10,14 +10,14 @@ import json
 import os
 import shutil
 
-from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import migration
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import migration_shared
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.cgroups import cgroup_dirname
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import NODE_FILE, ContainerConfig, HostLayout
 
 
 class _Manager:
-    """What ``migration.portable_config`` and ``_localized`` use of a ContainerManager."""
+    """What ``migration_shared.portable_config`` and ``_localized`` use of a ContainerManager."""
 
     def __init__(self, data_dir: str) -> None:
         self.layout = HostLayout(data_dir)
@@ -113,17 +113,17 @@ def test_a_migration_lets_the_target_name_a_derived_host_end_and_keeps_a_chosen_
     source, target = _manager(tmp_path / "source"), _manager(tmp_path / "target")
     derived = ContainerConfig(name="ct1", network=net.normalize_network("ct1", source.layout.data_dir,
                                                                         {"ip_address": ["10.213.9.1"]}))
-    sent = migration.portable_config(source, derived)
+    sent = migration_shared.portable_config(source, derived)
     assert sent["network"]["host_ifname"] is None and derived.network["host_ifname"]   # the source keeps its own
-    got = migration._localized(target, "ct1", sent)  # pylint: disable=protected-access
+    got = migration_shared.localized(target, "ct1", sent)
     assert got["network"]["host_ifname"] == net.default_host_ifname(target.layout.data_dir, "ct1")
     assert got["network"]["host_ifname"] != derived.network["host_ifname"]
     chosen = ContainerConfig(name="ct1", network=net.normalize_network(
         "ct1", source.layout.data_dir, {"ip_address": ["10.213.9.1"], "host_ifname": "ovzmine"}))
-    sent = migration.portable_config(source, chosen)
+    sent = migration_shared.portable_config(source, chosen)
     assert sent["network"]["host_ifname"] == "ovzmine"
-    assert migration._localized(target, "ct1", sent)["network"]["host_ifname"] == "ovzmine"  # pylint: disable=protected-access
-    assert migration.portable_config(source, ContainerConfig(name="ct1"))["network"] == {}
+    assert migration_shared.localized(target, "ct1", sent)["network"]["host_ifname"] == "ovzmine"
+    assert migration_shared.portable_config(source, ContainerConfig(name="ct1"))["network"] == {}
 
 
 def _manager(path) -> _Manager:

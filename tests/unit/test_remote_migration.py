@@ -11,6 +11,7 @@ import zipfile
 import pytest
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import migration
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import migration_shared, migration_target, migration_transfer
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import remote
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter
@@ -73,7 +74,7 @@ def test_engine_zip_holds_the_engine():
 
 
 def test_remote_calls_are_an_explicit_table():
-    assert set(migration.REMOTE_CALLS) == {"status", "preflight", "prepare", "restore", "announce", "commit", "abort", "lazy_wait"}
+    assert set(migration_target.REMOTE_CALLS) == {"status", "preflight", "prepare", "restore", "announce", "commit", "abort", "lazy_wait"}
     with pytest.raises(InvalidParameter):
         remote.RemoteSession(remote.Target.from_param("h"), module="os")
 
@@ -81,29 +82,29 @@ def test_remote_calls_are_an_explicit_table():
 def test_data_chunks_skip_holes(tmp_path):
     image = str(tmp_path / "img")
     with open(image, "wb") as handle:
-        handle.truncate(64 * migration.CHUNK)
-        handle.seek(3 * migration.CHUNK + 10)
+        handle.truncate(64 * migration_transfer.CHUNK)
+        handle.seek(3 * migration_transfer.CHUNK + 10)
         handle.write(b"x" * 100)
-        handle.seek(40 * migration.CHUNK)
-        handle.write(b"y" * (migration.CHUNK + 1))
-    assert migration.data_chunks(image) == [3, 40, 41]
+        handle.seek(40 * migration_transfer.CHUNK)
+        handle.write(b"y" * (migration_transfer.CHUNK + 1))
+    assert migration_transfer.data_chunks(image) == [3, 40, 41]
 
 
 def test_tree_bytes_counts_hard_links_once(tmp_path):
     (tmp_path / "a").write_bytes(b"z" * 100000)
     os.link(str(tmp_path / "a"), str(tmp_path / "b"))
-    assert migration.tree_bytes(str(tmp_path)) == os.stat(str(tmp_path / "a")).st_blocks * 512
+    assert migration_transfer.tree_bytes(str(tmp_path)) == os.stat(str(tmp_path / "a")).st_blocks * 512
 
 
 def test_journal_round_trip(tmp_path):
     manager = ContainerManager(str(tmp_path), "ovz-tunit")
-    assert migration.read_journal(manager, "c1") is None
+    assert migration_shared.read_journal(manager, "c1") is None
     journal = {"id": "x", "name": "c1"}
-    migration._write_journal(manager, journal, "copy")  # pylint: disable=protected-access
-    assert migration.read_journal(manager, "c1")["phase"] == "copy"
+    migration_shared.write_journal(manager, journal, "copy")
+    assert migration_shared.read_journal(manager, "c1")["phase"] == "copy"
     assert migration.recover(manager, "c2") is None
     assert not os.path.exists(manager.layout.dump("c2"))
-    migration._clear_journal(manager, "c1")  # pylint: disable=protected-access
+    migration_shared.clear_journal(manager, "c1")
     assert not os.path.exists(manager.layout.dump("c1"))
 
 
@@ -122,22 +123,22 @@ def test_small_images_travel_inside_the_restore_request(tmp_path):
     (final / "pages-1.img").write_bytes(os.urandom(5000))
     (final / "inventory.img").write_bytes(b"\0\1\2")
     os.symlink("../pre2", str(final / "parent"))
-    packed = migration.pack_images(str(final))
+    packed = migration_transfer.pack_images(str(final))
     assert [entry[:2] for entry in packed] == [["inventory.img", "file"], ["pages-1.img", "file"], ["parent", "link"]]
     out = tmp_path / "target" / "final"
     out.parent.mkdir()
     out.mkdir()
     (out / "stale.img").write_bytes(b"from an earlier attempt")
-    assert migration.unpack_images(str(out), packed) == 5003
+    assert migration_transfer.unpack_images(str(out), packed) == 5003
     assert sorted(os.listdir(str(out))) == ["inventory.img", "pages-1.img", "parent"]
     assert (out / "pages-1.img").read_bytes() == (final / "pages-1.img").read_bytes()
     assert os.readlink(str(out / "parent")) == "../pre2"
     # Big ones, and anything but files and symlinks, go by rsync.
-    assert migration.pack_images(str(final), limit=4000) is None
+    assert migration_transfer.pack_images(str(final), limit=4000) is None
     (final / "sub").mkdir()
-    assert migration.pack_images(str(final)) is None
+    assert migration_transfer.pack_images(str(final)) is None
     with pytest.raises(InvalidParameter, match="images"):
-        migration.unpack_images(str(out), [["../escape", "file", ""]])
+        migration_transfer.unpack_images(str(out), [["../escape", "file", ""]])
 
 
 class _FakeCriu:
@@ -163,10 +164,10 @@ class _FakeCriu:
     ("4.1.1", [4, 1, 0], None),                                 # the same major.minor
 ])
 def test_preflight_wants_the_same_criu_major_minor(tmp_path, monkeypatch, target, source, refused):
-    monkeypatch.setattr(migration, "_criu", lambda: _FakeCriu(target))
+    monkeypatch.setattr(migration_target, "local_criu", lambda: _FakeCriu(target))
 
     def call():
-        return migration._remote_preflight({}, str(tmp_path / "ovz"), "ovz-tunit", "c1", {}, 0, source,  # pylint: disable=protected-access
+        return migration_target._remote_preflight({}, str(tmp_path / "ovz"), "ovz-tunit", "c1", {}, 0, source,  # pylint: disable=protected-access
                                            "src")
     if refused is None:
         assert call()["criu_version"] == target
@@ -182,10 +183,10 @@ def test_lazy_daemon_status_is_read_only_once_whole(tmp_path):
     (empty) is no status yet. Before, it read as exit -1: a migration whose pages had all arrived failed
     ("the target did not get every memory page (criu lazy-pages exit -1)", seen in a loaded run)."""
     images = str(tmp_path)
-    rc_file = os.path.join(images, migration.LAZY_RC)
+    rc_file = os.path.join(images, migration_shared.LAZY_RC)
     with open(rc_file, "w"):
         pass
-    assert migration._lazy_daemon(images)["rc"] is None  # pylint: disable=protected-access
+    assert migration_target.lazy_daemon(images)["rc"] is None
     with open(rc_file, "w") as handle:
         handle.write("0\n")
-    assert migration._lazy_daemon(images)["rc"] == 0  # pylint: disable=protected-access
+    assert migration_target.lazy_daemon(images)["rc"] == 0

@@ -56,7 +56,7 @@ from ..node.config import DEFAULT_DATA_DIR, validate_data_dir
 # ansible_collections.ovz.containers.plugins.module_utils: the package the zip holds, sub-packages and all.
 PACKAGE = __name__.rsplit(".", 3)[0]
 # The modules whose REMOTE_CALLS a session may use, by the name a session gives, and where each lives.
-MODULES = {"migration": "_engine.ops.migration"}
+MODULES = {"migration": "_engine.ops.migration_target"}
 HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+|[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252}))$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
