@@ -168,7 +168,7 @@ def test_preflight_wants_the_same_criu_major_minor(tmp_path, monkeypatch, target
 
     def call():
         return migration_target._remote_preflight({}, str(tmp_path / "ovz"), "ovz-tunit", "c1", {}, 0, source,  # pylint: disable=protected-access
-                                           "src")
+                                                  "src")
     if refused is None:
         assert call()["criu_version"] == target
         return

@@ -6,7 +6,8 @@
 # Do not use this from other collections or standalone plugins/modules!
 """Live migration of a container to another host over SSH, like ``vzmigrate --online``.
 
-Phases (each one's undo in brackets)::
+Phases (each one's undo in brackets; ``BEFORE_COMMIT`` and ``AFTER_COMMIT`` below are this table,
+run by one loop, ``_steps``)::
 
     preflight  target reachable, its engine runs (remote.py), CRIU there and as new,
                name and addresses free, room for the private area        [nothing changed]
@@ -20,8 +21,8 @@ Phases (each one's undo in brackets)::
                dump, travel inside the restore request instead)           [same]
     restore    restore on the target; its addresses routed there (proxy
                ARP/NDP) and announced (gratuitous ARP, unsolicited NA)    [target killed and removed, source resumed]
-    transfer   lazy migration only: the memory pages follow the restore,
-               faulted in from the source's page server                    [same]
+    (transfer) lazy migration only, the end of the restore phase: the memory pages
+               follow the restore, faulted in from the source's page server  [same]
     commit     the target owns the container                              [none: from here we roll forward]
     cleanup    the source's stopped tasks killed and the container removed (or kept, stopped, with keep_source)
 
@@ -37,10 +38,15 @@ back). The next
 that the container already runs on the target). The target's engine session, for
 its part, removes an unfinished, not-running incoming container when the source's
 connection drops.
+
+The target's calls are in ``migration_target.py``, the byte transfers in
+``migration_transfer.py``, the address announcements in ``migration_announce.py``,
+and what both ends share (file names, the journal) in ``migration_shared.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -48,6 +54,7 @@ import socket
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from ..base import faults
@@ -57,6 +64,9 @@ from ..resources import network
 from .remote import RemoteSession, Target, Unreachable
 from .migration_shared import (IMAGES, LOCK, SPACE_MARGIN, FileLock, boot_id, checkpointer_of, clear_journal,
                                local_criu, lxcfs_views, portable_config, read_journal, source_id, write_journal)
+# The target's side is shipped to it from what this process has loaded (remote.engine_sources): imported
+# here, it is also packed into the module's AnsiballZ zip, which holds only the module_utils imported.
+from . import migration_target  # noqa: F401 pylint: disable=unused-import
 from .migration_transfer import (FinalSync, ImageSync, finish_rsyncs, kill_rsyncs, pack_images, pages_bytes, rsync,
                                  start_rsyncs, tree_bytes)
 
@@ -64,22 +74,12 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only: the code imports these
     from ..container.manager import ContainerManager
 
 LAZY_WAIT = 60.0               # how long a recovery waits for an interrupted lazy transfer to end
-
-
+# The hook points, in order (``transfer``: a lazy migration's pages, within the restore phase).
 PHASES = ("preflight", "copy", "predump", "dump", "sync", "restore", "transfer", "commit", "cleanup")
-
-
 DEFAULT_PRE_DUMPS = 3
-
-
 MAX_PRE_DUMPS = 20
-
-
 SHRINK = 0.8                 # a pre-dump must write < 80 % of the previous one to be worth another
-
-
 SMALL_PAGES = 1 << 20        # stop pre-dumping when a pass writes less than this
-
 
 Hook = Callable[[str], None]
 
@@ -340,8 +340,8 @@ def migrate(manager: ContainerManager, name: str, target: Any, pre_dump_iteratio
         if check_mode:
             return result
         with FileLock(os.path.join(manager.layout.dump(name), LOCK)):
-            _steps(manager, name, config, target, session, result, live, pre_dump_iterations, keep_source,
-                   tcp_established, hook)
+            _steps(_Run(manager, name, config, target, session, result, live, pre_dump_iterations, keep_source,
+                        tcp_established, hook))
     finally:
         session.close()
         dog.done()
@@ -356,171 +356,259 @@ def _call_hook(hook: Optional[Hook], phase: str) -> None:
     faults.point("migrate." + phase)
 
 
-def _steps(manager: ContainerManager, name: str, config: ContainerConfig, target: Target, session: RemoteSession,
-           result: Dict[str, Any], live: bool, iterations: Optional[int], keep_source: bool, tcp_established: bool,
-           hook: Optional[Hook]) -> None:
-    timings = result["timings"]
-    sizes = result["sizes"]
-    where: Dict[str, Any] = {"data_dir": target.data_dir, "cgroup_parent": target.cgroup_parent, "name": name}
-    lazy = bool(result.get("lazy"))
-    journal: Dict[str, Any] = {"id": uuid.uuid4().hex, "name": name, "target": dict(target.__dict__),
-                               "keep_source": keep_source, "stopped": False, "froze": False, "lazy": lazy,
-                               "started": time.time()}
-    local_images = os.path.join(manager.layout.dump(name), IMAGES)
-    storage = manager.storage(config)
-    image = config.layout == "image"
-    source_private = (storage.private.rstrip("/") + "/")
-    write_journal(manager, journal, "copy")
-    try:
-        # -- copy: config and private area while the container runs -----------------------
+class _Run:
+    """One migration past its preflight: what each phase finds and leaves for the next."""
+
+    def __init__(self, manager: ContainerManager, name: str, config: ContainerConfig, target: Target,
+                 session: RemoteSession, result: Dict[str, Any], live: bool, iterations: Optional[int],
+                 keep_source: bool, tcp_established: bool, hook: Optional[Hook]) -> None:
+        self.manager, self.name, self.config, self.target, self.session = manager, name, config, target, session
+        self.result, self.live, self.iterations, self.tcp_established, self.hook = (
+            result, live, iterations, tcp_established, hook)
+        self.timings: Dict[str, float] = result["timings"]
+        self.sizes: Dict[str, Any] = result["sizes"]
+        self.where: Dict[str, Any] = {"data_dir": target.data_dir, "cgroup_parent": target.cgroup_parent, "name": name}
+        self.lazy = bool(result.get("lazy"))
+        self.journal: Dict[str, Any] = {"id": uuid.uuid4().hex, "name": name, "target": dict(target.__dict__),
+                                        "keep_source": keep_source, "stopped": False, "froze": False,
+                                        "lazy": self.lazy, "started": time.time()}
+        self.local_images = os.path.join(manager.layout.dump(name), IMAGES)
+        self.final = os.path.join(self.local_images, "final")
+        self.storage = manager.storage(config)
+        self.image = config.layout == "image"
+        self.source_private = self.storage.private.rstrip("/") + "/"
+        self.paths: Dict[str, str] = {}
+        self.image_sync: Optional[ImageSync] = None
+        self.checkpointer = checkpointer_of(manager) if live else None   # ``is not None``: ``live``
+        self.parent: Optional[str] = None
+        self.ports: Optional[Tuple[int, int]] = None
+        self.dumped: Dict[str, Any] = {}
+        self.inline: Optional[List[List[str]]] = None
+        self.frozen_at = 0.0
+        self.final_sync: Optional[FinalSync] = None
+        # Copies running in the background between the dump and the end of the sync, ended then, failed or not.
+        self.transfers = contextlib.ExitStack()
+
+    def write(self, phase: str, durable: bool = True) -> None:
+        write_journal(self.manager, self.journal, phase, durable)
+
+    def copy(self) -> None:
+        """The configuration and the private area, while the container runs."""
         t0 = time.monotonic()
-        paths = session.call("prepare", config=portable_config(manager, config), migration_id=journal["id"],
-                             source=source_id(manager), live=live, **where)
-        if image:
-            image_sync = ImageSync(storage.image, target, os.path.join(paths["private"], "root.img"),
-                                   session.control_path)
-            sizes["copied"] = image_sync.send()
+        self.paths = self.session.call("prepare", config=portable_config(self.manager, self.config),
+                                       migration_id=self.journal["id"], source=source_id(self.manager),
+                                       live=self.live, **self.where)
+        if self.image:
+            self.image_sync = ImageSync(self.storage.image, self.target,
+                                        os.path.join(self.paths["private"], "root.img"), self.session.control_path)
+            self.sizes["copied"] = self.image_sync.send()
         else:
-            sizes["copied"] = rsync(source_private, target, paths["private"] + "/", session.control_path,
-                                    ["--delete", "-S"], allow_vanished=live)
-        timings["copy"] = time.monotonic() - t0
-        _call_hook(hook, "copy")
-        # -- pre-dumps ------------------------------------------------------------------
-        checkpointer = checkpointer_of(manager) if live else None   # ``is not None``: ``live``
-        parent: Optional[str] = None
-        predumps: List[int] = []
-        if lazy:
+            self.sizes["copied"] = rsync(self.source_private, self.target, self.paths["private"] + "/",
+                                         self.session.control_path, ["--delete", "-S"], allow_vanished=self.live)
+        self.timings["copy"] = time.monotonic() - t0
+        _call_hook(self.hook, "copy")
+
+    def _pre_dumps_wanted(self) -> int:
+        iterations = self.iterations
+        if self.lazy:
             # Post-copy: the memory follows the restore, nothing to copy before.
             if iterations:
-                result.setdefault("warnings", []).append(
+                self.result.setdefault("warnings", []).append(
                     "pre_dump_iterations: %d pre-dumps were asked, but this migration is lazy (its memory follows the "
                     "restore), so none was made; give lazy: false for pre-copy" % iterations)
-            iterations = 0
-        elif iterations is None:
+            return 0
+        if iterations is None:
             iterations = DEFAULT_PRE_DUMPS
-        if checkpointer is not None and iterations and not checkpointer.criu.feature("mem_dirty_track"):
+        if self.checkpointer is not None and iterations and not self.checkpointer.criu.feature("mem_dirty_track"):
             # CRIU's pre-dumps need the kernel's soft-dirty bits (CONFIG_MEM_SOFT_DIRTY).
-            result.setdefault("warnings", []).append(
+            self.result.setdefault("warnings", []).append(
                 "pre-dumps skipped: this kernel cannot track dirty memory (criu check --feature mem_dirty_track "
                 "fails; CONFIG_MEM_SOFT_DIRTY is off), so all memory is copied while the container is frozen")
-            iterations = 0
-        if checkpointer is not None and iterations:
-            write_journal(manager, journal, "predump")
+            return 0
+        return iterations
+
+    def predump(self) -> None:
+        """Memory pre-dumps, each copied to the target, until the dirty pages stop shrinking."""
+        iterations = self._pre_dumps_wanted()
+        predumps: List[int] = []
+        if self.checkpointer is not None and iterations:
+            self.write("predump")
             t0 = time.monotonic()
-            os.makedirs(local_images, mode=0o700, exist_ok=True)
+            os.makedirs(self.local_images, mode=0o700, exist_ok=True)
             for index in range(1, iterations + 1):
-                images = os.path.join(local_images, "pre%d" % index)
+                images = os.path.join(self.local_images, "pre%d" % index)
                 os.makedirs(images, mode=0o700)
-                checkpointer.pre_dump(name, images, parent_dir=parent)
+                self.checkpointer.pre_dump(self.name, images, parent_dir=self.parent)
                 written = pages_bytes(images)
                 predumps.append(written)
-                sizes.setdefault("predump_sent", []).append(
-                    rsync(images, target, paths["images"] + "/", session.control_path, ["--whole-file"]))
-                parent = images   # absolute: the checkpointer makes it relative to the next images dir
-                _call_hook(hook, "predump")
+                self.sizes.setdefault("predump_sent", []).append(
+                    rsync(images, self.target, self.paths["images"] + "/", self.session.control_path,
+                          ["--whole-file"]))
+                self.parent = images   # absolute: the checkpointer makes it relative to the next images dir
+                _call_hook(self.hook, "predump")
                 if written < SMALL_PAGES or (len(predumps) > 1 and written > predumps[-2] * SHRINK):
                     break
-            timings["predump"] = time.monotonic() - t0
-        sizes["predump"] = predumps
-        result["pre_dump_iterations"] = len(predumps)
-        ports = None
-        if lazy:
+            self.timings["predump"] = time.monotonic() - t0
+        self.sizes["predump"] = predumps
+        self.result["pre_dump_iterations"] = len(predumps)
+
+    def dump(self) -> None:
+        """Freeze, and the final dump (the tasks stay stopped here); meanwhile what changed in the private
+        area is copied, the files being quiescent now."""
+        manager, name, checkpointer = self.manager, self.name, self.checkpointer
+        if self.lazy:
             # The target's lazy-pages daemon reaches the page server here through the ssh master.
             local_port = _free_port()
-            ports = (local_port, session.forward_to_here(local_port))
-        dumped: Dict[str, Any] = {}
-        final = os.path.join(local_images, "final")
-        inline: Optional[List[List[str]]] = None
-        we_froze = False
+            self.ports = (local_port, self.session.forward_to_here(local_port))
         if checkpointer is not None:
             checkpointer.criu.feature("network_lock_nftables")   # asked now (and cached), not while frozen
-            journal["stopped"] = True
-            write_journal(manager, journal, "dump")
-        frozen_at = time.monotonic()
-        if live:
-            we_froze = manager.freeze(name)
-        # -- what changed in the private area: copied while CRIU dumps, the files being quiescent now ----
-        final_sync = FinalSync(storage, image_sync if image else None, source_private, paths["private"] + "/",
-                                target, session.control_path)
-        pending: List[Tuple[subprocess.Popen, str]] = []
+            self.journal["stopped"] = True
+            self.write("dump")
+        self.frozen_at = time.monotonic()
+        we_froze = manager.freeze(name) if self.live else False
+        final_sync = FinalSync(self.storage, self.image_sync if self.image else None, self.source_private,
+                               self.paths["private"] + "/", self.target, self.session.control_path)
+        self.transfers.callback(final_sync.cancel)
+        self.final_sync = final_sync
+        if checkpointer is None:
+            return
+        os.makedirs(self.final, mode=0o700, exist_ok=True)
         try:
-            if checkpointer is not None:
-                # -- final dump; the tasks stay stopped here ------------------------------------------------
-                os.makedirs(final, mode=0o700, exist_ok=True)
-                try:
-                    dumped = checkpointer.dump(name, final, parent_dir=parent, leave_stopped=True,
-                                               tcp_established=tcp_established,
-                                               lazy_port=ports[0] if ports else None)
-                except BaseException:
-                    journal["stopped"] = manager.status(name) in ("running", "frozen") and \
-                        _tasks_stopped(manager, name)
-                    raise
-                if we_froze:
-                    manager.thaw(name)   # the tasks stay stopped (SIGSTOP) for finish_stopped or resume_stopped
-                write_journal(manager, journal, "dump", durable=False)
-                result["dump_timings"] = dumped.get("timings")
-                sizes["dump"] = pages_bytes(final)
-                sizes["dump_total"] = tree_bytes(final)
-                timings["dump"] = time.monotonic() - frozen_at
-                _call_hook(hook, "dump")
-            # -- final sync: the images (small ones go inside the restore request) -----------------------
-            write_journal(manager, journal, "sync", durable=not live)
-            t0 = time.monotonic()
-            if live:
-                inline = pack_images(final)
-                if inline is None:
-                    pending = start_rsyncs([(final, paths["images"] + "/", ["--whole-file"])], target,
-                                            session.control_path)
-                else:
-                    sizes["dump_sent"] = sum(len(value) * 3 // 4 for _name, kind, value in inline if kind == "file")
-            sizes["final_sync_sent"] = final_sync.wait()
-            if pending:
-                sizes["dump_sent"] = finish_rsyncs(pending, target)[0]
-                pending = []
-        finally:
-            final_sync.cancel()
-            kill_rsyncs(pending)
-        timings["sync"] = time.monotonic() - t0
-        _call_hook(hook, "sync")
-        # -- restore on the target -----------------------------------------------------------------
-        write_journal(manager, journal, "restore")   # durable: an unreachable target then means "wait", not "resume"
+            self.dumped = checkpointer.dump(name, self.final, parent_dir=self.parent, leave_stopped=True,
+                                            tcp_established=self.tcp_established,
+                                            lazy_port=self.ports[0] if self.ports else None)
+        except BaseException:
+            self.journal["stopped"] = manager.status(name) in ("running", "frozen") and _tasks_stopped(manager, name)
+            raise
+        if we_froze:
+            manager.thaw(name)   # the tasks stay stopped (SIGSTOP) for finish_stopped or resume_stopped
+        self.write("dump", durable=False)
+        self.result["dump_timings"] = self.dumped.get("timings")
+        self.sizes["dump"] = pages_bytes(self.final)
+        self.sizes["dump_total"] = tree_bytes(self.final)
+        self.timings["dump"] = time.monotonic() - self.frozen_at
+        _call_hook(self.hook, "dump")
+
+    def sync(self) -> None:
+        """The images (small ones go inside the restore request) and the private area's last changes."""
+        self.write("sync", durable=not self.live)
         t0 = time.monotonic()
-        if live:
-            restored = session.call("restore", timeout=600, images_dir=os.path.join(paths["images"], "final"),
-                                    tcp_established=tcp_established, lazy_port=ports[1] if ports else None,
-                                    images=inline, **where)
-            result["announced"] = restored.get("announced")
-            timings["restore"] = time.monotonic() - t0
-            result["frozen_time"] = time.monotonic() - frozen_at
-            result["restore_timings"] = dict((restored.get("result") or {}).get("timings") or {},
-                                             **(restored.get("steps") or {}))
-        if lazy and checkpointer is not None:   # (a lazy migration is a live one)
-            # -- the pages follow: the source's page server ends when the target has them all ------------
-            _call_hook(hook, "transfer")
+        pending: List[Tuple[subprocess.Popen, str]] = []
+        self.transfers.callback(lambda: kill_rsyncs(pending))
+        if self.live:
+            self.inline = pack_images(self.final)
+            if self.inline is None:
+                pending.extend(start_rsyncs([(self.final, self.paths["images"] + "/", ["--whole-file"])], self.target,
+                                            self.session.control_path))
+            else:
+                self.sizes["dump_sent"] = sum(len(value) * 3 // 4 for _name, kind, value in self.inline
+                                              if kind == "file")
+        if self.final_sync is not None:
+            self.sizes["final_sync_sent"] = self.final_sync.wait()
+        if pending:
+            self.sizes["dump_sent"] = finish_rsyncs(pending, self.target)[0]
+            del pending[:]
+        self.transfers.close()
+        self.timings["sync"] = time.monotonic() - t0
+        _call_hook(self.hook, "sync")
+
+    def restore(self) -> None:
+        """The restore on the target, its addresses routed and announced there; for a lazy migration, then
+        the memory pages, faulted in from the source's page server until the target has them all."""
+        self.write("restore")   # durable: an unreachable target then means "wait", not "resume"
+        t0 = time.monotonic()
+        if self.live:
+            restored = self.session.call("restore", timeout=600,
+                                         images_dir=os.path.join(self.paths["images"], "final"),
+                                         tcp_established=self.tcp_established,
+                                         lazy_port=self.ports[1] if self.ports else None, images=self.inline,
+                                         **self.where)
+            self.result["announced"] = restored.get("announced")
+            self.timings["restore"] = time.monotonic() - t0
+            self.result["frozen_time"] = time.monotonic() - self.frozen_at
+            self.result["restore_timings"] = dict((restored.get("result") or {}).get("timings") or {},
+                                                  **(restored.get("steps") or {}))
+        if self.lazy and self.checkpointer is not None:   # (a lazy migration is a live one)
+            _call_hook(self.hook, "transfer")
             t0 = time.monotonic()
-            checkpointer.finish_lazy(dumped.get("page_server"), final)
-            daemon = session.call("lazy_wait", timeout=660, images_dir=os.path.join(paths["images"], "final"), **where)
+            self.checkpointer.finish_lazy(self.dumped.get("page_server"), self.final)
+            daemon = self.session.call("lazy_wait", timeout=660,
+                                       images_dir=os.path.join(self.paths["images"], "final"), **self.where)
             if daemon.get("rc") != 0:
                 raise OvzError("the target did not get every memory page (criu lazy-pages exit %s): %s"
                                % (daemon.get("rc"), "; ".join(daemon.get("errors") or [])), "lazy")
-            timings["lazy_transfer"] = time.monotonic() - t0
-        _call_hook(hook, "restore")
+            self.timings["lazy_transfer"] = time.monotonic() - t0
+        _call_hook(self.hook, "restore")
+
+    def commit(self) -> None:
+        """The target owns the container: from here on, forward only."""
+        self.session.call("commit", migration_id=self.journal["id"], **self.where)
+        self.write("commit")
+        _call_hook(self.hook, "commit")
+
+    def cleanup(self) -> None:
+        """The source's stopped tasks killed and the container removed (or kept, stopped); the addresses
+        announced once more, past the neighbours' ARP locktime."""
+        t0 = time.monotonic()
+        self.write("cleanup")
+        _finish_source(self.manager, self.name, self.journal)
+        if self.live:
+            try:
+                self.result["announced"] = self.session.call("announce", **self.where)
+            except OvzError:
+                pass
+        self.timings["cleanup"] = time.monotonic() - t0
+
+    def undo_target(self) -> None:
+        self.session.call("abort", migration_id=self.journal["id"], **self.where)
+
+    def undo_source(self) -> None:
+        _resume_source(self.manager, self.name, self.journal)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A step of the migration, and what a failure from its start on must undo (``UNDO_ORDER``)."""
+
+    name: str
+    run: Callable[[_Run], None]
+    undo: Tuple[str, ...]
+
+
+# Until the commit every failure is undone; after it the migration only goes forward (recover does the same).
+BEFORE_COMMIT = (
+    Phase("copy", _Run.copy, ("target",)),
+    Phase("predump", _Run.predump, ("target",)),
+    Phase("dump", _Run.dump, ("target", "source")),
+    Phase("sync", _Run.sync, ("target", "source")),
+    Phase("restore", _Run.restore, ("target", "source")),
+)
+AFTER_COMMIT = (
+    Phase("commit", _Run.commit, ()),
+    Phase("cleanup", _Run.cleanup, ()),
+)
+# The target forgets the container before the source runs it again: never does it run on both.
+UNDO_ORDER: Tuple[Tuple[str, Callable[[_Run], None]], ...] = (
+    ("target", _Run.undo_target),
+    ("source", _Run.undo_source),
+)
+
+
+def _steps(run: _Run) -> None:
+    """Every phase in order, from one loop: before the commit a failure undoes what the phases so far
+    need undone, and is passed on; after it, the phases only go forward."""
+    run.write("copy")
+    undo: List[str] = []
+    try:
+        for phase in BEFORE_COMMIT:
+            undo += [kind for kind in phase.undo if kind not in undo]
+            phase.run(run)
     except BaseException as exc:
-        _rollback(manager, name, journal, session, where, exc)
+        run.transfers.close()
+        _rollback(run, [step for kind, step in UNDO_ORDER if kind in undo], exc)
         raise
-    # -- commit: from here on, forward only -----------------------------------------------------
-    session.call("commit", migration_id=journal["id"], **where)
-    write_journal(manager, journal, "commit")
-    _call_hook(hook, "commit")
-    t0 = time.monotonic()
-    write_journal(manager, journal, "cleanup")
-    _finish_source(manager, name, journal)
-    if live:
-        try:
-            result["announced"] = session.call("announce", **where)   # once more, past the ARP locktime
-        except OvzError:
-            pass
-    timings["cleanup"] = time.monotonic() - t0
+    for phase in AFTER_COMMIT:
+        phase.run(run)
 
 
 def _free_port() -> int:
@@ -542,18 +630,16 @@ def _tasks_stopped(manager: ContainerManager, name: str) -> bool:
         return False
 
 
-def _rollback(manager: ContainerManager, name: str, journal: Dict[str, Any], session: RemoteSession, where: Dict[str, Any],
-              error: BaseException) -> None:
-    """Undo every step: the target forgets the container, the source runs it again."""
+def _rollback(run: _Run, steps: List[Callable[[_Run], None]], error: BaseException) -> None:
+    """Undo the phases that ran (``steps``, in ``UNDO_ORDER``): the target forgets the container, the
+    source runs it again. What could not be undone stays in the journal for the next run (or recover)."""
+    manager, name, journal = run.manager, run.name, run.journal
     problems = []
-    try:
-        session.call("abort", migration_id=journal["id"], **where)
-    except (OvzError, OSError) as exc:
-        problems.append("target: %s" % exc)
-    try:
-        _resume_source(manager, name, journal)
-    except (OvzError, OSError) as exc:
-        problems.append("source: %s" % exc)
+    for step in steps:
+        try:
+            step(run)
+        except (OvzError, OSError) as exc:
+            problems.append("%s: %s" % ("target" if step == _Run.undo_target else "source", exc))
     if problems:
         # Keep the journal: the next run (or recover) finishes the undo.
         if isinstance(error, OvzError):

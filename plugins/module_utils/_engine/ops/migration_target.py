@@ -251,7 +251,7 @@ def _remote_restore(session: Dict[str, Any], data_dir: str, cgroup_parent: str, 
     try:
         mark = time.monotonic()
         result = checkpointer_of(manager).restore(name, images_dir, tcp_established=tcp_established,
-                                                lazy=bool(lazy_port))
+                                                  lazy=bool(lazy_port))
         steps["restore_call_ms"] = ms_since(mark)
     except BaseException:
         if lazy_port:

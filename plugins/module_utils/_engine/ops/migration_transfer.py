@@ -124,7 +124,7 @@ def _rsync_result(proc: subprocess.Popen, source: str, target: Target, allow_van
 
 
 def start_rsyncs(jobs: List[Tuple[str, str, List[str]]], target: Target,
-                  control_path: Optional[str]) -> List[Tuple[subprocess.Popen, str]]:
+                 control_path: Optional[str]) -> List[Tuple[subprocess.Popen, str]]:
     return [(subprocess.Popen(_rsync_argv(source, target, destination, control_path, extra),  # pylint: disable=consider-using-with
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True), source) for source, destination, extra in jobs]
