@@ -58,7 +58,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from ..base.errors import KernelUnsupported, OvzError
 from ..kernel import cgroups as cg
@@ -330,6 +331,111 @@ def _pair(value: Optional[List[Optional[int]]]) -> Tuple[Optional[int], Optional
     return value[0], value[1]
 
 
+@dataclass
+class Counters:
+    """What one cgroup backend measures of the memory and pids controllers, by beancounter name."""
+
+    held: Dict[str, Optional[int]] = field(default_factory=dict)
+    peak: Dict[str, Optional[int]] = field(default_factory=dict)
+    failcnt: Dict[str, int] = field(default_factory=dict)
+    enforced: Dict[str, bool] = field(default_factory=dict)
+    mechanism: Dict[str, str] = field(default_factory=lambda: dict(NO_MECHANISM))
+    shmem: int = 0      # bytes of shared memory (tmpfs, SysV) charged to the container
+
+
+def _memory_v1(mem: str, ubc: Mapping[str, Any], counters: Counters) -> None:
+    held, peak, failcnt, enforced, mechanism = (counters.held, counters.peak, counters.failcnt, counters.enforced,
+                                                counters.mechanism)
+    usage = _int(os.path.join(mem, "memory.usage_in_bytes"))
+    held["physpages"] = _pages(usage)
+    peak["physpages"] = _pages(_int(os.path.join(mem, "memory.max_usage_in_bytes")))
+    # This kernel does not count memory.failcnt any more (6.18: always 0), so the OOM kills
+    # of the subtree count too; oom_control's oom_kill is local to the victim's cgroup on v1.
+    failcnt["physpages"] = max(_int(os.path.join(mem, "memory.failcnt")) or 0,
+                               _subtree_sum(mem, "memory.oom_control", "oom_kill"))
+    enforced["physpages"], mechanism["physpages"] = True, "memory.limit_in_bytes"
+    memsw = _int(os.path.join(mem, "memory.memsw.usage_in_bytes"))
+    if memsw is not None:
+        held["swappages"] = _pages(max(0, memsw - (usage or 0)))
+        failcnt["swappages"] = _int(os.path.join(mem, "memory.memsw.failcnt")) or 0
+        enforced["swappages"], mechanism["swappages"] = True, "memory.memsw.limit_in_bytes (ram+swap)"
+    else:
+        held["swappages"] = 0
+        enforced["swappages"], mechanism["swappages"] = False, "no swap accounting (memory.memsw.*) on this host"
+    held["kmemsize"] = _int(os.path.join(mem, "memory.kmem.usage_in_bytes"))
+    peak["kmemsize"] = _int(os.path.join(mem, "memory.kmem.max_usage_in_bytes"))
+    failcnt["kmemsize"] = _int(os.path.join(mem, "memory.kmem.failcnt")) or 0
+    kmem = _pair(ubc.get("kmemsize"))[1]
+    honoured = kmem is not None and _int(os.path.join(mem, "memory.kmem.limit_in_bytes")) == kmem
+    enforced["kmemsize"] = honoured
+    mechanism["kmemsize"] = "memory.kmem.limit_in_bytes" if honoured else \
+        "memory.kmem.limit_in_bytes is ignored by this kernel (kernel memory counts against ram)" \
+        if kmem is not None else "memory.kmem.limit_in_bytes, if this kernel honours it (checked once a " \
+                                 "limit is set); kernel memory counts against ram"
+    tcp_file = os.path.join(mem, "memory.kmem.tcp.limit_in_bytes")
+    snd, rcv = _pair(ubc.get("tcpsndbuf"))[1], _pair(ubc.get("tcprcvbuf"))[1]
+    joint = snd is not None and rcv is not None and _int(tcp_file) == snd + rcv
+    tcp_fail = _int(os.path.join(mem, "memory.kmem.tcp.failcnt")) or 0
+    for key in ("tcpsndbuf", "tcprcvbuf"):
+        enforced[key] = joint
+        failcnt[key] = tcp_fail if joint else 0
+        mechanism[key] = ("memory.kmem.tcp.limit_in_bytes = tcpsndbuf + tcprcvbuf limits (jointly)" if joint
+                          else "memory.kmem.tcp.limit_in_bytes, jointly, once both tcpsndbuf and tcprcvbuf "
+                               "have a limit" if os.path.exists(tcp_file)
+                          else "no TCP buffer limit in this kernel's memory cgroup")
+    stat = _keyed(os.path.join(mem, "memory.stat"))
+    counters.shmem = stat.get("total_shmem", stat.get("shmem", 0))
+    held["dcachesize"] = slab_bytes(mem)
+
+
+def _memory_v2(mem: str, ubc: Mapping[str, Any], counters: Counters) -> None:
+    held, peak, failcnt, enforced, mechanism = (counters.held, counters.peak, counters.failcnt, counters.enforced,
+                                                counters.mechanism)
+    held["physpages"] = _pages(_int(os.path.join(mem, "memory.current")))
+    peak["physpages"] = _pages(_int(os.path.join(mem, "memory.peak")))
+    failcnt["physpages"] = _keyed(os.path.join(mem, "memory.events")).get("max", 0)
+    enforced["physpages"], mechanism["physpages"] = True, "memory.max"
+    swap_current = _int(os.path.join(mem, "memory.swap.current"))
+    if swap_current is not None:
+        held["swappages"] = _pages(swap_current)
+        peak["swappages"] = _pages(_int(os.path.join(mem, "memory.swap.peak")))
+        failcnt["swappages"] = _keyed(os.path.join(mem, "memory.swap.events")).get("fail", 0)
+        enforced["swappages"], mechanism["swappages"] = True, "memory.swap.max"
+    else:
+        held["swappages"] = 0
+        enforced["swappages"], mechanism["swappages"] = False, "no swap controller (memory.swap.*) on this host"
+    stat = _keyed(os.path.join(mem, "memory.stat"))
+    held["kmemsize"] = stat.get("kernel", sum(stat.get(k, 0) for k in (
+        "slab", "kernel_stack", "pagetables", "percpu", "sock")))
+    enforced["kmemsize"] = False
+    mechanism["kmemsize"] = "cgroup v2 has no separate kernel memory limit (it counts against ram)"
+    for key in ("tcpsndbuf", "tcprcvbuf"):
+        enforced[key] = False
+        mechanism[key] = "cgroup v2 has no separate socket buffer limit (it counts against ram)"
+    counters.shmem = stat.get("shmem", 0)
+    held["dcachesize"] = stat.get("slab_reclaimable")
+
+
+def _numproc_failures_v1(pids_dir: str) -> int:
+    # v1 counts failed forks in the cgroup of the forking task (payload, .ovz-exec).
+    return _subtree_sum(pids_dir, "pids.events", "max")
+
+
+def _numproc_failures_v2(pids_dir: str) -> int:
+    # v2 before Linux 6.14 counts as v1 does; since 6.14 (which added pids.events.local) in the
+    # cgroup whose pids.max was hit and its ancestors.
+    if os.path.exists(os.path.join(pids_dir, "pids.events.local")):
+        return _keyed(os.path.join(pids_dir, "pids.events")).get("max", 0)
+    return _subtree_sum(pids_dir, "pids.events", "max")
+
+
+# How each cgroup backend (by its version) is read: the memory controller, the failed forks.
+READERS: Dict[int, Tuple[Callable[[str, Mapping[str, Any], Counters], None], Callable[[str], int]]] = {
+    1: (_memory_v1, _numproc_failures_v1),
+    2: (_memory_v2, _numproc_failures_v2),
+}
+
+
 def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, Any],
             state_dir: Optional[str] = None, guest_dir: Optional[str] = None,
             ctid: str = "0", persist: bool = True, quick: bool = False) -> Dict[str, Dict[str, Any]]:
@@ -346,12 +452,9 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
     about 30 ms here, /proc/net/tcp walks the whole host's hash) are given as 0, which is
     what the new namespaces of a container whose init has just been exec'd hold.
     """
-    version = cgroups.backend.version
-    held: Dict[str, Optional[int]] = {}
-    peak: Dict[str, Optional[int]] = {}
-    failcnt: Dict[str, int] = {}
-    enforced: Dict[str, bool] = {}
-    mechanism: Dict[str, str] = dict(NO_MECHANISM)
+    memory_of, numproc_failures = READERS[cgroups.backend.version]
+    counters = Counters()
+    held, peak, failcnt = counters.held, counters.peak, counters.failcnt
 
     def controller(kind: str) -> Optional[str]:
         try:
@@ -362,83 +465,14 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
     mem = controller("memory")
     pids_dir = controller("pids")
     ubc = limits.get("ubc") or {}
-    if mem and version == 1:
-        usage = _int(os.path.join(mem, "memory.usage_in_bytes"))
-        held["physpages"] = _pages(usage)
-        peak["physpages"] = _pages(_int(os.path.join(mem, "memory.max_usage_in_bytes")))
-        # This kernel does not count memory.failcnt any more (6.18: always 0), so the OOM kills
-        # of the subtree count too; oom_control's oom_kill is local to the victim's cgroup on v1.
-        failcnt["physpages"] = max(_int(os.path.join(mem, "memory.failcnt")) or 0,
-                                   _subtree_sum(mem, "memory.oom_control", "oom_kill"))
-        enforced["physpages"], mechanism["physpages"] = True, "memory.limit_in_bytes"
-        memsw = _int(os.path.join(mem, "memory.memsw.usage_in_bytes"))
-        if memsw is not None:
-            held["swappages"] = _pages(max(0, memsw - (usage or 0)))
-            failcnt["swappages"] = _int(os.path.join(mem, "memory.memsw.failcnt")) or 0
-            enforced["swappages"], mechanism["swappages"] = True, "memory.memsw.limit_in_bytes (ram+swap)"
-        else:
-            held["swappages"] = 0
-            enforced["swappages"], mechanism["swappages"] = False, "no swap accounting (memory.memsw.*) on this host"
-        held["kmemsize"] = _int(os.path.join(mem, "memory.kmem.usage_in_bytes"))
-        peak["kmemsize"] = _int(os.path.join(mem, "memory.kmem.max_usage_in_bytes"))
-        failcnt["kmemsize"] = _int(os.path.join(mem, "memory.kmem.failcnt")) or 0
-        kmem = _pair(ubc.get("kmemsize"))[1]
-        honoured = kmem is not None and _int(os.path.join(mem, "memory.kmem.limit_in_bytes")) == kmem
-        enforced["kmemsize"] = honoured
-        mechanism["kmemsize"] = "memory.kmem.limit_in_bytes" if honoured else \
-            "memory.kmem.limit_in_bytes is ignored by this kernel (kernel memory counts against ram)" \
-            if kmem is not None else "memory.kmem.limit_in_bytes, if this kernel honours it (checked once a " \
-                                     "limit is set); kernel memory counts against ram"
-        tcp_file = os.path.join(mem, "memory.kmem.tcp.limit_in_bytes")
-        snd, rcv = _pair(ubc.get("tcpsndbuf"))[1], _pair(ubc.get("tcprcvbuf"))[1]
-        joint = snd is not None and rcv is not None and _int(tcp_file) == snd + rcv
-        tcp_fail = _int(os.path.join(mem, "memory.kmem.tcp.failcnt")) or 0
-        for key in ("tcpsndbuf", "tcprcvbuf"):
-            enforced[key] = joint
-            failcnt[key] = tcp_fail if joint else 0
-            mechanism[key] = ("memory.kmem.tcp.limit_in_bytes = tcpsndbuf + tcprcvbuf limits (jointly)" if joint
-                              else "memory.kmem.tcp.limit_in_bytes, jointly, once both tcpsndbuf and tcprcvbuf "
-                                   "have a limit" if os.path.exists(tcp_file)
-                              else "no TCP buffer limit in this kernel's memory cgroup")
-        stat = _keyed(os.path.join(mem, "memory.stat"))
-        shmem = stat.get("total_shmem", stat.get("shmem", 0))
-        held["dcachesize"] = slab_bytes(mem)
-    elif mem:
-        held["physpages"] = _pages(_int(os.path.join(mem, "memory.current")))
-        peak["physpages"] = _pages(_int(os.path.join(mem, "memory.peak")))
-        failcnt["physpages"] = _keyed(os.path.join(mem, "memory.events")).get("max", 0)
-        enforced["physpages"], mechanism["physpages"] = True, "memory.max"
-        swap_current = _int(os.path.join(mem, "memory.swap.current"))
-        if swap_current is not None:
-            held["swappages"] = _pages(swap_current)
-            peak["swappages"] = _pages(_int(os.path.join(mem, "memory.swap.peak")))
-            failcnt["swappages"] = _keyed(os.path.join(mem, "memory.swap.events")).get("fail", 0)
-            enforced["swappages"], mechanism["swappages"] = True, "memory.swap.max"
-        else:
-            held["swappages"] = 0
-            enforced["swappages"], mechanism["swappages"] = False, "no swap controller (memory.swap.*) on this host"
-        stat = _keyed(os.path.join(mem, "memory.stat"))
-        held["kmemsize"] = stat.get("kernel", sum(stat.get(k, 0) for k in (
-            "slab", "kernel_stack", "pagetables", "percpu", "sock")))
-        enforced["kmemsize"] = False
-        mechanism["kmemsize"] = "cgroup v2 has no separate kernel memory limit (it counts against ram)"
-        for key in ("tcpsndbuf", "tcprcvbuf"):
-            enforced[key] = False
-            mechanism[key] = "cgroup v2 has no separate socket buffer limit (it counts against ram)"
-        shmem = stat.get("shmem", 0)
-        held["dcachesize"] = stat.get("slab_reclaimable")
-    else:
-        shmem = 0
+    if mem:
+        memory_of(mem, ubc, counters)
+    shmem = counters.shmem
     if pids_dir:
         held["numproc"] = _int(os.path.join(pids_dir, "pids.current"))
         peak["numproc"] = _int(os.path.join(pids_dir, "pids.peak"))
-        # v1, and v2 before Linux 6.14, count failed forks in the cgroup of the forking task
-        # (payload, .ovz-exec); v2 since 6.14 (which added pids.events.local) in the cgroup whose
-        # pids.max was hit and its ancestors.
-        hierarchical = version != 1 and os.path.exists(os.path.join(pids_dir, "pids.events.local"))
-        failcnt["numproc"] = _keyed(os.path.join(pids_dir, "pids.events")).get("max", 0) if hierarchical else \
-            _subtree_sum(pids_dir, "pids.events", "max")
-        enforced["numproc"], mechanism["numproc"] = True, "pids.max"
+        failcnt["numproc"] = numproc_failures(pids_dir)
+        counters.enforced["numproc"], counters.mechanism["numproc"] = True, "pids.max"
     procs_dir = pids_dir or mem or next(iter(cgroups.paths.values()))
     pids = container_pids(procs_dir)
     held.update(process_counters(pids))
@@ -478,9 +512,9 @@ def collect(cgroups: cg.ContainerCgroups, init_pid: int, limits: Mapping[str, An
             "barrier": barrier,
             "limit": limit,
             "failcnt": int(failcnt.get(name, 0)),
-            "enforced": bool(enforced.get(name, False)),
+            "enforced": bool(counters.enforced.get(name, False)),
             "unit": UBC_UNITS[name],
-            "mechanism": mechanism.get(name, ""),
+            "mechanism": counters.mechanism.get(name, ""),
         }
     if state_dir and persist:
         _save_state(state_dir, {k: v["maxheld"] for k, v in table.items()}, previous)
