@@ -14,6 +14,8 @@ import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from conftest import host_snapshot, run_module
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import limits as lim
@@ -104,6 +106,26 @@ def _engine_limits(data_dir, cgroup_parent, name, index):
     manager = ContainerManager(data_dir, cgroup_parent)
     lim.update(manager, name, {"cpuunits": 2000 + index, "numproc": 200 + index})
     return manager.status(name)
+
+
+def test_a_start_under_a_parent_that_another_start_has_just_made(node, busybox_template):
+    """Two first starts on a node race to make its cgroup parent: one makes the v1 cpuset directory, the
+    other finds it there before its CPUs and memory nodes are written (a new cpuset has none), and its
+    container's cpuset would copy that emptiness: no task can join it (ENOSPC at the start)."""
+    backend = node.manager.backend
+    cpusets = [hier for hier in backend.used() if hier.version == 1 and "cpuset" in hier.controllers]
+    if not cpusets:
+        pytest.skip("no cgroup v1 cpuset hierarchy on this host")
+    name = node.name()
+    node.manager.create(name, busybox_template, layout="directory")
+    parent = os.path.join(cpusets[0].mountpoint, backend.resolve_parent(node.cgroup_parent)[cpusets[0].key].lstrip("/"))
+    assert not os.path.exists(parent)
+    os.mkdir(parent)            # the other start's mkdir, its cpuset not filled in yet
+    with open(os.path.join(parent, "cpuset.cpus")) as handle:
+        assert handle.read().strip() == ""
+    node.manager.start(name, wait_boot=True, timeout=30)
+    assert node.manager.status(name) == "running"
+    assert node.manager.exec(name, ["true"]).rc == 0
 
 
 def test_raw_engine_calls_in_threads_and_processes(node, container):

@@ -233,9 +233,10 @@ class CgroupV1(CgroupBackend):
         raise KernelUnsupported("the cgroup v1 '%s' controller is not mounted on this host" % controller)
 
     def prepare_level(self, hier: Hierarchy, directory: str, created: bool, is_leaf: bool) -> None:
-        # A new cpuset starts with no CPUs and no memory nodes; a task cannot
-        # join it until both are copied from the parent.
-        if created and "cpuset" in hier.controllers:
+        # A new cpuset starts with no CPUs and no memory nodes; a task cannot join it until both are
+        # copied from the parent. Not only by whoever made it: a concurrent first start may find a level
+        # another one has just made, still empty, and its own levels below would copy the emptiness.
+        if "cpuset" in hier.controllers and directory != hier.mountpoint:
             parent = os.path.dirname(directory)
             for name in ("cpuset.cpus", "cpuset.mems"):
                 target = os.path.join(directory, name)
