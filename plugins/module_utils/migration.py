@@ -1195,7 +1195,7 @@ def _steps(manager: Any, name: str, config: ContainerConfig, target: Target, ses
             _write_journal(manager, journal, "dump")
         frozen_at = time.monotonic()
         if live:
-            we_froze = manager.freeze(name)
+            we_froze = checkpointer.freeze(name) if checkpointer is not None else manager.freeze(name)
         # -- what changed in the private area: copied while CRIU dumps, the files being quiescent now ----
         final_sync = _FinalSync(storage, image_sync if image else None, source_private, paths["private"] + "/",
                                 target, session.control_path)
