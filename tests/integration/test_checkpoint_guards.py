@@ -26,6 +26,9 @@ from conftest import host_snapshot, run_module, sh_without_session, wait_for
 from test_checkpoint import criu_binary  # noqa: F401 pylint: disable=unused-import
 from test_ovzctl import OVZCTL, ovzctl
 
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import process_tree, vfork_in_flight
+
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -365,6 +368,21 @@ def test_checkpoint_waits_out_a_vfork_in_flight(node, ct, vfork_waiter):
     ok(module(node, ct, "ovz_checkpoint", state="suspended"))
     ok(module(node, ct, "ovz_checkpoint", state="resumed"))
     assert inside in processes(manager, ct, "vfork_waiter").values()
+    assert_runs(manager, ct)
+
+
+def test_the_freeze_before_a_migration_s_dump_waits_out_a_vfork(node, ct, vfork_waiter):
+    """A migration freezes the container itself before its final dump: that freeze, too, lets a vfork
+    in flight end first, as the dump's own would (frozen mid-vfork, the dump would be refused)."""
+    manager = node.manager
+    start_vfork_waiter(manager, ct, vfork_waiter, "3")
+    froze = Checkpointer(manager).freeze(ct)
+    cgroups = manager.cgroups_for(manager.runtime(ct))
+    try:
+        assert froze is True and cgroups.frozen()
+        assert vfork_in_flight(process_tree(manager.runtime(ct).init_pid)) == []
+    finally:
+        manager.thaw(ct)
     assert_runs(manager, ct)
 
 

@@ -59,8 +59,12 @@ VM_OPT_IN = {"test_molecule_vm.py": "OVZ_VM_MOLECULE"}
 collect_ignore = [name for name, variable in VM_OPT_IN.items() if os.environ.get(variable) != "1"]
 
 
+_CONFIG = []
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "vm_reboot: reboots a VM; runs after every other VM test")
+    _CONFIG.append(config)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -68,6 +72,18 @@ def pytest_collection_modifyitems(config, items):
 
 
 _TIMINGS = []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report):
+    """A failure is written out as it happens, not only in the summary: a tier stopped half-way (its
+    time budget, an interrupt) still leaves the reason of each failure so far in its log."""
+    reporter = _CONFIG[0].pluginmanager.get_plugin("terminalreporter") if _CONFIG else None
+    if report.failed and reporter is not None:
+        reporter.write_line("")
+        reporter.write_line("FAILED %s (%s):" % (report.nodeid, report.when))
+        for line in report.longreprtext[-6000:].splitlines():
+            reporter.write_line(line)
 
 
 def pytest_terminal_summary(terminalreporter):

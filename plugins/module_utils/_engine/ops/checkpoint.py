@@ -635,36 +635,62 @@ class Checkpointer:
         The process tree and the cgroup's process list are read one after the other: only
         with the cgroup frozen does a process that forks all the time show the same processes
         in both. CRIU finds the cgroup frozen and leaves it so; a failed check thaws it again.
+        """
+        was_frozen = cgroups.frozen()
+        if not was_frozen:
+            self._freeze_quiescent(name, runtime, cgroups)
+        try:
+            waiting = vfork_in_flight(self._check_tree(name, runtime, cgroups))
+            if waiting:
+                raise self._mid_vfork(name, waiting, "The container stays frozen, as it was: thaw it and try again")
+        except BaseException:
+            if not was_frozen:
+                self._ensure_running(runtime, cgroups)
+            raise
+        return was_frozen
+
+    def _freeze_quiescent(self, name: str, runtime: Runtime, cgroups: ContainerCgroups) -> None:
+        """Freeze the container where CRIU can stop every process.
 
         A freeze that catches a vfork before its child execs leaves the parent where CRIU can
         seize it but never stop it, until CRIU's timeout fails the dump. The container then runs
         on until such children have gone on (up to VFORK_WAIT seconds) and is frozen again.
         """
-        was_frozen = cgroups.frozen()
         deadline = time.monotonic() + VFORK_WAIT
         while True:
-            if not was_frozen:
-                cgroups.freeze()
+            cgroups.freeze()
             try:
-                waiting = vfork_in_flight(self._check_tree(name, runtime, cgroups))
-                if waiting and (was_frozen or time.monotonic() > deadline):
-                    raise StateConflict(
-                        "container %s cannot be checkpointed: %s; CRIU cannot stop a process that waits for its "
-                        "vfork child to exec or exit%s. %s" % (
-                            name, "; ".join("%s waits for its child %s" % (_who(parent), _who(child).split(" ", 1)[1])
-                                            for parent, child in waiting[:5]),
-                            "" if was_frozen else " (waited %.0f s)" % VFORK_WAIT,
-                            "The container stays frozen, as it was: thaw it and try again" if was_frozen
-                            else "The container runs on"), "name")
+                waiting = vfork_in_flight(process_tree(runtime.init_pid))
+                if waiting and time.monotonic() > deadline:
+                    raise self._mid_vfork(name, waiting, "The container runs on", VFORK_WAIT)
             except BaseException:
-                if not was_frozen:
-                    self._ensure_running(runtime, cgroups)
+                self._ensure_running(runtime, cgroups)
                 raise
             if not waiting:
-                return was_frozen
+                return
             cgroups.thaw()
             while time.monotonic() < deadline and vfork_in_flight([parent for parent, _child in waiting]):
                 time.sleep(0.01)
+
+    @staticmethod
+    def _mid_vfork(name: str, waiting: List[Tuple[int, int]], state: str, waited: float = 0.0) -> StateConflict:
+        return StateConflict(
+            "container %s cannot be checkpointed: %s; CRIU cannot stop a process that waits for its vfork child "
+            "to exec or exit%s. %s" % (
+                name, "; ".join("%s waits for its child %s" % (_who(parent), _who(child).split(" ", 1)[1])
+                                for parent, child in waiting[:5]),
+                " (waited %.0f s)" % waited if waited else "", state), "name")
+
+    def freeze(self, name: str) -> bool:
+        """Freeze running container ``name`` for a dump to come (a migration freezes before it dumps):
+        a vfork in flight is waited out as the dump itself would. False if it was frozen already."""
+        with self.manager.lock(name):
+            _config, runtime = self._running(name)
+            cgroups = self.manager.cgroups_for(runtime)
+            if cgroups.frozen():
+                return False
+            self._freeze_quiescent(name, runtime, cgroups)
+            return True
 
     def _check_tree(self, name: str, runtime: Runtime, cgroups: ContainerCgroups) -> List[int]:
         """The container's processes (its init's tree), once none other is found in its cgroup."""

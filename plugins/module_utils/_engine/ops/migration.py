@@ -465,7 +465,8 @@ class _Run:
             self.journal["stopped"] = True
             self.write("dump")
         self.frozen_at = time.monotonic()
-        we_froze = manager.freeze(name) if self.live else False
+        # The checkpointer's freeze waits out a vfork in flight, which the dump could not stop.
+        we_froze = checkpointer.freeze(name) if checkpointer is not None else False
         final_sync = FinalSync(self.storage, self.image_sync if self.image else None, self.source_private,
                                self.paths["private"] + "/", self.target, self.session.control_path)
         self.transfers.callback(final_sync.cancel)
