@@ -569,7 +569,7 @@ class Checkpointer:
         refuse_unprivileged(config)
         runtime = self.manager.runtime(name)
         if runtime is None or not runtime.alive():
-            raise StateConflict("container %s is not running" % name, "name")
+            raise StateConflict("container %s is not running (it is %s)" % (name, self.manager.status(name)), "name")
         return config, runtime
 
     def _stopped_path(self, name: str) -> str:

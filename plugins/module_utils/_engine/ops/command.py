@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from ..base.errors import InvalidParameter, StateConflict
+from ..base.errors import InvalidParameter, NoSuchContainer, StateConflict
 from ..base.sizes import parse_size
 from ..container.manager import ContainerManager
 from ..kernel.process import OutputPolicy
@@ -46,9 +46,11 @@ def run_command(manager: ContainerManager, name: str, argv: Optional[List[str]] 
             raise InvalidParameter("must be an absolute path inside the container, got %r" % path, param)
     status = manager.status(name)
     if status != "running" and check_mode:
-        # An earlier task of the same check run would have started it: the command would run then.
+        # An earlier task of the same check run would have made or started it: the command would run then.
         return _not_run(argv, True, msg="the command would run once container %s runs (it is %s now)"
                         % (name, status))
+    if status == "absent":
+        raise NoSuchContainer("container %s does not exist" % name, "name")
     if status != "running":
         raise StateConflict("container %s is %s; it must be running" % (name, status), "name")
     if creates and manager.path_exists_inside(name, creates, "creates"):
