@@ -14,30 +14,14 @@ import os
 
 import pytest
 
+from support.stub_manager import StubManager, files
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import (
     InvalidParameter, OvzError, StateConflict)
-from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import ContainerConfig
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import fleet
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network
 
 NO_HOST = network.HostView({}, set(), [])
-
-
-class StubManager(ContainerManager):
-    """A manager of a data dir whose containers' run states are given (``states``), not read from the kernel."""
-
-    def __init__(self, data_dir, states=None):
-        super().__init__(data_dir, "ovz-tunit")
-        self.states = dict(states or {})
-
-    def status(self, name):
-        given = self.states.get(name)
-        return given if given and self.exists(name) else super().status(name)
-
-
-def files(top):
-    return sorted(os.path.relpath(os.path.join(d, f), top) for d, _dirs, names in os.walk(top) for f in names)
 
 
 @pytest.fixture

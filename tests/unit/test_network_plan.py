@@ -12,34 +12,11 @@ import ipaddress
 
 import pytest
 
+from support.fake_links import FakeLink, view
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.network import (
     HostView, normalize_network, plan_network)
-
-
-class FakeLink(dict):
-    """A link as pyroute2 gives it: ``["index"]`` and ``get_attr`` (kind, MTU, alias)."""
-
-    def __init__(self, name, index, kind=None, mtu=1500, alias=None):
-        super().__init__(index=index)
-        self.attrs = {"IFLA_IFNAME": name, "IFLA_MTU": mtu, "IFLA_IFALIAS": alias,
-                      "IFLA_LINKINFO": FakeLink.Info(kind) if kind else None}
-
-    def get_attr(self, key, default=None):
-        value = self.attrs.get(key)
-        return default if value is None else value
-
-    class Info:
-        def __init__(self, kind):
-            self.kind = kind
-
-        def get_attr(self, key):
-            return self.kind if key == "IFLA_INFO_KIND" else None
-
-
-def view(*links, local=(), routes=()):
-    return HostView({link.get_attr("IFLA_IFNAME"): link for link in links}, set(local), list(routes))
 
 
 BRIDGE = FakeLink("br0", 3, kind="bridge", mtu=9000)
