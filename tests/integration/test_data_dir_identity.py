@@ -28,7 +28,7 @@ from support.multinode import S50_PLAIN, Harness, HarnessNode, process_starttime
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, find_criu
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = [pytest.mark.multinode, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 NAME = "ovzsame"
 

@@ -25,7 +25,7 @@ from support.ansible_cli import recap
 from support.migration import PORT, addresses, echo, make_container, ping_all, status_of
 from support.migration import workload  # noqa: F401 pylint: disable=unused-import
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
 PLAYBOOK = os.path.join(REPO, "playbooks", "evacuate-and-return.yml")
 

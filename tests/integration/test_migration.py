@@ -30,6 +30,7 @@ from support.migration import workload  # noqa: F401 - fixtures  pylint: disable
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import quota
 
 pytest_plugins = ["support.multinode"]   # the harness fixture
+pytestmark = pytest.mark.multinode
 
 MEMFILL_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "memfill.c")
 LAZY_MIB = 96        # the memory the lazy-migration test fills with a pattern and checks

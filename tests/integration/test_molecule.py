@@ -24,7 +24,7 @@ from support import REPO
 from support.node import debian_template_path
 from support.molecule_output import assert_molecule_test_passed
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
 SCENARIOS = os.path.join(REPO, "extensions", "molecule")
 BIN = os.path.dirname(sys.executable)

@@ -7,9 +7,12 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from support.multinode import SBIN_PATH
 
 pytest_plugins = ["support.multinode"]   # the harness fixture
+pytestmark = pytest.mark.multinode
 
 A4, A6 = "10.213.201.21", "fd00:213::201:21"
 

@@ -22,7 +22,7 @@ import pytest
 from support import REPO
 from support.multinode import Harness
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
 SITE = os.path.join(REPO, "playbooks", "site.yml")
 ADDRESSES = {"ovzsite1": ("node1", "10.213.201.31"), "ovzsite2": ("node2", "10.213.201.32"),
