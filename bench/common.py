@@ -30,6 +30,10 @@ from typing import Callable, Iterable, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
+# The test suite's harnesses are the package ``support`` of tests/ (the multi-node harness: nodes with
+# their own sshd); the benchmarks import it as the tests do, with tests/ on the path as pytest has it.
+if str(REPO_ROOT / "tests") not in sys.path:
+    sys.path.append(str(REPO_ROOT / "tests"))
 RESULTS_DIR = BENCH_DIR / "results"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The memory hierarchy belongs to the machine's own tooling (DESIGN.md facts):

@@ -1,7 +1,7 @@
 """Fleet convergence: N busybox containers with limits and addresses through ansible-playbook
 and the ovz.containers.ovz_fleet role, then the idempotent second run (issue 8).
 
-The nodes are those of the multi-node harness (tests/multinode.py): network namespaces on
+The nodes are those of the multi-node harness (tests/support/multinode.py): network namespaces on
 this kernel, each with its own sshd, data_dir and cgroup parent; ansible-playbook runs from
 the harness's hub over real SSH, one play for all nodes (the containers are spread evenly).
 Container addresses are 10.213.201.<i> (the harness's container range). Goals: first run
@@ -26,9 +26,7 @@ import tempfile
 import time
 
 import common as C
-
-sys.path.insert(0, str(C.REPO_ROOT / "tests"))
-from multinode import Harness  # noqa: E402
+from support.multinode import Harness
 
 GOALS_S = {"first": 60.0, "second": 10.0}
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)

@@ -1,6 +1,6 @@
 """Checkpoint and live-migration frozen time and total time, by memory size and pre-dumps (issue 7).
 
-Two nodes of the multi-node harness (tests/multinode.py: own netns, sshd, data_dir,
+Two nodes of the multi-node harness (tests/support/multinode.py: own netns, sshd, data_dir,
 cgroup_parent) on this machine; the migration runs over real SSH between them. In a
 busybox container, bench/dirty.c holds SIZE MiB and keeps dirtying RATE MiB/s.
 
@@ -35,9 +35,7 @@ import tempfile
 import time
 
 import common as C
-
-sys.path.insert(0, str(C.REPO_ROOT / "tests"))
-from multinode import Harness  # noqa: E402
+from support.multinode import Harness
 
 GOAL_MS = 300.0
 S50 = """#!/bin/sh

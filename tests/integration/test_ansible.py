@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO, host_snapshot
+from support import COLLECTIONS_ROOT, REPO
+from support.snapshot import host_snapshot
 
 BIN = os.path.dirname(sys.executable)
 MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "modules")) if f.endswith(".py"))

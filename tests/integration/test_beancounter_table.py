@@ -12,8 +12,8 @@ import errno
 import json
 import os
 
-from conftest import run_module
-from test_beancounters_live import GUEST, parse
+from support.node import run_module
+from support.beancounters import GUEST, parse
 
 PAGE = 4096
 

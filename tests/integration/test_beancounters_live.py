@@ -14,12 +14,12 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, sh, wait_for
-from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.beancounters import UBC_ORDER
+from support import REPO
+from support.node import sh, wait_for
+from support.beancounters import GUEST, parse
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.rootfs import BCD_FSTYPE, mount_points
 
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
-GUEST = "/run/ovz/user_beancounters"
 INTERVAL = "0.2"
 
 
@@ -58,23 +58,6 @@ def _zombie(pid):
             return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
-
-
-def parse(text, name):
-    """A /proc/user_beancounters table: {resource: (held, maxheld, barrier, limit, failcnt)}; checks the format."""
-    lines = text.splitlines()
-    assert lines[0] == "Version: 2.5", text
-    assert lines[1].split() == ["uid", "resource", "held", "maxheld", "barrier", "limit", "failcnt"], text
-    rows = {}
-    for index, line in enumerate(lines[2:]):
-        fields = line.split()
-        if index == 0:
-            assert fields[0] == name + ":", line
-            fields = fields[1:]
-        assert len(fields) == 6, line
-        rows[fields[0]] = tuple(int(v) for v in fields[1:])
-    assert list(rows) == list(UBC_ORDER), text
-    return rows
 
 
 @pytest.fixture

@@ -29,14 +29,17 @@ import uuid
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, MODULES_DIR, Node, host_snapshot, sh_without_session
-from test_network import in_ns, run
+from support import COLLECTIONS_ROOT
+from support.node import MODULES_DIR, Node, sh_without_session
+from support.snapshot import host_snapshot
+from support.netlab import in_ns, run
+from support.criu import criu_binary  # noqa: F401 - fixtures  pylint: disable=unused-import
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import checkpoint as ckpt
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
-from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, CriuError, find_criu
-from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError, StateConflict
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, CriuError
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import StateConflict
 
 HOST4, CLIENT4, CT4 = "10.213.60.1", "10.213.60.2", "10.213.61.10"
 PORT = 7000
@@ -45,18 +48,6 @@ STATUS = "/root/ckpt_status"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-@pytest.fixture(scope="session")
-def criu_binary():
-    try:
-        binary = find_criu()
-    except OvzError as exc:
-        pytest.skip(str(exc))
-    ok, output = Criu(binary).check()
-    if not ok:
-        pytest.skip("criu check fails on this kernel: %s" % output.splitlines()[-1:])
-    return binary
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +194,7 @@ class Lab:
                                  % (proc.returncode, proc.stdout, proc.stderr)) from None
 
     def snapshot(self, node=None, names=()):
-        """conftest.host_snapshot of the node, without the status file the running workload keeps rewriting."""
+        """support.snapshot.host_snapshot of the node, without the status file the running workload keeps rewriting."""
         node = node or self.node
         snap = self.call(host_snapshot, node.data_dir, node.cgroup_parent, names)
         snap["files"] = {k: v for k, v in snap["files"].items() if "ckpt_status" not in k}

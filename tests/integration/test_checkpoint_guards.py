@@ -22,9 +22,10 @@ import subprocess
 
 import pytest
 
-from conftest import host_snapshot, run_module, sh_without_session, wait_for
-from test_checkpoint import criu_binary  # noqa: F401 pylint: disable=unused-import
-from test_ovzctl import OVZCTL, ovzctl
+from support.node import run_module, sh_without_session, wait_for
+from support.snapshot import host_snapshot
+from support.criu import criu_binary  # noqa: F401 pylint: disable=unused-import
+from support.ovzctl import OVZCTL, ovzctl
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import process_tree, vfork_in_flight

@@ -12,20 +12,13 @@ import sys
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO, sh
-from test_debian import wait_system_running
+from support import REPO
+from support.node import sh
+from support.debian import wait_system_running
+from support.ansible_cli import BIN, ansible_env, recap, run
 
-BIN = os.path.dirname(sys.executable)
 PLUGIN = "ovz.containers.ovz"
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
-
-
-def ansible_env(**extra):
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_ROOT, ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-               ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_HOST_KEY_CHECKING="0", ANSIBLE_RETRY_FILES_ENABLED="0")
-    env.update(extra)
-    return env
 
 
 def write_inventory(path, node, hosts, **hostvars):
@@ -42,27 +35,11 @@ def write_inventory(path, node, hosts, **hostvars):
     return str(path)
 
 
-def run(argv, **env):
-    return subprocess.run(argv, env=ansible_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=900, check=False)
-
-
 def playbook(inventory, play, extra=None, **env):
     argv = [os.path.join(BIN, "ansible-playbook"), "-i", inventory, str(play)]
     if extra:
         argv += ["-e", json.dumps(extra)]
     return run(argv, **env)
-
-
-def recap(output):
-    """{host: {ok: n, changed: n, ...}} from the PLAY RECAP."""
-    result = {}
-    for line in output.split("PLAY RECAP")[-1].splitlines()[1:]:
-        if ":" not in line:
-            continue
-        host, counts = line.split(":", 1)
-        result[host.strip()] = dict((k, int(v)) for k, v in (item.split("=") for item in counts.split()))
-    return result
 
 
 def build_deb(directory):

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """Duplicate-address detection on the real kernel: an address a neighbour holds is not taken.
 
-The labs of ``test_network.py``: the module runs in a namespace that is the test's host
+The labs of ``support/netlab.py``: the module runs in a namespace that is the test's host
 (``ovz-th<tag>``); its uplink ``ovzup<tag>`` (routed mode) or bridge ``ovzbr<tag>`` (bridged
 mode) leads to a second namespace, the neighbour (``ovz-tx<tag>``), which holds the addresses
 that are taken. Never the machine's own uplink; addresses only from 10.213.0.0/16 and
@@ -17,8 +17,8 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
-from test_network import (  # noqa: F401  pylint: disable=unused-import
+from support import REPO
+from support.netlab import (  # noqa: F401  pylint: disable=unused-import
     A4, HOST4, HOST6, Capture, bridged_lab, net_snapshot, node_snapshot, routed_lab, run_module_in)
 
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")

@@ -8,7 +8,7 @@ named netns (the same namespace), its host end and its nftables chains stay, and
 reaches its address. Containers started before data dirs had an identity (bare ``ovz-<name>``
 cgroup and netns, chains in ``netdev ovz``) keep working and get the new names at their next start.
 
-Everything runs in one harness node's netns (tests/multinode.py: its own sshd, a hub beyond it), so
+Everything runs in one harness node's netns (tests/support/multinode.py: its own sshd, a hub beyond it), so
 the host ends, routes, proxy neighbours and nftables tables are that namespace's, never the host's.
 """
 
@@ -23,12 +23,12 @@ import uuid
 
 import pytest
 
-from multinode import S50_PLAIN, Harness, HarnessNode, process_starttime
+from support.multinode import S50_PLAIN, Harness, HarnessNode, process_starttime
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, find_criu
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+pytestmark = [pytest.mark.multinode, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 NAME = "ovzsame"
 

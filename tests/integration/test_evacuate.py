@@ -19,13 +19,13 @@ import uuid
 
 import pytest
 
-from conftest import REPO
-from multinode import Harness
-from test_connection import recap
-from test_migration import PORT, addresses, echo, make_container, ping_all, status_of
-from test_migration import workload  # noqa: F401 pylint: disable=unused-import
+from support import REPO
+from support.multinode import Harness
+from support.ansible_cli import recap
+from support.migration import PORT, addresses, echo, make_container, ping_all, status_of
+from support.migration import workload  # noqa: F401 pylint: disable=unused-import
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
 PLAYBOOK = os.path.join(REPO, "playbooks", "evacuate-and-return.yml")
 

@@ -2,7 +2,7 @@
 """ovz_fleet on the real kernel (issue 8): many containers of a node converged in one module run.
 
 The module runs in a network namespace the test makes (``ovz-tf<tag>``, the node's
-"host" network), as ``test_network.py`` does; container addresses come from
+"host" network), as ``test_network.py`` does (``support/netlab.py``); container addresses come from
 10.213.60.0/24 only. Limits are read back from the containers' cgroups, addresses
 from the routes of the node's namespace and by ping. The module is tested three
 ways (check mode changes nothing, the run changes, the rerun does not), and bad
@@ -20,8 +20,10 @@ import sys
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, host_snapshot, new_node, sh
-from test_network import Netns, in_ns, run_module_in
+from support import COLLECTIONS_ROOT
+from support.node import new_node, sh
+from support.snapshot import host_snapshot
+from support.netlab import Netns, in_ns, run_module_in
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import process_starttime
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """The oracle of every "a failure changes nothing" test sees inside a running container.
 
-``conftest.host_snapshot`` compares the node's files, cgroups, mounts, loops and host links, and, for
+``support.snapshot.host_snapshot`` compares the node's files, cgroups, mounts, loops and host links, and, for
 each running container, its state, its init, its cgroup settings, and the addresses, routes and
 mount points inside. Each change below, made behind the engine's back, must show in it.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import host_snapshot
+from support.snapshot import host_snapshot
 
 
 def nsenter_net(pid: int, *argv: str) -> None:

@@ -9,8 +9,9 @@ import os
 
 import pytest
 
-from conftest import REPO, new_node, run_module
-from test_connection import BIN, run
+from support import REPO
+from support.node import new_node, run_module
+from support.ansible_cli import BIN, run
 
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import sh
+from support.node import sh
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import namespaces as ns
 
 

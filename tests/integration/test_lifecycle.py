@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import host_snapshot, run_module, sh, wait_for
+from support.node import run_module, sh, wait_for
+from support.snapshot import host_snapshot
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.cgroups import cgroup_dirname
 
 STOP_SCRIPT = """#!/bin/sh

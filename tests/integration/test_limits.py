@@ -18,7 +18,8 @@ import uuid
 
 import pytest
 
-from conftest import host_snapshot, run_module, running_lxcfs, sh
+from support.node import run_module, running_lxcfs, sh
+from support.snapshot import host_snapshot
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import limits as limits_op
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.beancounters import UBC_ORDER

@@ -10,7 +10,8 @@ import os
 
 import pytest
 
-from conftest import host_snapshot, run_module, sh
+from support.node import run_module, sh
+from support.snapshot import host_snapshot
 
 
 def args(node, name, **extra):

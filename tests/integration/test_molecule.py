@@ -5,7 +5,7 @@ A scenario in ``extensions/molecule/`` is *local* unless it runs on the VM platf
 ``molecule.yml`` sets ``OVZ_VM_ID`` in ``ansible.env`` or takes its create playbook from
 ``../vm/`` (``vm``, ``ovz_host``: tests/vm/test_molecule_vm.py runs those on the VM tier's VMs).
 Local scenarios bring their own platform up and down in create/destroy (a Debian container
-for ``ovz_host_local``, the multi-node harness of ``tests/multinode.py`` for the others).
+for ``ovz_host_local``, the multi-node harness of ``tests/support/multinode.py`` for the others).
 Each run must exit 0, and its idempotence step must report zero changed tasks; when it
 fails, ``molecule destroy`` runs again so that nothing is left behind.
 """
@@ -20,10 +20,11 @@ import time
 import pytest
 import yaml
 
-from conftest import REPO, debian_template_path
-from molecule_output import assert_molecule_test_passed
+from support import REPO
+from support.node import debian_template_path
+from support.molecule_output import assert_molecule_test_passed
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
 SCENARIOS = os.path.join(REPO, "extensions", "molecule")
 BIN = os.path.dirname(sys.executable)

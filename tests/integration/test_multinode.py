@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""The multi-node harness itself (tests/multinode.py): nodes, their sshd, their isolation, the inventory."""
+"""The multi-node harness itself (tests/support/multinode.py): nodes, their sshd, their isolation, the inventory."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import json
 import os
 import subprocess
 
-from multinode import SBIN_PATH
+import pytest
 
-pytest_plugins = ["multinode"]   # the harness fixture
+from support.multinode import SBIN_PATH
+
+pytest_plugins = ["support.multinode"]   # the harness fixture
+pytestmark = pytest.mark.multinode
 
 A4, A6 = "10.213.201.21", "fd00:213::201:21"
 

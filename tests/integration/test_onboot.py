@@ -9,8 +9,8 @@ import os
 import signal
 import time
 
-from conftest import run_module
-from test_ovzctl import ovzctl
+from support.node import run_module
+from support.ovzctl import ovzctl
 
 
 def crash(node):

@@ -11,18 +11,14 @@ import sys
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO, host_snapshot, run_module
+from support import COLLECTIONS_ROOT, REPO
+from support.node import run_module
+from support.snapshot import host_snapshot
+from support.ovzctl import OVZCTL, ovzctl
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import NoSuchContainer
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import process_starttime
 
-OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
 EXIT_NOT_FOUND, EXIT_RUNNING = 14, 32   # vzctl's VZ_NOVECONFIG and VZ_VE_RUNNING
-
-
-def ovzctl(node, *argv):
-    return subprocess.run([OVZCTL, "--data-dir", node.data_dir, "--cgroup-parent", node.cgroup_parent] + list(argv),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120,
-                          check=False)
 
 
 def test_vzctl_vocabulary_end_to_end(node, busybox_template):

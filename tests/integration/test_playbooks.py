@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """playbooks/site.yml on the multi-node harness (issue 8): two nodes from scratch, then idempotent.
 
-The controller runs in the harness hub and reaches each node over SSH (tests/multinode.py). The
+The controller runs in the harness hub and reaches each node over SSH (tests/support/multinode.py). The
 nodes share this machine's filesystem, so ovz_host runs with what would change the machine itself
 turned off or pointed into the node's directory (no packages, CRIU or LXCFS; the sysctl file and
 ovzctl under the node's base); everything else is the real playbook: the role's kernel settings in
@@ -19,10 +19,10 @@ import uuid
 
 import pytest
 
-from conftest import REPO
-from multinode import Harness
+from support import REPO
+from support.multinode import Harness
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
 SITE = os.path.join(REPO, "playbooks", "site.yml")
 ADDRESSES = {"ovzsite1": ("node1", "10.213.201.31"), "ovzsite2": ("node2", "10.213.201.32"),

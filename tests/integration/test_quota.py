@@ -23,7 +23,8 @@ import time
 
 import pytest
 
-from conftest import host_snapshot, run_module, sh
+from support.node import run_module, sh
+from support.snapshot import host_snapshot
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import quota as q
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import storage as st
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.namespaces import syncfs
@@ -221,7 +222,7 @@ def node_snapshot(node):
 def stable_snapshot(node, name, state):
     """node_snapshot, without the bytes of a mounted image: its filesystem commits its journal and
     initialises inode tables in the background (its size, mounts and loop device are compared).
-    conftest.host_snapshot leaves a container's own files out already; this keeps holding if it
+    support.snapshot.host_snapshot leaves a container's own files out already; this keeps holding if it
     ever compares them again."""
     snapshot = node_snapshot(node)
     if state == "running":

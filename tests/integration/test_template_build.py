@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO
-from test_debian import BUILD as DEBIAN, RELEASES, debian_release_template
+from support import COLLECTIONS_ROOT, REPO
+from support.debian import BUILD as DEBIAN, RELEASES, debian_release_template
 
 FILES = os.path.join(REPO, "roles", "ovz_template", "files")
 BUSYBOX = os.path.join(FILES, "build-busybox-template.py")

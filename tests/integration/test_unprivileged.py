@@ -15,20 +15,20 @@ import fcntl
 import os
 import struct
 import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, host_snapshot, run_module, sh
+from support import REPO
+from support.node import run_module, sh
+from support.snapshot import host_snapshot
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import idmap
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import PAYLOAD
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 
-sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-from test_network import A4, OUT4, routed_lab  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
-from test_debian import wait_system_running  # noqa: E402  pylint: disable=wrong-import-position
+from support.netlab import A4, OUT4, routed_lab  # noqa: F401  pylint: disable=unused-import
+from support.debian import wait_system_running
 
 
 def status_ids(pid, key):

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import host_snapshot, run_module
+from support.node import run_module
+from support.snapshot import host_snapshot
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import limits as lim
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager

@@ -34,7 +34,8 @@ import uuid
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO, run_module
+from support import COLLECTIONS_ROOT, REPO
+from support.node import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.idmap import creating_as
 
 HERE = os.path.dirname(os.path.abspath(__file__))

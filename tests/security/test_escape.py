@@ -32,20 +32,18 @@ import subprocess
 import time
 import traceback
 
-import sys
 
 import pytest
 
-from conftest import REPO, sh
+from support.node import sh
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import limits as lim
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import namespaces as ns
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import PAYLOAD
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import enter_container, join_cgroups
 
-sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-import test_network as netlab  # noqa: E402  pylint: disable=wrong-import-position
-from test_network import bridged_lab, routed_lab  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from support import netlab
+from support.netlab import bridged_lab, routed_lab  # noqa: F401  pylint: disable=unused-import
 
 DISKSPACE = 64 << 20
 LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -613,13 +611,13 @@ def attack_exhaust_host_root_inotify(node, name):
         assert made <= int(handle.read())   # the container's own count has the host's per-user bound
 
 
-# The network attacks run the proofs of tests/integration/test_network.py in their labs.
+# The network attacks run the proofs of tests/integration/test_network.py (support/netlab.py) in their labs.
 def attack_sniff_and_spoof_routed(lab):
-    netlab.test_routed_no_snooping_and_no_spoofing(lab)
+    netlab.routed_no_snooping_and_no_spoofing(lab)
 
 
 def attack_arp_poison_bridged(lab):
-    netlab.test_bridged_no_snooping_no_spoofing_no_forged_mac(lab)
+    netlab.bridged_no_snooping_no_spoofing_no_forged_mac(lab)
 
 
 ATTACKS = [
@@ -679,7 +677,7 @@ def test_attack(target, attack, busybox_template):
 @pytest.mark.parametrize("attack", [pytest.param(attack_sniff_and_spoof_routed, id="sniff_and_spoof_routed"),
                                     pytest.param(attack_arp_poison_bridged, id="arp_poison_and_sniff_bridged")])
 def test_network_attack(request, monkeypatch, attack, privilege):
-    # The labs of test_network.py (imported above as fixtures): a host namespace, a third party, a bridge.
+    # The labs of support/netlab.py (imported above as fixtures): a host namespace, a third party, a bridge.
     lab = request.getfixturevalue("bridged_lab" if attack is attack_arp_poison_bridged else "routed_lab")
     if privilege == "unprivileged":   # every container the lab creates gets its own user namespace
         monkeypatch.setattr(lab.manager, "create", functools.partial(lab.manager.create, unprivileged=True))

@@ -7,7 +7,7 @@ half-written config is left.
 
 The kill is the engine's test hook ``OVZ_FAULT=<step>`` (plugins/module_utils/_engine/base/faults.py):
 the process SIGKILLs itself at that step, as an OOM kill or ``kill -9`` would. Every module
-runs in the network namespace of a routed lab (tests/integration/test_network.py), so that
+runs in the network namespace of a routed lab (tests/support/netlab.py), so that
 the container's network is set up on each start.
 """
 
@@ -21,16 +21,16 @@ import tempfile
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, MODULES_DIR, REPO
+from support import COLLECTIONS_ROOT
+from support.node import MODULES_DIR
 
-sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-import test_network as netlab  # noqa: E402  pylint: disable=wrong-import-position
-from test_network import routed_lab  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from support import netlab
+from support.netlab import routed_lab  # noqa: F401  pylint: disable=unused-import
 
-from ansible_collections.ovz.containers.plugins.module_utils._engine.base import faults  # noqa: E402
-from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, find_criu  # noqa: E402
-from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer  # noqa: E402
-from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net  # noqa: E402
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base import faults
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, find_criu
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
+from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net
 
 ADDRESSES = ["10.213.2.40", "fd00:213::a:40"]
 

@@ -2,7 +2,7 @@
 """Bad-input fuzzing: property-based tests over every module's arguments.
 
 Whatever the input, the module either succeeds or fails with a message that names a
-parameter, and on failure the node is unchanged (conftest.host_snapshot: its files, cgroups,
+parameter, and on failure the node is unchanged (support.snapshot.host_snapshot: its files, cgroups,
 mounts, loop devices and host links). Modules run in-process (their ``main()``, with the
 arguments handed over as Ansible does), so that hypothesis can try many inputs quickly;
 ``data_dir`` and ``cgroup_parent`` stay the node's, so that no example reaches outside it.
@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import new_node
+from support.node import new_node
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.network import default_host_ifname
 
@@ -61,7 +61,7 @@ values = st.one_of(scalars, st.lists(scalars, max_size=2),
 
 
 def node_state(node):
-    """conftest.host_snapshot, read without subprocesses or a walk of every cgroup (it runs twice an example):
+    """support.snapshot.host_snapshot, read without subprocesses or a walk of every cgroup (it runs twice an example):
     the node's files, cgroups, mounts, loop devices and default host links."""
     files = {}
     for directory, dirs, entries in os.walk(node.data_dir):

@@ -21,10 +21,10 @@ import time
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO, new_node, sh
+from support import COLLECTIONS_ROOT, REPO
+from support.node import new_node, sh
 
-sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-from test_network import routed_lab  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from support.netlab import routed_lab  # noqa: F401  pylint: disable=unused-import
 OVZCTL = os.path.join(REPO, "scripts", "ovzctl")
 ZIPAPP_BUILDER = os.path.join(REPO, "roles", "ovz_host", "files", "ovzctl_zipapp.py")
 ENGINE_DIR = os.path.join(REPO, "plugins", "module_utils")
@@ -223,7 +223,7 @@ def test_output_flood_and_big_fetch_through_the_connection_plugin_are_bounded(no
     shell and ovzctl): a 3 GB flood from exec_command fails clearly at output_limit (64M), and fetch_file of a
     512 MiB file streams it to the destination; the plugin's process tree grows by less than 256 MiB over an
     ``echo`` through the same plugin."""
-    from test_connection import ansible_env  # pylint: disable=import-outside-toplevel
+    from support.ansible_cli import ansible_env  # pylint: disable=import-outside-toplevel
     name = limited_container(node, busybox_template, unprivileged)
     size = 512 << 20
     # A sparse file: the container's small disk holds it, its reads give every byte.

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT, REPO, hang_limit
+from support import COLLECTIONS_ROOT, REPO
+from support.node import hang_limit
 
 pytestmark = pytest.mark.slow
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import sweep  # noqa: E402  pylint: disable=wrong-import-position
+import support  # noqa: F401 - it puts scripts/ on sys.path  pylint: disable=unused-import
+import sweep
 
 
 def write_owner(path, pid, starttime):

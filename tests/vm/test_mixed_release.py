@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_migration import PORT, STATUS, client_after, client_start, status, wait_status
+from support.vm_migration import PORT, STATUS, client_after, client_start, status, wait_status
 
 CT_IP = "10.213.77.2"
 

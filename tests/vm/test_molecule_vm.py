@@ -6,7 +6,7 @@ the VMs, ``ovz_template_vm``, ``ovz_fleet_vm``, ``ovz_evacuate_vm`` (create and 
 ``extensions/molecule/vm/``; converge and verify shared with the roles' local scenarios) with
 ``OVZ_VM_ID`` naming this tier's run and ``OVZ_VM_REUSE=1``: create reads the run's VMs instead
 of booting new ones, destroy leaves them (the tier takes them down). Checked as for the local
-scenarios (tests/molecule_output.py): exit 0, an idempotence step with zero changed tasks, verify
+scenarios (tests/support/molecule_output.py): exit 0, an idempotence step with zero changed tasks, verify
 (testinfra: packages and CRIU, kernel settings, the slice, ovzctl, onboot after a simulated crash)
 successful. The scenario's containers are removed afterwards, so that later tests (onboot's
 reboot) do not meet them.
@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from molecule_output import assert_molecule_test_passed
+from support.molecule_output import assert_molecule_test_passed
 from vmlib import BIN, REPO, destroy_everywhere
 
 # Scenarios on the VM platform (their create playbook is ../vm/create.yml) and the containers they make.

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Limits and beancounters on cgroup v2, against the faked cgroupfs of test_cgroups_fake.
+"""Limits and beancounters on cgroup v2, against the faked cgroupfs of support/cgroupfs.py.
 
 The real v2 tests run later on VMs; here every v2 file the limits engine
 writes is checked: names, values, order, idempotence, the defaults it puts
@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from test_cgroups_fake import (  # pylint: disable=import-error
+from support.cgroupfs import (
     HYBRID_PROC_CGROUP, V1_FILES, V2_FILES, V2_MOUNTINFO, FakeCgroupFS, HYBRID_MOUNTINFO)
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import beancounters as bc
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import limits as lim

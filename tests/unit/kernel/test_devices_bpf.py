@@ -150,6 +150,7 @@ def bpf_cgroup():
         _rmdir(path)
 
 
+@pytest.mark.kernel   # a real cgroup and BPF program on this kernel
 def test_filter_enforced(bpf_cgroup):
     assert query_device_filters(bpf_cgroup) == 0
     assert attach_device_filter(bpf_cgroup, ["c 1:3 rwm", "c 1:5 r", "c *:* m"]) is True
@@ -171,6 +172,7 @@ def test_filter_enforced(bpf_cgroup):
     os.close(os.open("/dev/full", os.O_RDONLY))
 
 
+@pytest.mark.kernel   # a real cgroup and BPF program on this kernel
 def test_multi_attach_keeps_both(bpf_cgroup):
     attach_device_filter(bpf_cgroup, ["a"])
     attach_device_filter(bpf_cgroup, ["c 1:3 rwm"])
@@ -186,6 +188,7 @@ def test_multi_attach_keeps_both(bpf_cgroup):
     assert results["mknod_b"] == "EPERM"
 
 
+@pytest.mark.kernel   # a real cgroup and BPF program on this kernel
 def test_empty_list_denies_all(bpf_cgroup):
     attach_device_filter(bpf_cgroup, [])
     tmpdir = tempfile.mkdtemp(prefix="ovz-bpftest-")
