@@ -17,7 +17,6 @@ import ctypes
 import errno
 import os
 import platform
-import re
 import threading
 from typing import Iterable, Optional
 
@@ -422,16 +421,6 @@ def enter_namespaces(pid: int, kinds: Iterable[str]) -> None:
     finally:
         for _kind, fd in fds:
             os.close(fd)
-
-
-_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def unescape_mount_path(text: str) -> str:
-    """Undo the kernel's octal escapes in /proc/*/mountinfo (\\040 space, \\012 newline, ...)."""
-    if "\\" not in text:
-        return text   # nearly always: mountinfo is read on every start, one line per mount of the host
-    return _MOUNT_ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), text)
 
 
 def close_fds_except(keep: Iterable[int]) -> None:

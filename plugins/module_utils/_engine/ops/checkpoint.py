@@ -60,7 +60,7 @@ from ..container.manager import CHECKPOINT_META, ContainerManager
 from ..container.runtime import PAYLOAD, Runtime
 from ..kernel.cgroups import ContainerCgroups, read_file
 from ..kernel.criu import Criu, CriuError, CriuRun, log_errors, read_stats
-from ..kernel.namespaces import unescape_mount_path
+from ..kernel.mounts import read_mountinfo
 from ..kernel.process import process_starttime, process_tree, vfork_in_flight
 from ..kernel.rootfs import LXCFS_FILES, find_lxcfs
 from ..node.config import ContainerConfig, validate_name
@@ -117,14 +117,8 @@ def _dir_size(path: str) -> int:
 
 
 def _mountinfo(pid: int) -> List[Dict[str, str]]:
-    mounts = []
-    with open("/proc/%d/mountinfo" % pid) as handle:
-        for line in handle:
-            left, _sep, right = line.partition(" - ")
-            parts, fs = left.split(), right.split()
-            mounts.append({"id": parts[0], "parent": parts[1], "root": unescape_mount_path(parts[3]),
-                           "target": unescape_mount_path(parts[4]), "fstype": fs[0] if fs else ""})
-    return mounts
+    return [{"id": str(mount.mount_id), "parent": str(mount.parent_id), "root": mount.root,
+             "target": mount.mount_point, "fstype": mount.fstype} for mount in read_mountinfo(pid)]
 
 
 def _is_fuse(fstype: str) -> bool:
