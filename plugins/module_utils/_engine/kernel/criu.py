@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..base.errors import KernelUnsupported, OvzError
+from .namespaces import load_libc
 
 # Where the setup script installs its build, then the distribution's package.
 CRIU_CANDIDATES = ("/usr/local/sbin/criu", "/usr/sbin/criu", "/usr/local/bin/criu", "/usr/bin/criu", "/sbin/criu")
@@ -58,8 +59,7 @@ RESTORE_STATS_FIELDS = {1: "pages_compared", 2: "pages_skipped_cow", 3: "forking
 def filesystem_type(path: str) -> int:
     """``statfs(2)``'s ``f_type`` of ``path`` (0 when it cannot be read)."""
     buf = ctypes.create_string_buffer(256)   # struct statfs is 120 bytes on 64-bit Linux
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.statfs(os.fsencode(path), buf) != 0:
+    if load_libc().statfs(os.fsencode(path), buf) != 0:
         return 0
     return ctypes.c_long.from_buffer(buf).value
 

@@ -61,6 +61,7 @@ from ..container.runtime import PAYLOAD, Runtime
 from ..kernel.cgroups import ContainerCgroups, read_file
 from ..kernel.criu import Criu, CriuError, CriuRun, log_errors, read_stats
 from ..kernel.mounts import read_mountinfo
+from ..kernel.namespaces import load_libc
 from ..kernel.process import process_starttime, process_tree, vfork_in_flight
 from ..kernel.rootfs import LXCFS_FILES, find_lxcfs
 from ..node.config import ContainerConfig, validate_name
@@ -332,10 +333,9 @@ def _unlink_quietly(path: str) -> None:
 
 
 def _pidfd_getfd(pid: int, fd: int) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
     pidfd = os.pidfd_open(pid)
     try:
-        result = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        result = load_libc().syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
         if result < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
