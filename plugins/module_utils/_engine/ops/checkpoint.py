@@ -54,7 +54,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..base.errors import HostFileError, InvalidParameter, KernelUnsupported, OvzError, StateConflict
-from ..base.files import atomic_write_json, read_json
+from ..base.files import atomic_file, atomic_write_json, read_json
 from ..container.bringup import BringUp
 from ..container.manager import CHECKPOINT_META, ContainerManager
 from ..container.runtime import PAYLOAD, Runtime
@@ -512,24 +512,10 @@ def pack(images_dir: str, dumpfile: str) -> int:
 
 
 def _pack(images_dir: str, dumpfile: str) -> int:
-    directory = os.path.dirname(os.path.abspath(dumpfile))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dumpfile) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w") as archive:
-                for entry in sorted(os.listdir(images_dir)):
-                    archive.add(os.path.join(images_dir, entry), arcname=entry, recursive=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.rename(tmp, dumpfile)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(dumpfile, 0o600, binary=True) as handle:
+        with tarfile.open(fileobj=handle, mode="w") as archive:
+            for entry in sorted(os.listdir(images_dir)):
+                archive.add(os.path.join(images_dir, entry), arcname=entry, recursive=True)
     return os.path.getsize(dumpfile)
 
 
@@ -1170,9 +1156,8 @@ class Checkpointer:
             return exc
         kept = self.manager.layout.failure_log(name, action)
         try:
-            os.makedirs(os.path.dirname(kept), mode=0o700, exist_ok=True)
-            shutil.copyfile(exc.log, kept + ".tmp")
-            os.replace(kept + ".tmp", kept)
+            with open(exc.log, "rb") as source, atomic_file(kept, 0o644, durable=False, binary=True) as copy:
+                shutil.copyfileobj(source, copy)
         except OSError:
             return exc
         return CriuError(str(exc).replace(exc.log, kept), kept, exc.errors, exc.param)
