@@ -88,6 +88,7 @@ from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.quota import usage
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.states import RUNNING_STATES
 
 
 def quota_usage(manager, entry):
@@ -95,7 +96,7 @@ def quota_usage(manager, entry):
     cannot be read (its image half-made, a race with its removal) gets the reason, not a failed listing."""
     try:
         config = manager.load(entry['name'])
-        return usage(config, manager.storage(config), entry['state'] in ('running', 'frozen'))
+        return usage(config, manager.storage(config), entry['state'] in RUNNING_STATES)
     except (OvzError, OSError) as exc:
         return {'layout': entry.get('layout'), 'error': str(exc)}
 

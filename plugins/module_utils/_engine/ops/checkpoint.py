@@ -55,6 +55,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..base.errors import HostFileError, InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from ..base.files import atomic_file, atomic_write_json, read_json
+from ..base.states import RUNNING_STATES, State
 from ..container.bringup import BringUp
 from ..container.manager import CHECKPOINT_META, ContainerManager
 from ..container.runtime import PAYLOAD, Runtime
@@ -862,7 +863,7 @@ class Checkpointer:
             "pages_written": stats.get("pages_written", 0),
             "pages_skipped_parent": stats.get("pages_skipped_parent", 0),
             "size": _dir_size(images_dir),
-            "state": "running" if leave_running else ("stopped-after-dump" if leave_stopped else "stopped"),
+            "state": State.RUNNING if leave_running else ("stopped-after-dump" if leave_stopped else State.STOPPED),
         }
         if server is not None:
             report["page_server"] = server     # a lazy dump's page server (a Popen), for finish_lazy
@@ -910,7 +911,7 @@ class Checkpointer:
         if not leave_running:
             report["timings"]["cleanup_ms"] = report["timings"].get("cleanup_ms", 0.0) + \
                 self.finish_stopped(name)["total_ms"]
-            report["state"] = "stopped"
+            report["state"] = State.STOPPED
         remove_scratch(scratch)
         report["images_dir"] = dumpfile
         return report
@@ -1120,11 +1121,11 @@ class Checkpointer:
             config = self.manager.load(name)
             refuse_unprivileged(config)
             state = self.manager.status(name)
-            if state in ("running", "frozen"):
+            if state in RUNNING_STATES:
                 raise StateConflict("container %s is already running" % name, "name")
             suspend_dir = self.manager.layout.dump(name)
             own = os.path.realpath(images_dir) == os.path.realpath(suspend_dir)
-            if state == "suspended" and not own:
+            if state == State.SUSPENDED and not own:
                 # Its suspended state would be left behind, stale, to come back at the next start.
                 raise StateConflict("container %s is suspended (its memory is in %s): resume it instead of "
                                     "restoring another checkpoint" % (name, suspend_dir), "name")
@@ -1319,7 +1320,7 @@ class Checkpointer:
     # -- suspend / resume (vzctl suspend/resume) -----------------------------------------------------
     def suspended(self, name: str) -> bool:
         """Stopped, with a checkpoint in ``<data_dir>/dump/<name>`` to resume from."""
-        return self.manager.status(name) == "suspended"
+        return self.manager.status(name) == State.SUSPENDED
 
     def suspend(self, name: str, tcp_established: bool = True) -> Dict[str, Any]:
         """Checkpoint into ``<data_dir>/dump/<name>`` and stop."""
@@ -1333,7 +1334,7 @@ class Checkpointer:
         try:
             result = self.restore(name, directory, tcp_established=tcp_established)
         except Exception as exc:
-            if self.manager.status(name) != "suspended":
+            if self.manager.status(name) != State.SUSPENDED:
                 raise
             raise _amend(exc, "", "\nThe suspended state of %s is kept in %s: start or resume it again once the "
                                   "cause is fixed." % (name, directory)) from None
