@@ -82,7 +82,7 @@ containers:
                                          "failcnt": 0, "enforced": true, "unit": "count", "mechanism": "pids.max"}}}]
 '''
 
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NAMES_ARGUMENT_SPEC, argument_spec
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
@@ -101,7 +101,7 @@ def quota_usage(manager, entry):
         return {'layout': entry.get('layout'), 'error': str(exc)}
 
 
-ARGUMENT_SPEC = argument_spec(name=dict(type='list', elements='str', aliases=['ctid']))
+ARGUMENT_SPEC = argument_spec(**NAMES_ARGUMENT_SPEC)
 
 
 def gather(module, result):

@@ -214,7 +214,7 @@ applied:
 '''
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.diff import DifferenceTracker
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NAME_ARGUMENT_SPEC, argument_spec
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
@@ -224,7 +224,7 @@ from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec im
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.states import RUNNING_STATES
 
 
-ARGUMENT_SPEC = argument_spec(name=dict(type='str', required=True, aliases=['ctid']), **LIMITS_OPTIONS)
+ARGUMENT_SPEC = argument_spec(**NAME_ARGUMENT_SPEC, **LIMITS_OPTIONS)
 
 
 def set_limits(module, result):

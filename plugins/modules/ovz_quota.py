@@ -205,7 +205,7 @@ restarted:
 '''
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.diff import DifferenceTracker
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NAME_ARGUMENT_SPEC, argument_spec
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
@@ -216,7 +216,7 @@ from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec im
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.states import RUNNING_STATES
 
 
-ARGUMENT_SPEC = argument_spec(name=dict(type='str', required=True, aliases=['ctid']), **QUOTA_OPTIONS)
+ARGUMENT_SPEC = argument_spec(**NAME_ARGUMENT_SPEC, **QUOTA_OPTIONS)
 
 
 def set_quota(module, result):
