@@ -148,6 +148,7 @@ from ansible_collections.ovz.containers.plugins.module_utils._engine.container.m
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import OutputPolicy, run_bounded
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.sizes import parse_size
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.states import State
 
 display = Display()
 
@@ -182,7 +183,7 @@ class Connection(ConnectionBase):
             state = manager.status(name)
         except OvzError as exc:
             raise AnsibleConnectionFailure('ovz: %s: %s' % (exc.param or 'container', to_native(exc)))
-        if state != 'running':
+        if state != State.RUNNING:
             raise AnsibleConnectionFailure('container %s in %s is %s; it must be running to run tasks inside '
                                            '(start it with ovz.containers.ovz_container state=started)'
                                            % (name, data_dir, state))
@@ -226,7 +227,7 @@ class Connection(ConnectionBase):
         if state is None:
             raise AnsibleConnectionFailure('container %s: "%s" exited %d: %s'
                                            % (name, ' '.join(self._ovzctl('status', name)), rc, to_native(stderr).strip()))
-        if state != 'running':
+        if state != State.RUNNING:
             raise AnsibleConnectionFailure('container %s in %s is %s; it must be running to run tasks inside '
                                            '(start it with ovz.containers.ovz_container state=started)'
                                            % (name, self.get_option('data_dir'), state))

@@ -255,14 +255,14 @@ migration:
            "timings": {"dump": 0.3, "sync": 0.6, "restore": 1.1, "lazy_transfer": 2.4}}
 '''
 
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NAME_ARGUMENT_SPEC, argument_spec
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint_states import CheckpointRequest, reach
 
 ARGUMENT_SPEC = argument_spec(
-    name=dict(type='str', required=True, aliases=['ctid']),
+    **NAME_ARGUMENT_SPEC,
     state=dict(type='str', required=True, choices=['checkpointed', 'restored', 'suspended', 'resumed', 'migrated']),
     dumpfile=dict(type='path'),
     dump_dir=dict(type='path'),

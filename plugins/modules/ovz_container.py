@@ -218,7 +218,7 @@ container:
       sample: {"uid": 1000000000, "gid": 1000000000, "count": 65536, "mode": "idmapped"}
 '''
 
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NAME_ARGUMENT_SPEC, argument_spec
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_labels, validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
@@ -227,7 +227,7 @@ from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import CONTAINER_OPTIONS
 
 
-ARGUMENT_SPEC = argument_spec(name=dict(type='str', required=True, aliases=['ctid']), unprivileged=dict(type='bool'),
+ARGUMENT_SPEC = argument_spec(**NAME_ARGUMENT_SPEC, unprivileged=dict(type='bool'),
                               **CONTAINER_OPTIONS)
 
 

@@ -147,13 +147,13 @@ stdout_lines:
   sample: ["ct101"]
 '''
 
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NAME_ARGUMENT_SPEC, argument_spec
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.command import run_command
 
 ARGUMENT_SPEC = argument_spec(
-    name=dict(type='str', required=True, aliases=['ctid']),
+    **NAME_ARGUMENT_SPEC,
     argv=dict(type='list', elements='str'),
     command=dict(type='str'),
     stdin=dict(type='str'),

@@ -412,11 +412,11 @@ from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec im
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import (
-    CONTAINER_OPTIONS, LIMITS_OPTIONS, NETWORK_OPTIONS, QUOTA_OPTIONS)
+    CONTAINER_OPTIONS, LIMITS_OPTIONS, NAME_ARGUMENT_SPEC, NETWORK_OPTIONS, QUOTA_OPTIONS)
 
 ITEM_OPTIONS = dict((key, value) for key, value in CONTAINER_OPTIONS.items() if key not in ('diskspace', 'diskinodes'))
 ITEM_OPTIONS.update(
-    name=dict(type='str', required=True, aliases=['ctid']),
+    NAME_ARGUMENT_SPEC,
     node=dict(type='str'),
     unprivileged=dict(type='bool'),
     state=dict(type='str', default='started', choices=list(ovz_fleet.FLEET_STATES)),

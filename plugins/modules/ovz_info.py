@@ -82,12 +82,13 @@ containers:
                                          "failcnt": 0, "enforced": true, "unit": "count", "mechanism": "pids.max"}}}]
 '''
 
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NAMES_ARGUMENT_SPEC, argument_spec
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.quota import usage
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.states import RUNNING_STATES
 
 
 def quota_usage(manager, entry):
@@ -95,12 +96,12 @@ def quota_usage(manager, entry):
     cannot be read (its image half-made, a race with its removal) gets the reason, not a failed listing."""
     try:
         config = manager.load(entry['name'])
-        return usage(config, manager.storage(config), entry['state'] in ('running', 'frozen'))
+        return usage(config, manager.storage(config), entry['state'] in RUNNING_STATES)
     except (OvzError, OSError) as exc:
         return {'layout': entry.get('layout'), 'error': str(exc)}
 
 
-ARGUMENT_SPEC = argument_spec(name=dict(type='list', elements='str', aliases=['ctid']))
+ARGUMENT_SPEC = argument_spec(**NAMES_ARGUMENT_SPEC)
 
 
 def gather(module, result):

@@ -214,18 +214,17 @@ applied:
 '''
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.diff import DifferenceTracker
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NAME_ARGUMENT_SPEC, argument_spec
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.limits import update
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.limits import LIMIT_PARAMS, effective
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import LIMITS_OPTIONS
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.states import RUNNING_STATES
 
-RUNNING = ('running', 'frozen')
 
-
-ARGUMENT_SPEC = argument_spec(name=dict(type='str', required=True, aliases=['ctid']), **LIMITS_OPTIONS)
+ARGUMENT_SPEC = argument_spec(**NAME_ARGUMENT_SPEC, **LIMITS_OPTIONS)
 
 
 def set_limits(module, result):
@@ -243,7 +242,7 @@ def set_limits(module, result):
         tracker.add('kernel_differs', change.drift, [])
     result.update(changed=change.changed, applied=change.applied, not_enforced=change.not_enforced, limits=after,
                   diff=tracker.diff())
-    runtime = manager.runtime(name) if manager.status(name) in RUNNING else None
+    runtime = manager.runtime(name) if manager.status(name) in RUNNING_STATES else None
     if change.beancounters is not None:
         result['beancounters'] = change.beancounters
     elif runtime is not None:

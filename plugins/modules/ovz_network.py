@@ -229,7 +229,7 @@ network:
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NAME_ARGUMENT_SPEC, argument_spec
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
@@ -238,7 +238,7 @@ from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NETWORK_OPTIONS
 
 
-ARGUMENT_SPEC = argument_spec(name=dict(type='str', required=True, aliases=['ctid']),
+ARGUMENT_SPEC = argument_spec(**NAME_ARGUMENT_SPEC,
                               state=dict(type='str', default='present', choices=['present', 'absent']),
                               **NETWORK_OPTIONS)
 

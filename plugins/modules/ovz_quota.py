@@ -205,7 +205,7 @@ restarted:
 '''
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.diff import DifferenceTracker
-from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import argument_spec
+from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import NAME_ARGUMENT_SPEC, argument_spec
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.results import run_module
 from ansible_collections.ovz.containers.plugins.module_utils._engine.node.config import validate_name
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager
@@ -213,9 +213,10 @@ from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.converg
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.quota import update
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources.quota import usage
 from ansible_collections.ovz.containers.plugins.module_utils._ansible.argspec import QUOTA_OPTIONS
+from ansible_collections.ovz.containers.plugins.module_utils._engine.base.states import RUNNING_STATES
 
 
-ARGUMENT_SPEC = argument_spec(name=dict(type='str', required=True, aliases=['ctid']), **QUOTA_OPTIONS)
+ARGUMENT_SPEC = argument_spec(**NAME_ARGUMENT_SPEC, **QUOTA_OPTIONS)
 
 
 def set_quota(module, result):
@@ -235,7 +236,7 @@ def set_quota(module, result):
                   not_enforced=change.not_enforced, actions=change.actions, diff=tracker.diff())
     config = manager.load(name)
     storage = manager.storage(config)
-    result['usage'] = usage(config, storage, manager.status(name) in ('running', 'frozen'))
+    result['usage'] = usage(config, storage, manager.status(name) in RUNNING_STATES)
     if result['usage'].get('direct_io') is False:
         module.warn(storage.direct_io_note() or 'the loop device of the image does buffered I/O')
 

@@ -22,8 +22,16 @@ COMMON_ARGUMENT_SPEC = dict(
     cgroup_parent=dict(type='str', default='auto'),
 )
 
+NAME_ALIASES = ['ctid']   # vzctl's word for the container's name
+
+# ``name`` of the modules that act on one container, and of each of ovz_fleet's ``containers[]``.
 NAME_ARGUMENT_SPEC = dict(
-    name=dict(type='str', required=True, aliases=['ctid']),
+    name=dict(type='str', required=True, aliases=list(NAME_ALIASES)),
+)
+
+# ``name`` of ovz_info: several containers, or (omitted) all of them.
+NAMES_ARGUMENT_SPEC = dict(
+    name=dict(type='list', elements='str', aliases=list(NAME_ALIASES)),
 )
 
 

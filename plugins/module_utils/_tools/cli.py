@@ -46,6 +46,7 @@ from typing import List, Optional, TextIO
 
 from .._engine.base.errors import ContainerRunning, NoSuchContainer, NotRoot, OvzError
 from .._engine.base.sizes import parse_pair
+from .._engine.base.states import State
 from .._engine.container.manager import ContainerManager, require_root
 
 # vzctl's exit codes (its vzerror.h), so that scripts written for vzctl read ours alike.
@@ -149,7 +150,7 @@ def _start(manager: ContainerManager, args: argparse.Namespace) -> None:
     if args.command == "restart":
         lifecycle.restart(manager, args.name)
         return
-    suspended = manager.status(args.name) == "suspended"
+    suspended = manager.status(args.name) == State.SUSPENDED
     if not lifecycle.start(manager, args.name, wait_boot=args.wait):
         _say("Container %s is already running" % args.name, sys.stderr)
     elif suspended:

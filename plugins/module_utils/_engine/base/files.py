@@ -4,10 +4,11 @@
 
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
-"""JSON state files: written whole or not at all, read as absent when missing.
+"""Files written whole or not at all (``atomic_file``), and JSON state files read as absent when missing.
 
 The configuration, the runtime state, the id map and the network's records all
-go through these two, from whichever layer keeps them.
+go through the JSON pair; the dump archive, the beancounter tables, CRIU's caches
+and kept logs through ``atomic_file``, from whichever layer keeps them.
 """
 
 from __future__ import annotations
@@ -15,37 +16,34 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import IO, Any, Iterator, Optional, Tuple
 
 from .errors import HostFileError
 
 
-def atomic_write_json(path: str, data: Any, mode: int = 0o600, durable: bool = True, what: str = "") -> None:
-    """Write ``data`` so that readers see the old file or the new one, never a torn one.
+@contextmanager
+def atomic_file(path: str, mode: int = 0o600, durable: bool = True, binary: bool = False,
+                owner: Optional[Tuple[int, int]] = None, dir_mode: Optional[int] = 0o700) -> Iterator[IO[Any]]:
+    """A handle on a new file that replaces ``path`` whole when the block ends, and vanishes if it raises.
 
-    ``durable`` also survives a host crash (fsync of file and directory);
-    runtime state, which a reboot makes stale anyway, skips it. A write the host's file
-    system refuses (full, read-only) raises ``HostFileError`` naming ``path`` and ``what``.
+    Readers see the old file or the new one, never a torn one; a symlink planted at ``path`` is
+    replaced, not followed. ``durable`` also survives a host crash (fsync of the file and of its
+    directory); runtime state, which a reboot makes stale anyway, skips it. ``owner`` is a
+    (uid, gid) for the file; ``dir_mode`` creates missing directories with that mode (None: the
+    directory must exist).
     """
-    try:
-        _atomic_write_json(path, data, mode, durable)
-    except HostFileError:
-        raise
-    except OSError as exc:
-        # A failed write() names no file: the operator must learn which file system is full.
-        raise HostFileError(path, what or "a file", exc) from None
-
-
-def _atomic_write_json(path: str, data: Any, mode: int, durable: bool) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    directory = os.path.dirname(os.path.abspath(path))
+    if dir_mode is not None:
+        os.makedirs(directory, mode=dir_mode, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            yield handle
             handle.flush()
             os.fchmod(handle.fileno(), mode)
+            if owner is not None:
+                os.fchown(handle.fileno(), owner[0], owner[1])
             if durable:
                 os.fsync(handle.fileno())
         os.rename(tmp, path)
@@ -62,6 +60,23 @@ def _atomic_write_json(path: str, data: Any, mode: int, durable: bool) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_json(path: str, data: Any, mode: int = 0o600, durable: bool = True, what: str = "") -> None:
+    """``data`` as indented JSON, through ``atomic_file``.
+
+    A write the host's file system refuses (full, read-only) raises ``HostFileError`` naming
+    ``path`` and ``what``.
+    """
+    try:
+        with atomic_file(path, mode, durable) as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+    except HostFileError:
+        raise
+    except OSError as exc:
+        # A failed write() names no file: the operator must learn which file system is full.
+        raise HostFileError(path, what or "a file", exc) from None
 
 
 def read_json(path: str) -> Optional[Any]:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequ
 
 from ..base import faults
 from ..base.errors import ContainerRunning, InvalidParameter, KernelUnsupported, NoSuchContainer, NotRoot, OvzError, StateConflict
+from ..base.states import RUNNING_STATES, State
 from ..kernel import idmap as ovz_idmap
 from ..kernel import namespaces as ns
 from ..kernel.cgroups import CgroupBackend, ContainerCgroups, cgroup_dirname, parse_proc_cgroup, select_backend, validate_cgroup_parent
@@ -37,7 +38,7 @@ from ..resources import quota as ovz_quota
 from .bringup import BringUp
 from .runtime import PAYLOAD, Runtime
 
-STATES = ("absent", "stopped", "suspended", "running", "frozen")
+STATES = tuple(State)
 # A checkpoint's description in its images directory; in dump/<name> it makes a stopped container suspended.
 CHECKPOINT_META = "ovz-checkpoint.json"
 BOOT_MARKER = "booted"
@@ -120,14 +121,14 @@ class ContainerManager:
         return self.store.exists(validate_name(name))
 
     # -- state --------------------------------------------------------------------
-    def status(self, name: str) -> str:
+    def status(self, name: str) -> State:
         validate_name(name)
         if not self.store.exists(name):
-            return "absent"
+            return State.ABSENT
         runtime = self.runtime(name)
         if runtime is None or not runtime.alive():
-            return "suspended" if os.path.isfile(os.path.join(self.layout.dump(name), CHECKPOINT_META)) else "stopped"
-        return "frozen" if self.cgroups_for(runtime).frozen() else "running"
+            return State.SUSPENDED if os.path.isfile(os.path.join(self.layout.dump(name), CHECKPOINT_META)) else State.STOPPED
+        return State.FROZEN if self.cgroups_for(runtime).frozen() else State.RUNNING
 
     def facts(self, name: str, beancounters: bool = False, persist: bool = True,
               warn: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
@@ -135,10 +136,10 @@ class ContainerManager:
         (``persist``: keep maxheld and refresh the snapshot inside; false in check mode;
         ``warn``: as for ``beancounter_table``)."""
         state = self.status(name)
-        if state == "absent":
-            return {"name": name, "state": "absent"}
+        if state == State.ABSENT:
+            return {"name": name, "state": state}
         config = self.load(name)
-        runtime = self.runtime(name) if state in ("running", "frozen") else None
+        runtime = self.runtime(name) if state in RUNNING_STATES else None
         storage = self.storage(config)
         facts: Dict[str, Any] = {
             "name": name,
@@ -167,7 +168,7 @@ class ContainerManager:
         }
         if runtime:
             facts["started_at"] = runtime.started_at
-        if state in ("running", "frozen") and storage.mounted():
+        if state in RUNNING_STATES and storage.mounted():
             facts["disk_usage"] = storage.usage()
         # Limits and beancounters (issue 5).
         facts["limits"] = ovz_limits.effective(config.limits)
@@ -287,7 +288,7 @@ class ContainerManager:
                 return False
             config = self.load(name)
             state = self.status(name)
-            if not stop_running and state in ("running", "frozen"):
+            if not stop_running and state in RUNNING_STATES:
                 raise ContainerRunning("container %s is currently %s; stop it first" % (name, state), "name")
             self.stop_locked(config, timeout=config.stop_timeout)
             faults.point("destroy.stopped")
@@ -375,12 +376,12 @@ class ContainerManager:
                     setattr(config, key, value)
             if diff:
                 state = self.status(name)
-                if "hostname" in diff and state == "frozen":
+                if "hostname" in diff and state == State.FROZEN:
                     # Set inside by a command, which a frozen container would never run.
                     raise StateConflict("container %s is frozen; its hostname can change once it is thawed" % name,
                                         "hostname")
                 self.store.save(config)
-                if "hostname" in diff and state == "running":
+                if "hostname" in diff and state == State.RUNNING:
                     self._set_live_hostname(name, config.hostname)
         return diff
 
@@ -401,7 +402,7 @@ class ContainerManager:
             if config.unprivileged == unprivileged:
                 return False
             state = self.status(name)
-            if state != "stopped":
+            if state != State.STOPPED:
                 raise StateConflict("container %s is %s; unprivileged can only be changed while it is stopped"
                                     % (name, state), "unprivileged")
             storage = self.storage(config)
@@ -462,15 +463,15 @@ class ContainerManager:
         with self.lock(name):
             config = self.load(name)
             state = self.status(name)
-            if state in ("running", "frozen"):
+            if state in RUNNING_STATES:
                 return False
-            if state == "suspended" and resume is None:
+            if state == State.SUSPENDED and resume is None:
                 raise StateConflict("container %s is suspended; resume it (ovzctl start or resume) to start it with "
                                     "its memory" % name, "state")
-            if state != "suspended":
+            if state != State.SUSPENDED:
                 self.tear_down_remains(config)
                 self._start_locked(config, before_go)
-        if state == "suspended" and resume is not None:
+        if state == State.SUSPENDED and resume is not None:
             resume(name)
             return True
         if wait_boot:
@@ -662,11 +663,11 @@ class ContainerManager:
     def freeze(self, name: str) -> bool:
         with self.lock(name):
             state = self.status(name)
-            if state == "frozen":
+            if state == State.FROZEN:
                 return False
-            if state == "absent":
+            if state == State.ABSENT:
                 raise NoSuchContainer("container %s does not exist" % name, "name")
-            if state != "running":
+            if state != State.RUNNING:
                 raise StateConflict("container %s is %s; only a running container can be frozen" % (name, state),
                                     "state")
             runtime = self.runtime(name)
@@ -677,7 +678,7 @@ class ContainerManager:
 
     def thaw(self, name: str) -> bool:
         with self.lock(name):
-            if self.status(name) != "frozen":
+            if self.status(name) != State.FROZEN:
                 return False
             runtime = self.runtime(name)
             if runtime is None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from ..base.errors import InvalidParameter, KernelUnsupported, OvzError
-from .namespaces import unescape_mount_path
+from . import mounts
 
 CGROUP_PREFIX = "ovz-"
 # v1 controllers a container is placed in. cpu/cpuacct/cpuset/memory/blkio/pids
@@ -55,16 +55,8 @@ def cgroup_dirname(name: str, node: Optional[str]) -> str:
 
 def parse_mountinfo(text: str) -> List[Tuple[str, str, str, str]]:
     """(mountpoint, fstype, root, super options) for every cgroup mount."""
-    mounts = []
-    for line in text.splitlines():
-        left, _sep, right = line.partition(" - ")
-        parts = left.split()
-        fs = right.split()
-        if len(parts) < 5 or len(fs) < 3 or fs[0] not in ("cgroup", "cgroup2"):
-            continue
-        mountpoint = unescape_mount_path(parts[4])
-        mounts.append((mountpoint, fs[0], parts[3], fs[2]))
-    return mounts
+    return [(mount.mount_point, mount.fstype, mount.root, mount.super_options) for mount in mounts.parse_mountinfo(text)
+            if mount.fstype in ("cgroup", "cgroup2") and mount.super_options]
 
 
 def probe_hierarchies(mountinfo: Optional[str] = None, fs_root: str = "") -> List[Hierarchy]:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..base.errors import KernelUnsupported, OvzError
+from ..base.files import atomic_file
+from .namespaces import load_libc
 
 # Where the setup script installs its build, then the distribution's package.
 CRIU_CANDIDATES = ("/usr/local/sbin/criu", "/usr/sbin/criu", "/usr/local/bin/criu", "/usr/bin/criu", "/sbin/criu")
@@ -58,8 +60,7 @@ RESTORE_STATS_FIELDS = {1: "pages_compared", 2: "pages_skipped_cow", 3: "forking
 def filesystem_type(path: str) -> int:
     """``statfs(2)``'s ``f_type`` of ``path`` (0 when it cannot be read)."""
     buf = ctypes.create_string_buffer(256)   # struct statfs is 120 bytes on 64-bit Linux
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.statfs(os.fsencode(path), buf) != 0:
+    if load_libc().statfs(os.fsencode(path), buf) != 0:
         return 0
     return ctypes.c_long.from_buffer(buf).value
 
@@ -218,11 +219,8 @@ class Criu:
         data = dict(list(data.items())[-7:])   # a few binaries at most (tests use fake ones)
         data[self._identity()] = answers
         try:
-            os.makedirs(os.path.dirname(self._cache), mode=0o755, exist_ok=True)
-            temp = "%s.%d" % (self._cache, os.getpid())
-            with open(temp, "w") as handle:
+            with atomic_file(self._cache, 0o644, durable=False, dir_mode=0o755) as handle:
                 json.dump(data, handle)
-            os.replace(temp, self._cache)
         except OSError:
             pass   # a cache only: the next caller asks CRIU again
 
@@ -315,18 +313,11 @@ class Criu:
             return None   # no unshare(1)
         if proc.returncode != 0 or not proc.stdout:
             return None   # the cache only saves time: CRIU computes kerndat itself as before
-        temp = "%s.ovz%d" % (path, os.getpid())
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
+            with atomic_file(path, 0o600, durable=False, binary=True, dir_mode=None) as handle:
                 handle.write(proc.stdout)
-            os.replace(temp, path)
             info = os.stat(path)
         except OSError:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
             return None
         self._remember("kdat", [info.st_ino, info.st_size, info.st_mtime_ns])
         return path

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from ..base.errors import KernelUnsupported
+from .namespaces import load_libc
 
 # bpf(2) commands, program/attach types and flags (include/uapi/linux/bpf.h).
 BPF_PROG_LOAD = 5
@@ -189,7 +190,7 @@ def build_program(allow: Sequence[str]) -> bytes:
 
 # --- bpf(2) -----------------------------------------------------------------------------
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = load_libc()
 _libc.syscall.restype = ctypes.c_long
 
 

@@ -17,7 +17,6 @@ import ctypes
 import errno
 import os
 import platform
-import re
 import threading
 from typing import Iterable, Optional
 
@@ -90,13 +89,29 @@ DEFAULT_DROPPED_CAPABILITIES = (
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
 
 
-def load_libc() -> ctypes.CDLL:
-    """glibc by its soname; ``find_library`` runs ldconfig (or gcc), hundreds of ms."""
+def _libc_name() -> Optional[str]:
+    """glibc by its soname; ``find_library`` runs ldconfig (or gcc), hundreds of ms, so only if that fails
+    (None, if it finds nothing either: the running program's own symbols, libc's among them)."""
     try:
-        return ctypes.CDLL("libc.so.6", use_errno=True)
+        ctypes.CDLL("libc.so.6")
+        return "libc.so.6"
     except OSError:
         from ctypes.util import find_library
-        return ctypes.CDLL(find_library("c"), use_errno=True)
+        return find_library("c")
+
+
+_LIBC_NAME = _libc_name()
+# The engine's one handle on libc, with errno kept: every file calls through it (load_libc) so that a
+# prototype set here (argtypes, restype) is the one every caller gets.
+_libc = ctypes.CDLL(_LIBC_NAME, use_errno=True)
+# clone3 alone goes through a PyDLL handle, which keeps the GIL held during the call: through a CDLL
+# handle ctypes releases it, and the child, a copy of that moment, would wait for the GIL forever.
+_libc_gil_held = ctypes.PyDLL(_LIBC_NAME, use_errno=True)
+
+
+def load_libc() -> ctypes.CDLL:
+    """The engine's libc handle (loaded once, on import); ``ctypes.get_errno()`` reads its errno."""
+    return _libc
 
 
 SYS_OPENAT2 = 437           # the same number on every architecture (generic syscall table)
@@ -144,8 +159,6 @@ def exists_in_root(root: str, path: str, param: Optional[str] = None) -> bool:
     return True
 
 
-_libc = load_libc()
-_libc_gil_held = ctypes.PyDLL(_libc._name, use_errno=True)  # pylint: disable=protected-access
 _libc_gil_held.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -402,8 +415,7 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
         if cgroup_fd < 0:
             return os.fork()
         raise OSError(errno.EAGAIN, "clone3 from a threaded process: fork, then move the child")
-    # The call goes through a PyDLL handle, which keeps the GIL held: through a CDLL handle
-    # ctypes releases it, and the child, a copy of that moment, would wait for the GIL.
+    # Through the PyDLL handle, which keeps the GIL held (see _libc_gil_held).
     result = _libc_gil_held.syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
     err = ctypes.get_errno()
     if result < 0:
@@ -422,16 +434,6 @@ def enter_namespaces(pid: int, kinds: Iterable[str]) -> None:
     finally:
         for _kind, fd in fds:
             os.close(fd)
-
-
-_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def unescape_mount_path(text: str) -> str:
-    """Undo the kernel's octal escapes in /proc/*/mountinfo (\\040 space, \\012 newline, ...)."""
-    if "\\" not in text:
-        return text   # nearly always: mountinfo is read on every start, one line per mount of the host
-    return _MOUNT_ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), text)
 
 
 def close_fds_except(keep: Iterable[int]) -> None:

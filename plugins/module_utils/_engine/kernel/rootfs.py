@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from . import namespaces as ns
+from .mounts import parse_mountinfo
 
 # (name, type, major, minor, mode). Everything else under /dev is absent, and
 # the device cgroup refuses to open anything not listed in DEVICE_ALLOW.
@@ -174,17 +175,11 @@ def find_lxcfs(data_dir: str) -> Optional[str]:
 
 def mount_points(mountinfo: str = "/proc/self/mountinfo") -> List[Tuple[str, str]]:
     """(mount point, filesystem type) of every mount in a mountinfo file, bottom to top; [] if unreadable."""
-    found = []
     try:
         with open(mountinfo) as handle:
-            for line in handle:
-                left, _sep, right = line.partition(" - ")
-                parts, fs = left.split(), right.split()
-                if len(parts) > 4 and fs:
-                    found.append((ns.unescape_mount_path(parts[4]), fs[0]))
+            return [(mount.mount_point, mount.fstype) for mount in parse_mountinfo(handle.read())]
     except OSError:
         return []
-    return found
 
 
 # The live beancounters view (bcd.py): a FUSE file per container under <data_dir>/bcd,

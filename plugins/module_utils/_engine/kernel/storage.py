@@ -39,7 +39,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from ..base.errors import InvalidParameter, OvzError
-from . import namespaces
+from . import mounts, namespaces
 
 LAYOUTS = ("image", "directory")
 IMAGE_FILE = "root.img"
@@ -226,17 +226,13 @@ def is_mountpoint(path: str) -> bool:
     return mount_entry(path) is not None
 
 
-def mount_entry(path: str) -> Optional[Dict[str, str]]:
-    """The mountinfo fields of the mount on ``path`` in this mount namespace, if any."""
+def mount_entry(path: str) -> Optional[mounts.Mount]:
+    """The mount on ``path`` in this mount namespace (the topmost, if several are stacked), if any."""
     target = os.path.realpath(path)
     found = None
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            left, _sep, right = line.partition(" - ")
-            parts = left.split()
-            if namespaces.unescape_mount_path(parts[4]) == target:
-                fs = right.split()
-                found = {"fstype": fs[0], "source": fs[1], "root": parts[3], "options": parts[5]}
+    for mount in mounts.read_mountinfo():
+        if mount.mount_point == target:
+            found = mount
     return found
 
 
@@ -321,9 +317,9 @@ class Storage:
     def loop_device(self) -> Optional[str]:
         """The loop device the mounted image is on (None: not mounted, or not the image layout)."""
         entry = mount_entry(self.root) if self.layout == "image" else None
-        if entry is None or not entry["source"].startswith("/dev/loop"):
+        if entry is None or not entry.source.startswith("/dev/loop"):
             return None
-        return entry["source"]
+        return entry.source
 
     def direct_io_note(self) -> Optional[str]:
         """Why the mounted image's loop device does buffered I/O, or None (direct I/O, or not mounted)."""

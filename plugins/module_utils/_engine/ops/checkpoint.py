@@ -54,13 +54,15 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..base.errors import HostFileError, InvalidParameter, KernelUnsupported, OvzError, StateConflict
-from ..base.files import atomic_write_json, read_json
+from ..base.files import atomic_file, atomic_write_json, read_json
+from ..base.states import RUNNING_STATES, State
 from ..container.bringup import BringUp
 from ..container.manager import CHECKPOINT_META, ContainerManager
 from ..container.runtime import PAYLOAD, Runtime
 from ..kernel.cgroups import ContainerCgroups, read_file
 from ..kernel.criu import Criu, CriuError, CriuRun, log_errors, read_stats
-from ..kernel.namespaces import unescape_mount_path
+from ..kernel.mounts import read_mountinfo
+from ..kernel.namespaces import load_libc
 from ..kernel.process import process_starttime, process_tree, vfork_in_flight
 from ..kernel.rootfs import LXCFS_FILES, find_lxcfs
 from ..node.config import ContainerConfig, validate_name
@@ -117,14 +119,8 @@ def _dir_size(path: str) -> int:
 
 
 def _mountinfo(pid: int) -> List[Dict[str, str]]:
-    mounts = []
-    with open("/proc/%d/mountinfo" % pid) as handle:
-        for line in handle:
-            left, _sep, right = line.partition(" - ")
-            parts, fs = left.split(), right.split()
-            mounts.append({"id": parts[0], "parent": parts[1], "root": unescape_mount_path(parts[3]),
-                           "target": unescape_mount_path(parts[4]), "fstype": fs[0] if fs else ""})
-    return mounts
+    return [{"id": str(mount.mount_id), "parent": str(mount.parent_id), "root": mount.root,
+             "target": mount.mount_point, "fstype": mount.fstype} for mount in read_mountinfo(pid)]
 
 
 def _is_fuse(fstype: str) -> bool:
@@ -338,10 +334,9 @@ def _unlink_quietly(path: str) -> None:
 
 
 def _pidfd_getfd(pid: int, fd: int) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
     pidfd = os.pidfd_open(pid)
     try:
-        result = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        result = load_libc().syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
         if result < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
@@ -518,24 +513,10 @@ def pack(images_dir: str, dumpfile: str) -> int:
 
 
 def _pack(images_dir: str, dumpfile: str) -> int:
-    directory = os.path.dirname(os.path.abspath(dumpfile))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dumpfile) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w") as archive:
-                for entry in sorted(os.listdir(images_dir)):
-                    archive.add(os.path.join(images_dir, entry), arcname=entry, recursive=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.rename(tmp, dumpfile)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(dumpfile, 0o600, binary=True) as handle:
+        with tarfile.open(fileobj=handle, mode="w") as archive:
+            for entry in sorted(os.listdir(images_dir)):
+                archive.add(os.path.join(images_dir, entry), arcname=entry, recursive=True)
     return os.path.getsize(dumpfile)
 
 
@@ -908,7 +889,7 @@ class Checkpointer:
             "pages_written": stats.get("pages_written", 0),
             "pages_skipped_parent": stats.get("pages_skipped_parent", 0),
             "size": _dir_size(images_dir),
-            "state": "running" if leave_running else ("stopped-after-dump" if leave_stopped else "stopped"),
+            "state": State.RUNNING if leave_running else ("stopped-after-dump" if leave_stopped else State.STOPPED),
         }
         if server is not None:
             report["page_server"] = server     # a lazy dump's page server (a Popen), for finish_lazy
@@ -956,7 +937,7 @@ class Checkpointer:
         if not leave_running:
             report["timings"]["cleanup_ms"] = report["timings"].get("cleanup_ms", 0.0) + \
                 self.finish_stopped(name)["total_ms"]
-            report["state"] = "stopped"
+            report["state"] = State.STOPPED
         remove_scratch(scratch)
         report["images_dir"] = dumpfile
         return report
@@ -1166,11 +1147,11 @@ class Checkpointer:
             config = self.manager.load(name)
             refuse_unprivileged(config)
             state = self.manager.status(name)
-            if state in ("running", "frozen"):
+            if state in RUNNING_STATES:
                 raise StateConflict("container %s is already running" % name, "name")
             suspend_dir = self.manager.layout.dump(name)
             own = os.path.realpath(images_dir) == os.path.realpath(suspend_dir)
-            if state == "suspended" and not own:
+            if state == State.SUSPENDED and not own:
                 # Its suspended state would be left behind, stale, to come back at the next start.
                 raise StateConflict("container %s is suspended (its memory is in %s): resume it instead of "
                                     "restoring another checkpoint" % (name, suspend_dir), "name")
@@ -1202,9 +1183,8 @@ class Checkpointer:
             return exc
         kept = self.manager.layout.failure_log(name, action)
         try:
-            os.makedirs(os.path.dirname(kept), mode=0o700, exist_ok=True)
-            shutil.copyfile(exc.log, kept + ".tmp")
-            os.replace(kept + ".tmp", kept)
+            with open(exc.log, "rb") as source, atomic_file(kept, 0o644, durable=False, binary=True) as copy:
+                shutil.copyfileobj(source, copy)
         except OSError:
             return exc
         return CriuError(str(exc).replace(exc.log, kept), kept, exc.errors, exc.param)
@@ -1366,7 +1346,7 @@ class Checkpointer:
     # -- suspend / resume (vzctl suspend/resume) -----------------------------------------------------
     def suspended(self, name: str) -> bool:
         """Stopped, with a checkpoint in ``<data_dir>/dump/<name>`` to resume from."""
-        return self.manager.status(name) == "suspended"
+        return self.manager.status(name) == State.SUSPENDED
 
     def suspend(self, name: str, tcp_established: bool = True) -> Dict[str, Any]:
         """Checkpoint into ``<data_dir>/dump/<name>`` and stop."""
@@ -1380,7 +1360,7 @@ class Checkpointer:
         try:
             result = self.restore(name, directory, tcp_established=tcp_established)
         except Exception as exc:
-            if self.manager.status(name) != "suspended":
+            if self.manager.status(name) != State.SUSPENDED:
                 raise
             raise _amend(exc, "", "\nThe suspended state of %s is kept in %s: start or resume it again once the "
                                   "cause is fixed." % (name, directory)) from None

@@ -22,12 +22,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..base.diff import DifferenceTracker
 from ..base.errors import InvalidParameter, StateConflict
+from ..base.states import RUNNING_STATES, STOPPED_STATES, State
 from ..container.manager import ContainerManager
 from . import checkpoint as ckpt
 from .migration import migrate
 from .remote import Target
-
-RUNNING = ("running", "frozen")
 
 
 @dataclass
@@ -111,15 +110,15 @@ class _States:
             raise InvalidParameter("the directory of %s does not exist" % path, "dumpfile")
         self.report["dump"] = path
         keep = request.leave_running
-        if present and not request.force and (state in RUNNING if keep else state in ("stopped", "suspended")):
+        if present and not request.force and (state in RUNNING_STATES if keep else state in STOPPED_STATES):
             return
-        if state not in RUNNING:
+        if state not in RUNNING_STATES:
             raise StateConflict("container %s is %s; only a running container can be checkpointed" % (name, state),
                                 "state")
         self.checkpointer.criu.version()   # CRIU is there (fails naming it otherwise), in check mode too
         if self.check_mode:
             self.checkpointer.check(name)  # nothing inside that CRIU would refuse (the dump checks it itself)
-            self.report.update(changed=True, state="running" if keep else "stopped")
+            self.report.update(changed=True, state=State.RUNNING if keep else State.STOPPED)
             return
         dump = self.checkpointer.dump if param == "dump_dir" else self.checkpointer.dump_to_file
         self._done(dump(name, path, leave_running=keep, tcp_established=request.tcp_established))
@@ -130,7 +129,7 @@ class _States:
         if path is None:
             raise InvalidParameter("state=restored needs dumpfile or dump_dir", "dumpfile")
         self.report["dump"] = path
-        if state in RUNNING:
+        if state in RUNNING_STATES:
             return
         if not present:
             raise InvalidParameter("no dump at %s" % path, str(param))
@@ -139,12 +138,12 @@ class _States:
             raise InvalidParameter("%s is a checkpoint of container %s, not of %s" % (path, meta.get("name"), name),
                                    "name")
         own = self.manager.layout.dump(name)
-        if state == "suspended" and (param == "dumpfile" or os.path.realpath(path) != os.path.realpath(own)):
+        if state == State.SUSPENDED and (param == "dumpfile" or os.path.realpath(path) != os.path.realpath(own)):
             raise StateConflict("container %s is suspended (its memory is in %s): resume it instead of restoring "
                                 "another checkpoint" % (name, own), "name")
         self.checkpointer.criu.version()
         if self.check_mode:
-            self.report.update(changed=True, state="running")
+            self.report.update(changed=True, state=State.RUNNING)
             return
         if param == "dump_dir":
             self._done(self.checkpointer.restore(name, path, tcp_established=request.tcp_established))
@@ -163,29 +162,29 @@ class _States:
     def suspended(self) -> None:
         name, state = self.name, self.state
         self.report["dump"] = self.manager.layout.dump(name)
-        if state == "suspended":
+        if state == State.SUSPENDED:
             return
-        if state not in RUNNING:
+        if state not in RUNNING_STATES:
             raise StateConflict("container %s is %s and has no suspended state; only a running container can be "
                                 "suspended" % (name, state), "state")
         self.checkpointer.criu.version()
         if self.check_mode:
             self.checkpointer.check(name)
-            self.report.update(changed=True, state="suspended")
+            self.report.update(changed=True, state=State.SUSPENDED)
             return
         self._done(self.checkpointer.suspend(name, tcp_established=self.request.tcp_established))
 
     def resumed(self) -> None:
         name, state = self.name, self.state
-        if state in RUNNING:
+        if state in RUNNING_STATES:
             return
         self.report["dump"] = self.manager.layout.dump(name)
-        if state != "suspended":
+        if state != State.SUSPENDED:
             raise StateConflict("container %s is %s and was not suspended: nothing to resume from %s"
                                 % (name, state, self.manager.layout.dump(name)), "state")
         self.checkpointer.criu.version()
         if self.check_mode:
-            self.report.update(changed=True, state="running")
+            self.report.update(changed=True, state=State.RUNNING)
             return
         self._done(self.checkpointer.resume(name, tcp_established=self.request.tcp_established))
 
@@ -229,7 +228,7 @@ def reach(manager: ContainerManager, name: str, request: CheckpointRequest, chec
     report.setdefault("state", None)
     states = _States(manager, name, request, check_mode, report)
     before = states.state
-    if before == "absent" and request.state != "migrated":
+    if before == State.ABSENT and request.state != "migrated":
         raise StateConflict("container %s does not exist" % name, "name")
     actions: Dict[str, Callable[[], None]] = {
         "checkpointed": states.checkpointed, "restored": states.restored, "suspended": states.suspended,

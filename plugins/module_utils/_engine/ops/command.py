@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from ..base.errors import InvalidParameter, NoSuchContainer, StateConflict
 from ..base.sizes import parse_size
+from ..base.states import State
 from ..container.manager import ContainerManager
 from ..kernel.process import OutputPolicy
 
@@ -45,13 +46,13 @@ def run_command(manager: ContainerManager, name: str, argv: Optional[List[str]] 
         if path and not path.startswith("/"):
             raise InvalidParameter("must be an absolute path inside the container, got %r" % path, param)
     status = manager.status(name)
-    if status != "running" and check_mode:
+    if status != State.RUNNING and check_mode:
         # An earlier task of the same check run would have made or started it: the command would run then.
         return _not_run(argv, True, msg="the command would run once container %s runs (it is %s now)"
                         % (name, status))
-    if status == "absent":
+    if status == State.ABSENT:
         raise NoSuchContainer("container %s does not exist" % name, "name")
-    if status != "running":
+    if status != State.RUNNING:
         raise StateConflict("container %s is %s; it must be running" % (name, status), "name")
     if creates and manager.path_exists_inside(name, creates, "creates"):
         return _not_run(argv, False, "skipped, since %s exists" % creates)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..base.diff import DifferenceTracker
 from ..base.errors import OvzError, StateConflict
+from ..base.states import RUNNING_STATES, STOPPED_STATES, State
 from ..base.sizes import parse_pair
 from ..container.manager import ContainerManager, validate_hostname
 from ..kernel import dad
@@ -29,28 +30,27 @@ from ..resources import network
 from ..resources.quota import QuotaRequest
 from . import lifecycle
 
-RUNNING = ("running", "frozen")
 CONTAINER_SETTINGS = ("hostname", "onboot", "bootorder", "init", "labels")
 NETWORK_SETTINGS = ("ip_address", "netif_mode", "bridge", "ifname", "host_ifname", "mac", "mtu", "routes",
                     "nameserver", "searchdomain", "mac_filter")
 
 
 # -- ovz_container ----------------------------------------------------------------------------
-def desired_run_state(wanted: str, current: str) -> str:
+def desired_run_state(wanted: str, current: State) -> State:
     """The run state after the call, or raise for a transition that cannot be made."""
     if wanted == "absent":
-        return "absent"
+        return State.ABSENT
     if wanted in ("started", "restarted"):
-        return "running"
+        return State.RUNNING
     if wanted == "stopped":
         # Not running either: a suspended container keeps its memory (started, it resumes).
-        return "suspended" if current == "suspended" else "stopped"
+        return State.SUSPENDED if current == State.SUSPENDED else State.STOPPED
     if wanted == "frozen":
-        if current not in RUNNING:
+        if current not in RUNNING_STATES:
             raise StateConflict("only a running container can be frozen; %s is %s"
-                                % ("it" if current == "absent" else "the container", current), "state")
-        return "frozen"
-    return "stopped" if current == "absent" else current  # present
+                                % ("it" if current == State.ABSENT else "the container", current), "state")
+        return State.FROZEN
+    return State.STOPPED if current == State.ABSENT else current  # present
 
 
 @dataclass
@@ -58,8 +58,8 @@ class ContainerPlan:
     """What converging one container's lifecycle and settings would do."""
 
     name: str
-    current: str
-    wanted: str
+    current: State
+    wanted: State
     tracker: DifferenceTracker
     settings: Dict[str, Any] = field(default_factory=dict)
     create_config: Optional[ContainerConfig] = None
@@ -85,7 +85,7 @@ def plan_container(manager: ContainerManager, name: str, params: Mapping[str, An
     tracker.add("state", current, wanted)
     if params.get("hostname") is not None:
         validate_hostname(params["hostname"])
-    if current == "absent" and wanted != "absent":
+    if current == State.ABSENT and wanted != State.ABSENT:
         create_config = manager.plan_create(
             name, params.get("template"), layout=params.get("layout") or "image", hostname=params.get("hostname"),
             init=params.get("init") or "/sbin/init", onboot=bool(params.get("onboot")),
@@ -101,21 +101,21 @@ def plan_container(manager: ContainerManager, name: str, params: Mapping[str, An
         tracker.add("layout", None, create_config.layout)
         tracker.add("unprivileged", None, create_config.unprivileged)
         plan.create_config = create_config
-    elif current != "absent":
+    elif current != State.ABSENT:
         config = manager.load(name)
         if params.get("layout") is not None and params["layout"] != config.layout:
             raise StateConflict("the layout of an existing container cannot be changed (it is %s)"
                                 % config.layout, "layout")
         for key in CONTAINER_SETTINGS:
             value = params.get(key)
-            if value is None or wanted == "absent":
-                tracker.add(key, getattr(config, key), getattr(config, key) if wanted != "absent" else None)
+            if value is None or wanted == State.ABSENT:
+                tracker.add(key, getattr(config, key), getattr(config, key) if wanted != State.ABSENT else None)
                 continue
             tracker.add(key, getattr(config, key), value)
             if getattr(config, key) != value:
                 plan.settings[key] = value
         _plan_unprivileged(plan, config, params.get("unprivileged"))
-        if wanted != "absent":
+        if wanted != State.ABSENT:
             plan.warnings += _creation_only(manager, config, params)
     return plan
 
@@ -143,13 +143,13 @@ def _creation_only(manager: ContainerManager, config: ContainerConfig, params: M
 
 def _plan_unprivileged(plan: ContainerPlan, config: ContainerConfig, value: Optional[bool]) -> None:
     """``unprivileged`` of an existing container changes only while it is stopped (a start in the same call follows)."""
-    if value is None or plan.wanted == "absent":
-        plan.tracker.add("unprivileged", config.unprivileged, config.unprivileged if plan.wanted != "absent" else None)
+    if value is None or plan.wanted == State.ABSENT:
+        plan.tracker.add("unprivileged", config.unprivileged, config.unprivileged if plan.wanted != State.ABSENT else None)
         return
     plan.tracker.add("unprivileged", config.unprivileged, value)
     if value == config.unprivileged:
         return
-    if plan.current != "stopped":
+    if plan.current != State.STOPPED:
         raise StateConflict("container %s is %s; unprivileged can only be changed while it is stopped"
                             % (plan.name, plan.current), "unprivileged")
     plan.unprivileged = value
@@ -162,7 +162,7 @@ def apply_container(manager: ContainerManager, plan: ContainerPlan, params: Mapp
     new container starts with them)."""
     name, current, wanted = plan.name, plan.current, plan.wanted
     timeout = params.get("timeout", 60)
-    if wanted == "absent":
+    if wanted == State.ABSENT:
         manager.destroy(name)
         return
     create_config = plan.create_config
@@ -173,24 +173,24 @@ def apply_container(manager: ContainerManager, plan: ContainerPlan, params: Mapp
                        unprivileged=create_config.unprivileged)
         if create_config.bootorder or create_config.labels:
             manager.update(name, bootorder=create_config.bootorder, labels=create_config.labels)
-        current = "stopped"
+        current = State.STOPPED
     if plan.settings:
         manager.update(name, **plan.settings)
     if plan.unprivileged is not None:
         manager.set_unprivileged(name, plan.unprivileged)
     if before_run_state is not None:
         before_run_state()
-    if plan.restart and current in RUNNING:
+    if plan.restart and current in RUNNING_STATES:
         manager.stop(name, timeout=timeout)
-        current = "stopped"
-    if wanted in RUNNING and current in ("stopped", "suspended"):
+        current = State.STOPPED
+    if wanted in RUNNING_STATES and current in STOPPED_STATES:
         lifecycle.start(manager, name, wait_boot=bool(params.get("wait_boot")), timeout=timeout)   # resumes a suspended one
-        current = "running"
-    if wanted == "running" and current == "frozen":
+        current = State.RUNNING
+    if wanted == State.RUNNING and current == State.FROZEN:
         manager.thaw(name)
-    elif wanted == "frozen" and current == "running":
+    elif wanted == State.FROZEN and current == State.RUNNING:
         manager.freeze(name)
-    elif wanted == "stopped" and current in RUNNING:
+    elif wanted == State.STOPPED and current in RUNNING_STATES:
         manager.stop(name, timeout=timeout)
 
 
@@ -221,7 +221,7 @@ def other_networks(manager: ContainerManager, name: str) -> List[Tuple[str, Dict
 def network_step(manager: ContainerManager, name: str, plan: Optional[network.NetworkPlan] = None) -> NetworkStep:
     """The container's configuration and network runtime as they are now, with ``plan``."""
     config = manager.load(name)
-    running = manager.status(name) in RUNNING
+    running = manager.status(name) in RUNNING_STATES
     runtime_path = network.runtime_path(manager.layout.run(name))
     runtime = network.load_runtime(runtime_path) if running else None
     return NetworkStep(config, running, runtime, runtime_path, plan)

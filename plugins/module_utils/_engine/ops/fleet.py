@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ..base.errors import InvalidParameter, OvzError
+from ..base.states import State
 from ..container.manager import ContainerManager
 from ..kernel import dad
 from ..node.config import ContainerConfig, iter_configs, validate_labels, validate_name
@@ -140,7 +141,7 @@ class ContainerWork:
     not_enforced: Dict[str, str] = field(default_factory=dict)
     remove: bool = False
     done: bool = False
-    state: Optional[str] = None
+    state: Optional[State] = None
 
     @property
     def changed(self) -> bool:
@@ -209,7 +210,7 @@ class FleetConverger:
                         self.warn("prune keeps %s: the list declares it for node %s, which is not in this run; "
                                   "it is removed here in a run that includes %s" % (name, keep[name], keep[name]))
                         continue
-                    self.work.append(ContainerWork(name, {}, {}, remove=True, changes=["removed"], state="absent"))
+                    self.work.append(ContainerWork(name, {}, {}, remove=True, changes=["removed"], state=State.ABSENT))
                     networks.pop(name, None)
         seen: Dict[str, int] = {}
         for index, item in items:
@@ -281,8 +282,8 @@ class FleetConverger:
             work.changes = (["created"] if plan.create_config is not None else []) + \
                 [key for key in plan.tracker.changes if key not in ("layout", "unprivileged") or plan.create_config is None]
             work.state = plan.wanted
-            if plan.wanted == "absent":
-                if plan.current != "absent":
+            if plan.wanted == State.ABSENT:
+                if plan.current != State.ABSENT:
                     work.changes = ["removed"]
                 networks.pop(name, None)
                 return

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from ..base import faults
+from ..base.states import RUNNING_STATES
 from ..container.manager import ContainerManager
 from ..resources import limits as ovz_limits
 
@@ -54,7 +55,7 @@ def update(manager: ContainerManager, name: str, params: Mapping[str, Any], dry_
         host = ovz_limits.HostInfo.probe(backend)
         ovz_limits.validate_combination(after, host)
         state = manager.status(name)
-        runtime = manager.runtime(name) if state in ("running", "frozen") else None
+        runtime = manager.runtime(name) if state in RUNNING_STATES else None
         change = LimitsChange(before=before, after=after, running=runtime is not None, drift=[])
         if runtime is None:
             change.not_enforced = ovz_limits.not_enforced(after, None, backend.version, None)

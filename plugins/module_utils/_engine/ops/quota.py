@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..base.errors import InvalidParameter, KernelUnsupported, StateConflict
+from ..base.states import RUNNING_STATES
 from ..container.manager import ContainerManager
 from ..kernel.storage import MIN_DISKSPACE, Storage
 from ..node.config import ContainerConfig
@@ -94,7 +95,7 @@ def update(manager: ContainerManager, name: str, request: QuotaRequest, dry_run:
     """
     with manager.lock(name):
         config = manager.load(name)
-        running = manager.status(name) in ("running", "frozen")
+        running = manager.status(name) in RUNNING_STATES
         storage = manager.storage(config)
         before = settings(config)
         if config.layout == "image" and before["diskspace"][1] is None and storage.exists():

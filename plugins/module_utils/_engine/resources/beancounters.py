@@ -57,11 +57,11 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from ..base.errors import KernelUnsupported, OvzError
+from ..base.files import atomic_file
 from ..kernel import cgroups as cg
 from ..kernel import namespaces as ns
 from ..kernel.rootfs import GUEST_BEANCOUNTERS, mount_points
@@ -552,30 +552,12 @@ def _load_state(state_dir: Optional[str]) -> Dict[str, int]:
         return {}
 
 
-def _atomic_text(path: str, text: str, mode: int, owner: Optional[Tuple[int, int]] = None) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".ovz-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            os.fchmod(handle.fileno(), mode)
-            if owner is not None:
-                os.fchown(handle.fileno(), owner[0], owner[1])
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _save_state(state_dir: str, maxheld: Dict[str, int], previous: Dict[str, int]) -> None:
     if maxheld == previous or not os.path.isdir(state_dir):
         return
     try:
-        _atomic_text(os.path.join(state_dir, STATE_FILE), json.dumps({"maxheld": maxheld}, sort_keys=True) + "\n",
-                     0o600)
+        with atomic_file(os.path.join(state_dir, STATE_FILE), 0o600, durable=False, dir_mode=None) as handle:
+            handle.write(json.dumps({"maxheld": maxheld}, sort_keys=True) + "\n")
     except OSError:
         pass
 
@@ -588,7 +570,8 @@ def write_guest_file(guest_dir: str, text: str) -> None:
         # An unprivileged container's root owns its guest dir (idmap.py) and must read the file as its owner.
         stat_dir = os.stat(guest_dir)
         owner = (stat_dir.st_uid, stat_dir.st_gid) if stat_dir.st_uid != 0 else None
-        _atomic_text(path, text, 0o400, owner)
+        with atomic_file(path, 0o400, durable=False, owner=owner, dir_mode=None) as handle:
+            handle.write(text)
     except OSError as exc:
         raise OvzError("writing the beancounter table that root inside reads at %s (%s on the host): %s"
                        % (GUEST_BEANCOUNTERS, path, exc.strerror or exc)) from None

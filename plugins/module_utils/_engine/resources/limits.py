@@ -407,7 +407,7 @@ def container_devices(storage: Storage) -> Devices:
     devices = Devices()
     if storage.layout == "image":
         entry = mount_entry(storage.root)
-        source = entry["source"] if entry else None
+        source = entry.source if entry else None
         if source and source.startswith("/dev/"):
             try:
                 st = os.stat(source)

@@ -71,6 +71,7 @@ from ..base.files import atomic_write_json, read_json
 from ..kernel import dad
 from ..kernel import namespaces as ns
 from ..kernel.idmap import creating_as
+from ..kernel.mounts import read_mountinfo
 from ..node.config import HostLayout
 
 # pyroute2 is imported on first use: importing it costs about half a second,
@@ -881,11 +882,9 @@ def netns_path(name: str, node: Optional[str]) -> str:
 
 def _is_mountpoint(path: str) -> bool:
     try:
-        with open("/proc/self/mountinfo") as handle:
-            points = [ns.unescape_mount_path(line.split()[4]) for line in handle]
+        return any(mount.mount_point == path for mount in read_mountinfo())
     except OSError:
         return False
-    return path in points
 
 
 def _prepare_netns_dir() -> None:

@@ -53,7 +53,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
 from ..base.sizes import Pair, parse_pair
-from ..kernel.namespaces import load_libc, unescape_mount_path
+from ..kernel.mounts import read_mountinfo
+from ..kernel.namespaces import load_libc
 from ..kernel.storage import LOOP_SET_CAPACITY, Storage, drop_cached_pages, loop_direct_io, run
 from ..node.config import ContainerConfig
 
@@ -327,15 +328,12 @@ def filesystem_of(path: str) -> Dict[str, str]:
     """The mount holding ``path`` (mountinfo fields, plus its mount point and super options)."""
     target = os.path.realpath(path)
     best: Optional[Dict[str, str]] = None
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            left, _sep, right = line.partition(" - ")
-            parts, fs = left.split(), right.split()
-            point = unescape_mount_path(parts[4])
-            if target == point or target.startswith(point.rstrip("/") + "/"):
-                if best is None or len(point) >= len(best["mountpoint"]):
-                    best = {"mountpoint": point, "fstype": fs[0], "source": fs[1], "options": parts[5],
-                            "super": fs[2] if len(fs) > 2 else ""}
+    for mount in read_mountinfo():
+        point = mount.mount_point
+        if target == point or target.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) >= len(best["mountpoint"]):
+                best = {"mountpoint": point, "fstype": mount.fstype, "source": mount.source, "options": mount.options,
+                        "super": mount.super_options}
     if best is None:
         raise OvzError("no mount holds %s" % path)
     return best
