@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from ..base import faults
 from ..base.errors import InvalidParameter, KernelUnsupported, OvzError, StateConflict
+from ..base.states import RUNNING_STATES, State
 from ..node.config import ContainerConfig, validate_name
 from ..resources import network
 from .remote import RemoteSession, Target, Unreachable
@@ -185,7 +186,7 @@ def recover(manager: ContainerManager, name: str, session: Optional[RemoteSessio
                 status = session.call("status", data_dir=target.data_dir, cgroup_parent=target.cgroup_parent,
                                       name=name)
                 incoming = status.get("incoming") or {}
-                forward = status["state"] in ("running", "frozen") and incoming.get("id") == journal["id"]
+                forward = status["state"] in RUNNING_STATES and incoming.get("id") == journal["id"]
                 if forward and journal.get("lazy"):
                     # Restored lazily: it only counts as moved once every page reached the target.
                     forward = _lazy_complete(session, target, name, status)
@@ -220,11 +221,11 @@ def _lazy_complete(session: RemoteSession, target: Target, name: str, status: Di
 
 def _resume_source(manager: ContainerManager, name: str, journal: Dict[str, Any]) -> None:
     """Undo a freeze or a leave_stopped dump on the source (nothing to do if it runs normally)."""
-    if journal.get("stopped") and manager.status(name) in ("running", "frozen"):
+    if journal.get("stopped") and manager.status(name) in RUNNING_STATES:
         checkpointer = checkpointer_of(manager)
         if checkpointer.stopped_after_dump(name):
             checkpointer.resume_stopped(name)
-    if manager.status(name) == "frozen":
+    if manager.status(name) == State.FROZEN:
         manager.thaw(name)
 
 
@@ -232,7 +233,7 @@ def _finish_source(manager: ContainerManager, name: str, journal: Dict[str, Any]
     if journal.get("stopped") and manager.exists(name):
         checkpointer_of(manager).finish_stopped(name)
     if journal.get("keep_source"):
-        if manager.status(name) in ("running", "frozen"):
+        if manager.status(name) in RUNNING_STATES:
             manager.stop(name, timeout=0)
         clear_journal(manager, name)
     elif manager.exists(name):
@@ -284,7 +285,7 @@ def migrate(manager: ContainerManager, name: str, target: Any, pre_dump_iteratio
         if result["recovered"] == "completed":
             return result
     state = manager.status(name)
-    if state == "suspended":
+    if state == State.SUSPENDED:
         # An offline migration would copy its disk but not its memory, and leave that behind.
         raise StateConflict("container %s is suspended: resume it before migrating it (its memory is in %s)"
                             % (name, manager.layout.dump(name)), "name")
@@ -292,16 +293,16 @@ def migrate(manager: ContainerManager, name: str, target: Any, pre_dump_iteratio
     try:
         session.open()
     except Unreachable:
-        if state == "absent":
+        if state == State.ABSENT:
             raise StateConflict("container %s does not exist here" % name, "name") from None
         raise
     dog = _Watchdog(manager, name, [session.control_dir or ""], converge=not check_mode)
     if watchdog:
         dog.start()
     try:
-        if state == "absent":
+        if state == State.ABSENT:
             remote = session.call("status", data_dir=target.data_dir, cgroup_parent=target.cgroup_parent, name=name)
-            if remote["state"] != "absent" and not remote.get("incoming"):
+            if remote["state"] != State.ABSENT and not remote.get("incoming"):
                 result["target_state"] = remote["state"]
                 return result      # already migrated: nothing to do
             raise StateConflict("container %s does not exist here (nor on %s)" % (name, target.host), "name")
@@ -310,7 +311,7 @@ def migrate(manager: ContainerManager, name: str, target: Any, pre_dump_iteratio
             raise KernelUnsupported("container %s is unprivileged: checkpoint, restore and migration of unprivileged "
                                     "containers are not supported (set unprivileged: false while stopped)" % name,
                                     "unprivileged")
-        live = state in ("running", "frozen")
+        live = state in RUNNING_STATES
         if live:
             checkpointer_of(manager).check(name)   # what CRIU would refuse, before anything is copied or frozen
         result["mode"] = "online" if live else "offline"
@@ -479,7 +480,7 @@ class _Run:
                                             tcp_established=self.tcp_established,
                                             lazy_port=self.ports[0] if self.ports else None)
         except BaseException:
-            self.journal["stopped"] = manager.status(name) in ("running", "frozen") and _tasks_stopped(manager, name)
+            self.journal["stopped"] = manager.status(name) in RUNNING_STATES and _tasks_stopped(manager, name)
             raise
         if we_froze:
             manager.thaw(name)   # the tasks stay stopped (SIGSTOP) for finish_stopped or resume_stopped

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from ..base.errors import OvzError, StateConflict
 from ..base.files import atomic_write_json, read_json
+from ..base.states import RUNNING_STATES
 from ..node.config import ContainerConfig
 from ..resources import network
 from .migration_announce import announce
@@ -63,7 +64,7 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
     info: Dict[str, Any] = {"kernel": os.uname().release, "hostname": socket.gethostname()}
     incoming = incoming_journal(manager, name)
     if manager.exists(name) or os.path.lexists(manager.layout.private(name)):
-        if incoming and incoming.get("source") == source and manager.status(name) not in ("running", "frozen"):
+        if incoming and incoming.get("source") == source and manager.status(name) not in RUNNING_STATES:
             info["stale_incoming"] = incoming.get("id")   # our own unfinished copy: replaced
         else:
             raise StateConflict("a container named %s already exists on the target" % name, "name")
@@ -314,7 +315,7 @@ def _remote_abandoned(session: Dict[str, Any]) -> None:
         with manager.lock(incoming["name"]):
             current = incoming_journal(manager, incoming["name"])
             if current and current.get("id") == incoming["id"] and \
-                    manager.status(incoming["name"]) not in ("running", "frozen"):
+                    manager.status(incoming["name"]) not in RUNNING_STATES:
                 discard_incoming(manager, incoming["name"])
     except Exception:  # noqa: BLE001 - best effort; the next migrate converges anyway
         pass
