@@ -136,14 +136,15 @@ class ContainerManager:
         (``persist``: keep maxheld and refresh the snapshot inside; false in check mode;
         ``warn``: as for ``beancounter_table``)."""
         state = self.status(name)
+        # Facts leave the engine: plain strings (Ansible's variable storage refuses a str subclass).
         if state == State.ABSENT:
-            return {"name": name, "state": state}
+            return {"name": name, "state": state.value}
         config = self.load(name)
         runtime = self.runtime(name) if state in RUNNING_STATES else None
         storage = self.storage(config)
         facts: Dict[str, Any] = {
             "name": name,
-            "state": state,
+            "state": state.value,
             "hostname": config.hostname,
             "layout": config.layout,
             "init": config.init,
