@@ -25,7 +25,6 @@ from support.snapshot import host_snapshot
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import idmap
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import PAYLOAD
-from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import OvzError
 
 from support.netlab import A4, OUT4, routed_lab  # noqa: F401  pylint: disable=unused-import
 from support.debian import wait_system_running
@@ -272,13 +271,35 @@ def test_module_three_ways_and_refusals(node, busybox_template):
     assert node.manager.idmap.entries() == {}
 
 
-def test_checkpoint_is_refused_naming_unprivileged(node, busybox_template, tmp_path):
-    name = start_unprivileged(node, busybox_template, layout="directory")
-    with pytest.raises(OvzError) as raised:
-        Checkpointer(node.manager).dump(name, str(tmp_path / "dump"))
-    assert raised.value.param == "unprivileged" and "unprivileged" in str(raised.value)
-    assert node.manager.status(name) == "running"
-    assert not os.path.exists(str(tmp_path / "dump"))
+@pytest.mark.parametrize("layout", ["image", "directory"])
+def test_checkpoint_and_restore_keep_it_unprivileged(node, busybox_template, tmp_path, layout):
+    """A suspended or restored unprivileged container is as unprivileged as a started one: root inside is
+    the block's first id on the host, the files keep their owners as seen from inside, and nothing of the
+    container's is left to its host user outside (the images are host root's, the staged mounts are gone)."""
+    name = start_unprivileged(node, busybox_template, layout=layout)
+    first = block_of(node, name)
+    sh(node.manager, name, "echo kept > /root/mine; chown 0:0 /root/mine; touch /tmp/other; chown 33:33 /tmp/other")
+    images = str(tmp_path / "images")
+    checkpointer = Checkpointer(node.manager)
+    checkpointer.dump(name, images)
+    assert node.manager.status(name) == "stopped"
+    owners = {(os.lstat(os.path.join(images, entry)).st_uid, os.lstat(os.path.join(images, entry)).st_gid)
+              for entry in os.listdir(images)}
+    assert owners == {(0, 0)}, owners
+    checkpointer.restore(name, images)
+    init_pid = node.manager.runtime(name).init_pid
+    assert status_ids(init_pid, "Uid") == [first] * 4 and status_ids(init_pid, "Gid") == [first] * 4
+    assert block_of(node, name) == first
+    assert sh(node.manager, name, "id -u; cat /proc/self/uid_map; stat -c '%u:%g' /root/mine /tmp/other /dev/null; "
+                                  "cat /root/mine").stdout.split() == [
+        b"0", b"0", str(first).encode(), b"65536", b"0:0", b"33:33", b"65534:65534", b"kept"]
+    assert {(os.lstat(os.path.join(images, entry)).st_uid, os.lstat(os.path.join(images, entry)).st_gid)
+            for entry in os.listdir(images)} == {(0, 0)}
+    with open("/proc/self/mountinfo") as handle:
+        assert " /run/ovz-stage" not in handle.read()
+    # Root inside still cannot write what the host keeps as root's: /proc/sys outside its netns, say.
+    assert sh(node.manager, name, "echo 1 > /proc/sys/kernel/sysrq", check=False).rc != 0
+    node.manager.stop(name, timeout=5)
 
 
 def test_network_of_an_unprivileged_container(routed_lab):

@@ -423,10 +423,11 @@ class ContainerManager:
                 self.idmap.release(name)
         return True
 
-    def _prepare_userns(self, config: ContainerConfig, storage: Storage, cgroups: ContainerCgroups,
+    def prepare_userns(self, config: ContainerConfig, storage: Storage, cgroups: ContainerCgroups,
                         host_files: Sequence[str]) -> Dict[str, Any]:
-        """Unprivileged start: the container's user namespace and idmapped root (descriptors the
-        caller closes), with ``host_files`` and the payload cgroups given to its root."""
+        """Unprivileged start or restore: the container's user namespace and idmapped root (descriptors
+        the caller closes; no tree where its files are shifted), with ``host_files`` and the payload
+        cgroups given to its root."""
         entry = self.idmap.lookup(config.name) or self._make_unprivileged(config.name, storage)
         first = int(entry["uid"])
         ovz_idmap.chown_for(host_files, first)
@@ -441,7 +442,7 @@ class ContainerManager:
                 raise KernelUnsupported("an idmapped mount of %s is refused here (%s); make the container privileged "
                                         "and unprivileged again while stopped to shift its files instead"
                                         % (storage.root, exc.strerror), "unprivileged") from None
-        return {"userns_fd": userns_fd, "root_tree_fd": tree_fd}
+        return {"userns_fd": userns_fd, "root_tree_fd": tree_fd, "idmap": entry}
 
     def _set_live_hostname(self, name: str, hostname: str) -> None:
         result = self.exec(name, ["hostname", hostname])
@@ -499,7 +500,7 @@ class ContainerManager:
             )
             bringup.network()
             if config.unprivileged:
-                userns = self._prepare_userns(config, storage, cgroups, [guest_dir, console])
+                userns = self.prepare_userns(config, storage, cgroups, [guest_dir, console])
                 spec.userns_fd, spec.root_tree_fd, spec.rootfs.userns = userns["userns_fd"], userns["root_tree_fd"], True
             try:
                 init_pid = spawn_init(spec, self._network_before_go(config, storage.root, before_go))

@@ -16,17 +16,20 @@ here without the protobuf library.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import re
+import stat
 import struct
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..base.errors import KernelUnsupported, OvzError
 from ..base.files import atomic_file
+from . import namespaces as ns
 from .namespaces import load_libc
 
 # Where the setup script installs its build, then the distribution's package.
@@ -41,6 +44,7 @@ ANSWERS_CACHE = "/run/ovz/criu-answers.json"
 # reboot drops it. See ``Criu.keep_kdat_cache`` for hosts where /run is not a tmpfs.
 KDAT_DIR = "/run"
 KDAT_FILE = "criu.kdat"
+OWNER_KDAT_DIR = "ovz-criu-owner"   # under KDAT_DIR: the kerndat cache of runs as a container's owner
 TMPFS_MAGIC = 0x01021994
 # A criu.kdat.tmp older than this was left by a CRIU killed while saving its cache; while it is
 # there no CRIU saves one (it opens it O_EXCL).
@@ -143,6 +147,80 @@ def _fields(data: bytes) -> Dict[int, object]:
         else:
             raise ValueError("unsupported protobuf wire type %d" % wire)
     return result
+
+
+def _field_list(data: bytes) -> List[Tuple[int, object]]:
+    """The fields of a protobuf message in order, repeated ones each time (varints and length-delimited only)."""
+    result: List[Tuple[int, object]] = []
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            result.append((number, value))
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            result.append((number, data[pos:pos + length]))
+            pos += length
+        else:
+            raise ValueError("unexpected protobuf wire type %d" % wire)
+    return result
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _encode_field(number: int, value: object) -> bytes:
+    if isinstance(value, int):
+        return _encode_varint(number << 3) + _encode_varint(value)
+    assert isinstance(value, bytes)
+    return _encode_varint(number << 3 | 2) + _encode_varint(len(value)) + value
+
+
+def remap_userns(images_dir: str, first: int, count: int) -> Optional[int]:
+    """Make the user namespace of a checkpoint map the container's ids to the block ``first``..``first+count-1``
+    of this host (``userns-*.img``: uid and gid maps of one extent each, ``0 <block> <count>``, as an
+    unprivileged container has); the block it mapped to before, or None without a user namespace.
+
+    The rest of CRIU's images hold the container's own ids (mount options, tmpfs contents, ghost files,
+    IPC owners are written as seen inside): only these maps name host ids."""
+    found: Optional[int] = None
+    for entry in sorted(os.listdir(images_dir)):
+        if not (entry.startswith("userns-") and entry.endswith(".img")):
+            continue
+        path = os.path.join(images_dir, entry)
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if len(data) < 12:
+            raise ValueError("%s is truncated" % path)
+        size = struct.unpack_from("<I", data, 8)[0]
+        body = data[12:12 + size]
+        if len(body) != size or len(data) != 12 + size:
+            raise ValueError("%s holds more or less than one user namespace" % path)
+        out = b""
+        for number, extent in _field_list(body):
+            values = dict(_field_list(extent)) if isinstance(extent, bytes) and number in (1, 2) else {}
+            if set(values) != {1, 2, 3} or values[1] != 0 or values[3] != count:
+                raise ValueError("%s maps %r, not one block of %d ids from 0" % (path, values or extent, count))
+            lower = values[2]
+            assert isinstance(lower, int)
+            if found is not None and lower != found:
+                raise ValueError("%s maps uids and gids to different blocks" % path)
+            found = lower
+            out += _encode_field(number, _encode_field(1, 0) + _encode_field(2, first) + _encode_field(3, count))
+        with atomic_file(path, binary=True, durable=False) as handle:
+            handle.write(data[:8] + struct.pack("<I", len(out)) + out)
+    return found
 
 
 def read_stats(images_dir: str, kind: str = "dump") -> Dict[str, int]:
@@ -351,25 +429,61 @@ class Criu:
         self._keep_kdat_cache_once()
         return [self.binary, action, "-D", images_dir, "-o", log_name or action + ".log", "-v4"] + list(args)
 
-    def spawn(self, action: str, images_dir: str, args: Sequence[str]) -> "subprocess.Popen[bytes]":
-        """Start a CRIU run that keeps going in the background (a lazy dump's page server); the caller waits."""
+    def _env(self, owner: Optional[int]) -> Optional[Dict[str, str]]:
+        """The environment of a run as a container's owner: CRIU then keeps its kerndat cache in
+        ``$XDG_RUNTIME_DIR``, which points at a copy of host root's cache. The copy, not the cache: what
+        CRIU computes and saves there in its unprivileged mode (no userfaultfd, say) must never be what
+        host root's runs load."""
+        if owner is None or not self._kdat_dir:
+            return None
+        directory = os.path.join(self._kdat_dir, OWNER_KDAT_DIR)
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            with open(os.path.join(self._kdat_dir, KDAT_FILE), "rb") as handle:
+                data = handle.read()
+            with atomic_file(os.path.join(directory, KDAT_FILE), 0o600, durable=False, binary=True,
+                             dir_mode=None) as out:
+                out.write(data)
+        except OSError:
+            pass    # no cache: CRIU computes kerndat itself, as it would anyway
+        return dict(os.environ, XDG_RUNTIME_DIR=directory)
+
+    def spawn(self, action: str, images_dir: str, args: Sequence[str],
+              owner: Optional[int] = None) -> "subprocess.Popen[bytes]":
+        """Start a CRIU run that keeps going in the background (a lazy dump's page server); the caller waits,
+        then calls ``reclaim`` when it ran as ``owner`` (see ``run``)."""
+        args, preexec = _as_owner(args, owner)
         return subprocess.Popen(self.argv(action, images_dir, args),  # pylint: disable=consider-using-with
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                close_fds=True)
+                                close_fds=True, preexec_fn=preexec, env=self._env(owner))
 
     def run(self, action: str, images_dir: str, args: Sequence[str], pass_fds: Sequence[int] = (),
-            timeout: Optional[float] = None, what: str = "") -> CriuRun:
-        """``criu <action> -D images_dir -o <action>.log -v4 args...``; raises CriuError when it fails."""
+            timeout: Optional[float] = None, what: str = "", owner: Optional[int] = None,
+            preexec: Optional[Callable[[], None]] = None, lend_to: Optional[int] = None) -> CriuRun:
+        """``criu <action> -D images_dir -o <action>.log -v4 args...``; raises CriuError when it fails.
+
+        ``owner``: the dump runs as the host user that owns the container's user namespace (see
+        ``dump_owner``), and the files it wrote are host root's again afterwards. ``preexec`` runs in
+        the child before CRIU starts (a private mount namespace for a restore, say). ``lend_to``: the
+        images belong to that host user while CRIU runs (the restored root task of an unprivileged
+        container, the container's root, reads them), and to host root again afterwards."""
         log = os.path.join(images_dir, action + ".log")
+        if owner is not None:
+            args, preexec = _as_owner(args, owner)
+        if lend_to is not None:
+            lend(images_dir, lend_to)
         argv = self.argv(action, images_dir, args)
         began = time.monotonic()
         try:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   universal_newlines=True, pass_fds=tuple(pass_fds), timeout=timeout, check=False,
-                                  close_fds=True)
+                                  close_fds=True, preexec_fn=preexec, env=self._env(owner))
         except subprocess.TimeoutExpired:
             raise CriuError("criu %s did not finish within %.0f s; see %s" % (action, timeout or 0, log), log,
                             log_errors(log)) from None
+        finally:
+            if owner is not None or lend_to is not None:
+                reclaim(images_dir)
         seconds = time.monotonic() - began
         if proc.returncode != 0:
             errors = log_errors(log)
@@ -381,3 +495,49 @@ class Criu:
         kind = {"dump": "dump", "pre-dump": "dump", "restore": "restore"}.get(action)
         stats = read_stats(images_dir, kind) if kind else {}
         return CriuRun(action, argv, log, seconds, stats)
+
+
+def dump_owner(first: Optional[int]) -> Optional[int]:
+    """Who dumps an unprivileged container whose user namespace host user ``first`` owns: host root (None),
+    or, where host root lacks CAP_SYS_RESOURCE, that owner.
+
+    CRIU reads every process's resource limits with prlimit(2), which the kernel allows only to a caller
+    whose ids are the process's, or who holds CAP_SYS_RESOURCE in the process's user namespace. The
+    namespace's owner holds every capability in it, so CRIU runs as that user with root's other
+    capabilities kept (``--unprivileged``: it then leaves the cgroups out of the images, which the
+    restoring node makes anyway, and its kernel-facts cache)."""
+    if first is None or ns.has_effective_capability(ns.CAP_SYS_RESOURCE):
+        return None
+    return first
+
+
+def _as_owner(args: Sequence[str], owner: Optional[int]) -> Tuple[List[str], Optional[Callable[[], None]]]:
+    if owner is None:
+        return list(args), None
+    return list(args) + ["--unprivileged"], functools.partial(ns.become_keeping_capabilities, owner, owner)
+
+
+def lend(images_dir: str, gid: int) -> None:
+    """Let host group ``gid`` read ``images_dir`` and the files in it (not below) until ``reclaim``.
+
+    The restored root task reads images twice over: in its new user namespace before its ids are mapped
+    (still host root's ids, without host root's capabilities: the owner's rights), and after, as the
+    container's root (``gid`` is its group: the group's rights)."""
+    for path in [images_dir] + [os.path.join(images_dir, entry) for entry in os.listdir(images_dir)]:
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+            os.lchown(path, 0, gid)
+            os.chmod(path, stat.S_IMODE(st.st_mode) | (0o050 if stat.S_ISDIR(st.st_mode) else 0o040))
+
+
+def reclaim(images_dir: str) -> None:
+    """Give what a CRIU run as a container's owner wrote in ``images_dir`` back to host root: the images
+    stay out of reach of the container's root, whose host user that owner is."""
+    for directory, dirs, files in os.walk(images_dir):
+        for entry in [directory] + [os.path.join(directory, name) for name in dirs + files]:
+            try:
+                st = os.lstat(entry)
+                if st.st_uid != 0 or st.st_gid != 0:
+                    os.lchown(entry, 0, 0)
+            except FileNotFoundError:
+                continue

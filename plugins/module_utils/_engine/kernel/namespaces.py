@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import platform
 import threading
@@ -49,7 +50,10 @@ PR_CAPBSET_DROP = 24
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_KEEPCAPS = 8
+CAP_SYS_RESOURCE = 24
 PR_SET_CHILD_SUBREAPER = 36
 
 # Namespace files under /proc/<pid>/ns, in the order setns must enter them:
@@ -359,6 +363,36 @@ def bounding_set(pid: str = "self") -> int:
     return 0
 
 
+def has_effective_capability(number: int) -> bool:
+    """Whether this process holds capability ``number`` in its effective set now."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    return bool(data[number // 32].effective >> (number % 32) & 1)
+
+
+def become_keeping_capabilities(uid: int, gid: int) -> None:  # pragma: no cover - runs in a child before exec
+    """Take ``uid``/``gid`` as every id (real, effective, saved, filesystem; no supplementary groups) and keep
+    the capabilities held now across the next execve, as ambient ones.
+
+    A program then runs as that user with root's capabilities: the owner of a user namespace, say, holds
+    every capability inside it, which host root without CAP_SYS_RESOURCE does not."""
+    prctl(PR_SET_KEEPCAPS, 1)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    for word in data:
+        word.effective = word.permitted
+        word.inheritable = word.permitted
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    for number in range(64):
+        if data[number // 32].permitted >> (number % 32) & 1:
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
+
+
 def raise_effective_capabilities() -> None:
     """Make every permitted capability effective again (a change of euid away from 0 empties the effective set)."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
@@ -421,6 +455,22 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     if result < 0:
         raise OSError(err, "clone3: %s" % os.strerror(err))
     return result
+
+
+NS_GET_USERNS = 0xB701
+
+
+def owned_by_userns_of(pid: int, kind: str) -> bool:
+    """Whether ``pid``'s namespace ``kind`` belongs to ``pid``'s own user namespace (``NS_GET_USERNS``)."""
+    fd = os.open("/proc/%d/ns/%s" % (pid, kind), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)
+    finally:
+        os.close(fd)
+    try:
+        return os.path.samestat(os.fstat(owner), os.stat("/proc/%d/ns/user" % pid))
+    finally:
+        os.close(owner)
 
 
 def enter_namespaces(pid: int, kinds: Iterable[str]) -> None:

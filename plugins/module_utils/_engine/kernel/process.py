@@ -219,10 +219,16 @@ def enter_userns(spec: InitSpec) -> None:  # pragma: no cover - runs in the fork
 
 def enter_container(init_pid: int) -> None:
     """Join every namespace of the container whose init is ``init_pid``: its time namespace, then its user
-    namespace (if it has one), then the others."""
+    namespace (if it has one), then the others.
+
+    A restored unprivileged container's cgroup namespace belongs to the host's user namespace (CRIU makes
+    it outside the container's): it is joined before the user namespace, while this process still holds
+    the host's rights over it."""
     join_time_namespace(init_pid)
     if other_userns(init_pid):
-        ns.enter_namespaces(init_pid, ("user",) + ENTER_ORDER)
+        early = tuple(kind for kind in ("cgroup",) if not ns.owned_by_userns_of(init_pid, kind))
+        ns.enter_namespaces(init_pid, early)
+        ns.enter_namespaces(init_pid, ("user",) + tuple(kind for kind in ENTER_ORDER if kind not in early))
         become_root()
     else:
         ns.enter_namespaces(init_pid, ENTER_ORDER)

@@ -18,7 +18,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import namespaces as ns
 from .mounts import parse_mountinfo
@@ -327,6 +327,66 @@ def stage_for_userns(spec: RootfsSpec, root_tree_fd: Optional[int]) -> RootfsSpe
     finally:
         for fd in sources.values():
             os.close(fd)
+
+
+RESTORE_STAGE = "/run/ovz-stage"   # an empty directory on the host; a tmpfs over it in each restore's own mount namespace
+
+
+class RestoreStage:
+    """What CRIU's restore of an unprivileged container binds into it, where its restored root task reaches it.
+
+    That task is the container's root, another user on the host, and mounts the external sources
+    (console, LXCFS views, device nodes) itself: host paths under ``data_dir`` may sit below
+    directories only host root may search. So, as ``stage_for_userns`` does for a start, CRIU runs in
+    a private mount namespace (``enter``, before it starts) whose tmpfs over ``RESTORE_STAGE`` holds
+    a bind of each source and the container's root (its idmapped tree, or its directory).
+    """
+
+    def __init__(self, root: str, root_tree_fd: Optional[int], owner: int, cgroup_procs: Sequence[str]) -> None:
+        """``root_tree_fd``: the idmapped tree of ``root``, which this takes over (and closes); ``owner``:
+        the host user of the container's root; ``cgroup_procs``: the container's payload cgroups (their
+        ``tasks`` or ``cgroup.procs`` files), where CRIU starts. A dump made as the container's owner
+        (``criu.dump_owner``) holds no cgroups, and the restored tasks stay where CRIU runs."""
+        self.root = os.path.join(RESTORE_STAGE, "root")
+        self.owner = owner
+        self.cgroup_procs = list(cgroup_procs)
+        self._tree_fd = root_tree_fd
+        self._sources: List[Tuple[str, str]] = [] if root_tree_fd is not None else [(root, self.root)]
+        try:
+            os.makedirs(RESTORE_STAGE, mode=0o755, exist_ok=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def add(self, path: str) -> str:
+        """Stage the host file or directory ``path``; the path CRIU is given for it."""
+        target = os.path.join(RESTORE_STAGE, "m%d" % len(self._sources))
+        self._sources.append((path, target))
+        return target
+
+    def enter(self) -> None:  # pragma: no cover - runs in CRIU's child before it starts
+        for procs in self.cgroup_procs:
+            with open(procs, "w") as handle:
+                handle.write("0")
+        # Binds only from this namespace: a descriptor opened before the unshare names a mount of the
+        # host's, which the kernel refuses to bind here. RESTORE_STAGE hides none of the sources.
+        ns.unshare(ns.CLONE_NEWNS)
+        ns.mount(None, "/", None, ns.MS_REC | ns.MS_SLAVE)
+        ns.mount("ovz-stage", RESTORE_STAGE, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=755,size=64k")
+        if self._tree_fd is not None:
+            _mkdir(self.root)
+            ns.move_mount(self._tree_fd, self.root)
+        for source, target in self._sources:
+            fd = os.open(source, os.O_PATH | os.O_CLOEXEC)
+            try:
+                _stage_bind(fd, target)
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        if self._tree_fd is not None:
+            os.close(self._tree_fd)
+        self._tree_fd = None
 
 
 def enter_rootfs(spec: RootfsSpec) -> None:

@@ -60,11 +60,13 @@ from ..container.bringup import BringUp
 from ..container.manager import CHECKPOINT_META, ContainerManager
 from ..container.runtime import PAYLOAD, Runtime
 from ..kernel.cgroups import ContainerCgroups, read_file
-from ..kernel.criu import Criu, CriuError, CriuRun, log_errors, read_stats
+from ..kernel.criu import Criu, CriuError, CriuRun, dump_owner, log_errors, read_stats, reclaim, remap_userns
 from ..kernel.mounts import read_mountinfo
 from ..kernel.namespaces import load_libc
 from ..kernel.process import process_starttime, process_tree, vfork_in_flight
-from ..kernel.rootfs import LXCFS_FILES, find_lxcfs
+from ..kernel.idmap import ID_COUNT, other_userns
+from ..kernel.rootfs import LXCFS_FILES, RestoreStage, find_lxcfs
+from ..kernel.storage import Storage
 from ..node.config import ContainerConfig, validate_name
 from ..resources import network
 from ..resources import quota as ovz_quota
@@ -75,6 +77,8 @@ STOPPED_FILE = "checkpoint-stopped.json"
 CONSOLE_KEY = "ovz-console"
 GUEST_KEY = "ovz-guest"
 NULL_PREFIX = "ovz-null:"
+CGROUP_KEY = "ovz-cgroup2"  # an unprivileged container's /sys/fs/cgroup: its payload cgroup of the unified hierarchy
+DEV_PREFIX = "ovz-dev:"     # an unprivileged container's device node: the host's own, bound (no mknod in a user namespace)
 LXCFS_PREFIX = "ovz-lxcfs:"
 # The first CRIU seen to always lift its network lock after a restore (4.1 here; 3.17 does not).
 UNLOCKS_AFTER_RESTORE = (4, 0)
@@ -131,14 +135,21 @@ def classify_mounts(pid: int) -> Tuple[List[Dict[str, str]], List[str]]:
     """The mounts of the container whose init is ``pid``: (the external ones, as {target, key}, which
     the restoring node provides; the ones CRIU cannot take along, described)."""
     mounts, problems = [], []
+    # CRIU mounts what it restores in the container's user namespace before it makes its cgroup namespace,
+    # where the kernel refuses a cgroup2 mount: the restoring node binds the container's new cgroup instead.
+    userns = other_userns(pid)
     for mount in _mountinfo(pid)[1:]:
         target, fstype = mount["target"], mount["fstype"]
-        if target == "/dev/console":
+        if userns and fstype == "cgroup2" and target == "/sys/fs/cgroup":
+            mounts.append({"target": target, "key": CGROUP_KEY})
+        elif target == "/dev/console":
             mounts.append({"target": target, "key": CONSOLE_KEY})
         elif target == "/run/ovz":
             mounts.append({"target": target, "key": GUEST_KEY})
         elif fstype == "devtmpfs" and mount["root"] == "/null":
             mounts.append({"target": target, "key": NULL_PREFIX + target})
+        elif fstype == "devtmpfs" and target == "/dev" + mount["root"]:
+            mounts.append({"target": target, "key": DEV_PREFIX + mount["root"].lstrip("/")})
         elif fstype == "fuse.lxcfs":
             mounts.append({"target": target, "key": LXCFS_PREFIX + target.lstrip("/")})
         elif _is_fuse(fstype):
@@ -547,7 +558,6 @@ class Checkpointer:
     # -- helpers ---------------------------------------------------------------------------
     def _running(self, name: str) -> Tuple[ContainerConfig, Runtime]:
         config = self.manager.load(name)
-        refuse_unprivileged(config)
         runtime = self.manager.runtime(name)
         if runtime is None or not runtime.alive():
             raise StateConflict("container %s is not running (it is %s)" % (name, self.manager.status(name)), "name")
@@ -685,6 +695,11 @@ class Checkpointer:
                 % (name, ", ".join("%d (%s)" % (pid, _comm(pid)) for pid in strays[:5])), "name")
         return tree
 
+    def _dump_owner(self, config: ContainerConfig) -> Optional[int]:
+        """The host user a dump of ``config``'s container runs as (``criu.dump_owner``); None: host root."""
+        entry = self.manager.idmap.lookup(config.name) if config.unprivileged else None
+        return dump_owner(int(entry["uid"]) if entry else None)
+
     def _dump_args(self, config: ContainerConfig, runtime: Runtime, tcp_established: bool,
                    meta: Dict[str, Any]) -> List[str]:
         cgroups = self.manager.cgroups_for(runtime)
@@ -741,7 +756,7 @@ class Checkpointer:
                                     "pre-dumps are not possible here; dump directly", "pre_dump_iterations")
         began = time.monotonic()
         with self.manager.lock(name):
-            _config, runtime = self._running(name)
+            config, runtime = self._running(name)
             cgroups = self.manager.cgroups_for(runtime)
             self._refuse_obstacles(name, runtime)
             try:
@@ -754,7 +769,8 @@ class Checkpointer:
             if parent_dir:
                 args += ["--prev-images-dir", os.path.relpath(os.path.abspath(parent_dir), os.path.abspath(images_dir))]
             try:
-                run = self.criu.run("pre-dump", images_dir, args, what="pre-dump of %s" % name)
+                run = self.criu.run("pre-dump", images_dir, args, what="pre-dump of %s" % name,
+                                    owner=self._dump_owner(config))
             except BaseException as exc:  # noqa: BLE001 - undone, then raised as the operator's error
                 raise self._failed_after_freeze(name, exc, "the pre-dump into %s" % images_dir, images_dir,
                                                 runtime, cgroups, was_frozen) from None
@@ -845,9 +861,10 @@ class Checkpointer:
                 timings["prepare_ms"] = _ms(time.monotonic() - began)
                 step = "the dump into %s" % images_dir
                 if lazy_port is None:
-                    run = self.criu.run("dump", images_dir, args, what="checkpoint of %s" % name)
+                    run = self.criu.run("dump", images_dir, args, what="checkpoint of %s" % name,
+                                        owner=self._dump_owner(config))
                 else:
-                    server, run = self._dump_lazy(name, runtime, images_dir, args)
+                    server, run = self._dump_lazy(name, runtime, images_dir, args, self._dump_owner(config))
             except BaseException as exc:  # noqa: BLE001 - undone, then raised as the operator's error
                 if wrote_meta:
                     _unlink_quietly(meta_path)
@@ -955,12 +972,12 @@ class Checkpointer:
             data["page_server"] = {"pid": server.pid, "starttime": process_starttime(server.pid)}
         atomic_write_json(self._stopped_path(name), data, durable=False)
 
-    def _dump_lazy(self, name: str, runtime: Runtime, images_dir: str,
-                   args: List[str]) -> Tuple[subprocess.Popen, CriuRun]:
+    def _dump_lazy(self, name: str, runtime: Runtime, images_dir: str, args: List[str],
+                   owner: Optional[int]) -> Tuple[subprocess.Popen, CriuRun]:
         """Start ``criu dump --lazy-pages``; return once its images are written and it serves the pages."""
         began = time.monotonic()
         self._write_stopped(name, runtime, images_dir, None)    # where the run dir is full, fail before CRIU runs
-        server = self.criu.spawn("dump", images_dir, args)
+        server = self.criu.spawn("dump", images_dir, args, owner)
         # Recorded at once: whoever converges an interrupted migration finds (and ends) the page server.
         try:
             self._write_stopped(name, runtime, images_dir, server)
@@ -992,6 +1009,8 @@ class Checkpointer:
             server.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise OvzError("the page server of the lazy migration did not finish within %.0f s" % timeout) from None
+        finally:
+            reclaim(images_dir)
         log = os.path.join(images_dir, "dump.log")
         if server.returncode != 0 or not _log_says(log, LAZY_DONE):
             errors = log_errors(log)
@@ -1145,7 +1164,6 @@ class Checkpointer:
         began = time.monotonic()
         with self.manager.lock(name):
             config = self.manager.load(name)
-            refuse_unprivileged(config)
             state = self.manager.status(name)
             if state in RUNNING_STATES:
                 raise StateConflict("container %s is already running" % name, "name")
@@ -1255,14 +1273,22 @@ class Checkpointer:
         timings["network_unlock_ms"] = _ms(time.monotonic() - mark)
         return removed
 
-    def _mount_source(self, name: str, key: str, run_dir: str) -> str:
+    def _mount_source(self, name: str, key: str, cgroups: ContainerCgroups) -> str:
         """The host path on this node for an external mount of the checkpoint."""
+        if key == CGROUP_KEY:
+            payload = cgroups.payload_cgroup2(PAYLOAD)
+            if payload is None:
+                raise StateConflict("the checkpoint of %s binds its cgroup2 tree, and this host has no cgroup2 "
+                                    "hierarchy" % name, "name")
+            return payload
         if key == CONSOLE_KEY:
             return self.manager.layout.console(name)
         if key == GUEST_KEY:
             return self.manager.layout.guest(name)
         if key.startswith(NULL_PREFIX):
             return "/dev/null"
+        if key.startswith(DEV_PREFIX):
+            return host_device_node(key[len(DEV_PREFIX):])
         if key.startswith(LXCFS_PREFIX):
             rel = key[len(LXCFS_PREFIX):]
             lxcfs = find_lxcfs(self.manager.layout.data_dir)
@@ -1281,12 +1307,41 @@ class Checkpointer:
         if meta.get("cgroup_version") != backend.version:
             raise StateConflict("the checkpoint was made on a cgroup v%s host; this one is v%d"
                                 % (meta.get("cgroup_version"), backend.version), "name")
-        run_dir = manager.layout.run(name)
         storage, cgroups = bringup.prepare()
-        node = manager.layout.node_id()
         timings["prepare_ms"] = _ms(time.monotonic() - mark)
-        args = ["-d", "--root", storage.root, "--manage-cgroups=soft", "--file-locks", "--link-remap",
-                "--pidfile", os.path.join(run_dir, "restore.pid")]
+        stage: Optional[RestoreStage] = None
+        if config.unprivileged:
+            userns = manager.prepare_userns(config, storage, cgroups,
+                                            [manager.layout.guest(name), manager.layout.console(name)])
+            os.close(userns["userns_fd"])    # the idmapped tree keeps the mapping; CRIU makes the namespace
+            block = userns["idmap"]
+            unified = cgroups.payload_cgroup2(PAYLOAD)
+            stage = RestoreStage(storage.root, userns["root_tree_fd"], int(block["uid"]),
+                                 cgroups.payload_procs(PAYLOAD) + ([os.path.join(unified, "cgroup.procs")]
+                                                                   if unified else []))
+            try:
+                remap_userns(images_dir, int(block["uid"]), int(block.get("count", ID_COUNT)))
+            except (OSError, ValueError) as exc:
+                stage.close()
+                raise InvalidParameter("the user namespace of the checkpoint in %s cannot be given this node's id "
+                                       "block: %s" % (images_dir, exc), "dump_dir") from None
+        try:
+            return self._restore_staged(config, meta, images_dir, tcp_established, timings, bringup, lazy,
+                                        storage, cgroups, stage)
+        finally:
+            if stage is not None:
+                stage.close()
+
+    def _restore_staged(self, config: ContainerConfig, meta: Dict[str, Any], images_dir: str, tcp_established: bool,
+                        timings: Dict[str, float], bringup: BringUp, lazy: bool, storage: Storage,
+                        cgroups: ContainerCgroups, stage: Optional[RestoreStage]) -> int:
+        name = config.name
+        manager = self.manager
+        backend = manager.backend
+        run_dir = manager.layout.run(name)
+        node = manager.layout.node_id()
+        args = ["-d", "--root", stage.root if stage else storage.root, "--manage-cgroups=soft", "--file-locks",
+                "--link-remap", "--pidfile", os.path.join(run_dir, "restore.pid")]
         for root in meta.get("cgroups") or []:
             new = "/" + os.path.relpath(os.path.join(cgroups.paths[root["key"]], PAYLOAD),
                                         backend.mountpoint(root["key"])).strip("/")
@@ -1302,7 +1357,8 @@ class Checkpointer:
         if self.criu.feature("network_lock_nftables"):
             args += ["--network-lock", "nftables"]
         for mount in meta.get("mounts") or []:
-            args += ["--external", "mnt[%s]:%s" % (mount["key"], self._mount_source(name, mount["key"], run_dir))]
+            source = self._mount_source(name, mount["key"], cgroups)
+            args += ["--external", "mnt[%s]:%s" % (mount["key"], stage.add(source) if stage else source)]
         # The console log as a start makes it (CRIU checks the mode of the file it inherits).
         console_fd = os.open(manager.layout.console(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                              0o600)
@@ -1314,15 +1370,20 @@ class Checkpointer:
             if meta.get("network") and netconf:
                 mark = time.monotonic()
                 bringup.network()
-                network.prepare_host_end(name, netconf, manager.layout.data_dir)
+                if stage is not None:
+                    inner = network.precreate_pair(name, netconf, manager.layout.data_dir)
+                    args += ["--external", "netdev[%s]:%s" % (meta["network"]["ifname"], inner)]
+                else:
+                    network.prepare_host_end(name, netconf, manager.layout.data_dir)
+                    veth = "veth[%s]:%s" % (meta["network"]["ifname"], netconf["host_ifname"])
+                    if netconf["netif_mode"] == "bridged":
+                        veth += "@" + netconf["bridge"]
+                    args += ["--external", veth]
                 timings["host_end_ms"] = _ms(time.monotonic() - mark)
-                veth = "veth[%s]:%s" % (meta["network"]["ifname"], netconf["host_ifname"])
-                if netconf["netif_mode"] == "bridged":
-                    veth += "@" + netconf["bridge"]
-                args += ["--external", veth]
             mark = time.monotonic()
             run: CriuRun = self.criu.run("restore", images_dir, args, pass_fds=(console_fd,),
-                                         what="restore of %s" % name)
+                                         what="restore of %s" % name, preexec=stage.enter if stage else None,
+                                         lend_to=stage.owner if stage else None)
             timings["restore_ms"] = _ms(run.seconds)
         finally:
             os.close(console_fd)
@@ -1399,13 +1460,18 @@ def read_cgroup_tree(payload: str) -> Dict[str, Dict[str, str]]:
     return result
 
 
-def refuse_unprivileged(config: ContainerConfig) -> None:
-    """CRIU restores a user namespace only with the namespaces it owns in one piece, which these
-    containers' start does not give it (the root is staged and idmapped from the host): refused."""
-    if config.unprivileged:
-        raise KernelUnsupported("container %s is unprivileged: checkpoint, restore and migration of unprivileged "
-                                "containers are not supported (set unprivileged: false while stopped)" % config.name,
-                                "unprivileged")
+def host_device_node(name: str) -> str:
+    """The host's ``/dev/<name>`` for a device node bound into a checkpoint's container: a character or
+    block device, never another file of the host."""
+    path = os.path.normpath(os.path.join("/dev", name))
+    try:
+        mode = os.stat(path).st_mode if path.startswith("/dev/") else 0
+    except OSError:
+        mode = 0
+    if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+        raise InvalidParameter("the checkpoint binds the device node /dev/%s, which this host does not have" % name,
+                               "dump_dir")
+    return path
 
 
 def scratch_dir(manager: ContainerManager, name: str, purpose: str) -> str:

@@ -307,10 +307,6 @@ def migrate(manager: ContainerManager, name: str, target: Any, pre_dump_iteratio
                 return result      # already migrated: nothing to do
             raise StateConflict("container %s does not exist here (nor on %s)" % (name, target.host), "name")
         config = manager.load(name)
-        if config.unprivileged:
-            raise KernelUnsupported("container %s is unprivileged: checkpoint, restore and migration of unprivileged "
-                                    "containers are not supported (set unprivileged: false while stopped)" % name,
-                                    "unprivileged")
         live = state in RUNNING_STATES
         if live:
             checkpointer_of(manager).check(name)   # what CRIU would refuse, before anything is copied or frozen

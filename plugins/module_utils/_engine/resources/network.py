@@ -1361,6 +1361,28 @@ def prepare_host_end(name: str, netconf: Dict[str, Any], owner: str) -> None:
         _free_host_end(ipr, name, netconf, owner)
 
 
+def precreate_pair(name: str, netconf: Dict[str, Any], owner: str) -> str:
+    """Before the restore of an unprivileged container: its veth pair, both ends on the host, the host end
+    configured; the name of the container's end, which CRIU moves into the container and renames.
+
+    CRIU makes the pair itself from inside the restored network namespace, which belongs to the container's
+    user namespace: there it may not put the other end on the host. It moves a pair made beforehand instead
+    (``--external netdev[...]``, through its helper that keeps host root's rights)."""
+    host = netconf["host_ifname"]
+    inner = HOST_PREFIX + "r" + hashlib.sha256(("%s\0%s" % (host, name)).encode()).hexdigest()[:10]
+    with netlink() as ipr:
+        bridge_index, mtu = _free_host_end(ipr, name, netconf, owner)
+        stale = _link_index(ipr, inner)
+        if stale is not None:
+            ipr.link("del", index=stale)
+        try:
+            ipr.link("add", ifname=host, kind="veth", peer={"ifname": inner}, address=default_mac(owner, name, "host"))
+        except NetlinkError as exc:
+            raise _netlink_error(exc, "creating the veth pair %s/%s" % (host, inner), "host_ifname")
+        _configure_host_end(ipr, name, netconf, owner, bridge_index, mtu)
+    return inner
+
+
 def _create_link(name: str, netconf: Dict[str, Any], pid: int, owner: str) -> None:
     host = netconf["host_ifname"]
     with netlink() as ipr:
