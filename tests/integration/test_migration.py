@@ -209,13 +209,20 @@ def wait_memstatus(node, name, above=0, timeout=60):
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("lazy", [True, False])
-def test_lazy_migration_memory_and_connection(harness, busybox_template, workload, memfill, lazy):
-    """Post-copy (lazy pages) and plain: LAZY_MIB of patterned memory arrives intact, connections carry on."""
+@pytest.mark.parametrize("lazy,kind", [
+    (True, "privileged"), (False, "privileged"),
+    pytest.param(True, "unprivileged", marks=pytest.mark.serial), (False, "unprivileged")])
+def test_lazy_migration_memory_and_connection(request, harness, busybox_template, workload, memfill, lazy, kind):
+    """Post-copy (lazy pages) and plain: LAZY_MIB of patterned memory arrives intact, connections carry on.
+    Unprivileged containers too (lazy where the target allows unprivileged userfaultfd)."""
     node1, node2, _node3 = harness.nodes
-    name = "ovzmlz%d" % lazy
-    ips = addresses(34 + lazy)
-    make_container(node1, name, busybox_template, workload, ips, tcp=True, memfill=(memfill, LAZY_MIB))
+    unprivileged = kind == "unprivileged"
+    name = "ovzmlz%s%d" % ("u" if unprivileged else "", lazy)
+    ips = addresses(34 + lazy + (3 if unprivileged else 0))
+    if unprivileged and lazy:
+        request.getfixturevalue("unprivileged_uffd")
+    make_container(node1, name, busybox_template, workload, ips, tcp=True, memfill=(memfill, LAZY_MIB),
+                   unprivileged=unprivileged)
     conns = [harness.tcp_connect(ips[0], PORT)]
     try:
         assert echo(conns[0], "before") == "echo:before"
@@ -286,21 +293,46 @@ def test_rolled_back_migration_keeps_the_connection(harness, busybox_template, w
 FAULT_PHASES = ["preflight", "copy", "predump", "dump", "restore", "transfer", "restore-plain"]
 
 
-@pytest.mark.parametrize("phase", FAULT_PHASES)
-def test_killed_migration_converges(harness, busybox_template, workload, memfill, phase):
+@pytest.fixture
+def unprivileged_uffd():
+    """vm.unprivileged_userfaultfd = 1 for the test (a host-wide setting: such tests are serial)."""
+    path = "/proc/sys/vm/unprivileged_userfaultfd"
+    with open(path) as handle:
+        old = handle.read().strip()
+    with open(path, "w") as handle:
+        handle.write("1")
+    try:
+        yield
+    finally:
+        with open(path, "w") as handle:
+            handle.write(old)
+
+
+KILLED = [pytest.param(phase, "privileged", id=phase) for phase in FAULT_PHASES] + [
+    pytest.param(phase, "unprivileged", id="unprivileged-" + phase,
+                 marks=[pytest.mark.serial] if phase == "transfer" else [])
+    for phase in FAULT_PHASES]
+
+
+@pytest.mark.parametrize("phase,kind", KILLED)
+def test_killed_migration_converges(request, harness, busybox_template, workload, memfill, phase, kind):
     """Killed after (or during) each phase. Lazy migration is the default where both hosts support it;
-    ``transfer``: killed once restored while the pages are still coming; ``restore-plain``: not lazy."""
+    ``transfer``: killed once restored while the pages are still coming; ``restore-plain``: not lazy.
+    Unprivileged containers too (a lazy one where the target allows unprivileged userfaultfd)."""
     node1, node2, _node3 = harness.nodes
-    index = 40 + FAULT_PHASES.index(phase)
-    name = "ovzmf%d" % index
+    unprivileged = kind == "unprivileged"
+    index = 40 + FAULT_PHASES.index(phase) + (100 if unprivileged else 0)
+    name = "ovzmf%s%d" % ("u" if unprivileged else "", index)
     ips = addresses(index)
+    if unprivileged and phase == "transfer":
+        request.getfixturevalue("unprivileged_uffd")
     if phase == "predump":
         dirty = node1.python("from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu\n"
                              "print(Criu().feature('mem_dirty_track'))").stdout.strip()
         if dirty != "True":
             pytest.skip("this kernel cannot track dirty memory (CONFIG_MEM_SOFT_DIRTY): no pre-dumps here")
     make_container(node1, name, busybox_template, workload, ips, tcp=False,
-                   memfill=(memfill, LAZY_MIB) if phase == "transfer" else None)
+                   memfill=(memfill, LAZY_MIB) if phase == "transfer" else None, unprivileged=unprivileged)
     try:
         before = wait_status(node1, name)
         if phase in ("restore", "restore-plain"):
@@ -574,6 +606,104 @@ def test_live_migration_debian(harness, debian_template):
             == "active"
         ping_all(harness, ips)
         assert_gone(node1, name, ips)
+    finally:
+        for node in (node1, node2):
+            node.engine("manager.destroy(%r)" % name)
+
+
+# ---------------------------------------------------------------------------------------
+# unprivileged containers
+# ---------------------------------------------------------------------------------------
+
+def idmap_of(node, name):
+    return node.engine("manager.idmap.lookup(%r)" % name)
+
+
+def test_unprivileged_live_migration_keeps_connection_and_owners(harness, busybox_template, workload):
+    """An unprivileged container moves with its established connection, its processes and its files' owners
+    as seen inside; the target maps it to a block of its own (the source's is still in use while it runs
+    there), and nothing of it is left on the source, its id block included."""
+    node1, node2, _node3 = harness.nodes
+    name = "ovzmigu"
+    ips = addresses(36)
+    make_container(node1, name, busybox_template, workload, ips, tcp=True, unprivileged=True)
+    conn = harness.tcp_connect(ips[0], PORT)
+    try:
+        assert echo(conn, "before") == "echo:before"
+        sh(node1, name, "touch /root/www-file; chown 33:33 /root/www-file")
+        owners = sh(node1, name, "stat -c '%n %u:%g' /root/data /root/www-file /etc/passwd")
+        source_block = idmap_of(node1, name)["uid"]
+        before = status_of(node1, name)
+        result = run_migration(node1, name, node2.target())
+        assert result.get("changed") is True, result
+        if not harness_allows_unprivileged_uffd(node2):
+            assert result["lazy"] is False, result
+            assert any(w.startswith("lazy: not lazy") and "vm.unprivileged_userfaultfd" in w
+                       for w in result["warnings"]), result
+        assert echo(conn, "after") == "echo:after"          # the same socket: no reset, no reconnect
+        after = status_of(node2, name)
+        assert after["pid"] == before["pid"] and int(after["counter"]) > int(before["counter"])
+        assert sh(node2, name, "stat -c '%n %u:%g' /root/data /root/www-file /etc/passwd") == owners
+        target_block = idmap_of(node2, name)["uid"]
+        assert target_block != source_block
+        init_pid = node2.engine("manager.runtime(%r).init_pid" % name)
+        with open("/proc/%d/uid_map" % init_pid) as handle:
+            assert handle.read().split() == ["0", str(target_block), "65536"]
+        assert sh(node2, name, "id -u").strip() == "0"
+        assert_gone(node1, name, ips)
+        assert idmap_of(node1, name) is None
+    finally:
+        conn.close()
+        for node in (node1, node2):
+            node.engine("manager.destroy(%r)" % name)
+
+
+def harness_allows_unprivileged_uffd(node):
+    with open("/proc/sys/vm/unprivileged_userfaultfd") as handle:
+        return handle.read().strip() == "1"
+
+
+def test_unprivileged_lazy_migration_needs_unprivileged_userfaultfd(harness, busybox_template, workload):
+    """Asked for a lazy migration of an unprivileged container, a target that keeps userfaultfd to
+    privileged processes is refused before anything is copied or frozen, naming ``lazy`` and why."""
+    node1, node2, _node3 = harness.nodes
+    if harness_allows_unprivileged_uffd(node2):
+        pytest.skip("vm.unprivileged_userfaultfd is 1 on this host")
+    name = "ovzmigul"
+    ips = addresses(39)
+    make_container(node1, name, busybox_template, workload, ips, tcp=False, unprivileged=True)
+    try:
+        before = wait_status(node1, name)
+        result = run_migration(node1, name, node2.target(), lazy=True)
+        assert result.get("failed") and result["param"] == "lazy", result
+        assert "vm.unprivileged_userfaultfd" in result["msg"], result
+        print("\nrefused lazy migration says: %s" % result["msg"])
+        assert states(harness, name) == ["running", "absent"]
+        assert wait_status(node1, name, above=int(before["counter"]))["pid"] == before["pid"]
+        assert node2.engine("manager.layout.names()") == []
+    finally:
+        for node in (node1, node2):
+            node.engine("manager.destroy(%r)" % name)
+
+
+def test_shifted_unprivileged_container_is_refused_naming_unprivileged(harness, busybox_template):
+    """Where the host refused an idmapped mount, an unprivileged container's files are shifted into the
+    node's block, which the target's block would not match: refused before anything is copied."""
+    node1, node2, _node3 = harness.nodes
+    name = "ovzmigsh"
+    node1.python("from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import idmap\n"
+                 "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import "
+                 "ContainerManager\n"
+                 "idmap.FORCE_MODE = 'shifted'\n"
+                 "ContainerManager(%r, %r).create(%r, %r, layout='directory', unprivileged=True)\n"
+                 % (node1.data_dir, node1.cgroup_parent, name, busybox_template))
+    try:
+        assert idmap_of(node1, name)["mode"] == "shifted"
+        result = run_migration(node1, name, node2.target())
+        assert result.get("failed") and result["param"] == "unprivileged", result
+        assert "shifted" in result["msg"] and "make it privileged" in result["msg"], result
+        assert states(harness, name) == ["stopped", "absent"]
+        assert node2.engine("manager.layout.names()") == []
     finally:
         for node in (node1, node2):
             node.engine("manager.destroy(%r)" % name)

@@ -41,6 +41,7 @@ from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import namespaces as ns
 from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import PAYLOAD
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.process import enter_container, join_cgroups
+from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
 
 from support import netlab
 from support.netlab import bridged_lab, routed_lab  # noqa: F401  pylint: disable=unused-import
@@ -686,3 +687,28 @@ def test_network_attack(request, monkeypatch, attack, privilege):
     names = lab.manager.layout.names()
     assert names and all(lab.manager.load(n).unprivileged == (privilege == "unprivileged") for n in names)
     assert_host_unchanged(before)
+
+
+RESTORED_OWNER_HOLE = (
+    "CRIU makes the user namespace of a restored container itself, as host root, so the kernel records host root "
+    "as its owner and charges the per-user counts of the container's processes (inotify instances and watches, "
+    "pending signals, mqueue bytes) to host root again, until the container restarts; CRIU has no way to make it "
+    "for another owner (its --join-ns user is untested upstream and would leave the pid namespace outside it)")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=RESTORED_OWNER_HOLE)
+def test_attack_on_a_resumed_unprivileged_container_exhaust_host_root_inotify(node, busybox_template):
+    """The per-user counts attack against an unprivileged container that was suspended and resumed (a
+    migration's restore is the same). A restart gives the namespace back to the block's user."""
+    node.unprivileged = True
+    name = node.name()
+    node.manager.create(name, busybox_template, diskspace=[DISKSPACE, DISKSPACE], unprivileged=True)
+    node.manager.start(name, wait_boot=True, timeout=20)
+    checkpointer = Checkpointer(node.manager)
+    checkpointer.suspend(name)
+    checkpointer.resume(name)
+    before = host_state()
+    try:
+        attack_exhaust_host_root_inotify(node, name)
+    finally:
+        assert_host_unchanged(before)

@@ -45,11 +45,12 @@ def addresses(index):
     return ["10.213.201.%d" % index, "fd00:213::201:%d" % index]
 
 
-def make_container(node, name, template, workload_binary, ips, layout="directory", tcp=True, memfill=None):
+def make_container(node, name, template, workload_binary, ips, layout="directory", tcp=True, memfill=None,
+                   unprivileged=False):
     """A container with the workload started by its init (so CRIU sees it in the init's tree);
     ``tcp``: the C workload with its echo service and httpd, else a shell counter without sockets;
     ``memfill``: (binary, MiB) also runs memfill.c, which checks a pattern in that much memory."""
-    node.create_container(name, template, ips, layout=layout, start=False)
+    node.create_container(name, template, ips, layout=layout, start=False, unprivileged=unprivileged)
     script = S50_TCP if tcp else S50_PLAIN
     copies = [(workload_binary, "usr/bin/ckpt_workload")]
     if memfill:

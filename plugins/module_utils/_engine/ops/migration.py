@@ -307,6 +307,13 @@ def migrate(manager: ContainerManager, name: str, target: Any, pre_dump_iteratio
                 return result      # already migrated: nothing to do
             raise StateConflict("container %s does not exist here (nor on %s)" % (name, target.host), "name")
         config = manager.load(name)
+        entry = manager.idmap.lookup(name) if config.unprivileged else None
+        if entry and entry.get("mode") == "shifted":
+            raise KernelUnsupported("container %s is unprivileged with its files shifted into this node's id block "
+                                    "(the host refused an idmapped mount of them): the target's block differs, and "
+                                    "only idmapped containers migrate. Stop it, make it privileged (which shifts its "
+                                    "files back), migrate it, and make it unprivileged again there" % name,
+                                    "unprivileged")
         live = state in RUNNING_STATES
         if live:
             checkpointer_of(manager).check(name)   # what CRIU would refuse, before anything is copied or frozen
@@ -331,6 +338,14 @@ def migrate(manager: ContainerManager, name: str, target: Any, pre_dump_iteratio
                 raise KernelUnsupported("lazy migration needs userfaultfd with non-cooperative events on both hosts "
                                         "(criu check --feature uffd-noncoop fails on %s)"
                                         % ("the target" if local_criu().feature("uffd-noncoop") else "this host"), "lazy")
+            if supported and config.unprivileged and not info.get("unprivileged_userfaultfd"):
+                why = ("the restored tasks of an unprivileged container make their userfaultfd in its user "
+                       "namespace, which the target allows only with vm.unprivileged_userfaultfd = 1 (a host-wide "
+                       "choice: add it to the ovz_host role's ovz_host_sysctl)")
+                if lazy:
+                    raise KernelUnsupported("lazy migration of %s: %s" % (name, why), "lazy")
+                result.setdefault("warnings", []).append("lazy: not lazy, as %s" % why)
+                supported = False
             result["lazy"] = supported
         _call_hook(hook, "preflight")
         result["changed"] = True

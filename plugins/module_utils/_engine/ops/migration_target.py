@@ -88,6 +88,7 @@ def _remote_preflight(session: Dict[str, Any], data_dir: str, cgroup_parent: str
         if not passes:
             raise OvzError("criu check fails on the target: %s" % output.splitlines()[-1:], "target")
         info["lazy_pages"] = criu.feature("uffd-noncoop")
+        info["unprivileged_userfaultfd"] = unprivileged_userfaultfd()
         criu.feature("network_lock_nftables")   # asked now (and cached), not while the container is frozen
     if lxcfs:
         from ..kernel.rootfs import LXCFS_FILES, find_lxcfs
@@ -334,3 +335,14 @@ REMOTE_CALLS: Dict[str, Callable[..., Any]] = {
 
 
 REMOTE_ABANDONED = _remote_abandoned
+
+
+def unprivileged_userfaultfd() -> bool:
+    """Whether this host lets a process without CAP_SYS_PTRACE in the initial user namespace make a
+    userfaultfd (``vm.unprivileged_userfaultfd``): the restored tasks of an unprivileged container do it
+    themselves in a lazy restore, in the container's user namespace."""
+    try:
+        with open("/proc/sys/vm/unprivileged_userfaultfd") as handle:
+            return handle.read().strip() == "1"
+    except OSError:
+        return False
