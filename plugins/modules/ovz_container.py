@@ -102,8 +102,12 @@ options:
         per-user counts of its processes (inotify instances and watches, processes, pending signals, mqueue bytes,
         nested namespaces) are that user's own, with the host's per-user limits (for example
         C(user.max_inotify_instances)); exhausting them inside leaves host root its own.
-      - Defaults to V(false) at creation. An existing container can only be changed while it is stopped.
-      - Checkpoint, restore and migration of unprivileged containers are refused.
+      - Defaults to V(true) at creation (earlier releases defaulted to V(false)); set V(false) for a privileged
+        container, whose root is host root confined by capabilities and cgroups only. An existing container keeps
+        what it was created with, and can only be changed while it is stopped.
+      - Checkpoint, suspend, restore and live migration work as for privileged containers. After a restore the
+        kernel counts the container's per-user counts against host root again until it restarts (CRIU makes the
+        user namespace as host root). A lazy migration needs C(vm.unprivileged_userfaultfd=1) on the target.
     type: bool
   wait_boot:
     description:

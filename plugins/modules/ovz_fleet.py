@@ -81,7 +81,7 @@ options:
       unprivileged:
         description:
           - Run the container in its own user namespace, as O(ovz.containers.ovz_container#module:unprivileged)
-            (default V(false) at creation; an existing container changes only while stopped).
+            (default V(true) at creation; an existing container changes only while stopped).
         type: bool
       wait_boot:
         description: After a start, wait until the container's startup scripts have run.

@@ -75,7 +75,7 @@ def bcd_node(node):
 
 def boot(node, template):
     name = node.name()
-    node.manager.create(name, template, layout="directory")
+    node.manager.create(name, template, layout="directory", unprivileged=False)   # the live view: privileged
     node.manager.start(name, wait_boot=True, timeout=20)
     return name
 

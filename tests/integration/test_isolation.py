@@ -125,14 +125,22 @@ def test_dev_holds_only_the_allow_list(node, container):
     assert b"devpts" in sh(node.manager, container, "grep devpts /proc/mounts").stdout
 
 
-def test_device_cgroup_refuses_host_disk_even_after_mknod(node, container):
+def test_device_cgroup_refuses_host_disk_even_after_mknod(node, container, busybox_template):
+    """A privileged container's root makes the host disk's node and the device cgroup refuses its open;
+    in an unprivileged one (the default) the kernel refuses the node itself (no mknod in a user namespace)."""
     root_dev = os.stat("/").st_dev
     major, minor = os.major(root_dev), os.minor(root_dev)
-    sh(node.manager, container, "mknod /tmp/disk b %d %d" % (major, minor))
-    result = sh(node.manager, container, "head -c 512 /tmp/disk > /dev/null", check=False)
+    refused = sh(node.manager, container, "mknod /tmp/disk b %d %d" % (major, minor), check=False)
+    assert node.manager.load(container).unprivileged is True
+    assert refused.rc != 0 and b"Operation not permitted" in refused.stderr, refused
+    privileged = node.name()
+    node.manager.create(privileged, busybox_template, layout="directory", unprivileged=False)
+    node.manager.start(privileged, wait_boot=True)
+    sh(node.manager, privileged, "mknod /tmp/disk b %d %d" % (major, minor))
+    result = sh(node.manager, privileged, "head -c 512 /tmp/disk > /dev/null", check=False)
     assert result.rc != 0
     assert b"Operation not permitted" in result.stderr
-    result = sh(node.manager, container, "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem", check=False)
+    result = sh(node.manager, privileged, "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem", check=False)
     assert result.rc != 0
 
 

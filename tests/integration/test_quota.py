@@ -42,10 +42,11 @@ def args(node, name, **extra):
     return base
 
 
-def image_container(node, template, size=64 * MIB, inodes=None, start=True):
+def image_container(node, template, size=64 * MIB, inodes=None, start=True, unprivileged=False):
+    """A privileged container (the second level's tools inside need it), unless ``unprivileged``."""
     name = node.name()
     node.manager.create(name, template, layout="image", diskspace=[size, size],
-                        diskinodes=[inodes, inodes] if inodes else None)
+                        diskinodes=[inodes, inodes] if inodes else None, unprivileged=unprivileged)
     if start:
         node.manager.start(name, wait_boot=True, timeout=20)
     return name
@@ -486,7 +487,11 @@ def test_second_level_node_follows_the_loop_device_across_restarts(node, busybox
 
 
 @pytest.mark.serial  # waits for a given loop device number, which parallel tests take meanwhile
-def test_second_level_node_follows_the_loop_device_after_restore(node, busybox_template):
+@pytest.mark.parametrize("unprivileged", [False, True], ids=["privileged", "unprivileged"])
+def test_second_level_node_follows_the_loop_device_after_restore(node, busybox_template, unprivileged):
+    """After a restore on another loop device, the container's node is its own disk's current one: made anew
+    (privileged), or the host's node of it bound where the old one was (unprivileged: never the host's node
+    of the dump's number, which may be another container's disk now)."""
     from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
     from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, find_criu
     try:
@@ -496,7 +501,7 @@ def test_second_level_node_follows_the_loop_device_after_restore(node, busybox_t
     ok, output = criu.check()
     if not ok:
         pytest.skip("criu check fails on this kernel: %s" % output.splitlines()[-1:])
-    name = image_container(node, busybox_template, size=64 * MIB, start=False)
+    name = image_container(node, busybox_template, size=64 * MIB, start=False, unprivileged=unprivileged)
     with_second_level(node, name)
     node.manager.start(name, wait_boot=True, timeout=20)
     first, numbers = mounted_loop(node, name)
@@ -513,6 +518,9 @@ def test_second_level_node_follows_the_loop_device_after_restore(node, busybox_t
         for loop_fd in held:
             os.close(loop_fd)
     assert second != first
+    if unprivileged:
+        assert loop_nodes_inside(node, name) == {first: numbers2}
+        return
     assert loop_nodes_inside(node, name) == {second: numbers2}
     mode = stat.S_IMODE(os.stat("/proc/%d/root%s" % (node.manager.runtime(name).init_pid, second)).st_mode)
     assert mode == 0o600

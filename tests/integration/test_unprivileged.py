@@ -12,6 +12,7 @@ option of a running container fails naming it with the host unchanged. The escap
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import struct
 import subprocess
@@ -182,7 +183,7 @@ def test_pool_ranges_from_subuid(tmp_path):
 def test_shifted_fallback_keeps_setuid_acl_and_file_capabilities(node, busybox_template, monkeypatch):
     """Where idmapped mounts are refused, the tree is shifted into the block and back."""
     name = node.name()
-    node.manager.create(name, busybox_template, layout="directory")
+    node.manager.create(name, busybox_template, layout="directory", unprivileged=False)
     private = node.manager.layout.private(name)
     suid = os.path.join(private, "bin", "ovz-suid")
     with open(suid, "wb") as handle:
@@ -306,7 +307,8 @@ def test_network_of_an_unprivileged_container(routed_lab):
     """Its network namespace belongs to its user namespace; the host still moves the veth end in."""
     lab = routed_lab
     name = lab.create(ip_address=A4[:1])
-    assert lab.manager.set_unprivileged(name, True) is True
+    assert lab.manager.load(name).unprivileged is True       # the default
+    assert lab.manager.set_unprivileged(name, True) is False
     lab.start(name)
     assert lab.ping_from(name, OUT4)
     assert lab.outside.ping(A4[0])
@@ -326,6 +328,52 @@ def test_ovzctl_create_unprivileged(node, busybox_template):
                           timeout=60, check=False)
     assert proc.stdout == "0\n"
     assert status_ids(node.manager.runtime(name).init_pid, "Uid")[0] == block_of(node, name)
+
+
+def test_new_containers_are_unprivileged_by_default(node, busybox_template):
+    """The module, ovzctl and the engine make unprivileged containers unless told otherwise; the way back
+    is unprivileged: false (ovzctl create --privileged)."""
+    by_module = node.name()
+    made = run_module("ovz_container", args(node, by_module, template=busybox_template, state="present"), diff=True)
+    assert made["changed"] and made["container"]["unprivileged"] is True, made
+    assert made["diff"]["after"]["unprivileged"] is True
+    privileged = node.name()
+    made = run_module("ovz_container", args(node, privileged, template=busybox_template, state="present",
+                                            unprivileged=False))
+    assert made["container"]["unprivileged"] is False and made["container"]["idmap"] is None, made
+    base = [os.path.join(REPO, "scripts", "ovzctl"), "--data-dir", node.data_dir, "--cgroup-parent", node.cgroup_parent]
+    for flag, expected in (([], True), (["--privileged"], False), (["--unprivileged"], True)):
+        name = node.name()
+        proc = subprocess.run(base + ["create", name, "--ostemplate", busybox_template, "--layout", "directory"] + flag,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert node.manager.load(name).unprivileged is expected, flag
+    proc = subprocess.run(base + ["create", node.name(), "--ostemplate", busybox_template, "--privileged",
+                                  "--unprivileged"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120, check=False)
+    assert proc.returncode != 0 and "not allowed with argument" in proc.stderr, proc.stderr
+    engine = node.name()
+    assert node.manager.create(engine, busybox_template, layout="directory").unprivileged is True
+
+
+def test_an_existing_container_keeps_its_kind(node, busybox_template):
+    """A container made before the default changed (its configuration has no unprivileged) stays privileged:
+    a run of the module that does not name the option leaves it so."""
+    name = node.name()
+    node.manager.create(name, busybox_template, layout="directory", unprivileged=False)
+    conf = node.manager.layout.conf(name)
+    with open(conf) as handle:
+        data = json.load(handle)
+    del data["unprivileged"]
+    with open(conf, "w") as handle:
+        json.dump(data, handle)
+    assert node.manager.load(name).unprivileged is False
+    started = run_module("ovz_container", args(node, name, state="started"), diff=True)
+    assert not started.get("failed") and started["container"]["unprivileged"] is False, started
+    assert started["diff"]["before"]["unprivileged"] is False and started["diff"]["after"]["unprivileged"] is False
+    assert status_ids(node.manager.runtime(name).init_pid, "Uid")[0] == 0
+    node.manager.stop(name, timeout=5)
 
 
 @pytest.mark.debian

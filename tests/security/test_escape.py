@@ -680,8 +680,9 @@ def test_attack(target, attack, busybox_template):
 def test_network_attack(request, monkeypatch, attack, privilege):
     # The labs of support/netlab.py (imported above as fixtures): a host namespace, a third party, a bridge.
     lab = request.getfixturevalue("bridged_lab" if attack is attack_arp_poison_bridged else "routed_lab")
-    if privilege == "unprivileged":   # every container the lab creates gets its own user namespace
-        monkeypatch.setattr(lab.manager, "create", functools.partial(lab.manager.create, unprivileged=True))
+    # Every container the lab creates is of the kind asked for.
+    monkeypatch.setattr(lab.manager, "create", functools.partial(lab.manager.create,
+                                                                 unprivileged=privilege == "unprivileged"))
     before = host_state()
     attack(lab)
     names = lab.manager.layout.names()

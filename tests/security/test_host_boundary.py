@@ -365,7 +365,7 @@ def test_bcd_bounds_what_one_containers_readers_take(node, busybox_template):
     from ansible_collections.ovz.containers.plugins.module_utils._tools import bcd  # pylint: disable=import-outside-toplevel
     ctl = [OVZCTL, "--data-dir", node.data_dir, "bcd"]
     name = node.name()
-    node.manager.create(name, busybox_template, layout="directory")
+    node.manager.create(name, busybox_template, layout="directory", unprivileged=False)   # the live view's kind
     node.manager.start(name, wait_boot=True, timeout=20)
     subprocess.run(ctl + ["start", "--interval", "0.2"], check=True, stdout=subprocess.PIPE)
     try:

@@ -63,8 +63,9 @@ def sections(text: str) -> dict:
 @pytest.fixture(scope="module")
 def image_play(ansible, vm1, vm_template, ct_names_module):
     """The image layout: online growth, then the second level from inside and through the module."""
-    img, = ct_names_module(1)
+    img, uimg = ct_names_module(2)
     root = "/var/lib/ovz/root/%s" % img
+    uroot = "/var/lib/ovz/root/%s" % uimg
     users = [{"name": "ovzq2", "blocks": "1M:2M", "inodes": "10:20"}]
     inside = " ".join([
         SECTION + "mounts;", "grep ' / ' /proc/mounts; ls -l /dev | grep '^b';",
@@ -75,7 +76,8 @@ def image_play(ansible, vm1, vm_template, ct_names_module):
         SECTION + "repquota;", "repquota -n / 2>&1; true"])
     tasks = [
         {"name": "start image", "ovz.containers.ovz_container": {
-            "name": img, "template": vm_template, "state": "started", "wait_boot": True, "diskspace": "128M"}},
+            "name": img, "template": vm_template, "state": "started", "wait_boot": True, "diskspace": "128M",
+            "unprivileged": False}},
         quota_task("image grow live", img, diskspace="192M"),
         {"name": "image state after grow", "ansible.builtin.raw": "cat /var/lib/ovz/run/%s/state.json" % img},
         exec_task("image df after grow", img, "df -k / | tail -n 1"),
@@ -89,6 +91,17 @@ def image_play(ansible, vm1, vm_template, ct_names_module):
         {"name": "restart image", "ovz.containers.ovz_container": {"name": img, "state": "restarted",
                                                                    "wait_boot": True}},
         exec_task("repquota after restart", img, "repquota -v -n / 2>&1"),
+        # An unprivileged container (the default): quotactl's changes need CAP_SYS_ADMIN in the initial user
+        # namespace, so the second level is set from the host, through the module, and enforced inside.
+        {"name": "start unprivileged", "ovz.containers.ovz_container": {
+            "name": uimg, "template": vm_template, "state": "started", "wait_boot": True, "diskspace": "128M"}},
+        quota_task("unprivileged second level", uimg, quotaugidlimit=100, restart=True),
+        {"name": "install quota tools unprivileged", "ansible.builtin.raw": install_tools(uroot)},
+        exec_task("unprivileged setquota inside", uimg, "id -u; setquota -u ovzq 1024 2048 0 0 / 2>&1; echo rc=$?"),
+        quota_task("unprivileged users set", uimg, quotaugidlimit=100, users=[{"name": "ovzq", "blocks": "1M:2M"}]),
+        exec_task("unprivileged write", uimg, "su ovzq -c 'dd if=/dev/zero of=/home/ovzq/f bs=1M count=5' 2>&1; "
+                                               "sync; ls -ln /home/ovzq/f"),
+        quota_task("unprivileged usage", uimg, quotaugidlimit=100, users=[{"name": "ovzq", "blocks": "1M:2M"}]),
     ]
     return ansible.play(tasks, hosts=vm1.name), vm1.name
 
@@ -195,3 +208,21 @@ def test_directory_layout_enforces_soft_hard_and_grace_live(dir_play):
     assert "Disk quota exceeded" in expired or "No space left" in expired, expired     # XFS project: ENOSPC
     usage = result.ok(host, "dir usage expired")["usage"]
     assert usage["grace_blocks"]["state"] == "expired", usage
+
+
+def test_unprivileged_second_level_is_set_from_the_host(image_play):
+    """In an unprivileged container setquota is refused by the kernel (quotactl's changes need CAP_SYS_ADMIN
+    in the initial user namespace); the module's users: path sets the same limit from the host, and the
+    kernel enforces it on the user's writes inside."""
+    result, host = image_play
+    assert result.ok(host, "start unprivileged")["container"]["unprivileged"] is True
+    assert result.ok(host, "unprivileged second level")["changed"] is True
+    refused = result.stdout(host, "unprivileged setquota inside")
+    assert refused.split("\n")[0].strip() == "0", refused                       # root inside
+    assert "Operation not permitted" in refused and "rc=0" not in refused, refused
+    assert result.ok(host, "unprivileged users set")["changed"] is True
+    written = result.stdout(host, "unprivileged write")
+    assert "Disk quota exceeded" in written, written
+    assert int(written.strip().split("\n")[-1].split()[4]) <= 2 * MIB, written
+    usage = result.ok(host, "unprivileged usage")
+    assert usage["changed"] is False and usage["usage"]["users"]["2000"]["bytes_hard"] == 2 * MIB, usage

@@ -8,7 +8,7 @@
 
     ovzctl [--data-dir D] [--cgroup-parent P] COMMAND NAME [...]
 
-    create NAME --ostemplate T [--layout image|directory] [--hostname H] [--diskspace S] [--unprivileged]
+    create NAME --ostemplate T [--layout image|directory] [--hostname H] [--diskspace S] [--privileged]
     start NAME [--wait]        stop NAME [--timeout S]      restart NAME
     suspend NAME               checkpoint (CRIU) into <data-dir>/dump/NAME, then stop (vzctl suspend);
                                list and status show it suspended, and start resumes it (as vzctl start)
@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--layout", default="image", choices=["image", "directory"])
     create.add_argument("--hostname")
     create.add_argument("--diskspace")
-    create.add_argument("--unprivileged", action="store_true", help="its own user namespace and id block")
+    kind = create.add_mutually_exclusive_group()
+    kind.add_argument("--unprivileged", dest="privileged", action="store_false", default=False,
+                      help="its own user namespace and id block (the default)")
+    kind.add_argument("--privileged", action="store_true",
+                      help="root inside is host root, confined by capabilities and cgroups only")
     start = commands.add_parser("start")
     start.add_argument("name")
     start.add_argument("--wait", action="store_true", help="wait until the startup scripts have run")
@@ -211,7 +215,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "create":
             manager.create(args.name, args.ostemplate, layout=args.layout, hostname=args.hostname,
                            diskspace=parse_pair(args.diskspace, "diskspace") if args.diskspace else None,
-                           unprivileged=args.unprivileged)
+                           unprivileged=not args.privileged)
         elif args.command in ("start", "restart"):
             _start(manager, args)
         elif args.command == "stop":

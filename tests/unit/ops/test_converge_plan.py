@@ -94,13 +94,13 @@ def test_a_new_container_is_planned_with_its_create_config(manager):
     config = result.create_config
     assert config.template == os.path.join(manager.layout.templates(), "base.tar.gz")
     assert (config.layout, config.hostname, config.init, config.onboot) == ("image", "ovzweb", "/sbin/init", False)
-    assert (config.bootorder, config.labels, config.unprivileged) == (5, {"role": "web"}, False)
+    assert (config.bootorder, config.labels, config.unprivileged) == (5, {"role": "web"}, True)  # the default
     assert config.diskspace == [1 << 30, 2 << 30] and config.diskinodes == [100000, 200000]
     assert result.tracker.diff() == {
         "before": {"state": "absent", "hostname": None, "onboot": None, "bootorder": None, "init": None,
                    "labels": None, "layout": None, "unprivileged": None},
         "after": {"state": "running", "hostname": "ovzweb", "onboot": False, "bootorder": 5, "init": "/sbin/init",
-                  "labels": {"role": "web"}, "layout": "image", "unprivileged": False}}
+                  "labels": {"role": "web"}, "layout": "image", "unprivileged": True}}
     assert result.warnings == [] and result.settings == {}
 
 

@@ -206,8 +206,10 @@ class ContainerManager:
                     hostname: Optional[str] = None, init: str = "/sbin/init", onboot: bool = False,
                     diskspace: Optional[Sequence[Optional[int]]] = None,
                     diskinodes: Optional[Sequence[Optional[int]]] = None,
-                    unprivileged: bool = False) -> ContainerConfig:
-        """Validate everything a create needs, touching nothing; returns the config it would write."""
+                    unprivileged: bool = True) -> ContainerConfig:
+        """Validate everything a create needs, touching nothing; returns the config it would write.
+
+        New containers are unprivileged unless asked otherwise (``unprivileged=False``)."""
         validate_name(name)
         validate_unprivileged(unprivileged)
         validate_layout(layout)

@@ -517,27 +517,55 @@ def _as_owner(args: Sequence[str], owner: Optional[int]) -> Tuple[List[str], Opt
     return list(args) + ["--unprivileged"], functools.partial(ns.become_keeping_capabilities, owner, owner)
 
 
+def image_chain(images_dir: str, limit: int = 64) -> List[str]:
+    """``images_dir`` and the directories of its parent images (pre-dumps), following ``parent`` links."""
+    chain = [os.path.realpath(images_dir)]
+    while len(chain) < limit:
+        parent = os.path.join(chain[-1], "parent")
+        if not os.path.islink(parent):
+            break
+        target = os.path.realpath(parent)
+        if target in chain or not os.path.isdir(target):
+            break
+        chain.append(target)
+    return chain
+
+
 def lend(images_dir: str, gid: int) -> None:
-    """Let host group ``gid`` read ``images_dir`` and the files in it (not below) until ``reclaim``.
+    """Let host group ``gid`` read ``images_dir``, its parent images (pre-dumps) and the files in them (not
+    below) until ``reclaim``; the directories that hold parent images become searchable by it too, for
+    CRIU's relative ``parent`` links.
 
     The restored root task reads images twice over: in its new user namespace before its ids are mapped
     (still host root's ids, without host root's capabilities: the owner's rights), and after, as the
     container's root (``gid`` is its group: the group's rights)."""
-    for path in [images_dir] + [os.path.join(images_dir, entry) for entry in os.listdir(images_dir)]:
-        st = os.lstat(path)
-        if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-            os.lchown(path, 0, gid)
-            os.chmod(path, stat.S_IMODE(st.st_mode) | (0o050 if stat.S_ISDIR(st.st_mode) else 0o040))
+    chain = image_chain(images_dir)
+    for holder in {os.path.dirname(directory) for directory in chain[1:]} - set(chain):
+        st = os.lstat(holder)
+        os.lchown(holder, st.st_uid, gid)
+        os.chmod(holder, stat.S_IMODE(st.st_mode) | 0o010)
+    for directory in chain:
+        for path in [directory] + [os.path.join(directory, entry) for entry in os.listdir(directory)]:
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+                os.lchown(path, 0, gid)
+                os.chmod(path, stat.S_IMODE(st.st_mode) | (0o050 if stat.S_ISDIR(st.st_mode) else 0o040))
 
 
 def reclaim(images_dir: str) -> None:
-    """Give what a CRIU run as a container's owner wrote in ``images_dir`` back to host root: the images
-    stay out of reach of the container's root, whose host user that owner is."""
-    for directory, dirs, files in os.walk(images_dir):
-        for entry in [directory] + [os.path.join(directory, name) for name in dirs + files]:
-            try:
-                st = os.lstat(entry)
-                if st.st_uid != 0 or st.st_gid != 0:
-                    os.lchown(entry, 0, 0)
-            except FileNotFoundError:
-                continue
+    """Give what a CRIU run as a container's owner wrote in ``images_dir``, and what ``lend`` lent, back to
+    host root: the images stay out of reach of the container's root, whose host user that owner is."""
+    chain = image_chain(images_dir)
+    for holder in {os.path.dirname(directory) for directory in chain[1:]} - set(chain):
+        st = os.lstat(holder)
+        if st.st_gid != 0:
+            os.lchown(holder, st.st_uid, 0)
+    for top in chain:
+        for directory, dirs, files in os.walk(top):
+            for entry in [directory] + [os.path.join(directory, name) for name in dirs + files]:
+                try:
+                    st = os.lstat(entry)
+                    if st.st_uid != 0 or st.st_gid != 0:
+                        os.lchown(entry, 0, 0)
+                except FileNotFoundError:
+                    continue

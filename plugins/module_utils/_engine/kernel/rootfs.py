@@ -413,6 +413,12 @@ def enter_rootfs(spec: RootfsSpec) -> None:
     ns.umount(".", ns.MNT_DETACH)
     del old
     os.chdir("/")
+    if spec.userns:
+        # What it binds from the host (console, /run/ovz, device nodes, LXCFS views) would stay slaves of
+        # the host's peer groups, shared on systemd hosts: host mount events would reach it, and CRIU would
+        # have to put a restored copy back into those groups, from sources staged where the host's groups
+        # are not (CRIU 3.17 then fails with "Failed to copy sharing").
+        ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
     if spec.hostname:
         socket.sethostname(spec.hostname)
         write_hostname(spec.hostname)

@@ -1273,7 +1273,7 @@ class Checkpointer:
         timings["network_unlock_ms"] = _ms(time.monotonic() - mark)
         return removed
 
-    def _mount_source(self, name: str, key: str, cgroups: ContainerCgroups) -> str:
+    def _mount_source(self, name: str, key: str, cgroups: ContainerCgroups, storage: Storage) -> str:
         """The host path on this node for an external mount of the checkpoint."""
         if key == CGROUP_KEY:
             payload = cgroups.payload_cgroup2(PAYLOAD)
@@ -1288,7 +1288,12 @@ class Checkpointer:
         if key.startswith(NULL_PREFIX):
             return "/dev/null"
         if key.startswith(DEV_PREFIX):
-            return host_device_node(key[len(DEV_PREFIX):])
+            node = key[len(DEV_PREFIX):]
+            if re.fullmatch(r"loop[0-9]+", node):
+                # The second level's node of its own disk, on whichever loop device the image is now: the one
+                # of the dump's number may be another container's disk.
+                return storage.loop_device() or "/dev/null"
+            return host_device_node(node)
         if key.startswith(LXCFS_PREFIX):
             rel = key[len(LXCFS_PREFIX):]
             lxcfs = find_lxcfs(self.manager.layout.data_dir)
@@ -1357,7 +1362,7 @@ class Checkpointer:
         if self.criu.feature("network_lock_nftables"):
             args += ["--network-lock", "nftables"]
         for mount in meta.get("mounts") or []:
-            source = self._mount_source(name, mount["key"], cgroups)
+            source = self._mount_source(name, mount["key"], cgroups, storage)
             args += ["--external", "mnt[%s]:%s" % (mount["key"], stage.add(source) if stage else source)]
         # The console log as a start makes it (CRIU checks the mode of the file it inherits).
         console_fd = os.open(manager.layout.console(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,

@@ -91,7 +91,7 @@ def plan_container(manager: ContainerManager, name: str, params: Mapping[str, An
             init=params.get("init") or "/sbin/init", onboot=bool(params.get("onboot")),
             diskspace=parse_pair(params["diskspace"], "diskspace") if params.get("diskspace") else None,
             diskinodes=parse_pair(params["diskinodes"], "diskinodes", as_size=False) if params.get("diskinodes") else None,
-            unprivileged=bool(params.get("unprivileged")))
+            unprivileged=params.get("unprivileged") is not False)
         if params.get("bootorder") is not None:
             create_config.bootorder = params["bootorder"]
         if params.get("labels") is not None:

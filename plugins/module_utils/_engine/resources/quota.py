@@ -700,7 +700,10 @@ def refresh_rootfs_devices(config: ContainerConfig, storage: Storage, init_pid: 
     Only loop block nodes are touched, through descriptors that follow no symlink of the
     container's tree.
     """
-    if not second_level(config):
+    if not second_level(config) or config.unprivileged:
+        # An unprivileged container's node is the host's, bound in: the restore bound its own disk's current
+        # loop device there. quotactl's changes need CAP_SYS_ADMIN in the initial user namespace, so its
+        # second level is managed from the host (ovz_quota users:/groups:), not with the tools inside.
         return
     wanted = {name: (os.makedev(major, minor), mode)
               for name, kind, major, minor, mode in rootfs_devices(config, storage) if kind == "b"}
