@@ -99,8 +99,8 @@ def image_play(ansible, vm1, vm_template, ct_names_module):
         {"name": "install quota tools unprivileged", "ansible.builtin.raw": install_tools(uroot)},
         exec_task("unprivileged setquota inside", uimg, "id -u; setquota -u ovzq 1024 2048 0 0 / 2>&1; echo rc=$?"),
         quota_task("unprivileged users set", uimg, quotaugidlimit=100, users=[{"name": "ovzq", "blocks": "1M:2M"}]),
-        exec_task("unprivileged write", uimg, "su ovzq -c 'dd if=/dev/zero of=/home/ovzq/f bs=1M count=5' 2>&1; "
-                                               "sync; ls -ln /home/ovzq/f"),
+        exec_task("unprivileged write", uimg,
+                  "su ovzq -c 'dd if=/dev/zero of=/home/ovzq/f bs=1M count=5' 2>&1; sync; ls -ln /home/ovzq/f"),
         quota_task("unprivileged usage", uimg, quotaugidlimit=100, users=[{"name": "ovzq", "blocks": "1M:2M"}]),
     ]
     return ansible.play(tasks, hosts=vm1.name), vm1.name

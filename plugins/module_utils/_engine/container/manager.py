@@ -426,7 +426,7 @@ class ContainerManager:
         return True
 
     def prepare_userns(self, config: ContainerConfig, storage: Storage, cgroups: ContainerCgroups,
-                        host_files: Sequence[str]) -> Dict[str, Any]:
+                       host_files: Sequence[str]) -> Dict[str, Any]:
         """Unprivileged start or restore: the container's user namespace and idmapped root (descriptors
         the caller closes; no tree where its files are shifted), with ``host_files`` and the payload
         cgroups given to its root."""

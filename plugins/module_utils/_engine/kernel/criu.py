@@ -183,7 +183,8 @@ def _encode_varint(value: int) -> bytes:
 def _encode_field(number: int, value: object) -> bytes:
     if isinstance(value, int):
         return _encode_varint(number << 3) + _encode_varint(value)
-    assert isinstance(value, bytes)
+    if not isinstance(value, bytes):
+        raise TypeError("a protobuf field is an int or bytes, not %r" % (value,))
     return _encode_varint(number << 3 | 2) + _encode_varint(len(value)) + value
 
 
@@ -213,7 +214,8 @@ def remap_userns(images_dir: str, first: int, count: int) -> Optional[int]:
             if set(values) != {1, 2, 3} or values[1] != 0 or values[3] != count:
                 raise ValueError("%s maps %r, not one block of %d ids from 0" % (path, values or extent, count))
             lower = values[2]
-            assert isinstance(lower, int)
+            if not isinstance(lower, int):
+                raise ValueError("%s maps to %r, not an id" % (path, lower))
             if found is not None and lower != found:
                 raise ValueError("%s maps uids and gids to different blocks" % path)
             found = lower
