@@ -15,8 +15,14 @@ For each size and each number of pre-dumps:
   after the restore); frozen as above (the pages still to come do not count: the container runs),
   total includes the page transfer. No pre-dumps with lazy migration.
 
-    python3 bench/migration.py                        # 64,256,1024 MiB x 0,3 pre-dumps
+    python3 bench/migration.py                        # 64,256,1024 MiB x 0,3 pre-dumps, both kinds
     python3 bench/migration.py --sizes 64 --runs 3
+    python3 bench/migration.py --sizes 256 --predumps 0 --kinds privileged,unprivileged
+
+Each size is measured for privileged and unprivileged containers side by side in the same run
+(``--kinds``), and the table gives the unprivileged/privileged ratio of the frozen times. The lazy
+migration of an unprivileged container needs ``vm.unprivileged_userfaultfd = 1``: the bench sets it
+for its run and puts the old value back.
 
 Writes bench/results/migration.json and bench/results/migration.png.
 Pre-dumps need soft-dirty tracking (``criu check --feature mem_dirty_track``); where the
@@ -51,8 +57,8 @@ def node_json(node, code):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def make(node, name, template, binary, size, rate):
-    node.create_container(name, template, [], start=False)
+def make(node, name, template, binary, size, rate, unprivileged=False):
+    node.create_container(name, template, [], start=False, unprivileged=unprivileged)
     code = ("import os, shutil, json\n"
             "from ansible_collections.ovz.containers.plugins.module_utils._engine.container.manager import ContainerManager\n"
             "m = ContainerManager(%r, %r)\n"
@@ -182,13 +188,21 @@ def main():
     ap.add_argument("--predumps", default="0,3", help="pre-dump iterations to compare")
     ap.add_argument("--rate", type=int, default=32, help="MiB/s the workload dirties")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--kinds", default="privileged,unprivileged", help="container kinds, side by side")
     ap.add_argument("--json", default=str(C.RESULTS_DIR / "migration.json"))
     ap.add_argument("--png", default=str(C.RESULTS_DIR / "migration.png"), help="PNG plot ('' for none)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     predump_list = [int(p) for p in args.predumps.split(",")]
+    kinds = [k for k in args.kinds.split(",") if k]
     work = tempfile.mkdtemp(prefix="ovz-tests-bench-", dir="/var/tmp")
     results = []
+    uffd = "/proc/sys/vm/unprivileged_userfaultfd"
+    with open(uffd) as handle:
+        uffd_before = handle.read().strip()
+    if "unprivileged" in kinds:
+        with open(uffd, "w") as handle:
+            handle.write("1")
     try:
         binary = os.path.join(work, "dirty")
         subprocess.run(["gcc", "-static", "-O2", "-o", binary, str(C.BENCH_DIR / "dirty.c")], check=True)
@@ -199,9 +213,9 @@ def main():
                                         "print(json.dumps(build_busybox_template(%r)))" % os.path.join(work, "tpl"))
             for run in range(args.runs):
                 for size in sizes:
-                    for predumps in predump_list:
-                        name = "ovzbm%d" % size
-                        make(node1, name, template, binary, size, args.rate)
+                    for predumps, kind in [(p, k) for p in predump_list for k in kinds]:
+                        name = "ovzbm%s%d" % (kind[0], size)
+                        make(node1, name, template, binary, size, args.rate, unprivileged=kind == "unprivileged")
                         try:
                             ckpt = checkpoint(node1, name, predumps, os.path.join(work, "ckpt"))
                             mig = migrate(node1, name, node2.target(), predumps, False)
@@ -210,8 +224,10 @@ def main():
                             for node in (node1, node2):
                                 node.engine("manager.destroy(%r)" % name)
                         row = {"run": run, "size_mib": size, "predumps": predumps, "rate_mib_s": args.rate,
-                               "checkpoint": ckpt, "migration": migration_row(mig), "lazy": migration_row(lazy)}
+                               "kind": kind, "checkpoint": ckpt, "migration": migration_row(mig),
+                               "lazy": migration_row(lazy)}
                         results.append(row)
+                        print("%-12s " % kind, end="")
                         print("%5d MiB  %d pre-dumps: checkpoint frozen %8.1f ms total %8.1f ms | migration frozen "
                               "%8.1f ms total %8.1f ms (pre-dumps done %d) | lazy frozen %8.1f ms total %8.1f ms"
                               % (size, predumps, ckpt["frozen_ms"], ckpt["total_ms"], row["migration"]["frozen_ms"],
@@ -219,9 +235,11 @@ def main():
                                  row["lazy"]["total_ms"]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        with open(uffd, "w") as handle:
+            handle.write(uffd_before)
     rows, table = [], {}
     for row in results:
-        key = "%d MiB, %d pre-dumps" % (row["size_mib"], row["predumps"])
+        key = "%d MiB, %d pre-dumps, %s" % (row["size_mib"], row["predumps"], row.get("kind", "privileged"))
         if key not in table:
             rows.append(key)
             table[key] = {"ckpt frozen": [], "ckpt total": [], "migr frozen": [], "migr total": [],
@@ -235,7 +253,17 @@ def main():
     columns = ["ckpt frozen", "ckpt total", "migr frozen", "migr total", "lazy frozen", "lazy total"]
     print(C.format_table(rows, columns, {c: {r: C.summarize(table[r][c]) for r in rows} for c in columns},
                          title="checkpoint and live migration, %d MiB/s dirtied" % args.rate))
-    path = C.write_results(args.json, C.machine_info(), args.runs, {"rows": results},
+    ratios = {}
+    for key in rows:
+        if key.endswith(", unprivileged") and key.replace(", unprivileged", ", privileged") in table:
+            base = table[key.replace(", unprivileged", ", privileged")]
+            ratios[key[:-len(", unprivileged")]] = {
+                column: round(C.summarize(table[key][column])["median_ms"] / C.summarize(base[column])["median_ms"], 3)
+                for column in ("ckpt frozen", "migr frozen", "lazy frozen")
+                if C.summarize(base[column])["median_ms"]}
+    for key, values in ratios.items():
+        print("unprivileged / privileged, %s: %s" % (key, ", ".join("%s %.2f" % kv for kv in values.items())))
+    path = C.write_results(args.json, C.machine_info(), args.runs, {"rows": results, "ratios": ratios},
                            goal_frozen_ms=GOAL_MS, rate_mib_s=args.rate)
     print("JSON: %s" % path)
     if args.png:

@@ -174,7 +174,8 @@ def containers_on(node):
 def test_evacuate_and_return(nodes, trusted, busybox_template, workload):  # noqa: F811 pylint: disable=redefined-outer-name
     node1, node2 = nodes.nodes
     names = {"ovzevtcp": addresses(90), "ovzevplain": addresses(91)}
-    make_container(node1, "ovzevtcp", busybox_template, workload, names["ovzevtcp"], tcp=True)
+    # Both kinds: the one with the connection is unprivileged (the default of new containers).
+    make_container(node1, "ovzevtcp", busybox_template, workload, names["ovzevtcp"], tcp=True, unprivileged=True)
     make_container(node1, "ovzevplain", busybox_template, workload, names["ovzevplain"], tcp=False)
     conn = nodes.tcp_connect(names["ovzevtcp"][0], PORT)
     hook_dir = os.path.join(nodes.base, "hook")

@@ -577,17 +577,21 @@ def test_module_migrated(harness, busybox_template, workload):
 
 @pytest.mark.debian
 @pytest.mark.slow
-def test_live_migration_debian(harness, debian_template):
+@pytest.mark.parametrize("unprivileged", [False, True], ids=["privileged", "unprivileged"])
+def test_live_migration_debian(harness, debian_template, unprivileged):
     if not quota.has_capability(quota.CAP_SYS_RESOURCE):
         # The template's drop-in (service.d/ovz-checkpoint.conf) takes away the nested UTS namespaces
         # and BPF programs; CRIU then reads the rlimits of processes of other users (prlimit), which
         # needs CAP_SYS_RESOURCE. Shown on the VMs: tests/vm/test_debian_systemd.py.
+        if unprivileged:
+            pytest.skip("root here lacks CAP_SYS_RESOURCE: the dump runs as the container's owner (criu "
+                        "--unprivileged), which leaves the cgroups of systemd's services out of the images")
         pytest.skip("root here lacks CAP_SYS_RESOURCE: CRIU cannot read the rlimits of the Debian container's "
                     "processes of other users")
     node1, node2, _node3 = harness.nodes
-    name = "ovzmdeb"
-    ips = addresses(80)
-    node1.create_container(name, debian_template, ips, layout="image", start=False)
+    name = "ovzmdeb%d" % unprivileged
+    ips = addresses(80 + unprivileged)
+    node1.create_container(name, debian_template, ips, layout="image", start=False, unprivileged=unprivileged)
     try:
         node1.engine("manager.start(%r)" % name)   # systemd: no boot marker, poll is-system-running
         deadline = time.monotonic() + 180

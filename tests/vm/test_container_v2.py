@@ -73,8 +73,11 @@ def test_create_start_and_second_run_unchanged(run, vms):
         assert first["changed"] is True
         assert first["container"]["state"] == "running"
         assert first["container"]["layout"] == "image"
+        # Created without unprivileged: unprivileged (the default), on this cgroup v2 host too.
+        assert first["container"]["unprivileged"] is True and first["container"]["idmap"]["count"] == 65536, first
         assert play.ok(vm.name, "start image again")["changed"] is False
         assert play.ok(vm.name, "start directory")["container"]["state"] == "running"
+        assert play.ok(vm.name, "start directory")["container"]["unprivileged"] is False
 
 
 def test_cgroups_live_under_ovz_slice(run, vms):

@@ -9,8 +9,9 @@ skip (root lacks CAP_SYS_RESOURCE: tests/integration/test_migration.py::test_liv
 The template is built on the controller (``scripts/build-debian-template --release R``; a cache hit is
 instant) and copied to both VMs. A run of mixed releases skips (tests/vm/test_mixed_release.py).
 
-One batched play on VM 1 (VM 2's side through ``delegate_to``). A privileged container (checkpoint of
-unprivileged ones is refused) boots with ``wait_boot``; a transient unit started inside with
+One batched play on VM 1 (VM 2's side through ``delegate_to``). A container of the default kind
+(unprivileged: its own user namespace and id block; the VMs' root has CAP_SYS_RESOURCE, so CRIU dumps it
+as host root, cgroups included) boots with ``wait_boot``; a transient unit started inside with
 ``systemd-run`` counts in memory and writes the count to ``/root/ovz-counter``. That unit exists only
 in the memory of this boot's systemd: after the restore and after the migration the same unit (same
 InvocationID) with the same main PID is still there, the counter carries on from where it was

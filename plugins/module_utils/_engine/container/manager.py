@@ -298,7 +298,7 @@ class ContainerManager:
             self.storage(config).destroy()
             self.idmap.release(name)
             shutil.rmtree(self.layout.dump(name), ignore_errors=True)
-            for action in ("restore",):
+            for action in ("restore", "lazy-pages"):
                 try:
                     os.unlink(self.layout.failure_log(name, action))
                 except FileNotFoundError:

@@ -109,6 +109,9 @@ def log_errors(path: str, limit: int = LOG_TAIL) -> List[str]:
     except OSError:
         return []
     errors = [line for line in lines if "Error (" in line and "RLIMIT_NOFILE" not in line]
+    if not errors:
+        # Some steps say why only in words (the lazy-pages daemon's uffd handling, say).
+        errors = [line for line in lines if re.search(r"\b(fail|failed|[Cc]an't|[Uu]nable|[Ee]rror|exited)\b", line)]
     return (errors or lines)[-limit:]
 
 

@@ -548,8 +548,9 @@ class _Run:
             daemon = self.session.call("lazy_wait", timeout=660,
                                        images_dir=os.path.join(self.paths["images"], "final"), **self.where)
             if daemon.get("rc") != 0:
-                raise OvzError("the target did not get every memory page (criu lazy-pages exit %s): %s"
-                               % (daemon.get("rc"), "; ".join(daemon.get("errors") or [])), "lazy")
+                raise OvzError("the target did not get every memory page (criu lazy-pages exit %s; its log on the "
+                               "target: %s): %s" % (daemon.get("rc"), daemon.get("log", "-"),
+                                                    "; ".join(daemon.get("errors") or [])), "lazy")
             self.timings["lazy_transfer"] = time.monotonic() - t0
         _call_hook(self.hook, "restore")
 

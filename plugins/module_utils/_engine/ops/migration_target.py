@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from ..base.errors import OvzError, StateConflict
-from ..base.files import atomic_write_json, read_json
+from ..base.files import atomic_file, atomic_write_json, read_json
 from ..base.states import RUNNING_STATES
 from ..node.config import ContainerConfig
 from ..resources import network
@@ -278,7 +278,19 @@ def _remote_lazy_wait(session: Dict[str, Any], data_dir: str, cgroup_parent: str
         time.sleep(0.02)
     if state["rc"] != 0:
         from ..kernel.criu import log_errors
-        state["errors"] = log_errors(os.path.join(images_dir, "lazy-pages.log"))
+        log = os.path.join(images_dir, "lazy-pages.log")
+        state["errors"] = log_errors(log)
+        if state["rc"] is None:
+            state["errors"].insert(0, "the daemon ended without an exit status" if not state["alive"]
+                                   else "the daemon still ran after %.0f s" % timeout)
+        # The images go with the rollback: the log is kept beside the node's other failure logs.
+        kept = _target_manager(data_dir, cgroup_parent).layout.failure_log(name, "lazy-pages")
+        try:
+            with open(log, "rb") as source, atomic_file(kept, 0o644, durable=False, binary=True) as copy:
+                shutil.copyfileobj(source, copy)
+            state["log"] = kept
+        except OSError:
+            pass
     return state
 
 
