@@ -151,6 +151,9 @@ options:
         V(true) requires it (fails naming O(lazy) otherwise); V(false) copies all memory while the
         container is frozen (after pre-dumps, where the kernel can track dirty memory).
       - With lazy migration no pre-dumps are made.
+      - An unprivileged container's restored tasks make their C(userfaultfd) in its user namespace, which the
+        kernel allows only with C(vm.unprivileged_userfaultfd=1) on the target (a host-wide choice). Without it,
+        unset means not lazy (the result's C(warnings) say why) and V(true) fails naming O(lazy).
     type: bool
   keep_source:
     description:
