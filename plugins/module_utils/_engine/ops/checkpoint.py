@@ -834,6 +834,8 @@ class Checkpointer:
             try:
                 meta = self._meta(config, runtime, tcp_established)
                 meta["frozen"] = was_frozen
+                # A dump made as the container's owner (criu --unprivileged) leaves the cgroups out.
+                meta["cgroups_in_images"] = self._dump_owner(config) is None
                 step = "clearing %s" % images_dir
                 if os.path.isdir(images_dir):
                     for entry in os.listdir(images_dir):
@@ -1321,9 +1323,11 @@ class Checkpointer:
             os.close(userns["userns_fd"])    # the idmapped tree keeps the mapping; CRIU makes the namespace
             block = userns["idmap"]
             unified = cgroups.payload_cgroup2(PAYLOAD)
-            stage = RestoreStage(storage.root, userns["root_tree_fd"], int(block["uid"]),
-                                 cgroups.payload_procs(PAYLOAD) + ([os.path.join(unified, "cgroup.procs")]
-                                                                   if unified else []))
+            # Where the images hold the cgroups, CRIU puts the tasks there itself (--cgroup-root) and must
+            # not sit in the payload: a cgroup2 cgroup with a process may not enable controllers below it.
+            procs = [] if meta.get("cgroups_in_images", True) else \
+                cgroups.payload_procs(PAYLOAD) + ([os.path.join(unified, "cgroup.procs")] if unified else [])
+            stage = RestoreStage(storage.root, userns["root_tree_fd"], int(block["uid"]), procs)
             try:
                 remap_userns(images_dir, int(block["uid"]), int(block.get("count", ID_COUNT)))
             except (OSError, ValueError) as exc:
