@@ -227,3 +227,30 @@ def test_log_follower_reads_only_what_is_new(tmp_path):
         handle.write("pages server\n")                                   # the marker split across two reads
     assert follower.says("Starting lazy pages server") is True
     assert follower.offset == log.stat().st_size
+
+
+def test_lend_follows_parent_images_but_never_out_of_their_directory(tmp_path):
+    """The restore lends a checkpoint's images to the container's group: pre-dumps (``parent`` links to a
+    sibling) too, but a link planted to somewhere else must not hand that place to the container's group."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chown)")
+    from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import criu as criu_mod
+    base = tmp_path / "images"
+    pre, final, outside = base / "pre1", base / "final", tmp_path / "outside"
+    for directory in (pre, final, outside):
+        directory.mkdir(parents=True, mode=0o700)
+        (directory / "pages-1.img").write_bytes(b"x")
+        os.chmod(directory / "pages-1.img", 0o600)
+    os.symlink("../pre1", final / "parent")
+    os.symlink(str(outside), pre / "parent")          # planted: out of the images' directory
+    block = 1000000000
+    criu_mod.lend(str(final), block)
+    for directory in (final, pre):
+        assert (os.stat(directory).st_gid, os.stat(directory / "pages-1.img").st_gid) == (block, block)
+        assert os.stat(directory / "pages-1.img").st_mode & 0o040
+    assert os.stat(base).st_gid == block and os.stat(base).st_mode & 0o010      # searchable for ../pre1
+    assert (os.stat(outside).st_gid, os.stat(outside / "pages-1.img").st_gid) == (0, 0)
+    assert not os.stat(outside / "pages-1.img").st_mode & 0o077
+    criu_mod.reclaim(str(final))
+    for path in (base, pre, final, pre / "pages-1.img", final / "pages-1.img"):
+        assert (os.stat(path).st_uid, os.stat(path).st_gid) == (0, 0), path

@@ -523,14 +523,19 @@ def _as_owner(args: Sequence[str], owner: Optional[int]) -> Tuple[List[str], Opt
 
 
 def image_chain(images_dir: str, limit: int = 64) -> List[str]:
-    """``images_dir`` and the directories of its parent images (pre-dumps), following ``parent`` links."""
+    """``images_dir`` and the directories of its parent images (pre-dumps), following ``parent`` links.
+
+    Only siblings of ``images_dir`` are followed (CRIU's links are ``../pre<N>``): ``lend`` and ``reclaim``
+    change the owners and modes of what this returns, and a link elsewhere (``/etc``, say) must never
+    take them there."""
     chain = [os.path.realpath(images_dir)]
+    holder = os.path.dirname(chain[0])
     while len(chain) < limit:
         parent = os.path.join(chain[-1], "parent")
         if not os.path.islink(parent):
             break
         target = os.path.realpath(parent)
-        if target in chain or not os.path.isdir(target):
+        if target in chain or os.path.dirname(target) != holder or not os.path.isdir(target):
             break
         chain.append(target)
     return chain
