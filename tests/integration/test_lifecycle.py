@@ -259,3 +259,50 @@ def test_exec_creates_and_removes_three_ways(node, container, tmp_path):
     # reported as would-run, not as a failure.
     missing = run_module("ovz_exec", dict(base, name="ovznotyet", command="true"), check=True)
     assert missing["changed"] and not missing.get("failed"), missing
+
+
+SPIN = """#!/bin/sh
+while :; do :; done
+"""
+
+
+def test_freeze_takes_tasks_that_were_stopping_meanwhile(node, container):
+    """A task on its way into a stop when the freezer freezes (a SIGSTOP here; CRIU's detach after a
+    lazy dump in a migration's cleanup) must be frozen all the same, not leave the freeze hanging."""
+    manager = node.manager
+    spin = os.path.join(manager.layout.root(container), "root", "spin")
+    with open(spin, "w") as handle:
+        handle.write(SPIN)
+    os.chmod(spin, 0o755)
+    sh(manager, container, "/root/spin </dev/null >/dev/null 2>&1 & /root/spin </dev/null >/dev/null 2>&1 &")
+    cgroups = manager.cgroups_for(manager.runtime(container))
+
+    def spinners():
+        found = []
+        for pid in cgroups.pids():
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                    if b"/root/spin" in handle.read():
+                        found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    wait_for(lambda: len(spinners()) == 2, "both spinners run")
+    pids = spinners()
+    try:
+        for _round in range(100):
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            # At once, so that the freeze meets the tasks on their way into the stop.
+            cgroups.freeze()     # raised "the freezer did not reach FROZEN in 10 s" when it met one
+            assert cgroups.frozen()
+            cgroups.thaw()
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

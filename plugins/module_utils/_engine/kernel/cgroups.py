@@ -38,6 +38,7 @@ CGROUP_PREFIX = "ovz-"
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "blkio", "pids", "devices", "freezer")
 V2_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")
 UNIFIED = "unified"
+FREEZE_AGAIN = 0.05     # seconds before a v1 freeze that has not taken is asked again
 
 
 @dataclass(frozen=True)
@@ -241,13 +242,20 @@ class CgroupV1(CgroupBackend):
 
     def set_frozen(self, cgroups: "ContainerCgroups", frozen: bool) -> None:
         state_file = os.path.join(self.controller_dir(cgroups, "freezer"), "freezer.state")
-        write_file(state_file, "FROZEN" if frozen else "THAWED")
         wanted = "FROZEN" if frozen else "THAWED"
+        write_file(state_file, wanted)
         deadline = time.monotonic() + 10
+        again = time.monotonic() + FREEZE_AGAIN
         while read_file(state_file) != wanted:
             if time.monotonic() > deadline:
                 raise OvzError("the freezer did not reach %s in 10 s" % wanted)
             time.sleep(0.002)
+            if frozen and time.monotonic() > again:
+                # The v1 freezer asks each task to freeze once, when FROZEN is written. A task still on
+                # its CPU then, on its way into a stop (SIGSTOP, or CRIU's detach after a dump), is skipped
+                # and sleeps stopped, never frozen: the cgroup stays FREEZING until it is asked again.
+                write_file(state_file, wanted)
+                again = time.monotonic() + FREEZE_AGAIN
 
     def is_frozen(self, cgroups: "ContainerCgroups") -> bool:
         try:
