@@ -83,6 +83,18 @@ ovz_ensure_venv() {
             || { ovz_die "pip install -r $req failed"; return 1; }
         printf '%s\n' "$want" >"$venv/.ovz-requirements.sha256"
     fi
+    ovz_link_system_seccomp "$venv"
+}
+
+# libseccomp's Python binding is Debian's python3-seccomp (PyPI has none): the venv runs the same
+# interpreter as /usr/bin/python3, so the binding's one extension module is linked into it.
+ovz_link_system_seccomp() {
+    local venv="$1" suffix site module
+    suffix="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')" || return 1
+    site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')" || return 1
+    module="/usr/lib/python3/dist-packages/seccomp$suffix"
+    [ -f "$module" ] || { ovz_die "missing $module (apt-get install python3-seccomp)"; return 1; }
+    ln -sfn "$module" "$site/seccomp$suffix"
 }
 
 # The packages the project needs (host tools, test peers, VM platform), one per
@@ -92,7 +104,7 @@ ovz_apt_packages() {
         busybox-static debootstrap nftables lxc e2fsprogs xfsprogs quota util-linux \
         iproute2 rsync python3-venv python3-dev hyperfine sysbench fio iperf3 dpkg-dev \
         openssh-server openssh-client qemu-system-x86 qemu-utils zstd xz-utils tar \
-        procps psmisc iptables bridge-utils shellcheck python3-pyroute2 lxcfs \
+        procps psmisc iptables bridge-utils shellcheck python3-pyroute2 python3-seccomp lxcfs \
         systemd-container gcc libc6-dev
 }
 

@@ -71,7 +71,7 @@ PACKAGES = (
     "systemd-sysv", "dbus", "libpam-systemd", "udev", "kmod", "linux-image-amd64", "initramfs-tools",
     "openssh-server", "openssh-client",
     # what the collection needs on a host (the VMs have no outside network: everything is here)
-    "python3", "python3-apt", "python3-pyroute2", "criu", "iproute2", "nftables", "busybox-static",
+    "python3", "python3-apt", "python3-pyroute2", "python3-seccomp", "criu", "iproute2", "nftables", "busybox-static",
     "e2fsprogs", "xfsprogs", "quota", "rsync", "zstd", "xz-utils", "ca-certificates", "lxcfs",
     # inspection in tests
     "procps", "psmisc", "iputils-ping", "netbase", "bpftool", "less",

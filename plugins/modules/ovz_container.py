@@ -109,6 +109,26 @@ options:
         kernel counts the container's per-user counts against host root again until it restarts (CRIU makes the
         user namespace as host root). A lazy migration needs C(vm.unprivileged_userfaultfd=1) on the target.
     type: bool
+  seccomp_allow:
+    description:
+      - System calls that every process of the container may make after all, out of those its seccomp filter
+        denies. The filter (built with libseccomp; Debian's C(python3-seccomp), which the
+        P(ovz.containers.ovz_host#role) role installs) answers C(EPERM) inside to what LXC's and Docker's default
+        profiles deny - kernel modules (C(init_module), C(finit_module), C(delete_module)), kexec
+        (C(kexec_load), C(kexec_file_load)), C(open_by_handle_at), the keyring calls (C(add_key),
+        C(request_key), C(keyctl)), C(bpf), C(perf_event_open), C(userfaultfd), raw I/O ports (C(iopl),
+        C(ioperm)), swap (C(swapon), C(swapoff)), the clock (C(settimeofday), C(clock_settime),
+        C(clock_adjtime)), the kernel log (C(syslog)), C(acct) and obsolete calls (C(uselib),
+        C(lookup_dcookie), C(nfsservctl), C(_sysctl), C(vm86), C(vm86old)) - in both kinds of container.
+      - A call allowed here still needs what the kernel asks of it otherwise, the capability root inside may
+        lack among them. In a privileged container, allowing the keyring calls gives its root host root's own
+        user keyring.
+      - Without the binding, a privileged container does not start (the error names the package); an
+        unprivileged one runs without the filter.
+      - The list is the complete set; V([]) allows none. Commands run with P(ovz.containers.ovz_exec#module)
+        get a change at once; the container's own processes at its next start.
+    type: list
+    elements: str
   wait_boot:
     description:
       - After a start, wait until the container's startup scripts have run. The templates of this

@@ -70,6 +70,13 @@ options:
           - Free-form labels (the complete set). With O(fleet) the label C(ovz_fleet) is added.
           - Omit to keep the current labels.
         type: dict
+      seccomp_allow:
+        description:
+          - Calls of the seccomp filter this container may make after all (the complete set), as
+            P(ovz.containers.ovz_container#module)'s O(ovz.containers.ovz_container#module:seccomp_allow).
+          - Omit to keep the current list.
+        type: list
+        elements: str
       init:
         description: The container's init, an absolute path inside it.
         type: str

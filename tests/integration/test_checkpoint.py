@@ -39,6 +39,7 @@ from support.criu import criu_binary  # noqa: F401 - fixtures  pylint: disable=u
 from ansible_collections.ovz.containers.plugins.module_utils._engine.resources import network as net
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops import checkpoint as ckpt
 from ansible_collections.ovz.containers.plugins.module_utils._engine.ops.checkpoint import Checkpointer
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import seccomp_filter
 from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel.criu import Criu, CriuError
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import StateConflict
 
@@ -425,6 +426,8 @@ def test_suspend_then_resume(lab):
     assert not os.path.exists(manager.layout.dump(name))
     assert lab.module(resume)["changed"] is False
     assert lab.snapshot()["loops"], "the image is loop-mounted again"
+    # CRIU put the seccomp filter back on the restored tasks, and a command run now gets it too.
+    assert seccomp_filter.filter_state(manager.runtime(name).init_pid)[0] == 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ from support.netlab import bridged_lab, routed_lab  # noqa: F401  pylint: disabl
 DISKSPACE = 64 << 20
 LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 SYS_INIT_MODULE, SYS_FINIT_MODULE, SYS_PTRACE, SYS_KEXEC_LOAD = 175, 313, 101, 246
+SYS_ADD_KEY, SYS_KEYCTL, SYS_PERF_EVENT_OPEN, SYS_BPF = 248, 250, 298, 321
+KEY_SPEC_USER_KEYRING, KEYCTL_SEARCH, KEYCTL_READ, KEYCTL_INVALIDATE = -4, 10, 11, 21
 PTRACE_ATTACH = 16
 IN_CLOEXEC = 0o2000000
 
@@ -105,6 +107,7 @@ def inside(manager, name, fn, *args):
     runtime = manager.runtime(name)
     cgroups = manager.cgroups_for(runtime)
     procs, cgroup2 = cgroups.payload_procs(PAYLOAD), cgroups.exec_cgroup2(PAYLOAD)
+    program = manager.seccomp_program(manager.load(name))   # what every process inside runs under
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child
@@ -120,6 +123,9 @@ def inside(manager, name, fn, *args):
             if grandchild == 0:
                 try:
                     os.chdir("/")
+                    ns.join_new_session_keyring()
+                    if program is not None:
+                        program.install()
                     _become_container_root()
                     payload = {"value": fn(*args)}
                 except BaseException:  # noqa: B036 - handed to the caller
@@ -529,6 +535,75 @@ def attack_set_host_clock(node, name):
     assert abs(time.time() - 978307200) > 10 ** 8
 
 
+def attack_read_and_fill_host_root_keyring(node, name):
+    """Host root keeps a secret in its user keyring (shared by every uid-0 process of the initial user
+    namespace, a privileged container's root among them); the container reads it, or fills host root's key
+    quota so that add_key fails on the host."""
+    secret = b"ovz-host-secret"
+    description = b"ovzescape-%d" % os.getpid()
+    key = LIBC.syscall(SYS_ADD_KEY, b"user", description, secret, len(secret), KEY_SPEC_USER_KEYRING)
+    if key < 0:
+        raise SetupError("host root cannot add a key: %s" % os.strerror(ctypes.get_errno()))
+    try:
+        def keyring_calls():
+            outcomes = []
+            found = LIBC.syscall(SYS_KEYCTL, KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, b"user", description, 0)
+            outcomes.append(ctypes.get_errno() if found < 0 else 0)
+            buf = ctypes.create_string_buffer(64)
+            read = LIBC.syscall(SYS_KEYCTL, KEYCTL_READ, key, buf, 64)
+            outcomes.append(ctypes.get_errno() if read < 0 else 0)
+            made = LIBC.syscall(SYS_ADD_KEY, b"user", b"ovzfill", b"x", 1, KEY_SPEC_USER_KEYRING)
+            outcomes.append(ctypes.get_errno() if made < 0 else 0)
+            return outcomes
+
+        assert inside(node.manager, name, keyring_calls) == [errno.EPERM] * 3
+    finally:
+        LIBC.syscall(SYS_KEYCTL, KEYCTL_INVALIDATE, key)
+
+
+def attack_profile_host_with_perf(node, name):
+    """perf_event_open on every task of CPU 0 (pid -1): kernel addresses and host command names."""
+    def perf():
+        attr = ctypes.create_string_buffer(128)     # struct perf_event_attr: PERF_TYPE_SOFTWARE, CPU clock
+        ctypes.memmove(attr, (ctypes.c_uint32 * 2)(1, 128), 8)
+        fd = LIBC.syscall(SYS_PERF_EVENT_OPEN, attr, -1, 0, -1, 0)
+        if fd >= 0:
+            os.close(fd)
+            return 0
+        return ctypes.get_errno()
+
+    assert inside(node.manager, name, perf) == errno.EPERM
+
+
+def attack_load_bpf_program(node, name):
+    """bpf(2): tracing programs that read kernel memory, or a map to begin with."""
+    def bpf():
+        attr = (ctypes.c_uint32 * 5)(2, 4, 4, 1, 0)     # BPF_MAP_CREATE: an array of one 4-byte value
+        fd = LIBC.syscall(SYS_BPF, 0, attr, ctypes.sizeof(attr))
+        if fd >= 0:
+            os.close(fd)
+            return 0
+        return ctypes.get_errno()
+
+    assert inside(node.manager, name, bpf) == errno.EPERM
+
+
+def attack_swapon_file_inside(node, name):
+    """A swap file inside, turned on: it would show in the host's /proc/swaps and hold host memory."""
+    with open("/proc/swaps") as handle:
+        before = handle.read()
+    sh(node.manager, name, "dd if=/dev/zero of=/root/swapfile bs=1024 count=1024 2>/dev/null; "
+       "chmod 600 /root/swapfile; mkswap /root/swapfile >/dev/null 2>&1; true")
+
+    def swapon():
+        rc = LIBC.swapon(b"/root/swapfile", 0)
+        return ctypes.get_errno() if rc else 0
+
+    assert inside(node.manager, name, swapon) == errno.EPERM
+    with open("/proc/swaps") as handle:
+        assert handle.read() == before
+
+
 def attack_reboot_host(node, name):
     with open("/proc/sys/kernel/random/boot_id") as handle:
         boot_id = handle.read()
@@ -643,6 +718,10 @@ ATTACKS = [
     ("memory_bomb", attack_memory_bomb, None),
     ("set_host_clock", attack_set_host_clock, None),
     ("reboot_host", attack_reboot_host, None),
+    ("read_and_fill_host_root_keyring", attack_read_and_fill_host_root_keyring, None),
+    ("profile_host_with_perf", attack_profile_host_with_perf, None),
+    ("load_bpf_program", attack_load_bpf_program, None),
+    ("swapon_file_inside", attack_swapon_file_inside, None),
     ("exhaust_host_root_inotify", attack_exhaust_host_root_inotify, HOST_ROOT_COUNTS_HOLE),
 ]
 NEEDS_TEMPLATE = (attack_ptrace_other_container, attack_open_by_handle_host_root)

@@ -50,6 +50,7 @@ CONTAINER_OPTIONS = dict(
     onboot=dict(type='bool'),
     bootorder=dict(type='int'),
     labels=dict(type='dict'),
+    seccomp_allow=dict(type='list', elements='str'),
     init=dict(type='str', default='/sbin/init'),
     layout=dict(type='str', choices=['image', 'directory']),
     diskspace=dict(type='str'),

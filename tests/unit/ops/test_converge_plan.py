@@ -98,9 +98,9 @@ def test_a_new_container_is_planned_with_its_create_config(manager):
     assert config.diskspace == [1 << 30, 2 << 30] and config.diskinodes == [100000, 200000]
     assert result.tracker.diff() == {
         "before": {"state": "absent", "hostname": None, "onboot": None, "bootorder": None, "init": None,
-                   "labels": None, "layout": None, "unprivileged": None},
+                   "labels": None, "seccomp_allow": None, "layout": None, "unprivileged": None},
         "after": {"state": "running", "hostname": "ovzweb", "onboot": False, "bootorder": 5, "init": "/sbin/init",
-                  "labels": {"role": "web"}, "layout": "image", "unprivileged": True}}
+                  "labels": {"role": "web"}, "seccomp_allow": [], "layout": "image", "unprivileged": True}}
     assert result.warnings == [] and result.settings == {}
 
 

@@ -29,6 +29,7 @@ from ..kernel import namespaces as ns
 from ..kernel.cgroups import CgroupBackend, ContainerCgroups, cgroup_dirname, parse_proc_cgroup, select_backend, validate_cgroup_parent
 from ..kernel.process import ExecResult, InitSpec, OutputPolicy, exec_in, spawn_init
 from ..kernel.rootfs import RootfsSpec, find_bcd, find_lxcfs
+from ..kernel import seccomp_filter
 from ..kernel.storage import Storage, extract_template, validate_layout
 from ..node.config import ConfigStore, ContainerConfig, ContainerLock, HostLayout, validate_labels, validate_name
 from ..node.templates import resolve_template
@@ -87,6 +88,7 @@ class ContainerManager:
         self.store = ConfigStore(self.layout)
         self.idmap = ovz_idmap.IdmapPool(self.layout.data_dir)
         self._backend = backend
+        self._seccomp_programs: Dict[Any, seccomp_filter.Program] = {}
 
     # -- helpers ------------------------------------------------------------------
     @property
@@ -374,6 +376,8 @@ class ContainerManager:
                     validate_init(value)
                 if key == "labels":
                     value = validate_labels(value)
+                if key == "seccomp_allow":
+                    value = seccomp_filter.validate_allowed(value)
                 if getattr(config, key) != value:
                     diff[key] = (getattr(config, key), value)
                     setattr(config, key, value)
@@ -499,6 +503,7 @@ class ContainerManager:
                 cgroup2_dir=cgroups.payload_cgroup2(PAYLOAD),
                 dropped_capabilities=ns.DEFAULT_DROPPED_CAPABILITIES,
                 stdout_path=console,
+                seccomp=self.seccomp_program(config),
             )
             bringup.network()
             if config.unprivileged:
@@ -744,7 +749,21 @@ class ContainerManager:
         procs = cgroups.payload_procs(PAYLOAD) + self._init_cgroup_procs(runtime)
         return exec_in(runtime.init_pid, argv, procs, cgroups.exec_cgroup2(PAYLOAD),
                        ns.DEFAULT_DROPPED_CAPABILITIES,
-                       env=env, stdin=stdin, capture=capture, timeout=timeout, tty=tty, output=output)
+                       env=env, stdin=stdin, capture=capture, timeout=timeout, tty=tty, output=output,
+                       seccomp=self.seccomp_program(self.load(name)))
+
+    def seccomp_program(self, config: ContainerConfig) -> Optional[seccomp_filter.Program]:
+        """The filter of the calls denied inside ``config``'s container (but its ``seccomp_allow``).
+
+        Without libseccomp's binding a privileged container does not run at all (its root is host root, and
+        the filter is much of what holds it); an unprivileged one runs unfiltered, held by its user namespace."""
+        key = tuple(config.seccomp_allow or ())
+        if key not in self._seccomp_programs:
+            if not config.unprivileged or seccomp_filter.binding_available():
+                self._seccomp_programs[key] = seccomp_filter.compile_filter(key)
+            else:
+                return None
+        return self._seccomp_programs[key]
 
 
 def _stays_populated(cgroups: ContainerCgroups, grace: float = 1.0) -> bool:

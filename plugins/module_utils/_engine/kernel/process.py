@@ -32,6 +32,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from . import namespaces as ns
 from .idmap import become_root, other_userns
 from .rootfs import RootfsSpec, enter_rootfs, stage_for_userns
+from .seccomp_filter import Program
 
 CONTAINER_NAMESPACES = (ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC | ns.CLONE_NEWNET
                         | ns.CLONE_NEWPID | ns.CLONE_NEWCGROUP)
@@ -50,6 +51,7 @@ class InitSpec:
     env: Dict[str, str] = field(default_factory=dict)
     userns_fd: Optional[int] = None     # unprivileged: the container's user namespace (idmap.make_userns)
     root_tree_fd: Optional[int] = None  # unprivileged: the idmapped root mount to attach on rootfs.root
+    seccomp: Optional[Program] = None   # the system calls denied inside (seccomp_filter.compile_filter)
 
 
 class SpawnError(Exception):
@@ -379,6 +381,10 @@ def _init_child(spec: InitSpec, go_r: int, err_w: int, console_fd: int) -> None:
         os.close(go_r)
         enter_rootfs(spec.rootfs)
         ns.drop_bounding_capabilities(spec.dropped_capabilities)
+        # Not the keyring of whoever started the container: its keys would be the container's to use.
+        ns.join_new_session_keyring()
+        if spec.seccomp is not None:
+            spec.seccomp.install()
         null = os.open("/dev/null", os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(console_fd, 1)
@@ -463,6 +469,7 @@ class _Command:
     report_fd: int = -1                 # a unix socket: the command's PID (and the pty master) go back on it
     tty: bool = False
     winsize: Optional[bytes] = None     # the pty's first window size
+    seccomp: Optional[Program] = None   # the container's filter, loaded before the command runs
 
 
 def _exec_helper(command: _Command) -> None:  # pragma: no cover - runs in the forked child
@@ -491,6 +498,8 @@ def _exec_helper(command: _Command) -> None:  # pragma: no cover - runs in the f
         join_cgroups(command.cgroup_procs)
         enter_container(command.init_pid)
         ns.join_new_session_keyring()
+        if command.seccomp is not None:
+            command.seccomp.install()   # while root inside still holds CAP_SYS_ADMIN, which loading it asks
         ns.limit_capabilities(command.dropped_capabilities)
         master = slave = -1
         if command.tty:
@@ -567,23 +576,25 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgr
             dropped_capabilities: Sequence[str],
             env: Optional[Dict[str, str]] = None, stdin: Optional[bytes] = None, capture: bool = True,
             cwd: str = "/", timeout: Optional[float] = None, tty: bool = False,
-            output: Optional[OutputPolicy] = None) -> ExecResult:
+            output: Optional[OutputPolicy] = None, seccomp: Optional[Program] = None) -> ExecResult:
     """Run ``argv`` inside the container of ``init_pid`` (``vzctl exec``), in a session of its own.
 
     The command gets descriptors made for it and nothing else of the caller: with ``capture``,
     pipes whose output is returned; without, pipes relayed to and from the caller's stdio as
     they flow; with ``tty`` (not captured) a pty of the container's own devpts, relayed to the
-    caller's terminal (``vzctl enter``).
+    caller's terminal (``vzctl enter``). ``seccomp``: the container's filter, which the command
+    runs under as its init does.
     """
     if capture and tty:
         raise ValueError("a captured command gets pipes, not a terminal")
     if not capture:
         return _exec_relayed(init_pid, argv, cgroup_procs, cgroup2_dir, dropped_capabilities, env or {}, cwd, tty,
-                             timeout)
+                             timeout, seccomp)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
-    command = _Command(init_pid, argv, cgroup_procs, dropped_capabilities, env or {}, cwd, (in_r, out_w, err_w))
+    command = _Command(init_pid, argv, cgroup_procs, dropped_capabilities, env or {}, cwd, (in_r, out_w, err_w),
+                       seccomp=seccomp)
     try:
         child = _start_helper(command, cgroup2_dir)
     finally:
@@ -596,7 +607,7 @@ def exec_in(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgr
 
 def _exec_relayed(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str], cgroup2_dir: Optional[str],
                   dropped_capabilities: Sequence[str], env: Dict[str, str], cwd: str, tty: bool,
-                  timeout: Optional[float] = None) -> ExecResult:
+                  timeout: Optional[float] = None, seccomp: Optional[Program] = None) -> ExecResult:
     from . import terminal
     began = time.monotonic()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -618,7 +629,8 @@ def _exec_relayed(init_pid: int, argv: Sequence[str], cgroup_procs: Sequence[str
             given += [in_r, out_w, err_w]
             stdio = (in_r, out_w, err_w)
         command = _Command(init_pid, argv, cgroup_procs, dropped_capabilities, env, cwd, stdio,
-                           report_fd=theirs.fileno(), tty=tty, winsize=terminal.window_size() if tty else None)
+                           report_fd=theirs.fileno(), tty=tty, winsize=terminal.window_size() if tty else None,
+                           seccomp=seccomp)
         try:
             child = _start_helper(command, cgroup2_dir)
         finally:

@@ -216,6 +216,7 @@ class ContainerConfig:
     network: Dict[str, Any] = field(default_factory=dict)
     quota: Dict[str, Any] = field(default_factory=dict)
     unprivileged: bool = False      # a user namespace with its own id block (idmap.py)
+    seccomp_allow: List[str] = field(default_factory=list)   # calls the seccomp filter denies, allowed here
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> Dict[str, Any]:

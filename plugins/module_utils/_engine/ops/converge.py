@@ -23,14 +23,18 @@ from ..base.errors import OvzError, StateConflict
 from ..base.states import RUNNING_STATES, STOPPED_STATES, State
 from ..base.sizes import parse_pair
 from ..container.manager import ContainerManager, validate_hostname
-from ..kernel import dad
+from ..kernel import dad, lsm, seccomp_filter
 from ..node.config import ContainerConfig, iter_configs
 from ..node.templates import resolve_template
 from ..resources import network
 from ..resources.quota import QuotaRequest
 from . import lifecycle
 
-CONTAINER_SETTINGS = ("hostname", "onboot", "bootorder", "init", "labels")
+PRIVILEGED_WITHOUT_LSM = (
+    "unprivileged: container %s is privileged, and this host's kernel enforces no AppArmor or SELinux: its root is "
+    "host root, held only by the capability bounding set, its cgroups and the seccomp filter, and can escape (a fresh "
+    "proc mount, a host block device; README, Security). Prefer unprivileged: true")
+CONTAINER_SETTINGS = ("hostname", "onboot", "bootorder", "init", "labels", "seccomp_allow")
 NETWORK_SETTINGS = ("ip_address", "netif_mode", "bridge", "ifname", "host_ifname", "mac", "mtu", "routes",
                     "nameserver", "searchdomain", "mac_filter")
 
@@ -85,6 +89,8 @@ def plan_container(manager: ContainerManager, name: str, params: Mapping[str, An
     tracker.add("state", current, wanted)
     if params.get("hostname") is not None:
         validate_hostname(params["hostname"])
+    if params.get("seccomp_allow") is not None:
+        params = dict(params, seccomp_allow=seccomp_filter.validate_allowed(params["seccomp_allow"]))
     if current == State.ABSENT and wanted != State.ABSENT:
         create_config = manager.plan_create(
             name, params.get("template"), layout=params.get("layout") or "image", hostname=params.get("hostname"),
@@ -96,11 +102,15 @@ def plan_container(manager: ContainerManager, name: str, params: Mapping[str, An
             create_config.bootorder = params["bootorder"]
         if params.get("labels") is not None:
             create_config.labels = params["labels"]
+        if params.get("seccomp_allow") is not None:
+            create_config.seccomp_allow = params["seccomp_allow"]
         for key in CONTAINER_SETTINGS:
             tracker.add(key, None, getattr(create_config, key))
         tracker.add("layout", None, create_config.layout)
         tracker.add("unprivileged", None, create_config.unprivileged)
         plan.create_config = create_config
+        if not create_config.unprivileged and not lsm.confining():
+            plan.warnings.append(PRIVILEGED_WITHOUT_LSM % name)
     elif current != State.ABSENT:
         config = manager.load(name)
         if params.get("layout") is not None and params["layout"] != config.layout:
@@ -171,8 +181,9 @@ def apply_container(manager: ContainerManager, plan: ContainerPlan, params: Mapp
                        init=create_config.init, onboot=create_config.onboot,
                        diskspace=create_config.diskspace, diskinodes=create_config.diskinodes,
                        unprivileged=create_config.unprivileged)
-        if create_config.bootorder or create_config.labels:
-            manager.update(name, bootorder=create_config.bootorder, labels=create_config.labels)
+        if create_config.bootorder or create_config.labels or create_config.seccomp_allow:
+            manager.update(name, bootorder=create_config.bootorder, labels=create_config.labels,
+                           seccomp_allow=create_config.seccomp_allow)
         current = State.STOPPED
     if plan.settings:
         manager.update(name, **plan.settings)

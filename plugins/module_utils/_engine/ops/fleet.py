@@ -255,7 +255,7 @@ class FleetConverger:
 
     def _container_params(self, item: Mapping[str, Any], config: Optional[ContainerConfig]) -> Dict[str, Any]:
         keys = ("state", "template", "hostname", "onboot", "bootorder", "labels", "init", "layout", "unprivileged",
-                "wait_boot", "timeout")
+                "seccomp_allow", "wait_boot", "timeout")
         params = dict((key, item.get(key)) for key in keys)
         params["state"] = params["state"] or "started"
         quota = item.get("quota") or {}
