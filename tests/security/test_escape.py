@@ -561,16 +561,20 @@ def attack_read_and_fill_host_root_keyring(node, name):
         LIBC.syscall(SYS_KEYCTL, KEYCTL_INVALIDATE, key)
 
 
+def _closed_or_errno(fd):
+    """0 for a call that gave a descriptor (closed at once), else its errno."""
+    if fd >= 0:
+        os.close(fd)
+        return 0
+    return ctypes.get_errno()
+
+
 def attack_profile_host_with_perf(node, name):
     """perf_event_open on every task of CPU 0 (pid -1): kernel addresses and host command names."""
     def perf():
         attr = ctypes.create_string_buffer(128)     # struct perf_event_attr: PERF_TYPE_SOFTWARE, CPU clock
         ctypes.memmove(attr, (ctypes.c_uint32 * 2)(1, 128), 8)
-        fd = LIBC.syscall(SYS_PERF_EVENT_OPEN, attr, -1, 0, -1, 0)
-        if fd >= 0:
-            os.close(fd)
-            return 0
-        return ctypes.get_errno()
+        return _closed_or_errno(LIBC.syscall(SYS_PERF_EVENT_OPEN, attr, -1, 0, -1, 0))
 
     assert inside(node.manager, name, perf) == errno.EPERM
 
@@ -579,11 +583,7 @@ def attack_load_bpf_program(node, name):
     """bpf(2): tracing programs that read kernel memory, or a map to begin with."""
     def bpf():
         attr = (ctypes.c_uint32 * 5)(2, 4, 4, 1, 0)     # BPF_MAP_CREATE: an array of one 4-byte value
-        fd = LIBC.syscall(SYS_BPF, 0, attr, ctypes.sizeof(attr))
-        if fd >= 0:
-            os.close(fd)
-            return 0
-        return ctypes.get_errno()
+        return _closed_or_errno(LIBC.syscall(SYS_BPF, 0, attr, ctypes.sizeof(attr)))
 
     assert inside(node.manager, name, bpf) == errno.EPERM
 
