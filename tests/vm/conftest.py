@@ -175,6 +175,7 @@ def vm_template(vms, vm_workdir):
 STATIC_PROGRAMS = {
     "ovz_hog": os.path.join(os.path.dirname(os.path.abspath(__file__)), "ovz_hog.c"),
     "ckpt_workload": os.path.join(REPO, "tests", "integration", "ckpt_workload.c"),
+    "seccomp_probe": os.path.join(REPO, "tests", "security", "seccomp_probe.c"),
 }
 
 
