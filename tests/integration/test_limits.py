@@ -212,7 +212,10 @@ def test_ram_oom_kills_inside_only_and_live_raise_lets_it_succeed(node, busybox_
     assert counters["physpages"]["limit"] == (64 << 20) // lim.PAGE_SIZE
     # counted in the victim's own cgroup (payload)
     events = cgread(node, name, "memory", "payload/memory.oom_control" if needs_v1() else "payload/memory.events")
-    assert "oom_kill 1" in events.splitlines(), events
+    # At least the allocating dd; on a loaded host the kernel may pick a second victim inside (the shell) before
+    # the first one's memory is back. What matters follows: both inits live on, and nothing outside was touched.
+    kills = [int(line.split()[1]) for line in events.splitlines() if line.startswith("oom_kill ")]
+    assert kills and kills[0] >= 1, events
     for n, pid in pids.items():                                    # both inits live on
         assert node.manager.status(n) == "running" and node.manager.runtime(n).init_pid == pid
     assert sh(node.manager, bystander, alloc).rc == 0

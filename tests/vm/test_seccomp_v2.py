@@ -11,6 +11,7 @@ kernel).
 from __future__ import annotations
 
 import errno
+import json
 
 import pytest
 
@@ -91,3 +92,10 @@ def test_host_root_keys_stay_unread_and_its_quota_untouched(run):
     after = int(play.stdout(vm, "key users after").split("/")[0])
     assert after - before < 100      # each exec's own session keyring, not the 5000 asked for
     assert play.stdout(vm, "drop host key") == "0"
+
+
+def test_a_privileged_container_warns_that_no_profile_confines_it(run):
+    play, vm, priv, unpriv, _allowed = run
+    text = json.dumps(play.ok(vm, "start %s" % priv).get("warnings", []))
+    assert "container %s is privileged" % priv in text and "host root" in text
+    assert "host root" not in json.dumps(play.ok(vm, "start %s" % unpriv).get("warnings", []))

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from ansible_collections.ovz.containers.plugins.module_utils._engine.base.errors import InvalidParameter
-from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import seccomp_filter
+from ansible_collections.ovz.containers.plugins.module_utils._engine.kernel import lsm, seccomp_filter
 
 SYS_KEYCTL, SYS_BPF, SYS_GETPID = 250, 321, 39
 
@@ -51,3 +51,11 @@ def test_a_loaded_filter_denies_its_calls_with_eperm_and_lets_the_allowed_throug
     assert outcomes[2] == 0
     assert state == [2, 1]
     assert seccomp_filter.filter_state(os.getpid())[0] == 0   # the caller itself stays unfiltered
+
+
+def test_the_lsms_that_could_confine_a_container(tmp_path):
+    path = tmp_path / "lsm"
+    path.write_text("lockdown,capability,landlock,yama,apparmor,tomoyo,bpf\n")
+    assert lsm.active(str(path))[-3:] == ["apparmor", "tomoyo", "bpf"]
+    assert lsm.confining(str(path)) == ["apparmor", "tomoyo"]
+    assert lsm.confining(str(tmp_path / "absent")) == []     # no securityfs, as on this machine's kernel

@@ -30,13 +30,18 @@ from ..resources import network
 from ..resources.quota import QuotaRequest
 from . import lifecycle
 
-PRIVILEGED_WITHOUT_LSM = (
-    "unprivileged: container %s is privileged, and this host's kernel enforces no AppArmor or SELinux: its root is "
-    "host root, held only by the capability bounding set, its cgroups and the seccomp filter, and can escape (a fresh "
-    "proc mount, a host block device; README, Security). Prefer unprivileged: true")
 CONTAINER_SETTINGS = ("hostname", "onboot", "bootorder", "init", "labels", "seccomp_allow")
 NETWORK_SETTINGS = ("ip_address", "netif_mode", "bridge", "ifname", "host_ifname", "mac", "mtu", "routes",
                     "nameserver", "searchdomain", "mac_filter")
+
+
+def privileged_warning(name: str, lsms: List[str]) -> str:
+    """What creating a privileged container says while no LSM profile confines it (``lsms``: the host's)."""
+    why = ("this host's kernel enforces no AppArmor or SELinux" if not lsms else
+           "the host enforces %s, but this collection loads no profile for containers yet" % ", ".join(lsms))
+    return ("unprivileged: container %s is privileged, and %s: its root is host root, held only by the capability "
+            "bounding set, its cgroups and the seccomp filter, and can escape (a fresh proc mount, a host block device; "
+            "README, Security). Prefer unprivileged: true" % (name, why))
 
 
 # -- ovz_container ----------------------------------------------------------------------------
@@ -109,8 +114,8 @@ def plan_container(manager: ContainerManager, name: str, params: Mapping[str, An
         tracker.add("layout", None, create_config.layout)
         tracker.add("unprivileged", None, create_config.unprivileged)
         plan.create_config = create_config
-        if not create_config.unprivileged and not lsm.confining():
-            plan.warnings.append(PRIVILEGED_WITHOUT_LSM % name)
+        if not create_config.unprivileged:
+            plan.warnings.append(privileged_warning(name, lsm.confining()))
     elif current != State.ABSENT:
         config = manager.load(name)
         if params.get("layout") is not None and params["layout"] != config.layout:
