@@ -599,9 +599,16 @@ def attack_swapon_file_inside(node, name):
         rc = LIBC.swapon(b"/root/swapfile", 0)
         return ctypes.get_errno() if rc else 0
 
-    assert inside(node.manager, name, swapon) == errno.EPERM
-    with open("/proc/swaps") as handle:
-        assert handle.read() == before
+    try:
+        assert inside(node.manager, name, swapon) == errno.EPERM
+        with open("/proc/swaps") as handle:
+            assert handle.read() == before
+    finally:
+        # An attack that worked leaves the host swapping to the container's file, which would hold its disk
+        # (the loop device) past its destroy: taken off through the host's path to the same file.
+        with open("/proc/swaps") as handle:
+            if "/root/swapfile" in handle.read():
+                LIBC.swapoff(os.path.join(node.manager.layout.root(name), "root", "swapfile").encode())
 
 
 def attack_reboot_host(node, name):
