@@ -349,6 +349,8 @@ def test_new_containers_are_unprivileged_by_default(node, busybox_template):
                               check=False)
         assert proc.returncode == 0, proc.stderr
         assert node.manager.load(name).unprivileged is expected, flag
+        # The operator hears what a privileged container's root is, as the module's users do.
+        assert ("warning: unprivileged: container %s is privileged" % name in proc.stderr) is (not expected), proc.stderr
     proc = subprocess.run(base + ["create", node.name(), "--ostemplate", busybox_template, "--privileged",
                                   "--unprivileged"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=120, check=False)

@@ -216,6 +216,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             manager.create(args.name, args.ostemplate, layout=args.layout, hostname=args.hostname,
                            diskspace=parse_pair(args.diskspace, "diskspace") if args.diskspace else None,
                            unprivileged=not args.privileged)
+            if args.privileged:
+                from .._engine.kernel import lsm
+                from .._engine.ops import converge
+                _say("ovzctl: warning: " + converge.privileged_warning(args.name, lsm.confining()), sys.stderr)
         elif args.command in ("start", "restart"):
             _start(manager, args)
         elif args.command == "stop":
