@@ -436,17 +436,26 @@ def with_second_level(node, name):
     node.manager.store.save(config)
 
 
-def hold_loop(node, device):
+def hold_loop(node, device, private):
     """Attach scratch images until ``device`` is one of them (it is released asynchronously after the
     unmount, and other tests take loop devices meanwhile): the next attach gets another number.
-    Returns the descriptors that hold them."""
+    Returns the descriptors that hold them; none when another test's image took ``device`` first, which
+    keeps it from the next attach as well. ``private``: the stopped container's private area."""
     image = os.path.join(node.data_dir, "ovz-hold.img")
     with open(image, "wb") as handle:
         handle.truncate(16 * MIB)
     held = []
+    backing = "/sys/block/%s/loop/backing_file" % os.path.basename(device)
     try:
         for _attempt in range(200):
-            if not os.path.exists("/sys/block/%s/loop" % os.path.basename(device)):
+            try:
+                with open(backing) as handle:
+                    owner = handle.read().strip()
+            except OSError:
+                owner = None
+            if owner is not None and not owner.startswith(private.rstrip("/") + "/"):
+                return held
+            if owner is None:
                 got, loop_fd = st.attach_loop(image)
                 held.append(loop_fd)
                 if got == device:
@@ -472,7 +481,7 @@ def test_second_level_node_follows_the_loop_device_across_restarts(node, busybox
     assert loop_nodes_inside(node, name) == {first: numbers}
     assert "usrquota" in q.filesystem_of(node.manager.layout.root(name))["super"]
     node.manager.stop(name)
-    held = hold_loop(node, first)
+    held = hold_loop(node, first, node.manager.layout.private(name))
     try:
         node.manager.start(name, wait_boot=True, timeout=20)
         second, numbers2 = mounted_loop(node, name)
@@ -510,7 +519,7 @@ def test_second_level_node_follows_the_loop_device_after_restore(node, busybox_t
     checkpointer = Checkpointer(node.manager, criu)
     checkpointer.dump(name, images)
     assert node.manager.status(name) == "stopped"
-    held = hold_loop(node, first)
+    held = hold_loop(node, first, node.manager.layout.private(name))
     try:
         checkpointer.restore(name, images)
         second, numbers2 = mounted_loop(node, name)
